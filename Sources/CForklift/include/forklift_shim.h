@@ -1,0 +1,154 @@
+/*
+ * Internal C helpers for the Swift core. Not part of the public API and not copied into
+ * include/forklift.h.
+ *
+ * - Atomic operations on plain memory (the Swift core keeps some atomics in raw buffers,
+ *   where Synchronization.Atomic cannot live).
+ * - Futex wait/wake, the monotonic clock, thread names and the CPU count.
+ * - Thread-local state: the last-error message and the task/worker running on this thread.
+ * - The fixed-layout records of the hot path: task nodes, result slots, task contexts.
+ */
+#ifndef FORKLIFT_SHIM_H
+#define FORKLIFT_SHIM_H
+
+#include "forklift_types.h"
+#include <stdbool.h>
+
+/* ---- Atomics on raw memory -------------------------------------------------------------- */
+
+static inline uint64_t fls_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t fls_atomic_load_relaxed_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void fls_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline bool fls_atomic_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t fls_atomic_add_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t fls_atomic_sub_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
+
+static inline uint32_t fls_atomic_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void fls_atomic_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint32_t fls_atomic_exchange_u32(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
+static inline uint32_t fls_atomic_add_u32(uint32_t *p, uint32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline uint32_t fls_atomic_sub_u32(uint32_t *p, uint32_t v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
+static inline bool fls_atomic_cas_u32(uint32_t *p, uint32_t *expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE);
+}
+
+static inline void *fls_atomic_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void fls_atomic_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+/** A full (sequentially consistent) fence. */
+static inline void fls_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/** A hint to the CPU inside a spin loop. */
+static inline void fls_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/** One cell of the bounded MPMC ring in the task queue. */
+typedef struct fls_ring_cell {
+    uint64_t sequence;
+    void *item;
+} fls_ring_cell;
+
+/* ---- System ----------------------------------------------------------------------------- */
+
+/** Waits while *addr == expected, at most timeout_ns (negative: no limit). Returns 0 when woken
+ *  or the value differed, -1 on timeout. Process-private futex. */
+int fls_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/** Wakes up to n waiters of addr. */
+void fls_futex_wake(uint32_t *addr, int n);
+/** CLOCK_MONOTONIC in nanoseconds. */
+int64_t fls_monotonic_ns(void);
+/** Online CPUs (sched_getaffinity first, then sysconf); at least 1. */
+int fls_cpu_count(void);
+/** Names the calling thread (truncated to 15 bytes). */
+void fls_set_thread_name(const char *name);
+/** Starts a detached=false pthread running fn(arg); stores it in *out. Returns 0 or errno. */
+int fls_thread_start(void *(*fn)(void *), void *arg, uint64_t *out);
+/** Joins a thread started by fls_thread_start. */
+int fls_thread_join(uint64_t thread);
+/** The calling thread's id for identity checks. */
+uint64_t fls_thread_self(void);
+
+/* ---- Thread-local state ----------------------------------------------------------------- */
+
+/** Stores the last-error message of this thread (copied, truncated to 1023 bytes). */
+void fls_tls_set_message(const char *message);
+/** The last-error message of this thread ("" when none). */
+const char *fls_tls_message(void);
+/** The worker object (opaque to C) running on this thread, or NULL. */
+void *fls_tls_worker(void);
+void fls_tls_set_worker(void *worker);
+/** The task context active on this thread, or NULL. */
+void *fls_tls_task_ctx(void);
+void fls_tls_set_task_ctx(void *ctx);
+
+/* ---- Hot-path records ------------------------------------------------------------------- */
+
+/** Bytes of a result stored inline in its slot, without an allocation. */
+#define FLS_SLOT_INLINE 16
+/** A slot's status while its task has not completed. */
+#define FLS_SLOT_PENDING 1
+
+/** The outcome of one task (one item of a map). */
+typedef struct fls_slot {
+    /** FLS_SLOT_PENDING, FL_OK, FL_ETASK or FL_ECANCELED. */
+    int32_t status;
+    /** The task's own non-zero code when status is FL_ETASK. */
+    int32_t code;
+    /** Result length in bytes. */
+    size_t len;
+    /** The result bytes when they do not fit inline (malloc'd), or an external buffer. */
+    void *heap;
+    /** The failure message (malloc'd), or NULL. */
+    char *message;
+    /** 1 when heap points into a caller's buffer that the slot does not own. */
+    uint32_t external;
+    uint32_t reserved;
+    unsigned char inline_data[FLS_SLOT_INLINE];
+} fls_slot;
+
+/** What a running task may write its result into. Lives on the worker's stack. */
+typedef struct fls_ctx_record {
+    /** Destination of the result. */
+    fls_slot *slot;
+    /** A caller-supplied result buffer (fl_pool_apply), or NULL. */
+    void *external;
+    size_t external_cap;
+    /** Item index within its map (0 for apply). */
+    uint64_t index;
+    /** Points to a flag that becomes non-zero when the pool is terminated. */
+    const uint32_t *cancelled;
+} fls_ctx_record;
+
+/** Bytes of an argument blob kept inside a task node. */
+#define FLS_NODE_INLINE 48
+
+/** Kinds of task node. */
+#define FLS_NODE_APPLY 1
+#define FLS_NODE_JOB 2
+
+/** One unit of work in a pool's queue. 128 bytes. */
+typedef struct fls_node {
+    struct fls_node *next;
+    uint32_t kind;
+    uint32_t arg_is_heap;
+    fl_task_fn fn;
+    void *user;
+    const void *arg;
+    size_t arg_len;
+    /** A retained Swift object: the result box (apply) or the job (job runner). */
+    void *owner;
+    /** A caller buffer for a synchronous apply, or NULL. */
+    void *external;
+    size_t external_cap;
+    /** First item index (imap chunks). */
+    uint64_t index;
+    unsigned char inline_arg[FLS_NODE_INLINE];
+} fls_node;
+
+#endif /* FORKLIFT_SHIM_H */

@@ -1,0 +1,176 @@
+/*
+ * Public C types of Forklift: status codes, handles, option structs and callback types.
+ *
+ * This file is the single source of the public C types. The Swift core imports it, and
+ * `make header` copies the part between the PUBLIC markers into include/forklift.h, followed
+ * by the prototypes of the exported functions.
+ */
+#ifndef FORKLIFT_TYPES_H
+#define FORKLIFT_TYPES_H
+
+/* FORKLIFT-PUBLIC-BEGIN */
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------------------------------- */
+/* Versions                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/** Major version of this header. A library with another major version is incompatible. */
+#define FL_VERSION_MAJOR 0
+/** Minor version of this header: additions only. */
+#define FL_VERSION_MINOR 1
+/** Patch version of this header. */
+#define FL_VERSION_PATCH 0
+/** The version as one number, major * 10000 + minor * 100 + patch; compare with fl_version_number(). */
+#define FL_VERSION_NUMBER (FL_VERSION_MAJOR * 10000 + FL_VERSION_MINOR * 100 + FL_VERSION_PATCH)
+
+/* ---------------------------------------------------------------------------------------- */
+/* Status codes. Every fallible call returns FL_OK or one of the negative codes below.       */
+/* fl_strerror(code) names a code; fl_last_error() gives the detail of the last failure on    */
+/* the calling thread.                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+/** Success. */
+#define FL_OK 0
+/** An argument is invalid: a NULL pointer where one is required, an impossible size or count. */
+#define FL_EINVAL (-1)
+/** A handle is NULL, destroyed, released, of another type, or was never issued. */
+#define FL_EHANDLE (-2)
+/** Memory could not be allocated. */
+#define FL_ENOMEM (-3)
+/** The call is not allowed in the object's current state (submit after close, join before close). */
+#define FL_ESTATE (-4)
+/** The timeout expired before the awaited event. */
+#define FL_ETIMEDOUT (-5)
+/** The task was cancelled before it ran (fl_pool_terminate). */
+#define FL_ECANCELED (-6)
+/** The task reported a failure; fl_result_error() or fl_iter_error() give its code and message. */
+#define FL_ETASK (-7)
+/** An iterator has no more items. */
+#define FL_EDONE (-8)
+/** An index is out of range, or a buffer is too small for a result. */
+#define FL_ERANGE (-9)
+/** The call would wait for itself: joining or destroying a pool from one of its own threads. */
+#define FL_EDEADLK (-10)
+/** A worker initializer failed; the pool was not created. */
+#define FL_EINIT (-11)
+/** A source callback of fl_pool_imap() reported a failure. */
+#define FL_ESOURCE (-12)
+/** A system resource (thread, futex) could not be obtained; fl_last_error() names it. */
+#define FL_ESYSTEM (-13)
+
+/* ---------------------------------------------------------------------------------------- */
+/* Timeouts are in seconds as a double. FL_FOREVER (any negative value) waits without limit; */
+/* 0 polls.                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/** Wait without a time limit. */
+#define FL_FOREVER (-1.0)
+
+/* ---------------------------------------------------------------------------------------- */
+/* Handles. Opaque, never dereferenced by the caller. A handle encodes a table slot and a     */
+/* generation; the library validates it on every call, so a stale or garbage handle yields    */
+/* FL_EHANDLE instead of a crash.                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+/** A pool of worker threads. Create with fl_pool_create(), free with fl_pool_destroy(). */
+typedef struct fl_pool_ *fl_pool;
+/** The outcome of an asynchronous (or synchronous map) call, like multiprocessing's AsyncResult.
+ *  Free with fl_result_release(). */
+typedef struct fl_result_ *fl_result;
+/** A lazy result iterator from fl_pool_imap() or fl_pool_imap_unordered(). Free with fl_iter_destroy(). */
+typedef struct fl_iter_ *fl_iter;
+/** The context of the task running on the calling thread; valid only inside that task function. */
+typedef struct fl_task_ctx_ *fl_task_ctx;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Callbacks                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * A task in the blob convention. Runs on a worker thread.
+ *
+ * `user` is the pointer given at submission, unchanged. `arg`/`arg_len` is the argument blob:
+ * for apply a copy owned by the library, for map an item of the input array, for starmap one
+ * of the argument blobs; it is valid until the function returns.
+ *
+ * Return 0 for success. To return a value, call fl_task_return() (copies) or write into the
+ * buffer from fl_task_result_buffer() (zero-copy) before returning. A task without a value
+ * yields an empty result. Return any non-zero code, or call fl_task_fail(), for a failure:
+ * the result then reports FL_ETASK and carries the code and message.
+ */
+typedef int (*fl_task_fn)(void *user, const void *arg, size_t arg_len, fl_task_ctx ctx);
+
+/**
+ * A kernel for fl_pool_map_strided(): processes `count` elements starting at `in` and `out`,
+ * element i being at `(char *)in + i * in_stride` and `(char *)out + i * out_stride`.
+ * Runs on a worker thread, on disjoint ranges. Return 0, or a non-zero code for a failure.
+ */
+typedef int (*fl_kernel_fn)(void *user, const void *in, ptrdiff_t in_stride, void *out,
+                            ptrdiff_t out_stride, size_t count);
+
+/**
+ * A worker initializer: runs once on each worker thread before it takes its first task.
+ * Return 0, or a non-zero code to make fl_pool_create() fail with FL_EINIT.
+ */
+typedef int (*fl_init_fn)(void *user, const void *initargs, size_t initargs_len);
+
+/**
+ * A completion callback of an asynchronous call. Runs on the pool's callback thread: one
+ * thread per pool, callbacks serialized and in completion order, so a callback may append
+ * to a list without a lock. `result` is valid for the duration of the callback (even if the
+ * caller has released its own reference); read it with fl_result_get(), fl_result_item() or
+ * fl_result_error() using a zero timeout. The callback must not release it.
+ */
+typedef void (*fl_result_cb)(void *user, fl_result result);
+
+/**
+ * An input source for fl_pool_imap(). Called on the thread that calls fl_pool_imap() or
+ * fl_iter_next(), never concurrently. Set `*data`/`*len` to the next item (copied before the
+ * next call) and return 1; return 0 at the end; return a negative code for a failure, which
+ * ends the input and is reported by fl_iter_next() as FL_ESOURCE after the items before it.
+ */
+typedef int (*fl_source_fn)(void *user, const void **data, size_t *len);
+
+/** A borrowed byte range: one argument blob of fl_pool_starmap(). */
+typedef struct fl_blob {
+    /** First byte; may be NULL only when len is 0. */
+    const void *data;
+    /** Length in bytes. */
+    size_t len;
+} fl_blob;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Options                                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+/** `workers` value meaning one worker per online CPU. */
+#define FL_WORKERS_DEFAULT (-1)
+/** The largest number of workers a pool accepts. */
+#define FL_WORKERS_MAX 1024
+
+/**
+ * Options of fl_pool_create(). Always fill with fl_pool_options_init() first, then change
+ * fields: `size` lets newer libraries accept older structs.
+ */
+typedef struct fl_pool_options {
+    /** sizeof(fl_pool_options), set by fl_pool_options_init(). */
+    size_t size;
+    /** Worker threads: FL_WORKERS_DEFAULT (the CPU count) or 1 .. FL_WORKERS_MAX. */
+    int workers;
+    /** Optional; runs once on every worker before its first task. */
+    fl_init_fn initializer;
+    /** Passed unchanged to the initializer. */
+    void *initializer_user;
+    /** Initializer arguments; copied by fl_pool_create(). May be NULL when initargs_len is 0. */
+    const void *initargs;
+    /** Length of initargs in bytes. */
+    size_t initargs_len;
+    /** Thread name prefix (at most 10 characters are used); copied. NULL means "forklift". */
+    const char *name;
+} fl_pool_options;
+
+/* FORKLIFT-PUBLIC-END */
+
+#endif /* FORKLIFT_TYPES_H */

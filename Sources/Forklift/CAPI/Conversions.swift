@@ -1,0 +1,48 @@
+import CForklift
+
+/// Runs an export body, turning a thrown `Failure` into its status code and last-error message.
+@inline(__always)
+func withStatus(_ body: () throws(Failure) -> Int32) -> Int32 {
+    do {
+        return try body()
+    } catch {
+        return Status.fail(error)
+    }
+}
+
+/// Validation helpers shared by the exports.
+enum Check {
+    /// A required pointer argument.
+    @inline(__always)
+    static func required<T>(_ value: T?, _ name: StaticString) throws(Failure) -> T {
+        guard let value else { throw Failure(FL_EINVAL, "\(name) must not be NULL") }
+        return value
+    }
+
+    /// A byte range: NULL is allowed only for an empty range.
+    @inline(__always)
+    static func bytes(_ pointer: UnsafeRawPointer?, _ length: Int, _ name: StaticString) throws(Failure) {
+        if pointer == nil && length != 0 { throw Failure(FL_EINVAL, "\(name) is NULL but its length is \(length)") }
+        if length < 0 { throw Failure(FL_EINVAL, "\(name) length is impossible") }
+    }
+
+    /// `count * size` without overflow, as an impossible size error otherwise.
+    static func product(_ count: Int, _ size: Int, _ name: StaticString) throws(Failure) -> Int {
+        let (total, overflow) = count.multipliedReportingOverflow(by: size)
+        guard !overflow, count >= 0, size >= 0, total <= Int(Int32.max) * 1024 else {
+            throw Failure(FL_EINVAL, "\(name): \(count) items of \(size) bytes is an impossible size")
+        }
+        return total
+    }
+
+    /// A timeout in seconds.
+    static func deadline(_ timeout: Double) throws(Failure) -> Deadline {
+        try Deadline(timeout: timeout)
+    }
+}
+
+/// The C form of a registered handle.
+@inline(__always)
+func cHandle(_ raw: UInt64) -> OpaquePointer? {
+    OpaquePointer(bitPattern: UInt(raw))
+}

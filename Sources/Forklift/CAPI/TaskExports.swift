@@ -1,0 +1,68 @@
+import CForklift
+
+/// Copies `len` bytes from `data` as the result of the running task (replacing an earlier
+/// one). Call only from inside the task function that received `ctx`. Errors: FL_EHANDLE (ctx
+/// is not the running task's), FL_EINVAL (data NULL with a length), FL_ENOMEM.
+@_cdecl("fl_task_return")
+public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len: size_t) -> CInt {
+    withStatus { () throws(Failure) in
+        let record = try TaskRunner.current(ctx)
+        try Check.bytes(data, len, "data")
+        let target = try ResultSlot.reserve(record.pointee.slot, length: len, external: record.pointee.external,
+                                            externalCapacity: record.pointee.external_cap)
+        if len > 0 { target.copyMemory(from: data!, byteCount: len) }
+        return FL_OK
+    }
+}
+
+/// Reserves a `len`-byte result and stores where to write it in `*buffer` — the caller's own
+/// buffer for fl_pool_apply() when it fits (zero-copy), else library memory. The buffer is
+/// valid until the task function returns. Errors: FL_EHANDLE, FL_EINVAL, FL_ENOMEM.
+@_cdecl("fl_task_result_buffer")
+public func fl_task_result_buffer(_ ctx: fl_task_ctx?, _ len: size_t,
+                                  _ buffer: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(buffer, "buffer")
+        out.pointee = nil
+        let record = try TaskRunner.current(ctx)
+        out.pointee = try ResultSlot.reserve(record.pointee.slot, length: len, external: record.pointee.external,
+                                             externalCapacity: record.pointee.external_cap)
+        return FL_OK
+    }
+}
+
+/// Marks the running task as failed with a non-zero `code` of the task's choosing and a
+/// message (copied; NULL for none), dropping any result written. Returns `code`, so a task can
+/// `return fl_task_fail(ctx, 42, "bad input");` — or FL_EHANDLE if ctx is not the running
+/// task's, FL_EINVAL if code is 0.
+@_cdecl("fl_task_fail")
+public func fl_task_fail(_ ctx: fl_task_ctx?, _ code: CInt, _ message: UnsafePointer<CChar>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let record = try TaskRunner.current(ctx)
+        guard code != 0 else { throw Failure(FL_EINVAL, "a failure code must not be 0") }
+        ResultSlot.fail(record.pointee.slot, status: FL_ETASK, code: code,
+                        message: message.map { String(cString: $0) } ?? "task failed")
+        return code
+    }
+}
+
+/// Stores the running task's item index in `*index`: its position in the input of a map,
+/// starmap or imap, 0 for apply. Errors: FL_EHANDLE, FL_EINVAL.
+@_cdecl("fl_task_index")
+public func fl_task_index(_ ctx: fl_task_ctx?, _ index: UnsafeMutablePointer<size_t>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(index, "index")
+        out.pointee = Int(try TaskRunner.current(ctx).pointee.index)
+        return FL_OK
+    }
+}
+
+/// Returns 1 if the running task's pool has been terminated (a long task may stop early), 0 if
+/// not, or FL_EHANDLE.
+@_cdecl("fl_task_cancelled")
+public func fl_task_cancelled(_ ctx: fl_task_ctx?) -> CInt {
+    withStatus { () throws(Failure) in
+        let record = try TaskRunner.current(ctx)
+        return fls_atomic_load_u32(record.pointee.cancelled) != 0 ? 1 : 0
+    }
+}

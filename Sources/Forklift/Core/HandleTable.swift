@@ -1,0 +1,156 @@
+import CForklift
+
+/// The kinds of handle, encoded in a handle's top byte so a handle of one type passed where
+/// another is expected is rejected.
+enum HandleKind: UInt64 {
+    case pool = 0x46  // 'F'
+    case result = 0x52  // 'R'
+    case iterator = 0x49  // 'I'
+}
+
+/// Maps opaque C handles to live objects and validates every handle on use.
+///
+/// A handle is `kind << 56 | generation << 32 | index`. Each slot keeps one atomic word,
+/// `generation << 40 | live << 39 | borrowers`, and a retained reference to its object.
+/// `borrow` succeeds only while the generation matches and the slot is live, and keeps the
+/// object alive until `giveBack`; `retire` clears the live bit, and whoever brings the
+/// borrowers to zero afterwards frees the slot and bumps its generation. So a destroyed,
+/// released, foreign or garbage handle yields `FL_EHANDLE`, never a dangling dereference,
+/// and lookups take no lock. Slots live in chunks that are never freed or moved.
+final class HandleTable<Object: AnyObject> {
+    private static var chunkShift: Int { 10 }
+    private static var chunkSize: Int { 1 << chunkShift }
+    private static var maxChunks: Int { 4096 }
+    private static var liveBit: UInt64 { 1 << 39 }
+    private static var borrowerMask: UInt64 { (1 << 39) - 1 }
+    private static var generationMask: UInt64 { 0xFF_FFFF }
+
+    private let kind: HandleKind
+    /// Chunk `c` holds words at `[c]` and objects at `[c + maxChunks]`; published atomically.
+    private let chunks: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private let lock = Lock()
+    private var freeIndices: [UInt32] = []
+    private var chunkCount = 0
+
+    init(kind: HandleKind) {
+        self.kind = kind
+        chunks = .allocate(capacity: 2 * Self.maxChunks)
+        chunks.initialize(repeating: nil, count: 2 * Self.maxChunks)
+    }
+
+    // The tables are process-wide singletons and live as long as the process.
+
+    /// Stores `object` (retained) and returns its new handle.
+    func register(_ object: Object) throws(Failure) -> UInt64 {
+        let index: Int = try lock.withLock { () throws(Failure) -> Int in
+            if let free = freeIndices.popLast() { return Int(free) }
+            guard chunkCount < Self.maxChunks else {
+                throw Failure(FL_ENOMEM, "too many live handles of one type")
+            }
+            let words = UnsafeMutablePointer<UInt64>.allocate(capacity: Self.chunkSize)
+            words.initialize(repeating: 1 << 40, count: Self.chunkSize)  // generation 1, free
+            let objects = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Self.chunkSize)
+            objects.initialize(repeating: nil, count: Self.chunkSize)
+            fls_atomic_store_ptr(rawSlot(chunks + chunkCount + Self.maxChunks), UnsafeMutableRawPointer(objects))
+            fls_atomic_store_ptr(rawSlot(chunks + chunkCount), UnsafeMutableRawPointer(words))
+            let first = chunkCount << Self.chunkShift
+            chunkCount += 1
+            freeIndices.append(contentsOf: (first + 1..<first + Self.chunkSize).reversed().map { UInt32($0) })
+            return first
+        }
+        let (word, objectSlot) = slot(index)!
+        objectSlot.pointee = Unmanaged.passRetained(object).toOpaque()
+        let generation = fls_atomic_load_u64(word) >> 40
+        fls_atomic_store_u64(word, generation << 40 | Self.liveBit)
+        return kind.rawValue << 56 | (generation & Self.generationMask) << 32 | UInt64(index)
+    }
+
+    /// The object of a live handle, kept alive until the matching `giveBack`.
+    @inline(__always)
+    func borrow(_ handle: UInt64) -> Object? {
+        guard handle >> 56 == kind.rawValue, let (word, objectSlot) = slot(Int(handle & 0xFFFF_FFFF)) else {
+            return nil
+        }
+        let generation = (handle >> 32) & Self.generationMask
+        var current = fls_atomic_load_u64(word)
+        while true {
+            guard (current >> 40) & Self.generationMask == generation, current & Self.liveBit != 0 else {
+                return nil
+            }
+            if fls_atomic_cas_u64(word, &current, current + 1) { break }
+        }
+        return Unmanaged<Object>.fromOpaque(objectSlot.pointee!).takeUnretainedValue()
+    }
+
+    /// Ends a successful `borrow`.
+    @inline(__always)
+    func giveBack(_ handle: UInt64) {
+        let index = Int(handle & 0xFFFF_FFFF)
+        let (word, _) = slot(index)!
+        let previous = fls_atomic_sub_u64(word, 1)
+        if previous & Self.borrowerMask == 1 && previous & Self.liveBit == 0 {
+            reclaim(index)
+        }
+    }
+
+    /// Invalidates a handle; the object is released once no borrower holds it.
+    /// Returns false if the handle was not live.
+    @discardableResult
+    func retire(_ handle: UInt64) -> Bool {
+        guard handle >> 56 == kind.rawValue, let (word, _) = slot(Int(handle & 0xFFFF_FFFF)) else {
+            return false
+        }
+        let generation = (handle >> 32) & Self.generationMask
+        var current = fls_atomic_load_u64(word)
+        while true {
+            guard (current >> 40) & Self.generationMask == generation, current & Self.liveBit != 0 else {
+                return false
+            }
+            if fls_atomic_cas_u64(word, &current, current & ~Self.liveBit) { break }
+        }
+        if current & Self.borrowerMask == 0 { reclaim(Int(handle & 0xFFFF_FFFF)) }
+        return true
+    }
+
+    /// Frees a slot whose last borrower left after retirement.
+    private func reclaim(_ index: Int) {
+        let (word, objectSlot) = slot(index)!
+        let object = objectSlot.pointee!
+        objectSlot.pointee = nil
+        let generation = (fls_atomic_load_u64(word) >> 40) + 1
+        fls_atomic_store_u64(word, (generation == 0 ? 1 : generation) << 40)
+        lock.withLock { freeIndices.append(UInt32(index)) }
+        Unmanaged<Object>.fromOpaque(object).release()
+    }
+
+    @inline(__always)
+    private func slot(_ index: Int) -> (UnsafeMutablePointer<UInt64>, UnsafeMutablePointer<UnsafeMutableRawPointer?>)? {
+        let chunk = index >> Self.chunkShift
+        guard chunk < Self.maxChunks, let words = fls_atomic_load_ptr(rawSlot(chunks + chunk)) else { return nil }
+        let objects = fls_atomic_load_ptr(rawSlot(chunks + chunk + Self.maxChunks))!
+        let offset = index & (Self.chunkSize - 1)
+        return (words.assumingMemoryBound(to: UInt64.self) + offset,
+                objects.assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + offset)
+    }
+
+    @inline(__always)
+    private func rawSlot(_ p: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> { p }
+}
+
+extension HandleTable {
+    /// Runs `body` with the object of a live handle, or fails with `FL_EHANDLE`.
+    @inline(__always)
+    func with<T>(_ handle: OpaquePointer?, _ name: StaticString, _ body: (Object) throws(Failure) -> T) throws(Failure) -> T {
+        let raw = UInt64(UInt(bitPattern: Int(bitPattern: handle)))
+        guard let object = borrow(raw) else {
+            throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not a \(name)")
+        }
+        defer { giveBack(raw) }
+        return try body(object)
+    }
+
+    /// Converts a registered handle to its C form.
+    static func cHandle(_ raw: UInt64) -> OpaquePointer? {
+        OpaquePointer(bitPattern: UInt(raw))
+    }
+}

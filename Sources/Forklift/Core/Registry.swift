@@ -1,0 +1,9 @@
+/// The process-wide handle tables, one per handle type.
+enum Registry {
+    /// Live pools.
+    static let pools = HandleTable<Pool>(kind: .pool)
+    /// Live results held by callers or pending callbacks.
+    static let results = HandleTable<ResultBox>(kind: .result)
+    /// Live imap iterators.
+    static let iterators = HandleTable<ImapIterator>(kind: .iterator)
+}

@@ -1,0 +1,167 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CForklift
+
+/// The callbacks of an asynchronous submission.
+struct Callbacks {
+    let onResult: fl_result_cb?
+    let onError: fl_result_cb?
+    let user: UnsafeMutableRawPointer?
+
+    static let none = Callbacks(onResult: nil, onError: nil, user: nil)
+
+    var isEmpty: Bool { onResult == nil && onError == nil }
+}
+
+/// The submission operations of a pool: apply, map, starmap, strided map, imap.
+extension Pool {
+    /// multiprocessing's default chunk size: ceil(n / (4 * workers)), at least 1.
+    func defaultChunkSize(count: Int) -> Int {
+        let parts = 4 * workerCount
+        return max(1, (count + parts - 1) / parts)
+    }
+
+    /// Runs one task and waits for it. The result goes straight into `output` when it fits.
+    /// - Returns: the result length, and whether it fit `output` (a result that did not fit is
+    ///   dropped; its length tells the caller what to allocate).
+    func apply(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
+               output: UnsafeMutableRawPointer?, capacity: Int) throws(Failure) -> (length: Int, fits: Bool) {
+        let box = ResultBox(kind: .apply, pool: self, items: 1, workUnits: 1, callback: nil, errorCallback: nil,
+                            callbackUser: nil, callerHolds: false)
+        try submitApply(fn, user: user, arg: arg, length: length, box: box, output: output, capacity: capacity)
+        _ = box.wait(until: .forever)
+        let slot = box.slots
+        if let failure = ResultSlot.failure(slot) { throw failure }
+        let fits = slot.pointee.len == 0 || output == nil || slot.pointee.external != 0
+        return (slot.pointee.len, fits)
+    }
+
+    /// Queues one task; returns the result's handle when the caller wants one or callbacks need it.
+    func applyAsync(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
+                    callbacks: Callbacks, wantsHandle: Bool) throws(Failure) -> UInt64 {
+        guard wantsHandle || !callbacks.isEmpty else {
+            try submitApply(fn, user: user, arg: arg, length: length, box: nil, output: nil, capacity: 0)
+            return 0
+        }
+        let box = try registeredBox(kind: .apply, items: 1, workUnits: 1, callbacks: callbacks, callerHolds: wantsHandle)
+        do {
+            try submitApply(fn, user: user, arg: arg, length: length, box: box, output: nil, capacity: 0)
+        } catch {
+            Registry.results.retire(box.handle)
+            throw error
+        }
+        return box.handle
+    }
+
+    private func submitApply(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
+                             box: ResultBox?, output: UnsafeMutableRawPointer?, capacity: Int) throws(Failure) {
+        guard let node = TaskNodes.make(kind: UInt32(FLS_NODE_APPLY)) else { throw Failure(FL_ENOMEM, "no memory for a task") }
+        do {
+            try TaskNodes.copyArgument(node, arg, length)
+        } catch {
+            TaskNodes.free(node)
+            throw error
+        }
+        node.pointee.fn = fn
+        node.pointee.user = user
+        node.pointee.external = output
+        node.pointee.external_cap = capacity
+        if let box { node.pointee.owner = Unmanaged.passRetained(box).toOpaque() }
+        do {
+            try submit(node)
+        } catch {
+            if let owner = node.pointee.owner { Unmanaged<ResultBox>.fromOpaque(owner).release() }
+            TaskNodes.free(node)
+            throw error
+        }
+    }
+
+    /// A result box registered in the handle table.
+    private func registeredBox(kind: ResultBox.Kind, items: Int, workUnits: Int, callbacks: Callbacks,
+                               callerHolds: Bool) throws(Failure) -> ResultBox {
+        let box = ResultBox(kind: kind, pool: self, items: items, workUnits: workUnits, callback: callbacks.onResult,
+                            errorCallback: callbacks.onError, callbackUser: callbacks.user, callerHolds: callerHolds)
+        box.handle = try Registry.results.register(box)
+        return box
+    }
+
+    /// Maps `fn` over `count` items (map or starmap). Returns the result's handle; when `wait`
+    /// is set the result is ready on return.
+    /// - Parameter ownedInput: a private copy of the input that the job frees.
+    func map(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, input: MapInput, count: Int, chunkSize: Int,
+             ownedInput: UnsafeMutableRawPointer?, callbacks: Callbacks, wait: Bool) throws(Failure) -> UInt64 {
+        let chunk = chunkSize > 0 ? chunkSize : defaultChunkSize(count: count)
+        let box: ResultBox
+        do {
+            box = try registeredBox(kind: .map, items: count, workUnits: count, callbacks: callbacks, callerHolds: true)
+        } catch {
+            free(ownedInput)
+            throw error
+        }
+        let job = MapJob(fn: fn, user: user, input: input, count: count, chunkSize: chunk, box: box, ownedInput: ownedInput)
+        try start(job, runners: min(workerCount, job.chunkCount), box: box, wait: wait)
+        return box.handle
+    }
+
+    /// Runs `kernel` over `count` elements in place. Returns the result's handle.
+    func mapStrided(_ kernel: fl_kernel_fn, user: UnsafeMutableRawPointer?, input: UnsafeRawPointer?, inputStride: Int,
+                    output: UnsafeMutableRawPointer?, outputStride: Int, count: Int, chunkSize: Int,
+                    callbacks: Callbacks, wait: Bool) throws(Failure) -> UInt64 {
+        let chunk = chunkSize > 0 ? chunkSize : defaultChunkSize(count: count)
+        let chunks = (count + chunk - 1) / chunk
+        let box = try registeredBox(kind: .strided, items: 1, workUnits: chunks, callbacks: callbacks, callerHolds: true)
+        let job = StridedJob(kernel: kernel, user: user, input: input, inputStride: inputStride, output: output,
+                             outputStride: outputStride, count: count, chunkSize: chunk, box: box)
+        try start(job, runners: min(workerCount, chunks), box: box, wait: wait)
+        return box.handle
+    }
+
+    /// Queues `runners` nodes for a job (none for empty input, which is ready at once) and
+    /// optionally waits for its result.
+    private func start(_ job: PoolJob, runners: Int, box: ResultBox, wait: Bool) throws(Failure) {
+        if runners == 0 {
+            guard !isWindingDown && !isCancelled else {
+                Registry.results.retire(box.handle)
+                throw Failure(FL_ESTATE, "pool is not running")
+            }
+            box.complete(units: 0)
+        }
+        for runner in 0..<runners {
+            guard let node = TaskNodes.make(kind: UInt32(FLS_NODE_JOB)) else {
+                if runner > 0 { break }  // the queued runners claim every chunk
+                Registry.results.retire(box.handle)
+                throw Failure(FL_ENOMEM, "no memory for a task")
+            }
+            node.pointee.owner = Unmanaged.passRetained(job).toOpaque()
+            do {
+                try submit(node)
+            } catch {
+                Unmanaged<PoolJob>.fromOpaque(node.pointee.owner!).release()
+                TaskNodes.free(node)
+                if runner > 0 { break }
+                Registry.results.retire(box.handle)
+                throw error
+            }
+        }
+        if wait { _ = box.wait(until: .forever) }
+    }
+
+    /// Starts an imap (ordered) or imap_unordered iterator and fills its read-ahead window.
+    func imap(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, source: fl_source_fn, sourceUser: UnsafeMutableRawPointer?,
+              chunkSize: Int, readAhead: Int, ordered: Bool) throws(Failure) -> UInt64 {
+        let chunk = max(chunkSize, 1)
+        let window = readAhead > 0 ? readAhead : 4 * workerCount * chunk
+        let iterator = ImapIterator(pool: self, fn: fn, user: user, source: source, sourceUser: sourceUser,
+                                    chunkSize: chunk, readAhead: window, ordered: ordered)
+        try register(iterator)
+        do {
+            iterator.handle = try Registry.iterators.register(iterator)
+        } catch {
+            unregister(iterator)
+            throw error
+        }
+        iterator.feed()
+        return iterator.handle
+    }
+}

@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CForklift
+
+/// Allocation of task nodes. A node is one fixed-size C record; an argument blob of up to
+/// `FLS_NODE_INLINE` bytes is copied into it, a larger one into one extra heap block.
+enum TaskNodes {
+    /// A zeroed node of `kind`, or nil when memory is exhausted.
+    @inline(__always)
+    static func make(kind: UInt32) -> UnsafeMutablePointer<fls_node>? {
+        guard let raw = malloc(MemoryLayout<fls_node>.size) else { return nil }
+        let node = raw.bindMemory(to: fls_node.self, capacity: 1)
+        node.initialize(to: fls_node())
+        node.pointee.kind = kind
+        return node
+    }
+
+    /// Copies an argument blob into the node (inline when it fits).
+    @inline(__always)
+    static func copyArgument(_ node: UnsafeMutablePointer<fls_node>, _ arg: UnsafeRawPointer?, _ length: Int) throws(Failure) {
+        node.pointee.arg_len = length
+        guard length > 0, let arg else { return }
+        if length <= Int(FLS_NODE_INLINE) {
+            let inline = UnsafeMutableRawPointer(node) + MemoryLayout<fls_node>.offset(of: \fls_node.inline_arg)!
+            inline.copyMemory(from: arg, byteCount: length)
+            node.pointee.arg = UnsafeRawPointer(inline)
+        } else {
+            guard let heap = malloc(length) else { throw Failure(FL_ENOMEM, "no memory to copy an argument of \(length) bytes") }
+            heap.copyMemory(from: arg, byteCount: length)
+            node.pointee.arg = UnsafeRawPointer(heap)
+            node.pointee.arg_is_heap = 1
+        }
+    }
+
+    /// Takes ownership of a heap block as the node's argument.
+    static func adoptArgument(_ node: UnsafeMutablePointer<fls_node>, _ heap: UnsafeMutableRawPointer, count: Int) {
+        node.pointee.arg = UnsafeRawPointer(heap)
+        node.pointee.arg_len = count
+        node.pointee.arg_is_heap = 1
+    }
+
+    /// Frees a node and what it owns (not its `owner`, which the worker has released).
+    @inline(__always)
+    static func free(_ node: UnsafeMutablePointer<fls_node>) {
+        if node.pointee.arg_is_heap != 0 { Glibc.free(UnsafeMutableRawPointer(mutating: node.pointee.arg)) }
+        Glibc.free(node)
+    }
+}
