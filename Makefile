@@ -1,0 +1,96 @@
+# Forklift — build, test, demo, bench, install.
+#
+#   make demo      set up, build the library, build and run the C examples
+#   make test      set up, then every test suite (swift test, C ABI tests, header check, sanitizers)
+#   make header    regenerate include/forklift.h from the Swift sources
+#   make bench     the benchmark suite (QUICK=1 for a short run)
+#   make install PREFIX=/usr/local
+
+SWIFT_BIN ?= $(firstword $(wildcard /opt/swift/usr/bin) $(dir $(shell command -v swift 2>/dev/null)))
+export PATH := $(SWIFT_BIN):$(PATH)
+
+PREFIX    ?= /usr/local
+BUILD     := build
+LIBDIR    := $(BUILD)/lib
+RAWHEADER := $(BUILD)/forklift-raw.h
+SO        := $(LIBDIR)/libforklift.so
+AR_LIB    := $(LIBDIR)/libforklift.a
+SWIFT_STATIC := $(SWIFT_BIN)/../lib/swift_static/linux
+CC        ?= cc
+CFLAGS_C  := -std=c99 -Wall -Wextra -pedantic -Werror -O2 -g -Iinclude
+LDFLAGS_C := -L$(LIBDIR) -Wl,-rpath,$(abspath $(LIBDIR)) -lforklift -lpthread -lm
+SOURCES   := $(shell find Sources -name '*.swift' -o -name '*.c' -o -name '*.h') Package.swift
+
+.PHONY: all setup lib header check-header demo examples test test-swift test-c test-sanitize bench install clean
+
+all: lib
+
+setup:
+	@bash scripts/setup
+
+# The release library: Swift runtime linked statically, only fl_* exported.
+$(SO) $(RAWHEADER): $(SOURCES) scripts/forklift.map
+	@mkdir -p $(LIBDIR)
+	swift build -c release --product forklift -Xswiftc -static-stdlib \
+	    -Xswiftc -emit-clang-header-path -Xswiftc $(abspath $(RAWHEADER)) \
+	    -Xlinker --version-script=$(abspath scripts/forklift.map)
+	cp .build/release/libforklift.so $(SO)
+
+# A self-contained static archive: the library, the Swift runtime parts it uses, and only
+# fl_* left global. Link with: -lforklift -lstdc++ -lm -lpthread -ldl
+$(AR_LIB): $(SOURCES)
+	@mkdir -p $(LIBDIR)
+	swift build -c release --product forklift-static -Xswiftc -static-stdlib --scratch-path .build-static
+	ld -r -o $(BUILD)/forklift-all.o $(SWIFT_STATIC)/x86_64/swiftrt.o \
+	    --whole-archive .build-static/release/libforklift-static.a --no-whole-archive \
+	    $(SWIFT_STATIC)/libswiftCore.a $(SWIFT_STATIC)/libswiftGlibc.a
+	objcopy --wildcard --keep-global-symbol='fl_*' $(BUILD)/forklift-all.o
+	rm -f $@ && ar rcs $@ $(BUILD)/forklift-all.o
+
+lib: $(SO)
+
+header: $(RAWHEADER)
+	python3 scripts/gen-header.py $(RAWHEADER) include/forklift.h
+
+# Fails when the checked-in header differs from what the sources generate.
+check-header: $(RAWHEADER)
+	python3 scripts/gen-header.py $(RAWHEADER) $(BUILD)/forklift.h
+	@diff -u include/forklift.h $(BUILD)/forklift.h || \
+	    { echo "include/forklift.h is stale: run 'make header' and commit it"; exit 1; }
+	@echo "header: include/forklift.h is up to date"
+
+examples: lib
+	$(MAKE) -C examples-c LIBDIR=$(abspath $(LIBDIR)) INCLUDE=$(abspath include)
+
+demo: setup examples
+	$(MAKE) -C examples-c run LIBDIR=$(abspath $(LIBDIR)) INCLUDE=$(abspath include)
+
+test: setup test-swift test-c test-sanitize
+
+test-swift:
+	swift test
+
+# The black-box suite: C programs that include the header and link the .so like a user.
+test-c: lib check-header $(AR_LIB)
+	bash Tests/c/run.sh $(LIBDIR) include
+
+# ThreadSanitizer and AddressSanitizer over the swift test suite (its concurrency tests call
+# the C entry points from many threads).
+test-sanitize:
+	swift test --sanitize=thread --scratch-path .build-tsan
+	swift test --sanitize=address --scratch-path .build-asan
+
+bench: lib
+	bash bench/run.sh $(if $(QUICK),--quick,)
+
+install: lib $(AR_LIB)
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(AR_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/forklift.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/.*versionString: StaticString = "\(.*\)"/\1/p' Sources/Forklift/CAPI/RuntimeExports.swift)|' \
+	    scripts/forklift.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/forklift.pc
+
+clean:
+	rm -rf $(BUILD) .build .build-static .build-tsan .build-asan
+	$(MAKE) -C examples-c clean

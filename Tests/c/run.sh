@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The black-box C ABI suite: compiles against include/forklift.h and links the built library
+# exactly as a user would, with gcc and clang, as C99 and C++17, shared and static.
+# usage: run.sh LIBDIR INCLUDEDIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+lib=$(cd "$1" && pwd)
+inc=$(cd "$2" && pwd)
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+strict="-Wall -Wextra -pedantic -Werror"
+clang_bin=$(command -v clang || echo /opt/swift/usr/bin/clang)
+clangxx_bin=$(command -v clang++ || echo /opt/swift/usr/bin/clang++)
+
+echo "== header: C99 and C++17, gcc and clang, $strict"
+for cc in gcc "$clang_bin"; do
+    echo '#include <forklift.h>' | $cc -std=c99 $strict -I"$inc" -x c -fsyntax-only -
+done
+for cxx in g++ "$clangxx_bin"; do
+    $cxx -std=c++17 $strict -I"$inc" -c "$here/header_cxx.cpp" -o "$out/header_cxx.o"
+done
+g++ -std=c++17 $strict -I"$inc" "$here/header_cxx.cpp" -L"$lib" -Wl,-rpath,"$lib" -lforklift -o "$out/header_cxx"
+"$out/header_cxx"
+
+echo "== exported symbols: only fl_*"
+leaked=$(nm -D --defined-only "$lib/libforklift.so" | awk '{print $3}' | grep -v '^fl_' || true)
+if [ -n "$leaked" ]; then echo "symbols other than fl_* are exported:"; echo "$leaked" | head; exit 1; fi
+if ldd "$lib/libforklift.so" | grep -q swift; then echo "libforklift.so depends on a Swift runtime library"; exit 1; fi
+
+failed=0
+total_pass=0
+total_fail=0
+run_test() {  # name binary
+    local log="$out/$1.log"
+    if "$2" >"$log" 2>&1; then status=ok; else status=FAILED; failed=1; fi
+    cat "$log"
+    local line
+    line=$(grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || true)
+    if [ -n "$line" ]; then
+        total_pass=$((total_pass + $(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
+        total_fail=$((total_fail + $(echo "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')))
+    else
+        failed=1
+    fi
+    echo "-- $1: $status"
+}
+
+for t in "$here"/test_*.c; do
+    name=$(basename "$t" .c)
+    for cc in gcc "$clang_bin"; do
+        tag=$(basename "$cc")
+        $cc -std=c99 $strict -O1 -g -I"$inc" "$t" -L"$lib" -Wl,-rpath,"$lib" -lforklift -lpthread -o "$out/$name-$tag"
+    done
+    echo "== $name (gcc, shared)"
+    run_test "$name" "$out/$name-gcc"
+done
+
+echo "== static archive: test_basics linked against libforklift.a"
+gcc -std=c99 $strict -I"$inc" "$here/test_basics.c" "$lib/libforklift.a" -lstdc++ -lm -lpthread -ldl -o "$out/basics-static"
+if ldd "$out/basics-static" | grep -q forklift; then echo "static binary still needs libforklift.so"; exit 1; fi
+run_test static_basics "$out/basics-static"
+
+echo "== install + pkg-config: a program outside the repo"
+prefix="$out/prefix"
+make -s -C "$here/../.." install PREFIX="$prefix" >/dev/null
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+cc "$here/test_basics.c" $(pkg-config --cflags --libs forklift) -o "$out/basics-pkgconfig"
+run_test pkgconfig_basics "$out/basics-pkgconfig"
+
+echo "c-abi: $total_pass passed, $total_fail failed"
+exit $failed

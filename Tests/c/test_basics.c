@@ -1,0 +1,185 @@
+/* Versions, status codes, options, pool creation and every kind of bad handle. */
+#include "check.h"
+
+#include <stdint.h>
+
+static int init_fails(void *user, const void *args, size_t len) {
+    (void)user; (void)args; (void)len;
+    return 7;
+}
+
+static int noop(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len; (void)ctx;
+    return 0;
+}
+
+static void test_version_and_errors(void) {
+    CHECK(fl_version_number() / 10000 == FL_VERSION_MAJOR);
+    CHECK(fl_version_number() == FL_VERSION_NUMBER);
+    CHECK(strcmp(fl_version(), "0.1.0") == 0);
+    CHECK(strcmp(fl_strerror(FL_OK), "success") == 0);
+    CHECK(strstr(fl_strerror(FL_EHANDLE), "handle") != NULL);
+    CHECK(strcmp(fl_strerror(12345), "unknown status code") == 0);
+    for (int code = FL_OK; code >= FL_ESYSTEM; code--) CHECK(strcmp(fl_strerror(code), "unknown status code") != 0);
+    CHECK(fl_cpu_count() >= 1);
+    CHECK(fl_last_error() != NULL);
+}
+
+static void test_options(void) {
+    fl_pool_options o;
+    CHECK_RC(FL_EINVAL, fl_pool_options_init(NULL));
+    CHECK_OK(fl_pool_options_init(&o));
+    CHECK(o.size == sizeof o);
+    CHECK(o.workers == FL_WORKERS_DEFAULT);
+    CHECK(o.initializer == NULL && o.name == NULL && o.initargs == NULL);
+
+    fl_pool pool = (fl_pool)(uintptr_t)1;
+    CHECK_RC(FL_EINVAL, fl_pool_create(NULL, NULL));
+
+    o.workers = 0;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&o, &pool));
+    CHECK(pool == NULL);
+    CHECK(strstr(fl_last_error(), "workers") != NULL);
+    o.workers = -5;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&o, &pool));
+    o.workers = FL_WORKERS_MAX + 1;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&o, &pool));
+    o.workers = 2;
+    o.initargs = NULL;
+    o.initargs_len = 8;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&o, &pool));
+
+    fl_pool_options raw;
+    memset(&raw, 0, sizeof raw);
+    raw.workers = 2;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&raw, &pool));
+    CHECK(strstr(fl_last_error(), "fl_pool_options_init") != NULL);
+
+    CHECK_OK(fl_pool_options_init(&o));
+    o.workers = 3;
+    o.initializer = init_fails;
+    CHECK_RC(FL_EINIT, fl_pool_create(&o, &pool));
+    CHECK(pool == NULL);
+    CHECK(strstr(fl_last_error(), "7") != NULL);
+}
+
+static void test_default_pool(void) {
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(NULL, &pool));
+    CHECK(pool != NULL);
+    CHECK(fl_pool_workers(pool) == fl_cpu_count());
+    CHECK_OK(fl_pool_apply(pool, noop, NULL, NULL, 0, NULL, 0, NULL));
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+static void test_bad_handles(void) {
+    fl_pool pool;
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 1;
+    CHECK_OK(fl_pool_create(&o, &pool));
+
+    /* NULL, garbage, a real pointer, and a handle of another type. */
+    int local = 0;
+    fl_pool garbage = (fl_pool)(uintptr_t)0xdeadbeefcafeULL;
+    fl_pool pointer = (fl_pool)(void *)&local;
+    fl_pool huge_index = (fl_pool)(uintptr_t)0x4601000012345678ULL;
+    fl_pool handles[] = {NULL, garbage, pointer, huge_index};
+    for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) {
+        fl_pool h = handles[i];
+        fl_result r = NULL;
+        fl_iter it = NULL;
+        CHECK_RC(FL_EHANDLE, fl_pool_workers(h));
+        CHECK_RC(FL_EHANDLE, fl_pool_apply(h, noop, NULL, NULL, 0, NULL, 0, NULL));
+        CHECK_RC(FL_EHANDLE, fl_pool_apply_async(h, noop, NULL, NULL, 0, NULL, NULL, NULL, &r));
+        CHECK(r == NULL);
+        CHECK_RC(FL_EHANDLE, fl_pool_map(h, noop, NULL, NULL, 0, 0, 0, &r));
+        CHECK_RC(FL_EHANDLE, fl_pool_close(h));
+        CHECK_RC(FL_EHANDLE, fl_pool_terminate(h));
+        CHECK_RC(FL_EHANDLE, fl_pool_join(h, 0));
+        CHECK_RC(FL_EHANDLE, fl_pool_destroy(h));
+        CHECK_RC(FL_EHANDLE, fl_result_wait((fl_result)(void *)h, 0));
+        CHECK_RC(FL_EHANDLE, fl_result_release((fl_result)(void *)h));
+        CHECK_RC(FL_EHANDLE, fl_iter_next((fl_iter)(void *)h, 0, NULL, NULL));
+        CHECK_RC(FL_EHANDLE, fl_iter_destroy((fl_iter)(void *)h));
+        (void)it;
+    }
+
+    /* A pool handle used as a result handle and the other way round. */
+    fl_result r;
+    CHECK_OK(fl_pool_apply_async(pool, noop, NULL, NULL, 0, NULL, NULL, NULL, &r));
+    CHECK_RC(FL_EHANDLE, fl_result_wait((fl_result)(void *)pool, 0));
+    CHECK_RC(FL_EHANDLE, fl_pool_close((fl_pool)(void *)r));
+    CHECK_OK(fl_result_wait(r, FL_FOREVER));
+    CHECK_OK(fl_result_release(r));
+
+    /* join before close, then the normal order, then a destroyed handle. */
+    CHECK_RC(FL_ESTATE, fl_pool_join(pool, 0));
+    CHECK(strstr(fl_last_error(), "close") != NULL);
+    CHECK_OK(fl_pool_close(pool));
+    CHECK_OK(fl_pool_close(pool)); /* idempotent */
+    CHECK_RC(FL_ESTATE, fl_pool_apply(pool, noop, NULL, NULL, 0, NULL, 0, NULL));
+    CHECK_RC(FL_ESTATE, fl_pool_apply_async(pool, noop, NULL, NULL, 0, NULL, NULL, NULL, &r));
+    CHECK_OK(fl_pool_join(pool, FL_FOREVER));
+    CHECK_OK(fl_pool_join(pool, FL_FOREVER)); /* joining again is harmless */
+    CHECK_OK(fl_pool_destroy(pool));
+    CHECK_RC(FL_EHANDLE, fl_pool_destroy(pool));
+    CHECK_RC(FL_EHANDLE, fl_pool_workers(pool));
+    CHECK_RC(FL_EHANDLE, fl_pool_apply(pool, noop, NULL, NULL, 0, NULL, 0, NULL));
+
+    /* Handles are not reused: a new pool does not revive the old handle. */
+    fl_pool again;
+    CHECK_OK(fl_pool_create(&o, &again));
+    CHECK(again != pool);
+    CHECK_RC(FL_EHANDLE, fl_pool_workers(pool));
+    CHECK(fl_pool_workers(again) == 1);
+    CHECK_OK(fl_pool_destroy(again));
+}
+
+static void test_bad_arguments(void) {
+    fl_pool pool;
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 2;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    fl_result r = NULL;
+    char buf[8];
+    size_t len;
+    CHECK_RC(FL_EINVAL, fl_pool_apply(pool, NULL, NULL, NULL, 0, NULL, 0, NULL));
+    CHECK_RC(FL_EINVAL, fl_pool_apply(pool, noop, NULL, NULL, 4, NULL, 0, NULL));
+    CHECK_RC(FL_EINVAL, fl_pool_apply(pool, noop, NULL, NULL, 0, NULL, 4, &len));
+    CHECK_RC(FL_EINVAL, fl_pool_apply_async(pool, NULL, NULL, NULL, 0, NULL, NULL, NULL, &r));
+    CHECK_RC(FL_EINVAL, fl_pool_apply_async(pool, noop, NULL, NULL, 3, NULL, NULL, NULL, &r));
+    CHECK_RC(FL_EINVAL, fl_pool_map(pool, noop, NULL, NULL, 8, 10, 0, &r));
+    CHECK_RC(FL_EINVAL, fl_pool_map(pool, noop, NULL, buf, 1, 8, 0, NULL));
+    CHECK_RC(FL_EINVAL, fl_pool_map(pool, NULL, NULL, buf, 1, 8, 0, &r));
+    CHECK_RC(FL_EINVAL, fl_pool_map(pool, noop, NULL, buf, SIZE_MAX / 2, 4, 0, &r));
+    CHECK(strstr(fl_last_error(), "impossible") != NULL);
+    CHECK_RC(FL_EINVAL, fl_pool_map_async(pool, noop, NULL, buf, 1, 8, 0, NULL, NULL, NULL, NULL));
+    CHECK_RC(FL_EINVAL, fl_pool_starmap(pool, noop, NULL, NULL, 3, 0, &r));
+    fl_blob bad = {NULL, 5};
+    CHECK_RC(FL_EINVAL, fl_pool_starmap(pool, noop, NULL, &bad, 1, 0, &r));
+    CHECK_RC(FL_EINVAL, fl_pool_map_strided(pool, NULL, NULL, buf, 1, buf, 1, 8, 0));
+    CHECK_RC(FL_EINVAL, fl_pool_map_strided_async(pool, NULL, NULL, buf, 1, buf, 1, 8, 0, NULL, NULL, NULL, &r));
+    CHECK_RC(FL_EINVAL, fl_pool_imap(pool, noop, NULL, NULL, NULL, 1, 0, (fl_iter *)&r));
+    CHECK_RC(FL_EINVAL, fl_pool_join(pool, 0.0 / 0.0));
+    CHECK(r == NULL);
+    /* Functions for use inside a task fail outside one. */
+    void *p;
+    size_t index;
+    CHECK_RC(FL_EHANDLE, fl_task_return(NULL, buf, 1));
+    CHECK_RC(FL_EHANDLE, fl_task_result_buffer((fl_task_ctx)(void *)buf, 4, &p));
+    CHECK_RC(FL_EHANDLE, fl_task_fail(NULL, 3, "x"));
+    CHECK_RC(FL_EHANDLE, fl_task_index(NULL, &index));
+    CHECK_RC(FL_EHANDLE, fl_task_cancelled(NULL));
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+int main(void) {
+    test_version_and_errors();
+    test_options();
+    test_default_pool();
+    test_bad_handles();
+    test_bad_arguments();
+    return check_finish("test_basics");
+}
