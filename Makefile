@@ -65,10 +65,10 @@ examples: lib
 demo: setup examples
 	$(MAKE) -C examples-c run LIBDIR=$(abspath $(LIBDIR)) INCLUDE=$(abspath include)
 
-test: setup test-swift test-c test-sanitize
+test: setup test-swift test-sanitize test-c
 
 test-swift:
-	swift test
+	swift test --disable-swift-testing
 
 # The black-box suite: C programs that include the header and link the .so like a user.
 test-c: lib check-header $(AR_LIB)
@@ -77,8 +77,10 @@ test-c: lib check-header $(AR_LIB)
 # ThreadSanitizer and AddressSanitizer over the swift test suite (its concurrency tests call
 # the C entry points from many threads).
 test-sanitize:
-	swift test --sanitize=thread --scratch-path .build-tsan
-	swift test --sanitize=address --scratch-path .build-asan
+	TSAN_OPTIONS=halt_on_error=1 \
+	    swift test --disable-swift-testing --sanitize=thread --scratch-path .build-tsan
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 LSAN_OPTIONS=suppressions=$(abspath Tests/lsan.supp) \
+	    swift test --disable-swift-testing --sanitize=address --scratch-path .build-asan
 
 bench: lib
 	bash bench/run.sh $(if $(QUICK),--quick,)

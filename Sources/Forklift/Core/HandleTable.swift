@@ -38,7 +38,19 @@ final class HandleTable<Object: AnyObject> {
         chunks.initialize(repeating: nil, count: 2 * Self.maxChunks)
     }
 
-    // The tables are process-wide singletons and live as long as the process.
+    /// Releases the objects still registered and the slot chunks. (The process-wide tables in
+    /// `Registry` live as long as the process; tables made in tests end here.)
+    deinit {
+        for chunk in 0..<chunkCount {
+            let objects = chunks[chunk + Self.maxChunks]!.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+            for i in 0..<Self.chunkSize {
+                if let object = objects[i] { Unmanaged<Object>.fromOpaque(object).release() }
+            }
+            objects.deallocate()
+            chunks[chunk]!.assumingMemoryBound(to: UInt64.self).deallocate()
+        }
+        chunks.deallocate()
+    }
 
     /// Stores `object` (retained) and returns its new handle.
     func register(_ object: Object) throws(Failure) -> UInt64 {

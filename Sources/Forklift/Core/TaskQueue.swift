@@ -57,12 +57,12 @@ final class TaskQueue {
         var position = fls_atomic_load_relaxed_u64(positions)
         while true {
             let cell = cells + Int(position & mask)
-            let sequence = withUnsafeMutablePointer(to: &cell.pointee.sequence) { fls_atomic_load_u64($0) }
+            let sequence = fls_atomic_load_u64(Self.sequence(of: cell))
             let difference = Int64(bitPattern: sequence &- position)
             if difference == 0 {
                 if fls_atomic_cas_u64(positions, &position, position + 1) {
                     cell.pointee.item = UnsafeMutableRawPointer(node)
-                    withUnsafeMutablePointer(to: &cell.pointee.sequence) { fls_atomic_store_u64($0, position + 1) }
+                    fls_atomic_store_u64(Self.sequence(of: cell), position + 1)
                     return true
                 }
             } else if difference < 0 {
@@ -78,12 +78,12 @@ final class TaskQueue {
         var position = fls_atomic_load_relaxed_u64(dequeue)
         while true {
             let cell = cells + Int(position & mask)
-            let sequence = withUnsafeMutablePointer(to: &cell.pointee.sequence) { fls_atomic_load_u64($0) }
+            let sequence = fls_atomic_load_u64(Self.sequence(of: cell))
             let difference = Int64(bitPattern: sequence &- (position + 1))
             if difference == 0 {
                 if fls_atomic_cas_u64(dequeue, &position, position + 1) {
                     let node = cell.pointee.item!.assumingMemoryBound(to: fls_node.self)
-                    withUnsafeMutablePointer(to: &cell.pointee.sequence) { fls_atomic_store_u64($0, position + mask + 1) }
+                    fls_atomic_store_u64(Self.sequence(of: cell), position + mask + 1)
                     return node
                 }
             } else if difference < 0 {
@@ -92,6 +92,13 @@ final class TaskQueue {
                 position = fls_atomic_load_relaxed_u64(dequeue)
             }
         }
+    }
+
+    /// The cell's sequence word, addressed without a Swift access to the whole cell.
+    @inline(__always)
+    private static func sequence(of cell: UnsafeMutablePointer<fls_ring_cell>) -> UnsafeMutablePointer<UInt64> {
+        (UnsafeMutableRawPointer(cell) + MemoryLayout<fls_ring_cell>.offset(of: \fls_ring_cell.sequence)!)
+            .assumingMemoryBound(to: UInt64.self)
     }
 
     private func pushOverflow(_ node: UnsafeMutablePointer<fls_node>) {
