@@ -55,6 +55,19 @@ for t in "$here"/test_*.c; do
     run_test "$name" "$out/$name-gcc"
 done
 
+echo "== README quick start compiles and prints what it claims"
+python3 - "$here/../../README.md" "$out/quickstart.c" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+block = re.search(r"## C quick start.*?```c\n(.*?)```", text, re.S).group(1)
+open(sys.argv[2], "w").write(block)
+PY
+gcc -std=c99 $strict -I"$inc" "$out/quickstart.c" -L"$lib" -Wl,-rpath,"$lib" -lforklift -o "$out/quickstart"
+expected=$(grep -oE '/\* 49 16 385 \*/' "$here/../../README.md" | grep -oE '[0-9]+ [0-9]+ [0-9]+')
+got=$("$out/quickstart")
+if [ "$got" = "$expected" ]; then total_pass=$((total_pass + 1)); echo "quickstart: $got"; else
+    echo "README quick start printed '$got', README says '$expected'"; total_fail=$((total_fail + 1)); failed=1; fi
+
 echo "== static archive: test_basics linked against libforklift.a"
 gcc -std=c99 $strict -I"$inc" "$here/test_basics.c" "$lib/libforklift.a" -lstdc++ -lm -lpthread -ldl -o "$out/basics-static"
 if ldd "$out/basics-static" | grep -q forklift; then echo "static binary still needs libforklift.so"; exit 1; fi
