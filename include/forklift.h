@@ -84,6 +84,9 @@ typedef struct fl_pool_ *fl_pool;
 typedef struct fl_result_ *fl_result;
 /** A lazy result iterator from fl_pool_imap() or fl_pool_imap_unordered(). Free with fl_iter_destroy(). */
 typedef struct fl_iter_ *fl_iter;
+/** A task group on a pool: submit many tasks, wait for all of them (like TBB's task_group or
+ *  libdispatch's dispatch_group). Free with fl_group_destroy(). */
+typedef struct fl_group_ *fl_group;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -365,6 +368,40 @@ int fl_pool_map_strided_async(fl_pool pool, fl_kernel_fn kernel, void *user, con
                               ptrdiff_t in_stride, void *out, ptrdiff_t out_stride, size_t count,
                               size_t chunksize, fl_result_cb callback, fl_result_cb error_callback,
                               void *callback_user, fl_result *result);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Task groups: submit many, wait for all                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Creates a task group on `pool` and stores it in `*group`. Errors: FL_EHANDLE, FL_EINVAL
+ * (group NULL), FL_ESTATE (pool not running), FL_ENOMEM. Thread-safe.
+ */
+int fl_group_create(fl_pool pool, fl_group *group);
+
+/**
+ * Queues `fn(user, arg, arg_len, ctx)` as a task of the group and returns at once; `arg` is
+ * copied. The task's result, if any, is discarded; a failure is kept for fl_group_wait().
+ * This is the lightest way to run a task: no result handle, no callback. Errors: FL_EHANDLE,
+ * FL_EINVAL (fn NULL, arg NULL with a length), FL_ESTATE (pool closed), FL_ENOMEM. On error
+ * nothing is queued. Thread-safe; tasks may submit to their own group.
+ */
+int fl_group_submit(fl_group group, fl_task_fn fn, void *user, const void *arg, size_t arg_len);
+
+/**
+ * Waits until every task submitted to the group so far has completed, at most `timeout`
+ * seconds. Returns FL_OK; FL_ETASK or FL_ECANCELED if a task failed or was cancelled since
+ * the previous wait (fl_last_error() counts them and gives the first failure's message);
+ * FL_ETIMEDOUT; FL_EHANDLE. A worker of the same pool runs queued tasks while it waits.
+ * Thread-safe.
+ */
+int fl_group_wait(fl_group group, double timeout);
+
+/**
+ * Waits for the group's tasks (as fl_group_wait() with no limit, ignoring their failures) and
+ * destroys it. Errors: FL_EHANDLE. The handle is invalid afterwards.
+ */
+int fl_group_destroy(fl_group group);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Results (AsyncResult)                                                                    */

@@ -25,6 +25,7 @@ SECTIONS = [
     ("RuntimeExports.swift", "Versions, errors, system"),
     ("PoolExports.swift", "Pools"),
     ("SubmitExports.swift", "Submitting work: apply, map, starmap, strided map"),
+    ("GroupExports.swift", "Task groups: submit many, wait for all"),
     ("ResultExports.swift", "Results (AsyncResult)"),
     ("IteratorExports.swift", "Iterators (imap, imap_unordered)"),
     ("TaskExports.swift", "Inside a task"),

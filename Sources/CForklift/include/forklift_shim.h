@@ -131,6 +131,7 @@ typedef struct fls_ctx_record {
 /** Kinds of task node. */
 #define FLS_NODE_APPLY 1
 #define FLS_NODE_JOB 2
+#define FLS_NODE_GROUP 3
 
 /** One unit of work in a pool's queue. 128 bytes. */
 typedef struct fls_node {

@@ -81,6 +81,9 @@ typedef struct fl_pool_ *fl_pool;
 typedef struct fl_result_ *fl_result;
 /** A lazy result iterator from fl_pool_imap() or fl_pool_imap_unordered(). Free with fl_iter_destroy(). */
 typedef struct fl_iter_ *fl_iter;
+/** A task group on a pool: submit many tasks, wait for all of them (like TBB's task_group or
+ *  libdispatch's dispatch_group). Free with fl_group_destroy(). */
+typedef struct fl_group_ *fl_group;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 

@@ -6,6 +6,7 @@ enum HandleKind: UInt64 {
     case pool = 0x46  // 'F'
     case result = 0x52  // 'R'
     case iterator = 0x49  // 'I'
+    case group = 0x47  // 'G'
 }
 
 /// Maps opaque C handles to live objects and validates every handle on use.

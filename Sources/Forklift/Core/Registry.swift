@@ -6,4 +6,6 @@ enum Registry {
     static let results = HandleTable<ResultBox>(kind: .result)
     /// Live imap iterators.
     static let iterators = HandleTable<ImapIterator>(kind: .iterator)
+    /// Live task groups.
+    static let groups = HandleTable<TaskGroup>(kind: .group)
 }

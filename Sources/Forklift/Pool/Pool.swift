@@ -154,6 +154,10 @@ final class Pool {
         let cancelled = isCancelled
         if node.pointee.kind == FLS_NODE_APPLY {
             runApply(node, cancelled: cancelled)
+        } else if node.pointee.kind == FLS_NODE_GROUP {
+            let group = Unmanaged<TaskGroup>.fromOpaque(node.pointee.owner!)
+            group.takeUnretainedValue().run(node, cancelled: cancelled)
+            group.release()
         } else {
             let job = Unmanaged<PoolJob>.fromOpaque(node.pointee.owner!).takeRetainedValue()
             job.run(node: node, cancelled: cancelled)
