@@ -1,0 +1,148 @@
+/* Forklift's side of the benchmark workloads, through the public C API. */
+#define _POSIX_C_SOURCE 200809L
+#include <forklift.h>
+#include <pthread.h>
+
+#include "common.h"
+
+static int noop(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len; (void)ctx;
+    return 0;
+}
+
+static fl_pool make_pool(void) {
+    fl_pool pool;
+    if (fl_pool_create(NULL, &pool) != FL_OK) {
+        fprintf(stderr, "fl_pool_create: %s\n", fl_last_error());
+        exit(1);
+    }
+    return pool;
+}
+
+/* W1: N no-op tasks submitted one by one to a task group, then one wait. */
+static double w1(fl_pool pool, long n) {
+    fl_group g;
+    fl_group_create(pool, &g);
+    for (long i = 0; i < 10000; i++) fl_group_submit(g, noop, NULL, NULL, 0);
+    fl_group_wait(g, FL_FOREVER);
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) fl_group_submit(g, noop, NULL, NULL, 0);
+    fl_group_wait(g, FL_FOREVER);
+    double t = bench_now() - t0;
+    fl_group_destroy(g);
+    return n / t;
+}
+
+/* W1 with a completion callback per task (apply_async, no result handle). */
+static pthread_mutex_t cb_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cb_done = PTHREAD_COND_INITIALIZER;
+static long cb_count, cb_target;
+
+static void count_callback(void *user, fl_result r) {
+    (void)user; (void)r;
+    if (++cb_count == cb_target) { /* callbacks are serialized: plain increment */
+        pthread_mutex_lock(&cb_lock);
+        pthread_cond_signal(&cb_done);
+        pthread_mutex_unlock(&cb_lock);
+    }
+}
+
+static double w1cb(fl_pool pool, long n) {
+    cb_count = 0;
+    cb_target = n;
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) fl_pool_apply_async(pool, noop, NULL, NULL, 0, count_callback, NULL, NULL, NULL);
+    pthread_mutex_lock(&cb_lock);
+    while (__atomic_load_n(&cb_count, __ATOMIC_ACQUIRE) < n) pthread_cond_wait(&cb_done, &cb_lock);
+    pthread_mutex_unlock(&cb_lock);
+    return n / (bench_now() - t0);
+}
+
+/* W2: submit one no-op, wait for it, repeat. Microseconds per round trip. */
+static double w2(fl_pool pool, long n) {
+    for (long i = 0; i < 1000; i++) fl_pool_apply(pool, noop, NULL, NULL, 0, NULL, 0, NULL);
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) fl_pool_apply(pool, noop, NULL, NULL, 0, NULL, 0, NULL);
+    return (bench_now() - t0) / n * 1e6;
+}
+
+/* W3: out[i] = in[i] * in[i] over N int64, in order, with the strided map. */
+static int square_kernel(void *user, const void *in, ptrdiff_t is, void *out, ptrdiff_t os, size_t count) {
+    (void)user;
+    if (is == 8 && os == 8) {
+        const int64_t *a = in;
+        int64_t *b = out;
+        for (size_t i = 0; i < count; i++) b[i] = a[i] * a[i];
+        return 0;
+    }
+    for (size_t i = 0; i < count; i++) {
+        int64_t x = *(const int64_t *)((const char *)in + (ptrdiff_t)i * is);
+        *(int64_t *)((char *)out + (ptrdiff_t)i * os) = x * x;
+    }
+    return 0;
+}
+
+static double w3(fl_pool pool, long n) {
+    int64_t *in = malloc(n * sizeof *in), *out = malloc(n * sizeof *out);
+    for (long i = 0; i < n; i++) in[i] = i, out[i] = 0;
+    fl_pool_map_strided(pool, square_kernel, NULL, in, 8, out, 8, n, 0); /* warm-up: pages, threads */
+    double t0 = bench_now();
+    fl_pool_map_strided(pool, square_kernel, NULL, in, 8, out, 8, n, 0);
+    double t = bench_now() - t0;
+    if (out[n - 1] != (int64_t)(n - 1) * (n - 1)) exit(3);
+    free(in);
+    free(out);
+    return n / t;
+}
+
+/* W4: N calls of a ~1 ms function: serial time / parallel time (map, default chunksize). */
+static uint64_t rounds;
+static int spin_task(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len;
+    uint64_t r = bench_spin(*(const uint64_t *)arg, rounds);
+    return fl_task_return(ctx, &r, sizeof r);
+}
+
+static double w4(fl_pool pool, long n) {
+    uint64_t *items = malloc(n * sizeof *items), sink = 0;
+    for (long i = 0; i < n; i++) items[i] = (uint64_t)i;
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) sink += bench_spin(items[i], rounds);
+    double serial = bench_now() - t0;
+    fl_result r;
+    t0 = bench_now();
+    fl_pool_map(pool, spin_task, NULL, items, sizeof *items, n, 0, &r);
+    double parallel = bench_now() - t0;
+    const void *data;
+    size_t len;
+    fl_result_item(r, n - 1, &data, &len);
+    if (*(const uint64_t *)data != bench_spin(items[n - 1], rounds)) exit(3);
+    fl_result_release(r);
+    free(items);
+    fprintf(stderr, "serial %.3f s, parallel %.3f s, sink %llu\n", serial, parallel, (unsigned long long)(sink & 1));
+    return serial / parallel;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return bench_usage(argv[0]);
+    long n = atol(argv[2]);
+    if (argc > 3) rounds = strtoull(argv[3], NULL, 10);
+    if (strcmp(argv[1], "calibrate") == 0) { /* seconds per call of bench_spin(rounds=N) */
+        double t0 = bench_now();
+        uint64_t s = 0;
+        for (int i = 0; i < 200; i++) s += bench_spin((uint64_t)i, (uint64_t)n);
+        printf("%.9f\n", (bench_now() - t0) / 200 + (double)(s & 1) * 1e-12);
+        return 0;
+    }
+    fl_pool pool = make_pool();
+    double v;
+    if (strcmp(argv[1], "W1") == 0) v = w1(pool, n);
+    else if (strcmp(argv[1], "W1cb") == 0) v = w1cb(pool, n);
+    else if (strcmp(argv[1], "W2") == 0) v = w2(pool, n);
+    else if (strcmp(argv[1], "W3") == 0) v = w3(pool, n);
+    else if (strcmp(argv[1], "W4") == 0) v = w4(pool, n);
+    else return bench_usage(argv[0]);
+    printf("%.6g\n", v);
+    fl_pool_destroy(pool);
+    return 0;
+}

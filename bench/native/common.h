@@ -1,0 +1,31 @@
+/* Shared by the native benchmark programs: clock, the CPU-bound work unit, argument parsing.
+ * Every program is run as `prog WORKLOAD N` and prints one number (the workload's unit). */
+#ifndef BENCH_COMMON_H
+#define BENCH_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static inline double bench_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* W4's work unit: `rounds` steps of a data-dependent integer recurrence the compiler cannot
+ * fold. bench/run.py calibrates rounds so that one call takes about 1 ms. */
+static inline uint64_t bench_spin(uint64_t seed, uint64_t rounds) {
+    uint64_t x = seed | 1;
+    for (uint64_t i = 0; i < rounds; i++) x = x * 6364136223846793005ULL + 1442695040888963407ULL + (x >> 17);
+    return x;
+}
+
+static inline int bench_usage(const char *prog) {
+    fprintf(stderr, "usage: %s W1|W1cb|W2|W3|W4|calibrate N [ROUNDS]\n", prog);
+    return 2;
+}
+
+#endif

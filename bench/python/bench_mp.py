@@ -1,0 +1,95 @@
+"""multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor on the benchmark workloads.
+
+usage: bench_mp.py {mp,cf} W1|W2|W3|W4 N [ROUNDS]   prints one number in the workload's unit.
+"""
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import sys
+import time
+
+
+def noop(_=None):
+    return None
+
+
+def square(x):
+    return x * x
+
+
+def spin(args):
+    seed, rounds = args
+    x = seed | 1
+    for _ in range(rounds):
+        x = (x * 6364136223846793005 + 1442695040888963407 + (x >> 17)) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def calibrate_rounds():
+    """Rounds of `spin` that take about 1 ms in this interpreter."""
+    rounds = 1000
+    while True:
+        t0 = time.perf_counter()
+        spin((1, rounds))
+        t = time.perf_counter() - t0
+        if t > 0.01:
+            return max(1, int(rounds * 0.001 / t))
+        rounds *= 2
+
+
+def main():
+    kind, workload, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    workers = os.cpu_count()
+    if kind == "mp":
+        pool = mp.Pool(workers)
+        pool.map(noop, range(workers * 4))  # start every worker
+        if workload == "W1":
+            t0 = time.perf_counter()
+            results = [pool.apply_async(noop) for _ in range(n)]
+            for r in results:
+                r.wait()
+            value = n / (time.perf_counter() - t0)
+        elif workload == "W2":
+            t0 = time.perf_counter()
+            for _ in range(n):
+                pool.apply(noop)
+            value = (time.perf_counter() - t0) / n * 1e6
+        elif workload == "W3":
+            data = list(range(n))
+            t0 = time.perf_counter()
+            out = pool.map(square, data)
+            value = n / (time.perf_counter() - t0)
+            assert out[-1] == (n - 1) ** 2
+        elif workload == "W4":
+            rounds = calibrate_rounds()
+            items = [(i, rounds) for i in range(n)]
+            t0 = time.perf_counter()
+            serial = [spin(a) for a in items]
+            t_serial = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            parallel = pool.map(spin, items)
+            t_parallel = time.perf_counter() - t0
+            assert parallel == serial
+            value = t_serial / t_parallel
+        pool.close()
+        pool.join()
+    else:
+        with cf.ProcessPoolExecutor(workers) as pool:
+            list(pool.map(noop, range(workers * 4)))
+            if workload == "W1":
+                t0 = time.perf_counter()
+                futures = [pool.submit(noop) for _ in range(n)]
+                cf.wait(futures)
+                value = n / (time.perf_counter() - t0)
+            elif workload == "W2":
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    pool.submit(noop).result()
+                value = (time.perf_counter() - t0) / n * 1e6
+            else:
+                raise SystemExit(f"{workload} is not measured for concurrent.futures")
+    print(f"{value:.6g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4 N   prints one number."""
+import os
+import sys
+import time
+
+import ray
+
+
+@ray.remote
+def noop():
+    return None
+
+
+@ray.remote
+def spin(seed, rounds):
+    x = seed | 1
+    for _ in range(rounds):
+        x = (x * 6364136223846793005 + 1442695040888963407 + (x >> 17)) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def spin_local(seed, rounds):
+    x = seed | 1
+    for _ in range(rounds):
+        x = (x * 6364136223846793005 + 1442695040888963407 + (x >> 17)) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def main():
+    workload, n = sys.argv[1], int(sys.argv[2])
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.get([noop.remote() for _ in range(os.cpu_count() * 4)])  # start workers
+    if workload == "W1":
+        t0 = time.perf_counter()
+        ray.get([noop.remote() for _ in range(n)])
+        value = n / (time.perf_counter() - t0)
+    elif workload == "W2":
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ray.get(noop.remote())
+        value = (time.perf_counter() - t0) / n * 1e6
+    elif workload == "W4":
+        rounds = 1000
+        while True:
+            t0 = time.perf_counter()
+            spin_local(1, rounds)
+            t = time.perf_counter() - t0
+            if t > 0.01:
+                rounds = max(1, int(rounds * 0.001 / t))
+                break
+            rounds *= 2
+        t0 = time.perf_counter()
+        serial = [spin_local(i, rounds) for i in range(n)]
+        t_serial = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        parallel = ray.get([spin.remote(i, rounds) for i in range(n)])
+        t_parallel = time.perf_counter() - t0
+        assert parallel == serial
+        value = t_serial / t_parallel
+    else:
+        raise SystemExit(f"{workload} is not measured for Ray")
+    ray.shutdown()
+    print(f"{value:.6g}")
+
+
+if __name__ == "__main__":
+    main()

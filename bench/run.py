@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""The benchmark suite: Forklift against its peers, on the same machine, in the same run.
+
+Builds the native programs in bench/native, runs each (workload, peer) several times, keeps the
+median, and writes bench/results/latest.json, bench/results/latest.md (the table), and
+bench/results/ratios.svg (the plot); then replaces the figures section of README.md.
+
+Every ratio reads "how many times better Forklift is": throughput ratios are
+forklift / peer, time ratios peer / forklift, speed-up ratios forklift / peer. Above 1 means
+Forklift wins.
+
+usage: run.py [--quick] [--skip-ray] [--no-readme]
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+OUT = BENCH / "results"
+BIN = ROOT / "build" / "bench"
+LIB = ROOT / "build" / "lib"
+SWIFT_LIB = pathlib.Path("/opt/swift/usr/lib/swift")
+VENV_PY = BENCH / ".venv" / "bin" / "python"
+
+PEER_NAMES = {
+    "tbb": "oneTBB",
+    "dispatch": "libdispatch",
+    "glib": "GLib GThreadPool",
+    "mp": "multiprocessing.Pool",
+    "cf": "ProcessPoolExecutor",
+    "ray": "Ray",
+}
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def build():
+    BIN.mkdir(parents=True, exist_ok=True)
+    native = BENCH / "native"
+    clang = shutil.which("clang") or "/opt/swift/usr/bin/clang"
+    if not (SWIFT_LIB / "dispatch").exists():
+        clang_dispatch = None
+    else:
+        clang_dispatch = "/opt/swift/usr/bin/clang"
+    commands = {
+        "forklift": ["gcc", "-O2", "-std=c99", f"-I{ROOT / 'include'}", str(native / "bench_forklift.c"),
+                     f"-L{LIB}", f"-Wl,-rpath,{LIB}", "-lforklift", "-lpthread", "-o", str(BIN / "forklift")],
+        "tbb": ["g++", "-O2", "-std=c++17", str(native / "bench_tbb.cpp"), "-ltbb", "-o", str(BIN / "tbb")],
+        "glib": ["gcc", "-O2", "-std=gnu99", str(native / "bench_glib.c")]
+        + subprocess.run(["pkg-config", "--cflags", "--libs", "glib-2.0"], capture_output=True, text=True).stdout.split()
+        + ["-o", str(BIN / "glib")],
+    }
+    if clang_dispatch:
+        commands["dispatch"] = [clang_dispatch, "-O2", "-fblocks", f"-I{SWIFT_LIB}", str(native / "bench_dispatch.c"),
+                                f"-L{SWIFT_LIB / 'linux'}", f"-Wl,-rpath,{SWIFT_LIB / 'linux'}", "-ldispatch",
+                                "-lBlocksRuntime", "-o", str(BIN / "dispatch")]
+    built = {}
+    for name, command in commands.items():
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0:
+            built[name] = BIN / name
+        else:
+            log(f"bench: could not build the {name} benchmark: {result.stderr.strip()[:400]}")
+    return built
+
+
+def run_once(command, timeout):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed: {result.stderr.strip()[-400:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def measure(command, runs, timeout=600):
+    command = [str(part) for part in command]
+    values = [run_once(command, timeout) for _ in range(runs)]
+    return {"median": statistics.median(values), "runs": values}
+
+
+def calibrate_rounds(forklift):
+    """Rounds of the native work unit that take about 1 ms."""
+    rounds = 100_000
+    seconds = run_once([forklift, "calibrate", str(rounds)], 60)
+    return max(1, int(rounds * 0.001 / seconds))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller inputs and fewer runs (under 2 minutes)")
+    parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args()
+    quick = args.quick
+    runs = 3 if quick else 5
+    ray_runs = 1 if quick else 3
+
+    built = build()
+    if "forklift" not in built:
+        raise SystemExit("bench: the Forklift benchmark did not build (run `make lib` first)")
+    fl = built["forklift"]
+    python = str(VENV_PY if VENV_PY.exists() else sys.executable)
+    has_ray = not args.skip_ray and VENV_PY.exists() and subprocess.run(
+        [python, "-c", "import ray"], capture_output=True).returncode == 0
+    skipped = {}
+    if not has_ray:
+        skipped["ray"] = "skipped (--skip-ray)" if args.skip_ray else "Ray could not be installed into bench/.venv"
+    for peer in ("tbb", "dispatch", "glib"):
+        if peer not in built:
+            skipped[peer] = "its benchmark did not build (see the log)"
+    mp_script = str(BENCH / "python" / "bench_mp.py")
+    ray_script = str(BENCH / "python" / "bench_ray.py")
+
+    n_w1 = 200_000 if quick else 1_000_000
+    n_w1_py = 5_000 if quick else 20_000
+    n_w2 = 20_000 if quick else 100_000
+    n_w2_py = 1_000 if quick else 5_000
+    n_w2_ray = 200 if quick else 1_000
+    n_w3 = 2_000_000 if quick else 10_000_000
+    n_w4 = 200 if quick else 1000
+    rounds = calibrate_rounds(fl)
+    log(f"bench: {'quick' if quick else 'full'} mode, {runs} runs, W4 work unit {rounds} rounds (~1 ms)")
+
+    workloads = []
+
+    def workload(wid, title, unit, higher, forklift_cmd, n, peers, note=""):
+        log(f"bench: {wid} forklift")
+        entry = {"id": wid, "title": title, "unit": unit, "higher_is_better": higher, "n": n, "note": note,
+                 "forklift": measure(forklift_cmd, runs), "peers": {}, "ratios": {}}
+        for peer, command, peer_runs, peer_n in peers:
+            if peer in skipped:
+                entry["peers"][peer] = {"skipped": skipped[peer]}
+                continue
+            log(f"bench: {wid} {peer}")
+            try:
+                entry["peers"][peer] = measure(command, peer_runs) | ({"n": peer_n} if peer_n != n else {})
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                entry["peers"][peer] = {"skipped": f"failed: {str(error)[:300]}"}
+                continue
+            a, b = entry["forklift"]["median"], entry["peers"][peer]["median"]
+            entry["ratios"][peer] = a / b if higher else b / a
+        workloads.append(entry)
+
+    native = lambda peer, *a: [str(built.get(peer, peer)), *map(str, a)]
+    workload("W1", "no-op tasks, one submitter, wait for all", "tasks/s", True, native("forklift", "W1", n_w1), n_w1,
+             [(p, native(p, "W1", n_w1), runs, n_w1) for p in ("tbb", "dispatch", "glib")],
+             "Forklift: fl_group_submit + fl_group_wait; TBB task_group; dispatch_group_async_f; GThreadPool")
+    workload("W1cb", "W1 with a completion callback per task", "tasks/s", True, native("forklift", "W1cb", n_w1), n_w1,
+             [(p, native(p, "W1", n_w1), runs, n_w1) for p in ("tbb", "dispatch", "glib")],
+             "Forklift: fl_pool_apply_async with a callback per task; peers as in W1 (no callbacks)")
+    workload("W1py", "W1 against the Python peers", "tasks/s", True, native("forklift", "W1", n_w1_py), n_w1_py,
+             [("mp", [python, mp_script, "mp", "W1", n_w1_py], runs, n_w1_py),
+              ("cf", [python, mp_script, "cf", "W1", n_w1_py], runs, n_w1_py),
+              ("ray", [python, ray_script, "W1", n_w1_py], ray_runs, n_w1_py)],
+             "the same N for everyone; smaller than W1 because the Python peers run at thousands of tasks/s")
+    workload("W2", "submit one no-op task, wait for its result, repeat", "µs", False,
+             native("forklift", "W2", n_w2), n_w2,
+             [("dispatch", native("dispatch", "W2", n_w2), runs, n_w2),
+              ("glib", native("glib", "W2", n_w2), runs, n_w2),
+              ("tbb", native("tbb", "W2", n_w2), runs, n_w2),
+              ("mp", [python, mp_script, "mp", "W2", n_w2_py], runs, n_w2_py),
+              ("cf", [python, mp_script, "cf", "W2", n_w2_py], runs, n_w2_py),
+              ("ray", [python, ray_script, "W2", n_w2_ray], ray_runs, n_w2_ray)],
+             "mean time per round trip; TBB's task_group::wait runs the task on the waiting thread itself, "
+             "so its figure is not a cross-thread round trip")
+    workload("W3", "map x*x over int64, results in order", "elements/s", True, native("forklift", "W3", n_w3), n_w3,
+             [("tbb", native("tbb", "W3", n_w3), runs, n_w3),
+              ("dispatch", native("dispatch", "W3", n_w3), runs, n_w3),
+              ("mp", [python, mp_script, "mp", "W3", n_w3], runs, n_w3)],
+             "Forklift: fl_pool_map_strided; TBB parallel_for; dispatch_apply_f over 64 chunks; Pool.map over a list")
+    workload("W4", "~1 ms CPU-bound function over N items: speed-up over serial", "× serial", True,
+             native("forklift", "W4", n_w4, rounds), n_w4,
+             [("tbb", native("tbb", "W4", n_w4, rounds), runs, n_w4),
+              ("dispatch", native("dispatch", "W4", n_w4, rounds), runs, n_w4),
+              ("mp", [python, mp_script, "mp", "W4", n_w4], runs, n_w4),
+              ("ray", [python, ray_script, "W4", n_w4], ray_runs, n_w4)],
+             f"each peer against its own serial loop; {os.cpu_count()} CPUs bound the speed-up")
+
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "runs": runs,
+        "machine": {"cpus": os.cpu_count(), "system": platform.platform(), "python": platform.python_version()},
+        "workloads": workloads,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (OUT / "latest.md").write_text(table)
+    (OUT / "ratios.svg").write_text(svg(report))
+    print(table)
+    if not args.no_readme:
+        update_readme(table)
+
+
+def fmt(value, unit):
+    if unit in ("tasks/s", "elements/s"):
+        for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if value >= scale:
+                return f"{value / scale:.3g} {suffix}{unit}"
+        return f"{value:.3g} {unit}"
+    if unit == "µs":
+        return f"{value:.3g} µs"
+    return f"{value:.3g}{unit.replace('× serial', '×')}"
+
+
+def markdown(report):
+    lines = [
+        f"Measured {report['date']} ({report['mode']} mode, median of {report['runs']} runs; Ray: fewer), "
+        f"{report['machine']['cpus']} CPUs. Ratio = how many times better Forklift is (above 1: Forklift wins).",
+        "",
+        "| workload | N | Forklift | peer | peer's figure | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w in report["workloads"]:
+        first = True
+        for peer, figure in w["peers"].items():
+            name = PEER_NAMES[peer]
+            if "skipped" in figure:
+                cells = [name, figure["skipped"], "—"]
+            else:
+                n_note = f" (N={figure['n']:,})" if "n" in figure else ""
+                cells = [name + n_note, fmt(figure["median"], w["unit"]), f"**{w['ratios'][peer]:.2f}×**"]
+            lead = [f"{w['id']} {w['title']}", f"{w['n']:,}", fmt(w["forklift"]["median"], w["unit"])] if first \
+                else ["", "", ""]
+            lines.append("| " + " | ".join(lead + cells) + " |")
+            first = False
+    lines.append("")
+    for w in report["workloads"]:
+        if w["note"]:
+            lines.append(f"- {w['id']}: {w['note']}.")
+    return "\n".join(lines) + "\n"
+
+
+def svg(report):
+    bars = []
+    for w in report["workloads"]:
+        for peer, ratio in w["ratios"].items():
+            bars.append((f"{w['id']} vs {PEER_NAMES[peer]}", ratio))
+    width, row, left = 760, 22, 260
+    height = 60 + row * len(bars)
+    top = max(max((math.log10(r) for _, r in bars), default=1), 1)
+    bottom = min(min((math.log10(r) for _, r in bars), default=-1), -1)
+    scale = (width - left - 40) / (top - bottom)
+    zero = left + (-bottom) * scale
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<text x="10" y="20" font-size="14">Forklift vs peers: times better (log scale; right of the line: Forklift wins)</text>',
+             f'<line x1="{zero:.1f}" y1="30" x2="{zero:.1f}" y2="{height - 10}" stroke="#333"/>']
+    for i, (label, ratio) in enumerate(bars):
+        y = 40 + i * row
+        x1, x2 = sorted((zero, zero + math.log10(ratio) * scale))
+        color = "#2a7" if ratio >= 1 else "#c43"
+        parts.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{label}</text>')
+        parts.append(f'<rect x="{x1:.1f}" y="{y}" width="{max(x2 - x1, 1):.1f}" height="{row - 6}" fill="{color}"/>')
+        parts.append(f'<text x="{x2 + 4:.1f}" y="{y + 13}">{ratio:.3g}×</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def update_readme(table):
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin not in text or end not in text:
+        log("bench: README.md has no bench markers; not updated")
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    section = f"{begin}\n{table}\n![ratios](bench/results/ratios.svg)\n{end}"
+    readme.write_text(head + section + tail)
+    log("bench: README.md figures updated")
+
+
+if __name__ == "__main__":
+    main()
