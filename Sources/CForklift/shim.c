@@ -2,9 +2,11 @@
 #include "forklift_shim.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -79,3 +81,90 @@ void *fls_tls_worker(void) { return tls_worker; }
 void fls_tls_set_worker(void *worker) { tls_worker = worker; }
 void *fls_tls_task_ctx(void) { return tls_ctx; }
 void fls_tls_set_task_ctx(void *ctx) { tls_ctx = ctx; }
+
+/* ---- Task node allocation ---------------------------------------------------------------- */
+
+enum { NODE_SLAB = 64, NODE_LOCAL_MAX = 256, NODE_BATCH = 128 };
+
+/* Batches of freed nodes, linked through `next`; each batch's last node links to the next batch. */
+static fls_node *node_stack;
+static pthread_key_t node_key;
+static pthread_once_t node_once = PTHREAD_ONCE_INIT;
+
+typedef struct {
+    fls_node *local; /* for allocation */
+    size_t local_count;
+    fls_node *batch_head; /* being collected for the shared stack */
+    fls_node *batch_tail;
+    size_t batch_count;
+    int registered;
+} node_cache;
+
+static __thread node_cache cache;
+
+static void push_chain(fls_node *head, fls_node *tail) {
+    fls_node *top = __atomic_load_n(&node_stack, __ATOMIC_RELAXED);
+    do {
+        tail->next = top;
+    } while (!__atomic_compare_exchange_n(&node_stack, &top, head, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+}
+
+/* At thread exit, the thread's nodes go back to the shared stack. */
+static void node_cache_exit(void *unused) {
+    (void)unused;
+    if (cache.batch_head) push_chain(cache.batch_head, cache.batch_tail);
+    if (cache.local) {
+        fls_node *tail = cache.local;
+        while (tail->next) tail = tail->next;
+        push_chain(cache.local, tail);
+    }
+    cache.local = cache.batch_head = cache.batch_tail = NULL;
+    cache.local_count = cache.batch_count = 0;
+}
+
+static void node_key_init(void) { pthread_key_create(&node_key, node_cache_exit); }
+
+static void register_cache(void) {
+    pthread_once(&node_once, node_key_init);
+    pthread_setspecific(node_key, &cache);
+    cache.registered = 1;
+}
+
+fls_node *fls_node_alloc(void) {
+    fls_node *node = cache.local;
+    if (!node) {
+        if (!cache.registered) register_cache();
+        node = __atomic_exchange_n(&node_stack, NULL, __ATOMIC_ACQUIRE);
+        cache.local_count = NODE_LOCAL_MAX; /* unknown length: treat as full */
+        if (!node) {
+            fls_node *slab = malloc(sizeof(fls_node) * NODE_SLAB);
+            if (!slab) return NULL;
+            for (int i = 0; i < NODE_SLAB - 1; i++) slab[i].next = &slab[i + 1];
+            slab[NODE_SLAB - 1].next = NULL;
+            node = slab;
+            cache.local_count = NODE_SLAB;
+        }
+    }
+    cache.local = node->next;
+    if (cache.local_count) cache.local_count--;
+    memset(node, 0, offsetof(fls_node, inline_arg));
+    return node;
+}
+
+void fls_node_free(fls_node *node) {
+    if (!cache.registered) register_cache();
+    if (cache.local_count < NODE_LOCAL_MAX) {
+        node->next = cache.local;
+        cache.local = node;
+        cache.local_count++;
+        return;
+    }
+    node->next = cache.batch_head;
+    cache.batch_head = node;
+    if (!cache.batch_tail) cache.batch_tail = node;
+    if (++cache.batch_count == NODE_BATCH) {
+        push_chain(cache.batch_head, cache.batch_tail);
+        cache.batch_head = cache.batch_tail = NULL;
+        cache.batch_count = 0;
+    }
+}

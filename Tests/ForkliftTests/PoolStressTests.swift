@@ -178,3 +178,58 @@ final class PoolStressTests: XCTestCase {
         threads.forEach(OSThread.join)
     }
 }
+
+/// Task groups under concurrency: several submitters, waits racing with completions, and
+/// destroy right after the last completion (the counters' memory must stay valid).
+final class GroupStressTests: XCTestCase {
+    static let bump: fl_task_fn = { user, _, _, _ in
+        _ = fls_atomic_add_u64(user!.assumingMemoryBound(to: UInt64.self), 1)
+        return 0
+    }
+
+    func testManyShortLivedGroups() {
+        var options = fl_pool_options()
+        _ = fl_pool_options_init(&options)
+        options.workers = 2
+        var pool: fl_pool?
+        XCTAssertEqual(fl_pool_create(&options, &pool), FL_OK)
+        let counter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
+        for round in 0..<300 {
+            var group: fl_group?
+            XCTAssertEqual(fl_group_create(pool, &group), FL_OK)
+            for _ in 0..<(round % 17) { _ = fl_group_submit(group, GroupStressTests.bump, counter, nil, 0) }
+            XCTAssertEqual(fl_group_destroy(group), FL_OK)
+        }
+        let expected = (0..<300).reduce(0) { $0 + UInt64($1 % 17) }
+        XCTAssertEqual(counter.pointee, expected)
+        XCTAssertEqual(fl_pool_destroy(pool), FL_OK)
+    }
+
+    func testConcurrentSubmittersToOneGroup() {
+        var pool: fl_pool?
+        XCTAssertEqual(fl_pool_create(nil, &pool), FL_OK)
+        var group: fl_group?
+        XCTAssertEqual(fl_group_create(pool, &group), FL_OK)
+        let counter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
+        final class Submitter: ThreadBody {
+            let group: fl_group?; let counter: UnsafeMutablePointer<UInt64>
+            init(_ group: fl_group?, _ counter: UnsafeMutablePointer<UInt64>) { self.group = group; self.counter = counter }
+            func run() {
+                for i in 0..<5000 {
+                    precondition(fl_group_submit(group, GroupStressTests.bump, counter, nil, 0) == FL_OK)
+                    if i % 1000 == 0 { precondition(fl_group_wait(group, -1) == FL_OK) }
+                }
+            }
+        }
+        let threads = (0..<3).map { _ in try! OSThread.start(Submitter(group, counter)) }
+        threads.forEach(OSThread.join)
+        XCTAssertEqual(fl_group_wait(group, -1), FL_OK)
+        XCTAssertEqual(counter.pointee, 15000)
+        XCTAssertEqual(fl_group_destroy(group), FL_OK)
+        XCTAssertEqual(fl_pool_destroy(pool), FL_OK)
+    }
+}

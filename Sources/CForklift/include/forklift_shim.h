@@ -152,4 +152,14 @@ typedef struct fls_node {
     unsigned char inline_arg[FLS_NODE_INLINE];
 } fls_node;
 
+/* ---- Task node allocation ----------------------------------------------------------------- */
+
+/** A task node with every field zeroed except `next`'s successors' use. Nodes come from a
+ *  per-thread free list, refilled in one atomic exchange from a process-wide stack that
+ *  freeing threads return batches to, and from 64-node slabs. Never returns NULL unless
+ *  memory is exhausted. Slabs are kept for reuse, not returned to the system. */
+fls_node *fls_node_alloc(void);
+/** Returns a node to the calling thread's free list (batches go back to the shared stack). */
+void fls_node_free(fls_node *node);
+
 #endif /* FORKLIFT_SHIM_H */

@@ -81,6 +81,12 @@ final class HandleTable<Object: AnyObject> {
     /// The object of a live handle, kept alive until the matching `giveBack`.
     @inline(__always)
     func borrow(_ handle: UInt64) -> Object? {
+        borrowUnmanaged(handle)?.takeUnretainedValue()
+    }
+
+    /// `borrow` without a retain: the slot's borrow count keeps the object alive.
+    @inline(__always)
+    func borrowUnmanaged(_ handle: UInt64) -> Unmanaged<Object>? {
         guard handle >> 56 == kind.rawValue, let (word, objectSlot) = slot(Int(handle & 0xFFFF_FFFF)) else {
             return nil
         }
@@ -92,7 +98,7 @@ final class HandleTable<Object: AnyObject> {
             }
             if fls_atomic_cas_u64(word, &current, current + 1) { break }
         }
-        return Unmanaged<Object>.fromOpaque(objectSlot.pointee!).takeUnretainedValue()
+        return Unmanaged<Object>.fromOpaque(objectSlot.pointee!)
     }
 
     /// Ends a successful `borrow`.
@@ -155,11 +161,12 @@ extension HandleTable {
     @inline(__always)
     func with<T>(_ handle: OpaquePointer?, _ name: StaticString, _ body: (Object) throws(Failure) -> T) throws(Failure) -> T {
         let raw = UInt64(UInt(bitPattern: Int(bitPattern: handle)))
-        guard let object = borrow(raw) else {
+        guard let object = borrowUnmanaged(raw) else {
             throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not a \(name)")
         }
         defer { giveBack(raw) }
-        return try body(object)
+        // No retain: the borrow keeps the object alive, and the refcount stays off the hot path.
+        return try object._withUnsafeGuaranteedRef { object in Result { () throws(Failure) in try body(object) } }.get()
     }
 
     /// Converts a registered handle to its C form.

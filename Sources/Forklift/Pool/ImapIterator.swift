@@ -257,7 +257,7 @@ final class ImapIterator: PoolJob {
         lock.unlock()
         defer { lock.lock() }
         if let node = pool.queue.pop() {
-            pool.execute(node)
+            pool.execute(node, by: worker)
             return true
         }
         if deadline.hasPassed { return false }

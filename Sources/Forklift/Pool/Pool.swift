@@ -28,15 +28,24 @@ final class Pool {
     private let initializerUser: UnsafeMutableRawPointer?
     private let initargs: [UInt8]
 
-    /// [0] state, [1] cancelled flag (read by tasks through fl_task_cancelled),
-    /// [2..3] outstanding nodes (UInt64): submitted and not yet run or cancelled.
+    /// Each on its own cache line: [0] state and [1] the cancelled flag (read by tasks through
+    /// fl_task_cancelled); [16..17] nodes submitted (UInt64); [32] workers spinning in search
+    /// of work; [48..49] nodes finished by threads other than workers (UInt64). Workers count
+    /// the nodes they finish in their own line, so no counter is shared per task between the
+    /// submitter and the workers.
     private let words: UnsafeMutablePointer<UInt32>
     private var state: UnsafeMutablePointer<UInt32> { words }
     /// Non-zero once the pool is terminated.
     var cancelledFlag: UnsafePointer<UInt32> { UnsafePointer(words + 1) }
-    private var outstanding: UnsafeMutablePointer<UInt64> {
-        UnsafeMutableRawPointer(words + 2).assumingMemoryBound(to: UInt64.self)
+    private var submittedNodes: UnsafeMutablePointer<UInt64> {
+        UnsafeMutableRawPointer(words + 16).assumingMemoryBound(to: UInt64.self)
     }
+    private var finishedElsewhere: UnsafeMutablePointer<UInt64> {
+        UnsafeMutableRawPointer(words + 48).assumingMemoryBound(to: UInt64.self)
+    }
+    /// Workers spinning on an empty queue. A submission wakes a parked worker only when nobody
+    /// spins, so a busy pool makes no futex calls.
+    var spinning: UnsafeMutablePointer<UInt32> { words + 32 }
 
     private let lifecycle = Lock()
     private let lifecycleChanged = Condition()
@@ -55,8 +64,8 @@ final class Pool {
         self.initializerUser = initializerUser
         self.initargs = initargs
         self.callbacks = CallbackThread(name: "\(name)-cb")
-        words = .allocate(capacity: 4)
-        words.initialize(repeating: 0, count: 4)
+        words = .allocate(capacity: 64)
+        words.initialize(repeating: 0, count: 64)
     }
 
     deinit { words.deallocate() }
@@ -81,6 +90,7 @@ final class Pool {
             while pool.initializersReported < workers { _ = pool.lifecycleChanged.wait(pool.lifecycle, until: .forever) }
             return pool.initializerFailure
         }
+        pool.workersSnapshot = pool.lifecycle.withLock { pool.workers }
         if let failure {
             pool.abandon(startedWorkers: workers)
             throw failure
@@ -125,10 +135,18 @@ final class Pool {
         }
     }
 
-    /// Whether workers should end: the pool no longer runs and no node is outstanding.
+    /// Whether workers should end: the pool no longer runs and every submitted node has
+    /// finished. (Submissions count before they check the state, so none can slip past.)
     var isWindingDown: Bool {
-        fls_atomic_load_u32(state) != Self.running && fls_atomic_load_u64(outstanding) == 0
+        guard fls_atomic_load_u32(state) != Self.running else { return false }
+        let submitted = fls_atomic_load_u64(submittedNodes)
+        var finished = fls_atomic_load_u64(finishedElsewhere)
+        for worker in workersSnapshot { finished += worker.finishedNodes }
+        return finished == submitted
     }
+
+    /// The workers, for counting; set once every worker has started.
+    private var workersSnapshot: [PoolWorker] = []
 
     /// Whether the pool has been terminated.
     var isCancelled: Bool { fls_atomic_load_u32(cancelledFlag) != 0 }
@@ -138,32 +156,46 @@ final class Pool {
     /// Queues a node. On failure the node is not queued and still belongs to the caller.
     @inline(__always)
     func submit(_ node: UnsafeMutablePointer<fls_node>) throws(Failure) {
-        _ = fls_atomic_add_u64(outstanding, 1)
+        _ = fls_atomic_add_u64(submittedNodes, 1)
         let current = fls_atomic_load_u32(state)
         if current != Self.running {
-            nodeFinished()
+            _ = fls_atomic_add_u64(finishedElsewhere, 1)
+            idle.notifyAll()
             throw Failure(FL_ESTATE, current == Self.closed ? "pool is closed" : "pool is terminated")
         }
         queue.push(node)
-        idle.notifyOne()
+        wakeWorkerIfNoneSpins()
     }
 
-    /// Runs (or cancels, once terminated) one node and frees it.
+    /// Makes sure some worker will look at the queue: one already spinning will; otherwise
+    /// wake one parked worker. The queue push before this is sequentially consistent, and so
+    /// is a spinner's exit, so a spinner that leaves after this check sees the new node.
     @inline(__always)
-    func execute(_ node: UnsafeMutablePointer<fls_node>) {
+    func wakeWorkerIfNoneSpins() {
+        if fls_atomic_load_u32(spinning) == 0 { idle.notifyOne() }
+    }
+
+    /// Runs (or, once terminated, cancels) one node and frees it. `worker` is the calling
+    /// worker of this pool, or nil on any other thread.
+    @inline(__always)
+    func execute(_ node: UnsafeMutablePointer<fls_node>, by worker: PoolWorker?) {
         let cancelled = isCancelled
-        if node.pointee.kind == FLS_NODE_APPLY {
-            runApply(node, cancelled: cancelled)
-        } else if node.pointee.kind == FLS_NODE_GROUP {
-            let group = Unmanaged<TaskGroup>.fromOpaque(node.pointee.owner!)
-            group.takeUnretainedValue().run(node, cancelled: cancelled)
-            group.release()
+        let kind = node.pointee.kind
+        if kind == FLS_NODE_GROUP {
+            let slot = worker?.index ?? -1
+            Unmanaged<TaskGroup>.fromOpaque(node.pointee.owner!)._withUnsafeGuaranteedRef {
+                $0.run(node, cancelled: cancelled, slot: slot)
+            }
         } else {
-            let job = Unmanaged<PoolJob>.fromOpaque(node.pointee.owner!).takeRetainedValue()
-            job.run(node: node, cancelled: cancelled)
+            if kind == FLS_NODE_APPLY {
+                runApply(node, cancelled: cancelled)
+            } else {
+                let job = Unmanaged<PoolJob>.fromOpaque(node.pointee.owner!).takeRetainedValue()
+                job.run(node: node, cancelled: cancelled)
+            }
         }
         TaskNodes.free(node)
-        nodeFinished()
+        if let worker { worker.countFinishedNode() } else { _ = fls_atomic_add_u64(finishedElsewhere, 1) }
     }
 
     @inline(__always)
@@ -189,20 +221,13 @@ final class Pool {
         box.complete(units: 1)
     }
 
-    @inline(__always)
-    private func nodeFinished() {
-        if fls_atomic_sub_u64(outstanding, 1) == 1 && fls_atomic_load_u32(state) != Self.running {
-            idle.notifyAll()
-        }
-    }
-
     /// Waits until `isDone()` or the deadline. On a worker of this pool it runs queued nodes
     /// meanwhile and blocks only in short slices; elsewhere it just calls `block(deadline)`.
     func helpWhileWaiting(until deadline: Deadline, isDone: () -> Bool, block: (Deadline) -> Bool) -> Bool {
         guard let worker = PoolWorker.current, worker.pool === self else { return block(deadline) }
         while !isDone() {
             if let node = queue.pop() {
-                execute(node)
+                execute(node, by: worker)
                 continue
             }
             if deadline.hasPassed { return isDone() }
@@ -257,7 +282,7 @@ final class Pool {
             return open
         }
         for iterator in iteratorsToStop { iterator.stopSource() }
-        while let node = queue.pop() { execute(node) }
+        while let node = queue.pop() { execute(node, by: nil) }
         idle.notifyAll()
     }
 

@@ -3,16 +3,39 @@ import CForklift
 /// One worker thread of a pool: runs the initializer, then takes nodes from the pool's queue,
 /// spinning briefly and then parking when there are none, until the pool winds down.
 final class PoolWorker: ThreadBody {
-    unowned let pool: Pool
+    /// Not retained: a pool joins its workers before it can be freed.
+    unowned(unsafe) let pool: Pool
+    /// The pool's queue, parking lot and spinner count, held directly to keep reference
+    /// counting out of the loop.
+    private unowned(unsafe) let queue: TaskQueue
+    private unowned(unsafe) let idle: EventCount
+    private let spinning: UnsafeMutablePointer<UInt32>
     let index: Int
     var threadID: UInt64 = 0
+    /// Nodes this worker has finished (read by others with an atomic load). Own cache line.
+    private let finished: UnsafeMutablePointer<UInt64>
 
-    /// Polls of an empty queue before parking.
-    private static let spins = 200
+    /// Polls of an empty queue before parking (a few microseconds).
+    private static let spins = 2000
 
     init(pool: Pool, index: Int) {
         self.pool = pool
         self.index = index
+        queue = pool.queue
+        idle = pool.idle
+        spinning = pool.spinning
+        finished = .allocate(capacity: 8)
+        finished.initialize(repeating: 0, count: 8)
+    }
+
+    deinit { finished.deallocate() }
+
+    /// Nodes finished so far.
+    var finishedNodes: UInt64 { fls_atomic_load_u64(finished) }
+
+    @inline(__always)
+    func countFinishedNode() {
+        fls_atomic_store_u64(finished, fls_atomic_load_relaxed_u64(finished) + 1)
     }
 
     func run() {
@@ -20,29 +43,40 @@ final class PoolWorker: ThreadBody {
         fls_tls_set_worker(Unmanaged.passUnretained(self).toOpaque())
         defer {
             fls_tls_set_worker(nil)
+            pool.idle.notifyAll()  // others may be parked waiting for the pool to wind down
             pool.workerExited()
         }
         guard pool.runInitializer() else { return }
-        let queue = pool.queue
         while true {
             if let node = queue.pop() {
-                pool.execute(node)
+                pool.execute(node, by: self)
                 continue
             }
-            var spun = 0
-            while spun < Self.spins && queue.isEmpty {
-                fls_cpu_relax()
-                spun += 1
-            }
-            if spun < Self.spins { continue }
+            if spinForWork() { continue }
             if pool.isWindingDown { return }
-            let key = pool.idle.prepareWait()
+            let key = idle.prepareWait()
             if !queue.isEmpty || pool.isWindingDown {
-                pool.idle.cancelWait()
+                idle.cancelWait()
                 continue
             }
-            pool.idle.wait(key, until: .forever)
+            idle.wait(key, until: .forever)
         }
+    }
+
+    /// Spins a while on an empty queue, counted in `pool.spinning` so that submitters need not
+    /// wake anybody. Returns true when work appeared. The last spinner to find work wakes a
+    /// parked worker to take its place, so a burst of submissions recruits workers one by one.
+    private func spinForWork() -> Bool {
+        _ = fls_atomic_add_u32(spinning, 1)
+        var spun = 0
+        while spun < Self.spins && queue.isEmpty {
+            fls_cpu_relax()
+            spun += 1
+        }
+        let wasLast = fls_atomic_sub_u32(spinning, 1) == 1
+        guard spun < Self.spins else { return false }
+        if wasLast { idle.notifyOne() }
+        return true
     }
 
     /// The worker running on the calling thread, if any.

@@ -2,28 +2,28 @@ import CForklift
 
 /// A set of tasks on one pool that can be awaited together (TBB's task_group,
 /// libdispatch's dispatch_group). Tasks carry no result handle: the group counts them and
-/// keeps the first failure.
+/// keeps the first failure. Nodes point at the group without retaining it: `fl_group_destroy`
+/// waits for every task first.
 final class TaskGroup {
-    let pool: Pool
-    /// [0] completion epoch (futex), [1] waiters, [2..3] pending tasks (UInt64).
-    private let words: UnsafeMutablePointer<UInt32>
+    /// Retained for the group's life; used through `_withUnsafeGuaranteedRef` on the hot path.
+    private let poolReference: Unmanaged<Pool>
+    private let cancelledFlag: UnsafePointer<UInt32>
+    private let counters = GroupCounters.make()
     private let failureLock = Lock()
     private var firstFailure: Failure?
     private var failures = 0
 
-    private var epoch: UnsafeMutablePointer<UInt32> { words }
-    private var waiters: UnsafeMutablePointer<UInt32> { words + 1 }
-    private var pending: UnsafeMutablePointer<UInt64> {
-        UnsafeMutableRawPointer(words + 2).assumingMemoryBound(to: UInt64.self)
-    }
-
     init(pool: Pool) {
-        self.pool = pool
-        words = .allocate(capacity: 4)
-        words.initialize(repeating: 0, count: 4)
+        poolReference = Unmanaged.passRetained(pool)
+        cancelledFlag = pool.cancelledFlag
     }
 
-    deinit { words.deallocate() }
+    deinit {
+        counters.recycle()
+        poolReference.release()
+    }
+
+    var pool: Pool { poolReference.takeUnretainedValue() }
 
     /// Queues one task of the group; the argument is copied.
     @inline(__always)
@@ -37,36 +37,37 @@ final class TaskGroup {
         }
         node.pointee.fn = fn
         node.pointee.user = user
-        node.pointee.owner = Unmanaged.passRetained(self).toOpaque()
-        _ = fls_atomic_add_u64(pending, 1)
+        node.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        _ = fls_atomic_add_u64(counters.submitted, 1)
         do {
-            try pool.submit(node)
+            try poolReference._withUnsafeGuaranteedRef { pool in Result { () throws(Failure) in try pool.submit(node) } }.get()
         } catch {
-            _ = fls_atomic_sub_u64(pending, 1)
-            Unmanaged<TaskGroup>.fromOpaque(node.pointee.owner!).release()
+            _ = fls_atomic_add_u64(counters.completed(-1), 1)
             TaskNodes.free(node)
             throw error
         }
     }
 
-    /// Runs (or cancels) one task of the group and counts it done. Called by a worker.
+    /// Runs (or cancels) one task of the group and counts it complete.
+    /// - Parameter slot: the calling worker's index, or -1 on another thread.
     @inline(__always)
-    func run(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
+    func run(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool, slot: Int) {
         if cancelled {
             record(Failure(FL_ECANCELED, "a task of the group was cancelled"))
         } else {
-            var slot = ResultSlot.pending
+            var result = ResultSlot.pending
             TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
-                           slot: &slot, index: 0, cancelled: pool.cancelledFlag)
-            if slot.status != FL_OK, let failure = ResultSlot.failure(&slot) { record(failure) }
-            ResultSlot.clear(&slot)
+                           slot: &result, index: 0, cancelled: cancelledFlag)
+            if result.status != FL_OK, let failure = ResultSlot.failure(&result) { record(failure) }
+            ResultSlot.clear(&result)
         }
-        if fls_atomic_sub_u64(pending, 1) == 1 {
-            fls_fence_seq_cst()
-            if fls_atomic_load_u32(waiters) != 0 {
-                _ = fls_atomic_add_u32(epoch, 1)
-                fls_futex_wake(epoch, Int32.max)
-            }
+        // From here on only the counter block is touched: once the count is visible, a waiter
+        // may return and destroy the group.
+        let counters = self.counters
+        _ = fls_atomic_add_u64(counters.completed(slot), 1)
+        if fls_atomic_load_u32(counters.waiters) != 0 {
+            _ = fls_atomic_add_u32(counters.epoch, 1)
+            fls_futex_wake(counters.epoch, Int32.max)
         }
     }
 
@@ -77,26 +78,27 @@ final class TaskGroup {
         }
     }
 
-    private var isIdle: Bool { fls_atomic_load_u64(pending) == 0 }
+    private var isIdle: Bool { counters.pending == 0 }
 
     /// Waits until every task submitted so far has completed, then reports (and forgets) the
     /// first failure since the previous wait.
     func wait(until deadline: Deadline) throws(Failure) {
         let done = pool.helpWhileWaiting(until: deadline, isDone: { isIdle }) { slice in
+            var spun = 0
+            while !isIdle && spun < 2000 {
+                fls_cpu_relax()
+                spun += 1
+            }
             while !isIdle {
-                _ = fls_atomic_add_u32(waiters, 1)
-                let key = fls_atomic_load_u32(epoch)
-                if !isIdle {
-                    let timedOut = fls_futex_wait(epoch, key, slice.remainingNanoseconds) != 0
-                    _ = fls_atomic_sub_u32(waiters, 1)
-                    if timedOut || slice.hasPassed { return isIdle }
-                } else {
-                    _ = fls_atomic_sub_u32(waiters, 1)
-                }
+                _ = fls_atomic_add_u32(counters.waiters, 1)
+                let key = fls_atomic_load_u32(counters.epoch)
+                let timedOut = isIdle ? false : fls_futex_wait(counters.epoch, key, slice.remainingNanoseconds) != 0
+                _ = fls_atomic_sub_u32(counters.waiters, 1)
+                if timedOut || slice.hasPassed { return isIdle }
             }
             return true
         }
-        guard done else { throw Failure(FL_ETIMEDOUT, "\(fls_atomic_load_u64(pending)) tasks still pending at the deadline") }
+        guard done else { throw Failure(FL_ETIMEDOUT, "\(counters.pending) tasks still pending at the deadline") }
         let outcome: (Failure?, Int) = failureLock.withLock {
             defer { firstFailure = nil; failures = 0 }
             return (firstFailure, failures)

@@ -3,15 +3,13 @@ import Glibc
 #endif
 import CForklift
 
-/// Allocation of task nodes. A node is one fixed-size C record; an argument blob of up to
+/// Allocation of task nodes (see `fls_node_alloc`). A node is one fixed-size C record; an argument blob of up to
 /// `FLS_NODE_INLINE` bytes is copied into it, a larger one into one extra heap block.
 enum TaskNodes {
-    /// A zeroed node of `kind`, or nil when memory is exhausted.
+    /// A zeroed node of `kind` from the thread-caching allocator, or nil when memory is exhausted.
     @inline(__always)
     static func make(kind: UInt32) -> UnsafeMutablePointer<fls_node>? {
-        guard let raw = malloc(MemoryLayout<fls_node>.size) else { return nil }
-        let node = raw.bindMemory(to: fls_node.self, capacity: 1)
-        node.initialize(to: fls_node())
+        guard let node = fls_node_alloc() else { return nil }
         node.pointee.kind = kind
         return node
     }
@@ -44,6 +42,6 @@ enum TaskNodes {
     @inline(__always)
     static func free(_ node: UnsafeMutablePointer<fls_node>) {
         if node.pointee.arg_is_heap != 0 { Glibc.free(UnsafeMutableRawPointer(mutating: node.pointee.arg)) }
-        Glibc.free(node)
+        fls_node_free(node)
     }
 }
