@@ -5,6 +5,7 @@ import XCTest
 final class TaskQueueTests: XCTestCase {
     func testFIFOAndOverflow() {
         let queue = TaskQueue(capacity: 4)
+        defer { queue.destroy() }
         let nodes = (0..<20).map { i -> UnsafeMutablePointer<fls_node> in
             let node = TaskNodes.make(kind: UInt32(FLS_NODE_APPLY))!
             node.pointee.index = UInt64(i)
@@ -38,6 +39,7 @@ final class TaskQueueTests: XCTestCase {
             deinit {
                 consumed.deallocate()
                 taken.deallocate()
+                queue.destroy()
             }
         }
         let h = Harness()

@@ -7,8 +7,10 @@ import CForklift
 /// `notifyAll()`. Sequentially consistent ordering between the waiter's registration and the
 /// notifier's check guarantees that either the waiter sees the change or the notifier sees
 /// the waiter. Notifying costs one fence and one load while nobody waits.
-final class EventCount {
-    /// [0]: epoch, bumped by each notification; [1]: number of registered waiters.
+///
+/// A value type over raw memory (no reference counting); its owner calls `destroy()` once.
+struct EventCount {
+    /// [0]: epoch, bumped by each notification; [16]: number of registered waiters.
     private let words: UnsafeMutablePointer<UInt32>
 
     init() {
@@ -16,7 +18,8 @@ final class EventCount {
         words.initialize(repeating: 0, count: 32)
     }
 
-    deinit { words.deallocate() }
+    /// Frees the memory. No thread may be waiting.
+    func destroy() { words.deallocate() }
 
     private var epoch: UnsafeMutablePointer<UInt32> { words }
     private var waiters: UnsafeMutablePointer<UInt32> { words + 16 }

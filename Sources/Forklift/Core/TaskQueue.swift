@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CForklift
 
 /// A multi-producer, multi-consumer FIFO of task nodes, never full.
@@ -6,30 +9,39 @@ import CForklift
 /// sequence number that says whether it is free or full for the current lap). When the ring is
 /// full, nodes go to an overflow list under a lock, which consumers drain once the ring is
 /// empty; order between the two is not kept, which no caller relies on.
-final class TaskQueue {
+///
+/// A value type over raw memory, so using it costs no reference counting; its owner calls
+/// `destroy()` once.
+struct TaskQueue {
     private let cells: UnsafeMutablePointer<fls_ring_cell>
     private let mask: UInt64
-    /// Enqueue position at [0], dequeue position at [8]: separate cache lines.
+    /// Each on its own cache line: enqueue position [0], dequeue position [8], overflow count
+    /// [16] (read without the lock to skip the list when empty), overflow head and tail [24, 25].
     private let positions: UnsafeMutablePointer<UInt64>
-    private let overflowLock = Lock()
-    private var overflowHead: UnsafeMutablePointer<fls_node>?
-    private var overflowTail: UnsafeMutablePointer<fls_node>?
-    /// Nodes in the overflow list; read without the lock to skip it when empty.
-    private let overflowCount: UnsafeMutablePointer<UInt64>
-
-    /// - Parameter capacity: ring cells, rounded up to a power of two.
-    init(capacity: Int = 4096) {
-        var size = 2
-        while size < capacity { size <<= 1 }
-        cells = .allocate(capacity: size)
-        for i in 0..<size { (cells + i).initialize(to: fls_ring_cell(sequence: UInt64(i), item: nil)) }
-        mask = UInt64(size - 1)
-        positions = .allocate(capacity: 24)
-        positions.initialize(repeating: 0, count: 24)
-        overflowCount = positions + 16
+    private let overflowMutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var overflowCount: UnsafeMutablePointer<UInt64> { positions + 16 }
+    private var overflowEnds: UnsafeMutablePointer<UnsafeMutablePointer<fls_node>?> {
+        UnsafeMutableRawPointer(positions + 24).assumingMemoryBound(to: UnsafeMutablePointer<fls_node>?.self)
     }
 
-    deinit {
+    /// - Parameter capacity: ring cells, rounded up to a power of two.
+    init(capacity: Int = 2048) {
+        var size = 2
+        while size < capacity { size <<= 1 }
+        cells = UnsafeMutableRawPointer.allocate(byteCount: size * MemoryLayout<fls_ring_cell>.stride, alignment: 64)
+            .bindMemory(to: fls_ring_cell.self, capacity: size)
+        for i in 0..<size { (cells + i).initialize(to: fls_ring_cell(sequence: UInt64(i), item: nil, padding: (0, 0, 0, 0, 0, 0))) }
+        mask = UInt64(size - 1)
+        positions = .allocate(capacity: 32)
+        positions.initialize(repeating: 0, count: 32)
+        overflowMutex = .allocate(capacity: 1)
+        pthread_mutex_init(overflowMutex, nil)
+    }
+
+    /// Frees the queue's memory. Nodes still queued are not freed.
+    func destroy() {
+        pthread_mutex_destroy(overflowMutex)
+        overflowMutex.deallocate()
         cells.deallocate()
         positions.deallocate()
     }
@@ -102,21 +114,21 @@ final class TaskQueue {
     }
 
     private func pushOverflow(_ node: UnsafeMutablePointer<fls_node>) {
-        overflowLock.withLock {
-            node.pointee.next = nil
-            if let tail = overflowTail { tail.pointee.next = node } else { overflowHead = node }
-            overflowTail = node
-            _ = fls_atomic_add_u64(overflowCount, 1)
-        }
+        pthread_mutex_lock(overflowMutex)
+        node.pointee.next = nil
+        if let tail = overflowEnds[1] { tail.pointee.next = node } else { overflowEnds[0] = node }
+        overflowEnds[1] = node
+        _ = fls_atomic_add_u64(overflowCount, 1)
+        pthread_mutex_unlock(overflowMutex)
     }
 
     private func popOverflow() -> UnsafeMutablePointer<fls_node>? {
-        overflowLock.withLock {
-            guard let head = overflowHead else { return nil }
-            overflowHead = head.pointee.next
-            if overflowHead == nil { overflowTail = nil }
-            _ = fls_atomic_sub_u64(overflowCount, 1)
-            return head
-        }
+        pthread_mutex_lock(overflowMutex)
+        defer { pthread_mutex_unlock(overflowMutex) }
+        guard let head = overflowEnds[0] else { return nil }
+        overflowEnds[0] = head.pointee.next
+        if overflowEnds[0] == nil { overflowEnds[1] = nil }
+        _ = fls_atomic_sub_u64(overflowCount, 1)
+        return head
     }
 }

@@ -46,6 +46,9 @@ final class Pool {
     /// Workers spinning on an empty queue. A submission wakes a parked worker only when nobody
     /// spins, so a busy pool makes no futex calls.
     var spinning: UnsafeMutablePointer<UInt32> { words + 32 }
+    /// 1 while a wake-up is on its way to a parked worker: further submissions need not wake
+    /// another. Cleared by a worker when it wakes and before it parks, so a wake-up is never lost.
+    var wakePending: UnsafeMutablePointer<UInt32> { words + 33 }
 
     private let lifecycle = Lock()
     private let lifecycleChanged = Condition()
@@ -68,7 +71,11 @@ final class Pool {
         words.initialize(repeating: 0, count: 64)
     }
 
-    deinit { words.deallocate() }
+    deinit {
+        words.deallocate()
+        queue.destroy()
+        idle.destroy()
+    }
 
     /// Starts a pool and waits until every worker has run its initializer.
     static func create(workers: Int, name: String, initializer: fl_init_fn?, initializerUser: UnsafeMutableRawPointer?,
@@ -168,11 +175,21 @@ final class Pool {
     }
 
     /// Makes sure some worker will look at the queue: one already spinning will; otherwise
-    /// wake one parked worker. The queue push before this is sequentially consistent, and so
-    /// is a spinner's exit, so a spinner that leaves after this check sees the new node.
+    /// wake one parked worker, unless a wake-up is already on its way. The queue push before
+    /// this is sequentially consistent, and so are a spinner's exit and a parking worker's
+    /// clearing of `wakePending`, so a worker that stops looking after this check sees the node.
     @inline(__always)
     func wakeWorkerIfNoneSpins() {
-        if fls_atomic_load_u32(spinning) == 0 { idle.notifyOne() }
+        if fls_atomic_load_u32(spinning) == 0 { requestWorker() }
+    }
+
+    /// Wakes one parked worker unless a wake-up is already pending.
+    @inline(__always)
+    func requestWorker() {
+        var expected: UInt32 = 0
+        if fls_atomic_load_u32(wakePending) == 0 && fls_atomic_cas_u32(wakePending, &expected, 1) {
+            idle.notifyOne()
+        }
     }
 
     /// Runs (or, once terminated, cancels) one node and frees it. `worker` is the calling

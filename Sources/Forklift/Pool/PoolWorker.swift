@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CForklift
 
 /// One worker thread of a pool: runs the initializer, then takes nodes from the pool's queue,
@@ -7,9 +10,11 @@ final class PoolWorker: ThreadBody {
     unowned(unsafe) let pool: Pool
     /// The pool's queue, parking lot and spinner count, held directly to keep reference
     /// counting out of the loop.
-    private unowned(unsafe) let queue: TaskQueue
-    private unowned(unsafe) let idle: EventCount
+    private let queue: TaskQueue
+    private let idle: EventCount
     private let spinning: UnsafeMutablePointer<UInt32>
+    private let wakePending: UnsafeMutablePointer<UInt32>
+    private let maxSpinners: UInt32
     let index: Int
     var threadID: UInt64 = 0
     /// Nodes this worker has finished (read by others with an atomic load). Own cache line.
@@ -24,6 +29,8 @@ final class PoolWorker: ThreadBody {
         queue = pool.queue
         idle = pool.idle
         spinning = pool.spinning
+        wakePending = pool.wakePending
+        maxSpinners = UInt32(max(1, pool.workerCount / 2))
         finished = .allocate(capacity: 8)
         finished.initialize(repeating: 0, count: 8)
     }
@@ -47,6 +54,12 @@ final class PoolWorker: ThreadBody {
             pool.workerExited()
         }
         guard pool.runInitializer() else { return }
+        work(pool)
+    }
+
+    /// The worker loop. `pool` arrives as a parameter so the loop holds it at +0: no reference
+    /// counting per task.
+    private func work(_ pool: Pool) {
         while true {
             if let node = queue.pop() {
                 pool.execute(node, by: self)
@@ -55,11 +68,13 @@ final class PoolWorker: ThreadBody {
             if spinForWork() { continue }
             if pool.isWindingDown { return }
             let key = idle.prepareWait()
+            fls_atomic_store_seq_cst_u32(wakePending, 0)
             if !queue.isEmpty || pool.isWindingDown {
                 idle.cancelWait()
                 continue
             }
             idle.wait(key, until: .forever)
+            fls_atomic_store_seq_cst_u32(wakePending, 0)
         }
     }
 
@@ -67,7 +82,12 @@ final class PoolWorker: ThreadBody {
     /// wake anybody. Returns true when work appeared. The last spinner to find work wakes a
     /// parked worker to take its place, so a burst of submissions recruits workers one by one.
     private func spinForWork() -> Bool {
-        _ = fls_atomic_add_u32(spinning, 1)
+        // At most half the workers (at least one) spin: the others park, leaving CPU time to
+        // the threads that submit and to the workers that run tasks.
+        if fls_atomic_add_u32(spinning, 1) >= maxSpinners {
+            _ = fls_atomic_sub_u32(spinning, 1)
+            return false
+        }
         var spun = 0
         while spun < Self.spins && queue.isEmpty {
             fls_cpu_relax()
@@ -75,7 +95,7 @@ final class PoolWorker: ThreadBody {
         }
         let wasLast = fls_atomic_sub_u32(spinning, 1) == 1
         guard spun < Self.spins else { return false }
-        if wasLast { idle.notifyOne() }
+        if wasLast { pool.requestWorker() }
         return true
     }
 
