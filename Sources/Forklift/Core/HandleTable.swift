@@ -27,16 +27,22 @@ final class HandleTable<Object: AnyObject> {
     private static var generationMask: UInt64 { 0xFF_FFFF }
 
     private let kind: HandleKind
-    /// Chunk `c` holds words at `[c]` and objects at `[c + maxChunks]`; published atomically.
+    /// Chunk `c` holds words at `[c]`, objects at `[c + maxChunks]` and free-list links at
+    /// `[c + 2 * maxChunks]`; published atomically.
     private let chunks: UnsafeMutablePointer<UnsafeMutableRawPointer?>
-    private let lock = Lock()
-    private var freeIndices: [UInt32] = []
+    /// Serializes growth only.
+    private let growLock = Lock()
     private var chunkCount = 0
+    /// The free-slot stack: `tag << 32 | (index + 1)`, 0 in the low half when empty. The tag
+    /// changes on every update, so a stale compare-and-swap fails (no ABA).
+    private let freeHead: UnsafeMutablePointer<UInt64>
 
     init(kind: HandleKind) {
         self.kind = kind
-        chunks = .allocate(capacity: 2 * Self.maxChunks)
-        chunks.initialize(repeating: nil, count: 2 * Self.maxChunks)
+        chunks = .allocate(capacity: 3 * Self.maxChunks)
+        chunks.initialize(repeating: nil, count: 3 * Self.maxChunks)
+        freeHead = .allocate(capacity: 8)
+        freeHead.initialize(repeating: 0, count: 8)
     }
 
     /// Releases the objects still registered and the slot chunks. (The process-wide tables in
@@ -49,28 +55,20 @@ final class HandleTable<Object: AnyObject> {
             }
             objects.deallocate()
             chunks[chunk]!.assumingMemoryBound(to: UInt64.self).deallocate()
+            chunks[chunk + 2 * Self.maxChunks]!.assumingMemoryBound(to: UInt32.self).deallocate()
         }
         chunks.deallocate()
+        freeHead.deallocate()
     }
 
     /// Stores `object` (retained) and returns its new handle.
     func register(_ object: Object) throws(Failure) -> UInt64 {
-        let index: Int = try lock.withLock { () throws(Failure) -> Int in
-            if let free = freeIndices.popLast() { return Int(free) }
-            guard chunkCount < Self.maxChunks else {
-                throw Failure(FL_ENOMEM, "too many live handles of one type")
-            }
-            let words = UnsafeMutablePointer<UInt64>.allocate(capacity: Self.chunkSize)
-            words.initialize(repeating: 1 << 40, count: Self.chunkSize)  // generation 1, free
-            let objects = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Self.chunkSize)
-            objects.initialize(repeating: nil, count: Self.chunkSize)
-            fls_atomic_store_ptr(rawSlot(chunks + chunkCount + Self.maxChunks), UnsafeMutableRawPointer(objects))
-            fls_atomic_store_ptr(rawSlot(chunks + chunkCount), UnsafeMutableRawPointer(words))
-            let first = chunkCount << Self.chunkShift
-            chunkCount += 1
-            freeIndices.append(contentsOf: (first + 1..<first + Self.chunkSize).reversed().map { UInt32($0) })
-            return first
+        var free = popFree()
+        while free == nil {
+            try grow()
+            free = popFree()
         }
+        let index = free!
         let (word, objectSlot) = slot(index)!
         objectSlot.pointee = Unmanaged.passRetained(object).toOpaque()
         let generation = fls_atomic_load_u64(word) >> 40
@@ -138,22 +136,68 @@ final class HandleTable<Object: AnyObject> {
         objectSlot.pointee = nil
         let generation = (fls_atomic_load_u64(word) >> 40) + 1
         fls_atomic_store_u64(word, (generation == 0 ? 1 : generation) << 40)
-        lock.withLock { freeIndices.append(UInt32(index)) }
+        pushFree(index, through: index)
         Unmanaged<Object>.fromOpaque(object).release()
+    }
+
+    // MARK: Free slots
+
+    private func link(_ index: Int) -> UnsafeMutablePointer<UInt32> {
+        let links = fls_atomic_load_ptr(chunks + (index >> Self.chunkShift) + 2 * Self.maxChunks)!
+        return links.assumingMemoryBound(to: UInt32.self) + (index & (Self.chunkSize - 1))
+    }
+
+    private func popFree() -> Int? {
+        var head = fls_atomic_load_u64(freeHead)
+        while true {
+            let top = Int(head & 0xFFFF_FFFF)
+            if top == 0 { return nil }
+            let next = UInt64(fls_atomic_load_u32(link(top - 1)))
+            if fls_atomic_cas_u64(freeHead, &head, ((head >> 32) &+ 1) << 32 | next) { return top - 1 }
+        }
+    }
+
+    /// Pushes the chain `first ... last` (already linked from first to last) onto the stack.
+    private func pushFree(_ first: Int, through last: Int) {
+        var head = fls_atomic_load_u64(freeHead)
+        while true {
+            fls_atomic_store_u32(link(last), UInt32(head & 0xFFFF_FFFF))
+            if fls_atomic_cas_u64(freeHead, &head, ((head >> 32) &+ 1) << 32 | UInt64(first + 1)) { return }
+        }
+    }
+
+    /// Adds a chunk of free slots.
+    private func grow() throws(Failure) {
+        try growLock.withLock { () throws(Failure) in
+            if fls_atomic_load_u64(freeHead) & 0xFFFF_FFFF != 0 { return }  // another thread grew it
+            guard chunkCount < Self.maxChunks else {
+                throw Failure(FL_ENOMEM, "too many live handles of one type")
+            }
+            let words = UnsafeMutablePointer<UInt64>.allocate(capacity: Self.chunkSize)
+            words.initialize(repeating: 1 << 40, count: Self.chunkSize)  // generation 1, free
+            let objects = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Self.chunkSize)
+            objects.initialize(repeating: nil, count: Self.chunkSize)
+            let links = UnsafeMutablePointer<UInt32>.allocate(capacity: Self.chunkSize)
+            let first = chunkCount << Self.chunkShift
+            for i in 0..<Self.chunkSize { (links + i).initialize(to: UInt32(first + i + 2)) }  // i -> i + 1
+            fls_atomic_store_ptr(chunks + chunkCount + 2 * Self.maxChunks, UnsafeMutableRawPointer(links))
+            fls_atomic_store_ptr(chunks + chunkCount + Self.maxChunks, UnsafeMutableRawPointer(objects))
+            fls_atomic_store_ptr(chunks + chunkCount, UnsafeMutableRawPointer(words))
+            chunkCount += 1
+            pushFree(first, through: first + Self.chunkSize - 1)
+        }
     }
 
     @inline(__always)
     private func slot(_ index: Int) -> (UnsafeMutablePointer<UInt64>, UnsafeMutablePointer<UnsafeMutableRawPointer?>)? {
         let chunk = index >> Self.chunkShift
-        guard chunk < Self.maxChunks, let words = fls_atomic_load_ptr(rawSlot(chunks + chunk)) else { return nil }
-        let objects = fls_atomic_load_ptr(rawSlot(chunks + chunk + Self.maxChunks))!
+        guard chunk < Self.maxChunks, let words = fls_atomic_load_ptr(chunks + chunk) else { return nil }
+        let objects = fls_atomic_load_ptr(chunks + chunk + Self.maxChunks)!
         let offset = index & (Self.chunkSize - 1)
         return (words.assumingMemoryBound(to: UInt64.self) + offset,
                 objects.assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + offset)
     }
 
-    @inline(__always)
-    private func rawSlot(_ p: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> { p }
 }
 
 extension HandleTable {

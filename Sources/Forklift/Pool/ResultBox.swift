@@ -27,11 +27,14 @@ final class ResultBox {
     /// Index of the first failed item once ready, or -1.
     private(set) var failedItem = -1
 
-    /// [0] ready event, [1] holders (caller + pending callback), [2] caller released,
-    /// [3] in callback, [4..5] remaining work units (UInt64).
+    /// One allocation: 32 bytes of counters — [0] ready event, [1] holders (caller + pending
+    /// callback), [2] caller released, [3] in callback, [4..5] remaining work units (UInt64) —
+    /// then the slots.
     private let words: UnsafeMutablePointer<UInt32>
     private let ready: OneShotEvent
-    private let failureLock = Lock()
+    /// Serializes the rare recording of strided kernel failures (shared by all results).
+    private static let failureLock = Lock()
+    private static let header = 32
 
     private var holders: UnsafeMutablePointer<UInt32> { words + 1 }
     private var released: UnsafeMutablePointer<UInt32> { words + 2 }
@@ -49,10 +52,12 @@ final class ResultBox {
         self.callback = callback
         self.errorCallback = errorCallback
         self.callbackUser = callbackUser
-        slots = .allocate(capacity: max(items, 1))
+        let raw = UnsafeMutableRawPointer.allocate(
+            byteCount: Self.header + max(items, 1) * MemoryLayout<fls_slot>.stride, alignment: 16)
+        words = raw.bindMemory(to: UInt32.self, capacity: Self.header / 4)
+        words.initialize(repeating: 0, count: Self.header / 4)
+        slots = (raw + Self.header).bindMemory(to: fls_slot.self, capacity: max(items, 1))
         slots.initialize(repeating: ResultSlot.pending, count: max(items, 1))
-        words = .allocate(capacity: 6)
-        words.initialize(repeating: 0, count: 6)
         ready = OneShotEvent(word: words)
         let hasCallbacks = callback != nil || errorCallback != nil
         holders.pointee = (callerHolds ? 1 : 0) + (hasCallbacks ? 1 : 0)
@@ -61,8 +66,7 @@ final class ResultBox {
 
     deinit {
         for i in 0..<max(count, 1) { ResultSlot.clear(slots + i) }
-        slots.deallocate()
-        words.deallocate()
+        UnsafeMutableRawPointer(words).deallocate()
     }
 
     var hasCallbacks: Bool { callback != nil || errorCallback != nil }
@@ -91,7 +95,7 @@ final class ResultBox {
 
     /// Records the failure of a strided kernel over chunk `chunk`; the lowest chunk wins.
     func recordKernelFailure(chunk: Int, code: Int32, range: Range<Int>) {
-        failureLock.withLock {
+        Self.failureLock.withLock {
             let slot = slots
             if slot.pointee.status == FL_ETASK, Int(slot.pointee.reserved) <= chunk { return }
             ResultSlot.fail(slot, status: FL_ETASK, code: code,
@@ -102,7 +106,7 @@ final class ResultBox {
 
     /// Records that a strided chunk was cancelled (unless a failure is already recorded).
     func recordCancellation() {
-        failureLock.withLock {
+        Self.failureLock.withLock {
             if slots.pointee.status == FLS_SLOT_PENDING {
                 ResultSlot.fail(slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
             }
