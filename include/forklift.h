@@ -348,10 +348,11 @@ int fl_pool_starmap_async(fl_pool pool, fl_task_fn fn, void *user, const fl_blob
 
 /**
  * The fast path for numeric arrays: runs `kernel` over `count` elements in chunks, each call
- * covering a contiguous range, and waits for all. Element i is read at
+ * covering a contiguous range, and waits for all. Like TBB's parallel_for and dispatch_apply,
+ * the calling thread runs chunks too, so the kernel must not rely on a worker initializer. Element i is read at
  * `in + i * in_stride` and written at `out + i * out_stride`; strides may be negative or zero,
  * and `in` may equal `out` (in place). No per-element allocation or call. `chunksize` 0 means
- * ceil(count / (4 * workers)). Both arrays are borrowed for the duration of the call.
+ * about 64 chunks per worker, at least 4096 elements each. Both arrays are borrowed for the duration of the call.
  * Errors: FL_EHANDLE, FL_EINVAL (kernel NULL), FL_ESTATE, FL_ETASK (a kernel returned
  * non-zero: the failure of the lowest such chunk, with its element range in fl_last_error()).
  * Thread-safe.

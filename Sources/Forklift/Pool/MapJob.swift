@@ -108,6 +108,12 @@ final class StridedJob: PoolJob {
     deinit { nextChunk.deallocate() }
 
     override func run(node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
+        runChunks(cancelled: cancelled)
+    }
+
+    /// Claims and runs chunks until none is left. Workers call it through their nodes; the
+    /// thread of a synchronous call joins in too.
+    func runChunks(cancelled: Bool) {
         let chunks = UInt64(chunkCount)
         let pool = box.pool
         while true {

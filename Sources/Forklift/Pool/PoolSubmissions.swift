@@ -108,12 +108,20 @@ extension Pool {
     func mapStrided(_ kernel: fl_kernel_fn, user: UnsafeMutableRawPointer?, input: UnsafeRawPointer?, inputStride: Int,
                     output: UnsafeMutableRawPointer?, outputStride: Int, count: Int, chunkSize: Int,
                     callbacks: Callbacks, wait: Bool) throws(Failure) -> UInt64 {
-        let chunk = chunkSize > 0 ? chunkSize : defaultChunkSize(count: count)
+        // A chunk costs one atomic increment here, so the default is finer than map's: about 64
+        // chunks per worker, at least 4096 elements each, for an even finish.
+        let chunk = chunkSize > 0 ? chunkSize : max(4096, (count + 64 * workerCount - 1) / (64 * workerCount))
         let chunks = (count + chunk - 1) / chunk
         let box = try registeredBox(kind: .strided, items: 1, workUnits: chunks, callbacks: callbacks, callerHolds: true)
         let job = StridedJob(kernel: kernel, user: user, input: input, inputStride: inputStride, output: output,
                              outputStride: outputStride, count: count, chunkSize: chunk, box: box)
-        try start(job, runners: min(workerCount, chunks), box: box, wait: wait)
+        try start(job, runners: min(workerCount, chunks), box: box, wait: false)
+        if wait {
+            // Like parallel_for and dispatch_apply, the calling thread works on the array too
+            // instead of sleeping; then it waits for chunks still running elsewhere.
+            job.runChunks(cancelled: false)
+            _ = box.wait(until: .forever)
+        }
         return box.handle
     }
 

@@ -75,6 +75,9 @@ final class PoolWorker: ThreadBody {
             }
             idle.wait(key, until: .forever)
             fls_atomic_store_seq_cst_u32(wakePending, 0)
+            // Woken for work: if more is queued and nobody spins, recruit the next worker, so a
+            // burst (the runners of a map) spreads over the pool instead of one woken worker.
+            if !queue.isEmpty && fls_atomic_load_u32(spinning) == 0 { pool.requestWorker() }
         }
     }
 
