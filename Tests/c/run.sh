@@ -79,6 +79,8 @@ make -s -C "$here/../.." install PREFIX="$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc "$here/test_basics.c" $(pkg-config --cflags --libs forklift) -o "$out/basics-pkgconfig"
 run_test pkgconfig_basics "$out/basics-pkgconfig"
+cc -std=c99 -I"$here" "$here/test_pool.c" $(pkg-config --cflags --libs forklift) -lpthread -o "$out/pool-pkgconfig"
+run_test pkgconfig_pool "$out/pool-pkgconfig"
 
 echo "c-abi: $total_pass passed, $total_fail failed"
 exit $failed

@@ -13,6 +13,16 @@ static int noop(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
     return 0;
 }
 
+static int source_none(void *user, const void **data, size_t *len) {
+    (void)user; (void)data; (void)len;
+    return 0;
+}
+
+static int strided_noop(void *user, const void *in, ptrdiff_t is, void *out, ptrdiff_t os, size_t n) {
+    (void)user; (void)in; (void)is; (void)out; (void)os; (void)n;
+    return 0;
+}
+
 static void test_version_and_errors(void) {
     CHECK(fl_version_number() / 10000 == FL_VERSION_MAJOR);
     CHECK(fl_version_number() == FL_VERSION_NUMBER);
@@ -98,11 +108,36 @@ static void test_bad_handles(void) {
         CHECK_RC(FL_EHANDLE, fl_pool_terminate(h));
         CHECK_RC(FL_EHANDLE, fl_pool_join(h, 0));
         CHECK_RC(FL_EHANDLE, fl_pool_destroy(h));
-        CHECK_RC(FL_EHANDLE, fl_result_wait((fl_result)(void *)h, 0));
-        CHECK_RC(FL_EHANDLE, fl_result_release((fl_result)(void *)h));
-        CHECK_RC(FL_EHANDLE, fl_iter_next((fl_iter)(void *)h, 0, NULL, NULL));
-        CHECK_RC(FL_EHANDLE, fl_iter_destroy((fl_iter)(void *)h));
-        (void)it;
+        fl_result hr = (fl_result)(void *)h;
+        fl_iter hi = (fl_iter)(void *)h;
+        fl_group hg = (fl_group)(void *)h;
+        size_t count;
+        const void *data;
+        size_t len;
+        int code;
+        const char *message;
+        CHECK_RC(FL_EHANDLE, fl_pool_starmap(h, noop, NULL, NULL, 0, 0, &r));
+        CHECK_RC(FL_EHANDLE, fl_pool_map_async(h, noop, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, &r));
+        CHECK_RC(FL_EHANDLE, fl_pool_starmap_async(h, noop, NULL, NULL, 0, 0, NULL, NULL, NULL, &r));
+        CHECK_RC(FL_EHANDLE, fl_pool_imap(h, noop, NULL, source_none, NULL, 1, 0, &it));
+        CHECK_RC(FL_EHANDLE, fl_pool_imap_unordered(h, noop, NULL, source_none, NULL, 1, 0, &it));
+        CHECK(it == NULL);
+        CHECK_RC(FL_EHANDLE, fl_result_wait(hr, 0));
+        CHECK_RC(FL_EHANDLE, fl_result_ready(hr));
+        CHECK_RC(FL_EHANDLE, fl_result_successful(hr));
+        CHECK_RC(FL_EHANDLE, fl_result_get(hr, 0, &data, &len));
+        CHECK_RC(FL_EHANDLE, fl_result_count(hr, &count));
+        CHECK_RC(FL_EHANDLE, fl_result_item(hr, 0, &data, &len));
+        CHECK_RC(FL_EHANDLE, fl_result_error(hr, &code, &message));
+        CHECK_RC(FL_EHANDLE, fl_result_item_error(hr, 0, &code, &message));
+        CHECK_RC(FL_EHANDLE, fl_result_release(hr));
+        CHECK_RC(FL_EHANDLE, fl_iter_next(hi, 0, &data, &len));
+        CHECK_RC(FL_EHANDLE, fl_iter_error(hi, &code, &message));
+        CHECK_RC(FL_EHANDLE, fl_iter_destroy(hi));
+        CHECK_RC(FL_EHANDLE, fl_group_submit(hg, noop, NULL, NULL, 0));
+        CHECK_RC(FL_EHANDLE, fl_group_wait(hg, 0));
+        CHECK_RC(FL_EHANDLE, fl_group_destroy(hg));
+        CHECK_RC(FL_EHANDLE, fl_pool_map_strided(h, strided_noop, NULL, NULL, 0, NULL, 0, 0, 0));
     }
 
     /* A pool handle used as a result handle and the other way round. */
@@ -164,6 +199,16 @@ static void test_bad_arguments(void) {
     CHECK_RC(FL_EINVAL, fl_pool_imap(pool, noop, NULL, NULL, NULL, 1, 0, (fl_iter *)&r));
     CHECK_RC(FL_EINVAL, fl_pool_join(pool, 0.0 / 0.0));
     CHECK(r == NULL);
+    /* NULL out-parameters where they are required. */
+    CHECK_OK(fl_pool_apply_async(pool, noop, NULL, NULL, 0, NULL, NULL, NULL, &r));
+    CHECK_RC(FL_EINVAL, fl_result_count(r, NULL));
+    CHECK_RC(FL_EINVAL, fl_result_wait(r, 0.0 / 0.0));
+    CHECK_OK(fl_result_wait(r, FL_FOREVER));
+    CHECK_OK(fl_result_get(r, 0, NULL, NULL)); /* data and len may be NULL */
+    CHECK_OK(fl_result_error(r, NULL, NULL));
+    CHECK_OK(fl_result_release(r));
+    CHECK_RC(FL_EINVAL, fl_pool_imap(pool, noop, NULL, source_none, NULL, 1, 0, NULL));
+    CHECK_RC(FL_EINVAL, fl_pool_imap_unordered(pool, NULL, NULL, source_none, NULL, 1, 0, (fl_iter *)&r));
     /* Functions for use inside a task fail outside one. */
     void *p;
     size_t index;
