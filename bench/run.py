@@ -247,11 +247,11 @@ def svg(report):
     for w in report["workloads"]:
         for peer, ratio in w["ratios"].items():
             bars.append((f"{w['id']} vs {PEER_NAMES[peer]}", ratio))
-    width, row, left = 760, 22, 260
+    width, row, left = 820, 22, 260
     height = 60 + row * len(bars)
     top = max(max((math.log10(r) for _, r in bars), default=1), 1)
     bottom = min(min((math.log10(r) for _, r in bars), default=-1), -1)
-    scale = (width - left - 40) / (top - bottom)
+    scale = (width - left - 90) / (top - bottom)
     zero = left + (-bottom) * scale
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              f'<text x="10" y="20" font-size="14">Forklift vs peers: times better (log scale; right of the line: Forklift wins)</text>',
