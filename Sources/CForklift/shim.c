@@ -168,3 +168,23 @@ void fls_node_free(fls_node *node) {
         cache.batch_count = 0;
     }
 }
+
+/* ---- Work-stealing deque ----------------------------------------------------------------- */
+
+fls_deque *fls_deque_create(int64_t capacity) {
+    fls_deque *d = aligned_alloc(64, (sizeof(fls_deque) + 63) & ~(size_t)63); /* size: a multiple of 64 */
+    if (!d) return NULL;
+    memset(d, 0, sizeof *d);
+    d->buffer = calloc((size_t)capacity, sizeof(fls_node *));
+    if (!d->buffer) {
+        free(d);
+        return NULL;
+    }
+    d->mask = capacity - 1;
+    return d;
+}
+
+void fls_deque_destroy(fls_deque *d) {
+    free(d->buffer);
+    free(d);
+}

@@ -233,3 +233,44 @@ final class GroupStressTests: XCTestCase {
         XCTAssertEqual(fl_pool_destroy(pool), FL_OK)
     }
 }
+
+/// Nested submissions go through the workers' deques; thieves take them. A tree of tasks that
+/// spawn children into their own group, under contention, completes every node exactly once.
+final class NestedStressTests: XCTestCase {
+    struct Context {
+        var group: fl_group?
+        var counter: UnsafeMutablePointer<UInt64>
+    }
+
+    static let spawn: fl_task_fn = { user, arg, _, _ in
+        let context = user!.assumingMemoryBound(to: Context.self)
+        _ = fls_atomic_add_u64(context.pointee.counter, 1)
+        var depth = arg!.load(as: Int64.self)
+        if depth == 0 { return 0 }
+        depth -= 1
+        for _ in 0..<4 { precondition(fl_group_submit(context.pointee.group, NestedStressTests.spawn, user, &depth, 8) == FL_OK) }
+        return 0
+    }
+
+    func testTreeOfNestedSubmissions() {
+        var pool: fl_pool?
+        XCTAssertEqual(fl_pool_create(nil, &pool), FL_OK)
+        let context = UnsafeMutablePointer<Context>.allocate(capacity: 1)
+        let counter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        context.initialize(to: Context(group: nil, counter: counter))
+        defer { context.deallocate(); counter.deallocate() }
+        XCTAssertEqual(fl_group_create(pool, &context.pointee.group), FL_OK)
+        for _ in 0..<3 {
+            counter.pointee = 0
+            var depth: Int64 = 6
+            XCTAssertEqual(fl_group_submit(context.pointee.group, NestedStressTests.spawn, context, &depth, 8), FL_OK)
+            XCTAssertEqual(fl_group_wait(context.pointee.group, -1), FL_OK)
+            XCTAssertEqual(counter.pointee, UInt64((pow4(7) - 1) / 3))  // 1 + 4 + ... + 4^6 tasks
+        }
+        XCTAssertEqual(fl_group_destroy(context.pointee.group), FL_OK)
+        XCTAssertEqual(fl_pool_destroy(pool), FL_OK)
+    }
+
+    private func pow4(_ n: Int) -> Int { (0..<n).reduce(1) { acc, _ in acc * 4 } }
+}

@@ -168,4 +168,89 @@ fls_node *fls_node_alloc(void);
 /** Returns a node to the calling thread's free list (batches go back to the shared stack). */
 void fls_node_free(fls_node *node);
 
+/* ---- Work-stealing deque ------------------------------------------------------------------- */
+
+/*
+ * A Chase-Lev work-stealing deque of task nodes with a fixed capacity, with the memory orderings
+ * of Le, Pop, Cohen and Zappa Nardelli, "Correct and Efficient Work-Stealing for Weak Memory
+ * Models" (PPoPP 2013), figure 1. The owner pushes and takes at the bottom (LIFO); other threads
+ * steal at the top (FIFO). `top` and `bottom` sit on their own cache lines. A full deque refuses
+ * the push and the caller uses the shared queue instead, so the buffer never has to grow.
+ */
+typedef struct fls_deque {
+    int64_t top;
+    char pad0[56];
+    int64_t bottom;
+    char pad1[56];
+    fls_node **buffer;
+    int64_t mask;
+} fls_deque;
+
+/** Owner only. Returns 0, or -1 when the deque is full. */
+static inline int fls_deque_push(fls_deque *d, fls_node *node) {
+    int64_t b = __atomic_load_n(&d->bottom, __ATOMIC_RELAXED);
+    int64_t t = __atomic_load_n(&d->top, __ATOMIC_ACQUIRE);
+    if (b - t > d->mask) return -1;
+    __atomic_store_n(&d->buffer[b & d->mask], node, __ATOMIC_RELAXED);
+    /* The paper's release fence + relaxed store, as one release store (the same guarantee, and
+     * one ThreadSanitizer can see). */
+    __atomic_store_n(&d->bottom, b + 1, __ATOMIC_RELEASE);
+    /* Sequentially consistent from here: a worker about to park, which checks every deque
+     * after announcing itself, sees this node, or this thread sees it parked and wakes it. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return 0;
+}
+
+/** Owner only. The most recently pushed node, or NULL when empty. */
+static inline fls_node *fls_deque_take(fls_deque *d) {
+    /* Empty without writing anything: `top` only grows, so an old value that already reaches
+     * `bottom` proves emptiness. Keeps the line of an unused deque quiet for spinning peers. */
+    if (__atomic_load_n(&d->top, __ATOMIC_RELAXED) >= __atomic_load_n(&d->bottom, __ATOMIC_RELAXED)) return NULL;
+    int64_t b = __atomic_load_n(&d->bottom, __ATOMIC_RELAXED) - 1;
+    __atomic_store_n(&d->bottom, b, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    int64_t t = __atomic_load_n(&d->top, __ATOMIC_RELAXED);
+    fls_node *node = NULL;
+    if (t <= b) {
+        node = __atomic_load_n(&d->buffer[b & d->mask], __ATOMIC_RELAXED);
+        if (t == b) {
+            /* The last node: race the thieves for it. */
+            if (!__atomic_compare_exchange_n(&d->top, &t, t + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) node = NULL;
+            __atomic_store_n(&d->bottom, b + 1, __ATOMIC_RELAXED);
+        }
+    } else {
+        __atomic_store_n(&d->bottom, b + 1, __ATOMIC_RELAXED);
+    }
+    return node;
+}
+
+/** Any thread. The oldest node, or NULL when empty or when another thief won the race
+ *  (`*contended` is then set to 1, and the caller may retry). */
+static inline fls_node *fls_deque_steal(fls_deque *d, int *contended) {
+    /* Cheap look first: reporting empty on a stale view is allowed (a worker parks only after
+     * re-checking with fls_deque_is_empty), and it spares the fence on idle deques. */
+    if (__atomic_load_n(&d->top, __ATOMIC_RELAXED) >= __atomic_load_n(&d->bottom, __ATOMIC_RELAXED)) return NULL;
+    int64_t t = __atomic_load_n(&d->top, __ATOMIC_ACQUIRE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    int64_t b = __atomic_load_n(&d->bottom, __ATOMIC_ACQUIRE);
+    if (t >= b) return NULL;
+    fls_node *node = __atomic_load_n(&d->buffer[t & d->mask], __ATOMIC_RELAXED);
+    if (!__atomic_compare_exchange_n(&d->top, &t, t + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+        *contended = 1;
+        return NULL;
+    }
+    return node;
+}
+
+/** Any thread: whether the deque looked empty (sequentially consistent loads). */
+static inline int fls_deque_is_empty(fls_deque *d) {
+    int64_t t = __atomic_load_n(&d->top, __ATOMIC_SEQ_CST);
+    int64_t b = __atomic_load_n(&d->bottom, __ATOMIC_SEQ_CST);
+    return t >= b;
+}
+
+/** A deque of `capacity` (a power of two) slots; NULL when out of memory. */
+fls_deque *fls_deque_create(int64_t capacity);
+void fls_deque_destroy(fls_deque *d);
+
 #endif /* FORKLIFT_SHIM_H */

@@ -256,7 +256,7 @@ final class ImapIterator: PoolJob {
         }
         lock.unlock()
         defer { lock.lock() }
-        if let node = pool.queue.pop() {
+        if let node = pool.findWork(for: worker) {
             pool.execute(node, by: worker)
             return true
         }

@@ -69,9 +69,11 @@ final class Pool {
         self.callbacks = CallbackThread(name: "\(name)-cb")
         words = .allocate(capacity: 64)
         words.initialize(repeating: 0, count: 64)
+        deques = .allocate(capacity: workers)
     }
 
     deinit {
+        deques.deallocate()
         words.deallocate()
         queue.destroy()
         idle.destroy()
@@ -84,8 +86,12 @@ final class Pool {
                         initargs: initargs)
         do {
             try pool.callbacks.start()
-            for index in 0..<workers {
-                let worker = PoolWorker(pool: pool, index: index)
+            // Every worker and its deque exist before any thread starts, so thieves can read
+            // `deques` without synchronization.
+            let created = try (0..<workers).map { index throws(Failure) in try PoolWorker(pool: pool, index: index) }
+            for (index, worker) in created.enumerated() { pool.deques[index] = worker.deque }
+            pool.workersSnapshot = created
+            for worker in created {
                 worker.threadID = try OSThread.start(worker)
                 pool.lifecycle.withLock { pool.workers.append(worker) }
             }
@@ -97,7 +103,6 @@ final class Pool {
             while pool.initializersReported < workers { _ = pool.lifecycleChanged.wait(pool.lifecycle, until: .forever) }
             return pool.initializerFailure
         }
-        pool.workersSnapshot = pool.lifecycle.withLock { pool.workers }
         if let failure {
             pool.abandon(startedWorkers: workers)
             throw failure
@@ -152,8 +157,45 @@ final class Pool {
         return finished == submitted
     }
 
-    /// The workers, for counting; set once every worker has started.
+    /// The workers, for counting; set before any worker starts.
     private var workersSnapshot: [PoolWorker] = []
+    /// Each worker's deque, by worker index; set before any worker starts.
+    private let deques: UnsafeMutablePointer<UnsafeMutablePointer<fls_deque>>
+
+    // MARK: Finding work
+
+    /// The next node for `worker` (nil: any other thread): its own deque first (newest, still
+    /// in cache), then the shared queue, then the oldest node of another worker's deque.
+    @inline(__always)
+    func findWork(for worker: PoolWorker?) -> UnsafeMutablePointer<fls_node>? {
+        if let worker, let node = fls_deque_take(worker.deque) { return node }
+        if let node = queue.pop() { return node }
+        return steal(startingAfter: worker?.index ?? -1)
+    }
+
+    private func steal(startingAfter index: Int) -> UnsafeMutablePointer<fls_node>? {
+        guard workerCount > 1 || index < 0 else { return nil }
+        var retry = true
+        while retry {
+            retry = false
+            for offset in 1...workerCount {
+                let victim = (index + offset + workerCount) % workerCount
+                if victim == index { continue }
+                var contended: Int32 = 0
+                if let node = fls_deque_steal(deques[victim], &contended) { return node }
+                if contended != 0 { retry = true }
+            }
+        }
+        return nil
+    }
+
+    /// Whether any queue or deque holds work (sequentially consistent loads).
+    @inline(__always)
+    var hasVisibleWork: Bool {
+        if !queue.isEmpty { return true }
+        for i in 0..<workerCount where fls_deque_is_empty(deques[i]) == 0 { return true }
+        return false
+    }
 
     /// Whether the pool has been terminated.
     var isCancelled: Bool { fls_atomic_load_u32(cancelledFlag) != 0 }
@@ -170,7 +212,11 @@ final class Pool {
             idle.notifyAll()
             throw Failure(FL_ESTATE, current == Self.closed ? "pool is closed" : "pool is terminated")
         }
-        queue.push(node)
+        if let worker = PoolWorker.current, worker.pool === self, fls_deque_push(worker.deque, node) == 0 {
+            // Submitted by one of our own tasks: kept local, stolen if another worker is idle.
+        } else {
+            queue.push(node)
+        }
         wakeWorkerIfNoneSpins()
     }
 
@@ -243,7 +289,7 @@ final class Pool {
     func helpWhileWaiting(until deadline: Deadline, isDone: () -> Bool, block: (Deadline) -> Bool) -> Bool {
         guard let worker = PoolWorker.current, worker.pool === self else { return block(deadline) }
         while !isDone() {
-            if let node = queue.pop() {
+            if let node = findWork(for: worker) {
                 execute(node, by: worker)
                 continue
             }
@@ -299,6 +345,8 @@ final class Pool {
             return open
         }
         for iterator in iteratorsToStop { iterator.stopSource() }
+        // Queued nodes complete here as cancelled; nodes in workers' deques are cancelled by
+        // the workers, which keep running until every node has finished.
         while let node = queue.pop() { execute(node, by: nil) }
         idle.notifyAll()
     }

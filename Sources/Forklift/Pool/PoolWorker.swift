@@ -10,7 +10,6 @@ final class PoolWorker: ThreadBody {
     unowned(unsafe) let pool: Pool
     /// The pool's queue, parking lot and spinner count, held directly to keep reference
     /// counting out of the loop.
-    private let queue: TaskQueue
     private let idle: EventCount
     private let spinning: UnsafeMutablePointer<UInt32>
     private let wakePending: UnsafeMutablePointer<UInt32>
@@ -19,14 +18,21 @@ final class PoolWorker: ThreadBody {
     var threadID: UInt64 = 0
     /// Nodes this worker has finished (read by others with an atomic load). Own cache line.
     private let finished: UnsafeMutablePointer<UInt64>
+    /// Work submitted by tasks running on this worker: taken LIFO here, stolen FIFO by others.
+    let deque: UnsafeMutablePointer<fls_deque>
+    /// Slots of the deque: nested submissions beyond this go to the shared queue.
+    private static let dequeCapacity: Int64 = 1024
 
     /// Polls of an empty queue before parking (a few microseconds).
     private static let spins = 2000
 
-    init(pool: Pool, index: Int) {
+    init(pool: Pool, index: Int) throws(Failure) {
+        guard let deque = fls_deque_create(Self.dequeCapacity) else {
+            throw Failure(FL_ENOMEM, "no memory for a worker's deque")
+        }
+        self.deque = deque
         self.pool = pool
         self.index = index
-        queue = pool.queue
         idle = pool.idle
         spinning = pool.spinning
         wakePending = pool.wakePending
@@ -35,7 +41,10 @@ final class PoolWorker: ThreadBody {
         finished.initialize(repeating: 0, count: 8)
     }
 
-    deinit { finished.deallocate() }
+    deinit {
+        finished.deallocate()
+        fls_deque_destroy(deque)
+    }
 
     /// Nodes finished so far.
     var finishedNodes: UInt64 { fls_atomic_load_u64(finished) }
@@ -61,15 +70,15 @@ final class PoolWorker: ThreadBody {
     /// counting per task.
     private func work(_ pool: Pool) {
         while true {
-            if let node = queue.pop() {
+            if let node = pool.findWork(for: self) {
                 pool.execute(node, by: self)
                 continue
             }
-            if spinForWork() { continue }
+            if spinForWork(pool) { continue }
             if pool.isWindingDown { return }
             let key = idle.prepareWait()
             fls_atomic_store_seq_cst_u32(wakePending, 0)
-            if !queue.isEmpty || pool.isWindingDown {
+            if pool.hasVisibleWork || pool.isWindingDown {
                 idle.cancelWait()
                 continue
             }
@@ -77,14 +86,14 @@ final class PoolWorker: ThreadBody {
             fls_atomic_store_seq_cst_u32(wakePending, 0)
             // Woken for work: if more is queued and nobody spins, recruit the next worker, so a
             // burst (the runners of a map) spreads over the pool instead of one woken worker.
-            if !queue.isEmpty && fls_atomic_load_u32(spinning) == 0 { pool.requestWorker() }
+            if pool.hasVisibleWork && fls_atomic_load_u32(spinning) == 0 { pool.requestWorker() }
         }
     }
 
     /// Spins a while on an empty queue, counted in `pool.spinning` so that submitters need not
     /// wake anybody. Returns true when work appeared. The last spinner to find work wakes a
     /// parked worker to take its place, so a burst of submissions recruits workers one by one.
-    private func spinForWork() -> Bool {
+    private func spinForWork(_ pool: Pool) -> Bool {
         // At most half the workers (at least one) spin: the others park, leaving CPU time to
         // the threads that submit and to the workers that run tasks.
         if fls_atomic_add_u32(spinning, 1) >= maxSpinners {
@@ -92,7 +101,7 @@ final class PoolWorker: ThreadBody {
             return false
         }
         var spun = 0
-        while spun < Self.spins && queue.isEmpty {
+        while spun < Self.spins && !pool.hasVisibleWork {
             fls_cpu_relax()
             spun += 1
         }
