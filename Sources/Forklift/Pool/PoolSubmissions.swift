@@ -56,15 +56,7 @@ extension Pool {
 
     private func submitApply(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
                              box: ResultBox?, output: UnsafeMutableRawPointer?, capacity: Int) throws(Failure) {
-        guard let node = TaskNodes.make(kind: UInt32(FLS_NODE_APPLY)) else { throw Failure(FL_ENOMEM, "no memory for a task") }
-        do {
-            try TaskNodes.copyArgument(node, arg, length)
-        } catch {
-            TaskNodes.free(node)
-            throw error
-        }
-        node.pointee.fn = fn
-        node.pointee.user = user
+        let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), fn, user: user, arg: arg, length: length)
         node.pointee.external = output
         node.pointee.external_cap = capacity
         if let box { node.pointee.owner = Unmanaged.passRetained(box).toOpaque() }

@@ -28,15 +28,7 @@ final class TaskGroup {
     /// Queues one task of the group; the argument is copied.
     @inline(__always)
     func submit(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int) throws(Failure) {
-        guard let node = TaskNodes.make(kind: UInt32(FLS_NODE_GROUP)) else { throw Failure(FL_ENOMEM, "no memory for a task") }
-        do {
-            try TaskNodes.copyArgument(node, arg, length)
-        } catch {
-            TaskNodes.free(node)
-            throw error
-        }
-        node.pointee.fn = fn
-        node.pointee.user = user
+        let node = try TaskNodes.task(kind: UInt32(FLS_NODE_GROUP), fn, user: user, arg: arg, length: length)
         node.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
         _ = fls_atomic_add_u64(counters.submitted, 1)
         do {

@@ -14,6 +14,22 @@ enum TaskNodes {
         return node
     }
 
+    /// A node of `kind` that calls `fn(user, copy of arg)`.
+    @inline(__always)
+    static func task(kind: UInt32, _ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?,
+                     length: Int) throws(Failure) -> UnsafeMutablePointer<fls_node> {
+        guard let node = make(kind: kind) else { throw Failure(FL_ENOMEM, "no memory for a task") }
+        do {
+            try copyArgument(node, arg, length)
+        } catch {
+            free(node)
+            throw error
+        }
+        node.pointee.fn = fn
+        node.pointee.user = user
+        return node
+    }
+
     /// Copies an argument blob into the node (inline when it fits).
     @inline(__always)
     static func copyArgument(_ node: UnsafeMutablePointer<fls_node>, _ arg: UnsafeRawPointer?, _ length: Int) throws(Failure) {
