@@ -127,7 +127,9 @@ typedef int (*fl_init_fn)(void *user, const void *initargs, size_t initargs_len)
  * thread per pool, callbacks serialized and in completion order, so a callback may append
  * to a list without a lock. `result` is valid for the duration of the callback (even if the
  * caller has released its own reference); read it with fl_result_get(), fl_result_item() or
- * fl_result_error() using a zero timeout. The callback must not release it.
+ * fl_result_error() using a zero timeout. The callback must not release it. When the
+ * submission asked for no result handle, `result` is valid only during the callback and only
+ * on the callback thread.
  */
 typedef void (*fl_result_cb)(void *user, fl_result result);
 
@@ -465,7 +467,9 @@ int fl_result_item_error(fl_result result, size_t index, int *code, const char *
 /**
  * Releases the caller's reference. The handle is invalid afterwards (FL_EHANDLE), except
  * inside a callback that is still due to receive it. Releasing a pending result does not
- * cancel its task. Errors: FL_EHANDLE (NULL, already released). Thread-safe.
+ * cancel its task. Errors: FL_EHANDLE (NULL, already released, or a handle that a callback
+ * received for a submission that asked for no result handle: the library frees those).
+ * Thread-safe.
  */
 int fl_result_release(fl_result result);
 

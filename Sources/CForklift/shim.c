@@ -69,6 +69,10 @@ uint64_t fls_thread_self(void) { return (uint64_t)pthread_self(); }
 static _Thread_local char tls_message[1024];
 static _Thread_local void *tls_worker;
 static _Thread_local void *tls_ctx;
+static _Thread_local void *tls_callback_thread;
+
+void *fls_tls_callback_thread(void) { return tls_callback_thread; }
+void fls_tls_set_callback_thread(void *thread) { tls_callback_thread = thread; }
 
 void fls_tls_set_message(const char *message) {
     size_t n = strlen(message);

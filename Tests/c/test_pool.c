@@ -833,6 +833,32 @@ static void test_callback_deadlock(void) {
     CHECK_OK(fl_pool_destroy(callback_pool));
 }
 
+/* A callback of a submission without a result handle gets a handle valid only during the
+ * callback: readable there, not releasable, and rejected afterwards. */
+static fl_result stashed_scoped;
+static int scoped_get_rc = -100, scoped_release_rc = -100;
+
+static void stash_scoped(void *user, fl_result r) {
+    (void)user;
+    stashed_scoped = r;
+    scoped_get_rc = fl_result_get(r, 0, NULL, NULL);
+    scoped_release_rc = fl_result_release(r);
+}
+
+static void test_scoped_callback_handles(void) {
+    fl_pool pool = make_pool(1);
+    int64_t x = 3;
+    CHECK_OK(fl_pool_apply_async(pool, square, NULL, &x, sizeof x, stash_scoped, NULL, NULL, NULL));
+    CHECK_OK(fl_pool_close(pool));
+    CHECK_OK(fl_pool_join(pool, FL_FOREVER));
+    CHECK(scoped_get_rc == FL_OK);
+    CHECK(scoped_release_rc == FL_EHANDLE);
+    CHECK(stashed_scoped != NULL);
+    CHECK_RC(FL_EHANDLE, fl_result_get(stashed_scoped, 0, NULL, NULL));
+    CHECK_RC(FL_EHANDLE, fl_result_ready(stashed_scoped));
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
 /* A result stays readable after its pool is destroyed, and inside a callback after release. */
 static int late_read_ok = 0;
 
@@ -885,5 +911,6 @@ int main(void) {
     test_nested();
     test_callback_deadlock();
     test_result_lifetimes();
+    test_scoped_callback_handles();
     return check_finish("test_pool");
 }

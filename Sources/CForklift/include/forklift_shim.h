@@ -89,6 +89,9 @@ const char *fls_tls_message(void);
 /** The worker object (opaque to C) running on this thread, or NULL. */
 void *fls_tls_worker(void);
 void fls_tls_set_worker(void *worker);
+/** The callback thread object (opaque to C) running on this thread, or NULL. */
+void *fls_tls_callback_thread(void);
+void fls_tls_set_callback_thread(void *thread);
 /** The task context active on this thread, or NULL. */
 void *fls_tls_task_ctx(void);
 void fls_tls_set_task_ctx(void *ctx);
@@ -96,7 +99,7 @@ void fls_tls_set_task_ctx(void *ctx);
 /* ---- Hot-path records ------------------------------------------------------------------- */
 
 /** Bytes of a result stored inline in its slot, without an allocation. */
-#define FLS_SLOT_INLINE 16
+#define FLS_SLOT_INLINE 8
 /** A slot's status while its task has not completed. */
 #define FLS_SLOT_PENDING 1
 
@@ -138,6 +141,9 @@ typedef struct fls_ctx_record {
 #define FLS_NODE_APPLY 1
 #define FLS_NODE_JOB 2
 #define FLS_NODE_GROUP 3
+/** An apply with callbacks and no result handle: after it runs, the node itself carries the
+ *  outcome and the callbacks to the callback thread. */
+#define FLS_NODE_CALLBACK_APPLY 4
 
 /** One unit of work in a pool's queue. 128 bytes. */
 typedef struct fls_node {
@@ -148,15 +154,37 @@ typedef struct fls_node {
     void *user;
     const void *arg;
     size_t arg_len;
-    /** A retained Swift object: the result box (apply) or the job (job runner). */
+    /** A retained Swift object: the result box (apply) or the job (job runner); or the group. */
     void *owner;
-    /** A caller buffer for a synchronous apply, or NULL. */
-    void *external;
-    size_t external_cap;
-    /** First item index (imap chunks). */
-    uint64_t index;
-    unsigned char inline_arg[FLS_NODE_INLINE];
+    union {
+        struct {
+            /** A caller buffer for a synchronous apply, or NULL. */
+            void *external;
+            size_t external_cap;
+            /** First item index (imap chunks). */
+            uint64_t index;
+        };
+        /** FLS_NODE_CALLBACK_APPLY: the callbacks and their user pointer. */
+        struct {
+            fl_result_cb on_result;
+            fl_result_cb on_error;
+            void *callback_user;
+        };
+    };
+    union {
+        unsigned char inline_arg[FLS_NODE_INLINE];
+        /** FLS_NODE_CALLBACK_APPLY, once run: the outcome (the argument is dead by then). */
+        fls_slot result;
+    };
 } fls_node;
+
+_Static_assert(sizeof(fls_slot) <= FLS_NODE_INLINE, "a slot must fit where the argument was");
+_Static_assert(sizeof(fls_node) == 128, "task nodes are two cache lines");
+
+/** Where a node's inline argument lives. */
+static inline void *fls_node_inline_arg(fls_node *node) { return node->inline_arg; }
+/** Where a callback-only apply's node keeps its outcome once run. */
+static inline fls_slot *fls_node_result(fls_node *node) { return &node->result; }
 
 /* ---- Task node allocation ----------------------------------------------------------------- */
 

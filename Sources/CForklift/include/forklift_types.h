@@ -124,7 +124,9 @@ typedef int (*fl_init_fn)(void *user, const void *initargs, size_t initargs_len)
  * thread per pool, callbacks serialized and in completion order, so a callback may append
  * to a list without a lock. `result` is valid for the duration of the callback (even if the
  * caller has released its own reference); read it with fl_result_get(), fl_result_item() or
- * fl_result_error() using a zero timeout. The callback must not release it.
+ * fl_result_error() using a zero timeout. The callback must not release it. When the
+ * submission asked for no result handle, `result` is valid only during the callback and only
+ * on the callback thread.
  */
 typedef void (*fl_result_cb)(void *user, fl_result result);
 

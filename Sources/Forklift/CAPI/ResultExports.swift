@@ -1,11 +1,15 @@
 import CForklift
 
-/// Borrows a result the caller may still use (not released, or inside its callback).
+/// Runs `body` on a result the caller may still use: a registered handle not yet released
+/// (or inside its callback), or a callback-scoped handle during its callback.
 @inline(__always)
-private func withResult<T>(_ result: fl_result?, _ body: (ResultBox) throws(Failure) -> T) throws(Failure) -> T {
-    try Registry.results.with(result, "result") { box throws(Failure) in
+private func withResult<T>(_ result: fl_result?, _ body: (ResultView) throws(Failure) -> T) throws(Failure) -> T {
+    if let carried = CallbackThread.scopedResult(UInt64(UInt(bitPattern: Int(bitPattern: result)))) {
+        return try body(carried)
+    }
+    return try Registry.results.with(result, "result") { box throws(Failure) in
         guard box.isAccessible else { throw Failure(FL_EHANDLE, "result handle was released") }
-        return try body(box)
+        return try body(ResultView(box))
     }
 }
 
@@ -128,7 +132,9 @@ public func fl_result_item_error(_ result: fl_result?, _ index: size_t, _ code: 
 
 /// Releases the caller's reference. The handle is invalid afterwards (FL_EHANDLE), except
 /// inside a callback that is still due to receive it. Releasing a pending result does not
-/// cancel its task. Errors: FL_EHANDLE (NULL, already released). Thread-safe.
+/// cancel its task. Errors: FL_EHANDLE (NULL, already released, or a handle that a callback
+/// received for a submission that asked for no result handle: the library frees those).
+/// Thread-safe.
 @_cdecl("fl_result_release")
 public func fl_result_release(_ result: fl_result?) -> CInt {
     withStatus { () throws(Failure) in
@@ -139,7 +145,7 @@ public func fl_result_release(_ result: fl_result?) -> CInt {
     }
 }
 
-private func readySlot(_ box: ResultBox, _ index: Int) throws(Failure) -> UnsafeMutablePointer<fls_slot> {
+private func readySlot(_ box: ResultView, _ index: Int) throws(Failure) -> UnsafeMutablePointer<fls_slot> {
     guard box.isReady else { throw Failure(FL_ESTATE, "result is not ready: wait for it first") }
     let count = box.kind == .strided ? 0 : box.count
     guard index >= 0 && index < count else { throw Failure(FL_ERANGE, "item \(index) of a result with \(count) items") }

@@ -44,8 +44,49 @@ final class CallbackThread: ThreadBody {
             return
         }
         node.pointee.owner = Unmanaged.passRetained(box).toOpaque()
+        enqueue(node: node)
+    }
+
+    /// Queues a node whose `owner` is a retained, ready result (the node of its finished task).
+    @inline(__always)
+    func enqueue(node: UnsafeMutablePointer<fls_node>) {
         queue.push(node)
         wakeup.notifyOne()
+    }
+
+    // MARK: Callback-scoped handles
+
+    /// The handle kind given to the callbacks of an apply submitted without a result handle:
+    /// valid only on this thread while that callback runs.
+    static let scopedKind: UInt64 = 0x53  // 'S'
+    private var scopedSequence: UInt64 = 0
+    /// The scoped handle being delivered now, and its outcome (callback thread only).
+    private var currentScoped: UInt64 = 0
+    private var currentCarried: UnsafeMutablePointer<fls_slot>?
+
+    /// The outcome behind a callback-scoped handle, if `handle` is the one being delivered on
+    /// the calling thread right now. Any other value is rejected without being dereferenced.
+    static func scopedResult(_ handle: UInt64) -> ResultView? {
+        guard handle >> 56 == scopedKind, let raw = fls_tls_callback_thread() else { return nil }
+        let thread = Unmanaged<CallbackThread>.fromOpaque(raw).takeUnretainedValue()
+        guard thread.currentScoped == handle, let slot = thread.currentCarried else { return nil }
+        return ResultView(carried: slot)
+    }
+
+    /// Delivers the outcome a callback-only apply's node carries, then frees the node.
+    private func deliverCarried(_ node: UnsafeMutablePointer<fls_node>) {
+        let slot = fls_node_result(node)!
+        let chosen = slot.pointee.status == FL_OK ? node.pointee.on_result : node.pointee.on_error
+        if let chosen {
+            scopedSequence &+= 1
+            currentScoped = Self.scopedKind << 56 | (scopedSequence & 0xFF_FFFF_FFFF_FFFF)
+            currentCarried = slot
+            chosen(node.pointee.callback_user, OpaquePointer(bitPattern: UInt(currentScoped)))
+            currentScoped = 0
+            currentCarried = nil
+        }
+        ResultSlot.clear(slot)
+        TaskNodes.free(node)
     }
 
     /// Asks the thread to end once every queued callback has run, and waits for it.
@@ -68,12 +109,18 @@ final class CallbackThread: ThreadBody {
 
     func run() {
         name.withCString { fls_set_thread_name($0) }
+        fls_tls_set_callback_thread(Unmanaged.passUnretained(self).toOpaque())
+        defer { fls_tls_set_callback_thread(nil) }
         while true {
             if let node = queue.pop() {
-                let box = Unmanaged<ResultBox>.fromOpaque(node.pointee.owner!)
-                TaskNodes.free(node)
-                box.takeUnretainedValue().deliverCallback()
-                box.release()
+                if node.pointee.kind == FLS_NODE_CALLBACK_APPLY {
+                    deliverCarried(node)
+                } else {
+                    let box = Unmanaged<ResultBox>.fromOpaque(node.pointee.owner!)
+                    TaskNodes.free(node)
+                    box.takeUnretainedValue().deliverCallback()
+                    box.release()
+                }
                 continue
             }
             if !queue.isIdle { continue }  // a push is half done: its node is a moment away

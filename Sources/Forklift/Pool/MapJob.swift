@@ -70,7 +70,7 @@ final class MapJob: PoolJob {
                                    cancelled: pool.cancelledFlag)
                 }
             }
-            box.complete(units: range.count)
+            box.completeAndNotify(units: range.count)
         }
     }
 }
@@ -128,7 +128,7 @@ final class StridedJob: PoolJob {
                                   output.map { $0 + start * outputStride }, outputStride, end - start)
                 if code != 0 { box.recordKernelFailure(chunk: Int(chunk), code: code, range: start..<end) }
             }
-            box.complete(units: 1)
+            box.completeAndNotify(units: 1)
         }
     }
 }

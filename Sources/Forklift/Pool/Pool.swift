@@ -244,6 +244,7 @@ final class Pool {
     func execute(_ node: UnsafeMutablePointer<fls_node>, by worker: PoolWorker?) {
         let cancelled = isCancelled
         let kind = node.pointee.kind
+        var handedOff = false
         if kind == FLS_NODE_GROUP {
             let slot = worker?.index ?? -1
             Unmanaged<TaskGroup>.fromOpaque(node.pointee.owner!)._withUnsafeGuaranteedRef {
@@ -251,18 +252,39 @@ final class Pool {
             }
         } else {
             if kind == FLS_NODE_APPLY {
-                runApply(node, cancelled: cancelled)
+                handedOff = runApply(node, cancelled: cancelled)
+            } else if kind == FLS_NODE_CALLBACK_APPLY {
+                runCallbackApply(node, cancelled: cancelled)
+                handedOff = true
             } else {
                 let job = Unmanaged<PoolJob>.fromOpaque(node.pointee.owner!).takeRetainedValue()
                 job.run(node: node, cancelled: cancelled)
             }
         }
-        TaskNodes.free(node)
+        if !handedOff { TaskNodes.free(node) }
         if let worker { worker.countFinishedNode() } else { _ = fls_atomic_add_u64(finishedElsewhere, 1) }
     }
 
+    /// Runs a callback-only apply and sends its node, now carrying the outcome, to the callback
+    /// thread.
     @inline(__always)
-    private func runApply(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
+    private func runCallbackApply(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
+        var slot = ResultSlot.pending
+        if cancelled {
+            ResultSlot.fail(&slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
+        } else {
+            TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
+                           slot: &slot, index: 0, cancelled: cancelledFlag)
+        }
+        TaskNodes.releaseArgument(node)
+        fls_node_result(node).pointee = slot  // moves ownership of the result into the node
+        callbacks.enqueue(node: node)
+    }
+
+    /// Runs an apply node. Returns true when the node went on to the callback thread (carrying
+    /// its reference to the result), so the caller must not free it.
+    @inline(__always)
+    private func runApply(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool) -> Bool {
         guard let owner = node.pointee.owner else {
             // Fire and forget: nobody reads the outcome.
             if !cancelled {
@@ -271,17 +293,26 @@ final class Pool {
                                slot: &scratch, index: 0, cancelled: cancelledFlag)
                 ResultSlot.clear(&scratch)
             }
-            return
+            return false
         }
-        let box = Unmanaged<ResultBox>.fromOpaque(owner).takeRetainedValue()
-        if cancelled {
-            ResultSlot.fail(box.slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
-        } else {
-            TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
-                           slot: box.slots, external: node.pointee.external, externalCapacity: node.pointee.external_cap,
-                           index: 0, cancelled: cancelledFlag)
+        let box = Unmanaged<ResultBox>.fromOpaque(owner)
+        let handOff: Bool = box._withUnsafeGuaranteedRef { box in
+            if cancelled {
+                ResultSlot.fail(box.slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
+            } else {
+                TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg,
+                               length: node.pointee.arg_len, slot: box.slots, external: node.pointee.external,
+                               externalCapacity: node.pointee.external_cap, index: 0, cancelled: cancelledFlag)
+            }
+            return box.complete(units: 1) && box.hasCallbacks
         }
-        box.complete(units: 1)
+        if handOff {
+            TaskNodes.releaseArgument(node)
+            callbacks.enqueue(node: node)  // carries the node's reference to the result
+            return true
+        }
+        box.release()  // the node's reference
+        return false
     }
 
     /// Waits until `isDone()` or the deadline. On a worker of this pool it runs queued nodes

@@ -44,7 +44,22 @@ extension Pool {
             try submitApply(fn, user: user, arg: arg, length: length, box: nil, output: nil, capacity: 0)
             return 0
         }
-        let box = try registeredBox(kind: .apply, items: 1, workUnits: 1, callbacks: callbacks, callerHolds: wantsHandle)
+        guard wantsHandle else {
+            // Callbacks only: no result box at all. The node carries the outcome and the
+            // callbacks to the callback thread, which hands the callback a scoped handle.
+            let node = try TaskNodes.task(kind: UInt32(FLS_NODE_CALLBACK_APPLY), fn, user: user, arg: arg, length: length)
+            node.pointee.on_result = callbacks.onResult
+            node.pointee.on_error = callbacks.onError
+            node.pointee.callback_user = callbacks.user
+            do {
+                try submit(node)
+            } catch {
+                TaskNodes.free(node)
+                throw error
+            }
+            return 0
+        }
+        let box = try registeredBox(kind: .apply, items: 1, workUnits: 1, callbacks: callbacks, callerHolds: true)
         do {
             try submitApply(fn, user: user, arg: arg, length: length, box: box, output: nil, capacity: 0)
         } catch {
@@ -125,7 +140,7 @@ extension Pool {
                 Registry.results.retire(box.handle)
                 throw Failure(FL_ESTATE, "pool is not running")
             }
-            box.complete(units: 0)
+            box.completeAndNotify(units: 0)
         }
         for runner in 0..<runners {
             guard let node = TaskNodes.make(kind: UInt32(FLS_NODE_JOB)) else {

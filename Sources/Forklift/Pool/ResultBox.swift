@@ -72,10 +72,20 @@ final class ResultBox {
     var hasCallbacks: Bool { callback != nil || errorCallback != nil }
     var isReady: Bool { ready.isSet }
 
-    /// Records that `units` units of work finished; the last one makes the result ready.
+    /// Records that `units` units of work finished; the last one makes the result ready and
+    /// returns true. The caller then owes the callback thread the result if `hasCallbacks`.
     @inline(__always)
-    func complete(units: Int) {
-        if fls_atomic_sub_u64(remaining, UInt64(units)) == UInt64(units) { finish() }
+    @discardableResult
+    func complete(units: Int) -> Bool {
+        guard fls_atomic_sub_u64(remaining, UInt64(units)) == UInt64(units) else { return false }
+        finish()
+        return true
+    }
+
+    /// `complete(units:)`, then queues the callbacks if that made the result ready.
+    @inline(__always)
+    func completeAndNotify(units: Int) {
+        if complete(units: units) && hasCallbacks { pool.callbacks.enqueue(self) }
     }
 
     private func finish() {
@@ -88,9 +98,8 @@ final class ResultBox {
                 break
             }
         }
-        // Ready first, so a callback (or a waiter woken by it) always sees a ready result.
+        // Ready before any callback is queued, so a callback always sees a ready result.
         ready.signal()
-        if hasCallbacks { pool.callbacks.enqueue(self) }
     }
 
     /// Records the failure of a strided kernel over chunk `chunk`; the lowest chunk wins.

@@ -36,7 +36,7 @@ enum TaskNodes {
         node.pointee.arg_len = length
         guard length > 0, let arg else { return }
         if length <= Int(FLS_NODE_INLINE) {
-            let inline = UnsafeMutableRawPointer(node) + MemoryLayout<fls_node>.offset(of: \fls_node.inline_arg)!
+            let inline = fls_node_inline_arg(node)!
             inline.copyMemory(from: arg, byteCount: length)
             node.pointee.arg = UnsafeRawPointer(inline)
         } else {
@@ -52,6 +52,13 @@ enum TaskNodes {
         node.pointee.arg = UnsafeRawPointer(heap)
         node.pointee.arg_len = count
         node.pointee.arg_is_heap = 1
+    }
+
+    /// Frees the node's argument copy early (the node lives on as a callback carrier).
+    static func releaseArgument(_ node: UnsafeMutablePointer<fls_node>) {
+        if node.pointee.arg_is_heap != 0 { Glibc.free(UnsafeMutableRawPointer(mutating: node.pointee.arg)) }
+        node.pointee.arg_is_heap = 0
+        node.pointee.arg = nil
     }
 
     /// Frees a node and what it owns (not its `owner`, which the worker has released).
