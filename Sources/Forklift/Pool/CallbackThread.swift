@@ -15,6 +15,7 @@ final class CallbackThread: ThreadBody {
     private var finished = false
     private var threadID: UInt64 = 0
     private let name: String
+    private static let spins = 2000
 
     init(name: String) {
         self.name = name
@@ -124,6 +125,14 @@ final class CallbackThread: ThreadBody {
                 continue
             }
             if !queue.isIdle { continue }  // a push is half done: its node is a moment away
+            // Poll a little before parking: completions tend to come in streams, and a parked
+            // callback thread costs every completing worker a futex wake.
+            var spun = 0
+            while spun < Self.spins && queue.isIdle {
+                fls_cpu_relax()
+                spun += 1
+            }
+            if spun < Self.spins { continue }
             let key = wakeup.prepareWait()
             if !queue.isIdle {
                 wakeup.cancelWait()
