@@ -10,9 +10,9 @@ import CForklift
 /// Life cycle: running → closed (no new work; queued work finishes) or terminated (queued
 /// work is cancelled, running tasks finish) → joined (threads ended, callbacks delivered).
 final class Pool {
-    private static let running: UInt32 = 0
-    private static let closed: UInt32 = 1
-    private static let terminated: UInt32 = 2
+    static let running: UInt32 = 0
+    static let closed: UInt32 = 1
+    static let terminated: UInt32 = 2
 
     /// The thread name prefix.
     let name: String
@@ -34,13 +34,13 @@ final class Pool {
     /// the nodes they finish in their own line, so no counter is shared per task between the
     /// submitter and the workers.
     private let words: UnsafeMutablePointer<UInt32>
-    private var state: UnsafeMutablePointer<UInt32> { words }
+    var state: UnsafeMutablePointer<UInt32> { words }
     /// Non-zero once the pool is terminated.
     var cancelledFlag: UnsafePointer<UInt32> { UnsafePointer(words + 1) }
-    private var submittedNodes: UnsafeMutablePointer<UInt64> {
+    var submittedNodes: UnsafeMutablePointer<UInt64> {
         UnsafeMutableRawPointer(words + 16).assumingMemoryBound(to: UInt64.self)
     }
-    private var finishedElsewhere: UnsafeMutablePointer<UInt64> {
+    var finishedElsewhere: UnsafeMutablePointer<UInt64> {
         UnsafeMutableRawPointer(words + 48).assumingMemoryBound(to: UInt64.self)
     }
     /// Workers spinning on an empty queue. A submission wakes a parked worker only when nobody
@@ -160,175 +160,7 @@ final class Pool {
     /// The workers, for counting; set before any worker starts.
     private var workersSnapshot: [PoolWorker] = []
     /// Each worker's deque, by worker index; set before any worker starts.
-    private let deques: UnsafeMutablePointer<UnsafeMutablePointer<fls_deque>>
-
-    // MARK: Finding work
-
-    /// The next node for `worker` (nil: any other thread): its own deque first (newest, still
-    /// in cache), then the shared queue, then the oldest node of another worker's deque.
-    @inline(__always)
-    func findWork(for worker: PoolWorker?) -> UnsafeMutablePointer<fls_node>? {
-        if let worker, let node = fls_deque_take(worker.deque) { return node }
-        if let node = queue.pop() { return node }
-        return steal(startingAfter: worker?.index ?? -1)
-    }
-
-    private func steal(startingAfter index: Int) -> UnsafeMutablePointer<fls_node>? {
-        guard workerCount > 1 || index < 0 else { return nil }
-        var retry = true
-        while retry {
-            retry = false
-            for offset in 1...workerCount {
-                let victim = (index + offset + workerCount) % workerCount
-                if victim == index { continue }
-                var contended: Int32 = 0
-                if let node = fls_deque_steal(deques[victim], &contended) { return node }
-                if contended != 0 { retry = true }
-            }
-        }
-        return nil
-    }
-
-    /// Whether any queue or deque holds work (sequentially consistent loads).
-    @inline(__always)
-    var hasVisibleWork: Bool {
-        if !queue.isEmpty { return true }
-        for i in 0..<workerCount where fls_deque_is_empty(deques[i]) == 0 { return true }
-        return false
-    }
-
-    /// Whether the pool has been terminated.
-    var isCancelled: Bool { fls_atomic_load_u32(cancelledFlag) != 0 }
-
-    // MARK: Submission and execution
-
-    /// Queues a node. On failure the node is not queued and still belongs to the caller.
-    @inline(__always)
-    func submit(_ node: UnsafeMutablePointer<fls_node>) throws(Failure) {
-        _ = fls_atomic_add_u64(submittedNodes, 1)
-        let current = fls_atomic_load_u32(state)
-        if current != Self.running {
-            _ = fls_atomic_add_u64(finishedElsewhere, 1)
-            idle.notifyAll()
-            throw Failure(FL_ESTATE, current == Self.closed ? "pool is closed" : "pool is terminated")
-        }
-        if let worker = PoolWorker.current, worker.pool === self, fls_deque_push(worker.deque, node) == 0 {
-            // Submitted by one of our own tasks: kept local, stolen if another worker is idle.
-        } else {
-            queue.push(node)
-        }
-        wakeWorkerIfNoneSpins()
-    }
-
-    /// Makes sure some worker will look at the queue: one already spinning will; otherwise
-    /// wake one parked worker, unless a wake-up is already on its way. The queue push before
-    /// this is sequentially consistent, and so are a spinner's exit and a parking worker's
-    /// clearing of `wakePending`, so a worker that stops looking after this check sees the node.
-    @inline(__always)
-    func wakeWorkerIfNoneSpins() {
-        if fls_atomic_load_u32(spinning) == 0 { requestWorker() }
-    }
-
-    /// Wakes one parked worker unless a wake-up is already pending.
-    @inline(__always)
-    func requestWorker() {
-        var expected: UInt32 = 0
-        if fls_atomic_load_u32(wakePending) == 0 && fls_atomic_cas_u32(wakePending, &expected, 1) {
-            idle.notifyOne()
-        }
-    }
-
-    /// Runs (or, once terminated, cancels) one node and frees it. `worker` is the calling
-    /// worker of this pool, or nil on any other thread.
-    @inline(__always)
-    func execute(_ node: UnsafeMutablePointer<fls_node>, by worker: PoolWorker?) {
-        let cancelled = isCancelled
-        let kind = node.pointee.kind
-        var handedOff = false
-        if kind == FLS_NODE_GROUP {
-            let slot = worker?.index ?? -1
-            Unmanaged<TaskGroup>.fromOpaque(node.pointee.owner!)._withUnsafeGuaranteedRef {
-                $0.run(node, cancelled: cancelled, slot: slot)
-            }
-        } else {
-            if kind == FLS_NODE_APPLY {
-                handedOff = runApply(node, cancelled: cancelled)
-            } else if kind == FLS_NODE_CALLBACK_APPLY {
-                runCallbackApply(node, cancelled: cancelled)
-                handedOff = true
-            } else {
-                let job = Unmanaged<PoolJob>.fromOpaque(node.pointee.owner!).takeRetainedValue()
-                job.run(node: node, cancelled: cancelled)
-            }
-        }
-        if !handedOff { TaskNodes.free(node) }
-        if let worker { worker.countFinishedNode() } else { _ = fls_atomic_add_u64(finishedElsewhere, 1) }
-    }
-
-    /// Runs a callback-only apply and sends its node, now carrying the outcome, to the callback
-    /// thread.
-    @inline(__always)
-    private func runCallbackApply(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
-        var slot = ResultSlot.pending
-        if cancelled {
-            ResultSlot.fail(&slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
-        } else {
-            TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
-                           slot: &slot, index: 0, cancelled: cancelledFlag)
-        }
-        TaskNodes.releaseArgument(node)
-        fls_node_result(node).pointee = slot  // moves ownership of the result into the node
-        callbacks.enqueue(node: node)
-    }
-
-    /// Runs an apply node. Returns true when the node went on to the callback thread (carrying
-    /// its reference to the result), so the caller must not free it.
-    @inline(__always)
-    private func runApply(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool) -> Bool {
-        guard let owner = node.pointee.owner else {
-            // Fire and forget: nobody reads the outcome.
-            if !cancelled {
-                var scratch = ResultSlot.pending
-                TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
-                               slot: &scratch, index: 0, cancelled: cancelledFlag)
-                ResultSlot.clear(&scratch)
-            }
-            return false
-        }
-        let box = Unmanaged<ResultBox>.fromOpaque(owner)
-        let handOff: Bool = box._withUnsafeGuaranteedRef { box in
-            if cancelled {
-                ResultSlot.fail(box.slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
-            } else {
-                TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg,
-                               length: node.pointee.arg_len, slot: box.slots, external: node.pointee.external,
-                               externalCapacity: node.pointee.external_cap, index: 0, cancelled: cancelledFlag)
-            }
-            return box.complete(units: 1) && box.hasCallbacks
-        }
-        if handOff {
-            TaskNodes.releaseArgument(node)
-            callbacks.enqueue(node: node)  // carries the node's reference to the result
-            return true
-        }
-        box.release()  // the node's reference
-        return false
-    }
-
-    /// Waits until `isDone()` or the deadline. On a worker of this pool it runs queued nodes
-    /// meanwhile and blocks only in short slices; elsewhere it just calls `block(deadline)`.
-    func helpWhileWaiting(until deadline: Deadline, isDone: () -> Bool, block: (Deadline) -> Bool) -> Bool {
-        guard let worker = PoolWorker.current, worker.pool === self else { return block(deadline) }
-        while !isDone() {
-            if let node = findWork(for: worker) {
-                execute(node, by: worker)
-                continue
-            }
-            if deadline.hasPassed { return isDone() }
-            _ = block(deadline.earlier(than: Deadline(nanosecondsFromNow: 1_000_000)))
-        }
-        return true
-    }
+    let deques: UnsafeMutablePointer<UnsafeMutablePointer<fls_deque>>
 
     /// Whether the calling thread is one of this pool's workers or its callback thread.
     var isOwnThread: Bool {

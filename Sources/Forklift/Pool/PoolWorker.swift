@@ -8,8 +8,8 @@ import CForklift
 final class PoolWorker: ThreadBody {
     /// Not retained: a pool joins its workers before it can be freed.
     unowned(unsafe) let pool: Pool
-    /// The pool's queue, parking lot and spinner count, held directly to keep reference
-    /// counting out of the loop.
+    /// The pool's parking lot and wake-up words, held directly to keep reference counting out
+    /// of the loop.
     private let idle: EventCount
     private let spinning: UnsafeMutablePointer<UInt32>
     private let wakePending: UnsafeMutablePointer<UInt32>
