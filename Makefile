@@ -37,7 +37,7 @@ $(SO) $(RAWHEADER): $(SOURCES) scripts/forklift.map
 	cp .build/release/libforklift.so $(SO)
 
 # A self-contained static archive: the library, the Swift runtime parts it uses, and only
-# fl_* left global. Link with: -lforklift -lstdc++ -lm -lpthread -ldl
+# fl_* left global. Link with: -lforklift -lffi -lstdc++ -lm -lpthread -ldl
 $(AR_LIB): $(SOURCES)
 	@mkdir -p $(LIBDIR)
 	swift build -c release --product forklift-static -Xswiftc -static-stdlib --scratch-path .build-static

@@ -14,8 +14,8 @@ let package = Package(
     ],
     targets: [
         // Public C types (structs, status codes, callback typedefs) and internal C shims
-        // (atomics on raw memory, futex, thread-locals).
-        .target(name: "CForklift"),
+        // (atomics on raw memory, futex, thread-locals, node allocator, deque, libffi calls).
+        .target(name: "CForklift", linkerSettings: [.linkedLibrary("ffi")]),
         .target(name: "Forklift", dependencies: ["CForklift"]),
         .testTarget(name: "ForkliftTests", dependencies: ["Forklift", "CForklift"]),
     ]

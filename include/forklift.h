@@ -87,6 +87,9 @@ typedef struct fl_iter_ *fl_iter;
 /** A task group on a pool: submit many tasks, wait for all of them (like TBB's task_group or
  *  libdispatch's dispatch_group). Free with fl_group_destroy(). */
 typedef struct fl_group_ *fl_group;
+/** A parsed function signature for typed calls (fl_signature_create). Free with
+ *  fl_signature_destroy(); results and calls in flight keep what they need. */
+typedef struct fl_signature_ *fl_signature;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -140,6 +143,9 @@ typedef void (*fl_result_cb)(void *user, fl_result result);
  * ends the input and is reported by fl_iter_next() as FL_ESOURCE after the items before it.
  */
 typedef int (*fl_source_fn)(void *user, const void **data, size_t *len);
+
+/** Any C function, cast to this type for the typed calls: `(fl_fn)pow`. */
+typedef void (*fl_fn)(void);
 
 /** A borrowed byte range: one argument blob of fl_pool_starmap(). */
 typedef struct fl_blob {
@@ -405,6 +411,85 @@ int fl_group_wait(fl_group group, double timeout);
  * destroys it. Errors: FL_EHANDLE. The handle is invalid afterwards.
  */
 int fl_group_destroy(fl_group group);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Typed calls: any C function by signature, through libffi                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Parses and prepares a function signature for typed calls and stores it in `*sig`.
+ *
+ * Syntax: `RET(ARG, ...)`, for example "double(double, double)" for pow or
+ * "i64(i32, double, ptr)". Types: void (result only; "(void)" means no arguments), i8 u8 i16
+ * u16 i32 u32 i64 u64, char int unsigned long ulong size_t, float double, ptr (any pointer,
+ * strings included), and structs passed by value as "{T, T, ...}" (nestable). Variadic
+ * functions are rejected. The signature is immutable and may be used from any thread at once.
+ * Errors: FL_EINVAL (text or sig NULL; a syntax error, named with its offset in
+ * fl_last_error()), FL_ENOMEM. Thread-safe.
+ */
+int fl_signature_create(const char *text, fl_signature *sig);
+
+/**
+ * Describes how to lay out a call: `*arg_count` arguments; an argument tuple of `*tuple_size`
+ * bytes, whose members are the arguments in order, each at its natural alignment (the layout
+ * of a C struct declared with those members); a result of `*result_size` bytes (0 for void).
+ * Any pointer may be NULL. Errors: FL_EHANDLE. Thread-safe.
+ */
+int fl_signature_layout(fl_signature sig, size_t *arg_count, size_t *tuple_size,
+                        size_t *result_size);
+
+/**
+ * Destroys a signature handle. Calls already submitted with it are unaffected. Errors:
+ * FL_EHANDLE. Thread-safe; the handle is invalid afterwards.
+ */
+int fl_signature_destroy(fl_signature sig);
+
+/**
+ * Calls `fn` — any C function matching `sig`, cast to fl_fn — with the arguments in `tuple`
+ * (laid out as fl_signature_layout() says; copied) on a worker and waits. The return value is
+ * written to `result` (result_size bytes; may be NULL to discard it). This is apply with no
+ * wrapper function: `fl_pool_apply_typed(pool, sig, (fl_fn)pow, &args, &out)`. Errors:
+ * FL_EHANDLE, FL_EINVAL (fn NULL, tuple NULL with arguments), FL_ESTATE, FL_ECANCELED.
+ * Thread-safe.
+ */
+int fl_pool_apply_typed(fl_pool pool, fl_signature sig, fl_fn fn, const void *tuple, void *result);
+
+/**
+ * The asynchronous form of fl_pool_apply_typed(): `tuple` is copied; the return value is read
+ * with fl_result_get() (result_size bytes). Callbacks, `result` and errors as
+ * fl_pool_apply_async(). Thread-safe.
+ */
+int fl_pool_apply_typed_async(fl_pool pool, fl_signature sig, fl_fn fn, const void *tuple,
+                              fl_result_cb callback, fl_result_cb error_callback,
+                              void *callback_user, fl_result *result);
+
+/**
+ * Calls `fn(tuples[i])` for each of `count` argument tuples (starmap with no wrapper
+ * function) and waits. Tuple i is at `tuples + i * tuple_size`; its return value is written to
+ * `results + i * result_size` (results may be NULL for void functions). Both arrays are
+ * borrowed for the call. `chunksize` as fl_pool_map(). Errors: FL_EHANDLE, FL_EINVAL,
+ * FL_ESTATE, FL_ECANCELED. Thread-safe.
+ */
+int fl_pool_starmap_typed(fl_pool pool, fl_signature sig, fl_fn fn, const void *tuples,
+                          size_t count, void *results, size_t chunksize);
+
+/**
+ * As fl_pool_starmap_typed() for a one-argument signature (map): `args` is an array of that
+ * argument type. Errors as fl_pool_starmap_typed(), and FL_EINVAL if the signature does not
+ * take exactly one argument. Thread-safe.
+ */
+int fl_pool_map_typed(fl_pool pool, fl_signature sig, fl_fn fn, const void *args, size_t count,
+                      void *results, size_t chunksize);
+
+/**
+ * The asynchronous form of fl_pool_starmap_typed(): returns at once. `tuples` and `results`
+ * stay borrowed until the result is ready; wait with fl_result_wait() or use the callbacks
+ * (as fl_pool_map_async()). `result` may be NULL when callbacks are given. Thread-safe.
+ */
+int fl_pool_starmap_typed_async(fl_pool pool, fl_signature sig, fl_fn fn, const void *tuples,
+                                size_t count, void *results, size_t chunksize,
+                                fl_result_cb callback, fl_result_cb error_callback,
+                                void *callback_user, fl_result *result);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Results (AsyncResult)                                                                    */

@@ -26,6 +26,7 @@ SECTIONS = [
     ("PoolExports.swift", "Pools"),
     ("SubmitExports.swift", "Submitting work: apply, map, starmap, strided map"),
     ("GroupExports.swift", "Task groups: submit many, wait for all"),
+    ("TypedExports.swift", "Typed calls: any C function by signature, through libffi"),
     ("ResultExports.swift", "Results (AsyncResult)"),
     ("IteratorExports.swift", "Iterators (imap, imap_unordered)"),
     ("TaskExports.swift", "Inside a task"),

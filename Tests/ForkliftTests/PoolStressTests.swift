@@ -274,3 +274,56 @@ final class NestedStressTests: XCTestCase {
 
     private func pow4(_ n: Int) -> Int { (0..<n).reduce(1) { acc, _ in acc * 4 } }
 }
+
+/// Typed calls from several threads on one shared signature, destroyed while calls are queued.
+final class TypedStressTests: XCTestCase {
+    static let add: @convention(c) (Int64, Int64) -> Int64 = { $0 + $1 }
+
+    func testSharedSignatureAcrossThreads() {
+        var pool: fl_pool?
+        XCTAssertEqual(fl_pool_create(nil, &pool), FL_OK)
+        var signature: fl_signature?
+        XCTAssertEqual(fl_signature_create("i64(i64, i64)", &signature), FL_OK)
+        final class Caller: ThreadBody {
+            let pool: fl_pool?; let signature: fl_signature?; var ok = true
+            init(_ pool: fl_pool?, _ signature: fl_signature?) { self.pool = pool; self.signature = signature }
+            func run() {
+                let fn = unsafeBitCast(TypedStressTests.add, to: fl_fn.self)
+                var tuples = (0..<500).flatMap { [Int64($0), Int64(2 * $0)] }
+                var results = [Int64](repeating: 0, count: 500)
+                for _ in 0..<10 {
+                    let rc = tuples.withUnsafeMutableBytes { t in
+                        results.withUnsafeMutableBytes { r in
+                            fl_pool_starmap_typed(pool, signature, fn, t.baseAddress, 500, r.baseAddress, 7)
+                        }
+                    }
+                    if rc != FL_OK || results[499] != 3 * 499 { ok = false }
+                }
+                var pair: (Int64, Int64) = (20, 22)
+                var sum: Int64 = 0
+                if fl_pool_apply_typed(pool, signature, fn, &pair, &sum) != FL_OK || sum != 42 { ok = false }
+            }
+        }
+        let callers = (0..<3).map { _ in Caller(pool, signature) }
+        let threads = callers.map { try! OSThread.start($0) }
+        threads.forEach(OSThread.join)
+        XCTAssertTrue(callers.allSatisfy(\.ok))
+
+        // Destroy the signature with asynchronous calls still queued behind a slow task.
+        var tuples: [Int64] = (0..<2000).flatMap { [Int64($0), 1] }
+        var results = [Int64](repeating: 0, count: 2000)
+        var result: fl_result?
+        let fn = unsafeBitCast(TypedStressTests.add, to: fl_fn.self)
+        tuples.withUnsafeMutableBytes { t in
+            results.withUnsafeMutableBytes { r in
+                XCTAssertEqual(fl_pool_starmap_typed_async(pool, signature, fn, t.baseAddress, 2000, r.baseAddress, 1,
+                                                           nil, nil, nil, &result), FL_OK)
+                XCTAssertEqual(fl_signature_destroy(signature), FL_OK)
+                XCTAssertEqual(fl_result_wait(result, -1), FL_OK)
+            }
+        }
+        XCTAssertEqual(results[1999], 2000)
+        XCTAssertEqual(fl_result_release(result), FL_OK)
+        XCTAssertEqual(fl_pool_destroy(pool), FL_OK)
+    }
+}

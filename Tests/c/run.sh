@@ -49,7 +49,7 @@ for t in "$here"/test_*.c; do
     name=$(basename "$t" .c)
     for cc in gcc "$clang_bin"; do
         tag=$(basename "$cc")
-        $cc -std=c99 $strict -O1 -g -I"$inc" "$t" -L"$lib" -Wl,-rpath,"$lib" -lforklift -lpthread -o "$out/$name-$tag"
+        $cc -std=c99 $strict -O1 -g -I"$inc" "$t" -L"$lib" -Wl,-rpath,"$lib" -lforklift -lpthread -lm -o "$out/$name-$tag"
     done
     echo "== $name (gcc, shared)"
     run_test "$name" "$out/$name-gcc"
@@ -69,7 +69,7 @@ if [ "$got" = "$expected" ]; then total_pass=$((total_pass + 1)); echo "quicksta
     echo "README quick start printed '$got', README says '$expected'"; total_fail=$((total_fail + 1)); failed=1; fi
 
 echo "== static archive: test_basics linked against libforklift.a"
-gcc -std=c99 $strict -I"$inc" "$here/test_basics.c" "$lib/libforklift.a" -lstdc++ -lm -lpthread -ldl -o "$out/basics-static"
+gcc -std=c99 $strict -I"$inc" "$here/test_basics.c" "$lib/libforklift.a" -lffi -lstdc++ -lm -lpthread -ldl -o "$out/basics-static"
 if ldd "$out/basics-static" | grep -q forklift; then echo "static binary still needs libforklift.so"; exit 1; fi
 run_test static_basics "$out/basics-static"
 

@@ -281,4 +281,19 @@ static inline int fls_deque_is_empty(fls_deque *d) {
 fls_deque *fls_deque_create(int64_t capacity);
 void fls_deque_destroy(fls_deque *d);
 
+/* ---- Typed calls (signature.c) --------------------------------------------------------------- */
+
+/** A parsed signature prepared for libffi. Immutable once made: shared by any threads. */
+typedef struct fls_sig fls_sig;
+/** Parses and prepares a signature; NULL with a message in `error` on failure. */
+fls_sig *fls_sig_parse(const char *text, char *error, size_t error_len);
+void fls_sig_free(fls_sig *sig);
+size_t fls_sig_nargs(const fls_sig *sig);
+/** Bytes of an argument tuple: the arguments as members of a C struct, in order. */
+size_t fls_sig_tuple_size(const fls_sig *sig);
+/** Bytes of the result (0 for void). */
+size_t fls_sig_result_size(const fls_sig *sig);
+/** Calls `fn` with the arguments in `tuple`; writes the result (if any) to `result`. */
+void fls_sig_call(const fls_sig *sig, void (*fn)(void), const void *tuple, void *result);
+
 #endif /* FORKLIFT_SHIM_H */

@@ -84,6 +84,9 @@ typedef struct fl_iter_ *fl_iter;
 /** A task group on a pool: submit many tasks, wait for all of them (like TBB's task_group or
  *  libdispatch's dispatch_group). Free with fl_group_destroy(). */
 typedef struct fl_group_ *fl_group;
+/** A parsed function signature for typed calls (fl_signature_create). Free with
+ *  fl_signature_destroy(); results and calls in flight keep what they need. */
+typedef struct fl_signature_ *fl_signature;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -137,6 +140,9 @@ typedef void (*fl_result_cb)(void *user, fl_result result);
  * ends the input and is reported by fl_iter_next() as FL_ESOURCE after the items before it.
  */
 typedef int (*fl_source_fn)(void *user, const void **data, size_t *len);
+
+/** Any C function, cast to this type for the typed calls: `(fl_fn)pow`. */
+typedef void (*fl_fn)(void);
 
 /** A borrowed byte range: one argument blob of fl_pool_starmap(). */
 typedef struct fl_blob {

@@ -46,3 +46,20 @@ enum Check {
 func cHandle(_ raw: UInt64) -> OpaquePointer? {
     OpaquePointer(bitPattern: UInt(raw))
 }
+
+/// Hands a new result handle to the caller, or gives up the caller's hold when it wants none.
+func publish(_ handle: UInt64, to result: UnsafeMutablePointer<fl_result?>?) {
+    if let result {
+        result.pointee = cHandle(handle)
+    } else if let box = Registry.results.borrow(handle) {
+        _ = box.releaseByCaller()
+        Registry.results.giveBack(handle)
+    }
+}
+
+/// The status of a synchronous submission's ready result, which is then dropped.
+func finishSynchronous(_ handle: UInt64) throws(Failure) -> Int32 {
+    let status = try Registry.results.with(cHandle(handle), "result") { box throws(Failure) in box.overallStatus() }
+    Registry.results.retire(handle)
+    return status
+}

@@ -197,9 +197,7 @@ public func fl_pool_map_strided(_ pool: fl_pool?, _ kernel: fl_kernel_fn?, _ use
             try pool.mapStrided(kernel, user: user, input: in_, inputStride: in_stride, output: out,
                                 outputStride: out_stride, count: count, chunkSize: chunksize, callbacks: .none, wait: true)
         }
-        let status = try Registry.results.with(cHandle(handle), "result") { box throws(Failure) in box.overallStatus() }
-        Registry.results.retire(handle)
-        return status
+        return try finishSynchronous(handle)
     }
 }
 
@@ -224,15 +222,5 @@ public func fl_pool_map_strided_async(_ pool: fl_pool?, _ kernel: fl_kernel_fn?,
         }
         publish(handle, to: result)
         return FL_OK
-    }
-}
-
-/// Hands a new result handle to the caller, or gives up the caller's hold when it wants none.
-private func publish(_ handle: UInt64, to result: UnsafeMutablePointer<fl_result?>?) {
-    if let result {
-        result.pointee = cHandle(handle)
-    } else if let box = Registry.results.borrow(handle) {
-        _ = box.releaseByCaller()
-        Registry.results.giveBack(handle)
     }
 }

@@ -7,6 +7,7 @@ enum HandleKind: UInt64 {
     case result = 0x52  // 'R'
     case iterator = 0x49  // 'I'
     case group = 0x47  // 'G'
+    case signature = 0x59  // 'Y'
 }
 
 /// Maps opaque C handles to live objects and validates every handle on use.

@@ -8,4 +8,6 @@ enum Registry {
     static let iterators = HandleTable<ImapIterator>(kind: .iterator)
     /// Live task groups.
     static let groups = HandleTable<TaskGroup>(kind: .group)
+    /// Live signatures for typed calls.
+    static let signatures = HandleTable<Signature>(kind: .signature)
 }

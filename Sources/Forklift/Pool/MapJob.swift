@@ -30,12 +30,15 @@ final class MapJob: PoolJob {
     let box: ResultBox
     /// A private copy of the input (async calls), freed with the job.
     private let ownedInput: UnsafeMutableRawPointer?
+    /// Whatever the tasks need alive until the job ends (a typed call's signature).
+    private let keepAlive: AnyObject?
     private let nextChunk: UnsafeMutablePointer<UInt64>
 
     var chunkCount: Int { (count + chunkSize - 1) / chunkSize }
 
     init(fn: fl_task_fn, user: UnsafeMutableRawPointer?, input: MapInput, count: Int, chunkSize: Int, box: ResultBox,
-         ownedInput: UnsafeMutableRawPointer?) {
+         ownedInput: UnsafeMutableRawPointer?, keepAlive: AnyObject? = nil) {
+        self.keepAlive = keepAlive
         self.fn = fn
         self.user = user
         self.input = input

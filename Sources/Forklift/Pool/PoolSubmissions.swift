@@ -38,13 +38,21 @@ extension Pool {
     }
 
     /// Queues one task; returns the result's handle when the caller wants one or callbacks need it.
+    /// - Parameter keepAlive: kept by the result until the task has run (a typed call's state).
     func applyAsync(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
-                    callbacks: Callbacks, wantsHandle: Bool) throws(Failure) -> UInt64 {
+                    callbacks: Callbacks, wantsHandle: Bool, keepAlive: AnyObject? = nil) throws(Failure) -> UInt64 {
+        if let keepAlive, !wantsHandle && callbacks.isEmpty {
+            let box = ResultBox(kind: .apply, pool: self, items: 1, workUnits: 1, callback: nil, errorCallback: nil,
+                                callbackUser: nil, callerHolds: false)
+            box.keepAlive = keepAlive
+            try submitApply(fn, user: user, arg: arg, length: length, box: box, output: nil, capacity: 0)
+            return 0
+        }
         guard wantsHandle || !callbacks.isEmpty else {
             try submitApply(fn, user: user, arg: arg, length: length, box: nil, output: nil, capacity: 0)
             return 0
         }
-        guard wantsHandle else {
+        guard wantsHandle || keepAlive != nil else {
             // Callbacks only: no result box at all. The node carries the outcome and the
             // callbacks to the callback thread, which hands the callback a scoped handle.
             let node = try TaskNodes.task(kind: UInt32(FLS_NODE_CALLBACK_APPLY), fn, user: user, arg: arg, length: length)
@@ -59,14 +67,15 @@ extension Pool {
             }
             return 0
         }
-        let box = try registeredBox(kind: .apply, items: 1, workUnits: 1, callbacks: callbacks, callerHolds: true)
+        let box = try registeredBox(kind: .apply, items: 1, workUnits: 1, callbacks: callbacks, callerHolds: wantsHandle)
+        box.keepAlive = keepAlive
         do {
             try submitApply(fn, user: user, arg: arg, length: length, box: box, output: nil, capacity: 0)
         } catch {
             Registry.results.retire(box.handle)
             throw error
         }
-        return box.handle
+        return wantsHandle ? box.handle : 0
     }
 
     private func submitApply(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
@@ -97,7 +106,8 @@ extension Pool {
     /// is set the result is ready on return.
     /// - Parameter ownedInput: a private copy of the input that the job frees.
     func map(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, input: MapInput, count: Int, chunkSize: Int,
-             ownedInput: UnsafeMutableRawPointer?, callbacks: Callbacks, wait: Bool) throws(Failure) -> UInt64 {
+             ownedInput: UnsafeMutableRawPointer?, callbacks: Callbacks, wait: Bool,
+             keepAlive: AnyObject? = nil) throws(Failure) -> UInt64 {
         let chunk = chunkSize > 0 ? chunkSize : defaultChunkSize(count: count)
         let box: ResultBox
         do {
@@ -106,7 +116,8 @@ extension Pool {
             free(ownedInput)
             throw error
         }
-        let job = MapJob(fn: fn, user: user, input: input, count: count, chunkSize: chunk, box: box, ownedInput: ownedInput)
+        let job = MapJob(fn: fn, user: user, input: input, count: count, chunkSize: chunk, box: box, ownedInput: ownedInput,
+                         keepAlive: keepAlive)
         try start(job, runners: min(workerCount, job.chunkCount), box: box, wait: wait)
         return box.handle
     }

@@ -26,6 +26,8 @@ final class ResultBox {
     var handle: UInt64 = 0
     /// Index of the first failed item once ready, or -1.
     private(set) var failedItem = -1
+    /// Whatever the submission's tasks need alive until they have run (a typed call's signature).
+    var keepAlive: AnyObject?
 
     /// One allocation: 32 bytes of counters — [0] ready event, [1] holders (caller + pending
     /// callback), [2] caller released, [3] in callback, [4..5] remaining work units (UInt64) —
