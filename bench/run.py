@@ -38,6 +38,7 @@ PEER_NAMES = {
     "mp": "multiprocessing.Pool",
     "cf": "ProcessPoolExecutor",
     "ray": "Ray",
+    "blob": "Forklift, blob convention",
 }
 
 
@@ -186,6 +187,13 @@ def main():
               ("ray", [python, ray_script, "W4", n_w4], ray_runs, n_w4)],
              f"each peer against its own serial loop; {os.cpu_count()} CPUs bound the speed-up")
 
+    n_t1 = 200_000 if quick else 1_000_000
+    workload("T1", "typed starmap (libffi) vs blob starmap, same work", "ns/call", False,
+             native("forklift", "T1typed", n_t1), n_t1,
+             [("blob", native("forklift", "T1blob", n_t1), runs, n_t1)],
+             "int64 add(int64, int64) over N tuples: Forklift's figure is the typed call (no wrapper "
+             "function); the peer is the blob map with a wrapper task; per call, best of 3 in a process")
+
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
@@ -211,6 +219,8 @@ def fmt(value, unit):
         return f"{value:.3g} {unit}"
     if unit == "µs":
         return f"{value:.3g} µs"
+    if unit == "ns/call":
+        return f"{value:.3g} ns/call"
     return f"{value:.3g}{unit.replace('× serial', '×')}"
 
 

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The seed's function_name(x, a, b), a plain C function: a * x * x + b. */
+static long function_name(int x, int a, int b) { return (long)a * x * x + b; }
+
 /* A user function of mixed argument types. */
 static double describe(int count, double weight, const char *what) {
     printf("  describe(%d, %.1f, \"%s\") on a worker\n", count, weight, what);
@@ -28,6 +31,20 @@ static short quadrant(point p, char verbose) {
 int main(void) {
     fl_pool pool;
     if (fl_pool_create(NULL, &pool) != FL_OK) return 1;
+
+    /* The seed's [pool.apply(function_name, args=(x, 1, 2)) for x in range(4)], no wrapper. */
+    fl_signature fn_sig;
+    fl_signature_create("long(int, int, int)", &fn_sig);
+    long seed_results[4];
+    for (int x = 0; x < 4; x++) {
+        struct {
+            int x, a, b;
+        } fn_args = {x, 1, 2};
+        fl_pool_apply_typed(pool, fn_sig, (fl_fn)function_name, &fn_args, &seed_results[x]);
+    }
+    printf("[apply(function_name, args=(x, 1, 2)) for x in range(4)] = [%ld, %ld, %ld, %ld]\n", seed_results[0],
+           seed_results[1], seed_results[2], seed_results[3]);
+    fl_signature_destroy(fn_sig);
 
     /* starmap over pow from libm */
     fl_signature pow_sig;
@@ -70,5 +87,5 @@ int main(void) {
     fl_signature_destroy(describe_sig);
     fl_signature_destroy(quadrant_sig);
     fl_pool_destroy(pool);
-    return powers[0] == 1024 && total == 13.5 && quadrants[2] == 3 ? 0 : 1;
+    return seed_results[3] == 11 && powers[0] == 1024 && total == 13.5 && quadrants[2] == 3 ? 0 : 1;
 }

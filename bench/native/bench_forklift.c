@@ -123,6 +123,51 @@ static double w4(fl_pool pool, long n) {
     return serial / parallel;
 }
 
+/* T1: the same work through a typed starmap (libffi, no wrapper) and a blob starmap (a wrapper
+ * task that unpacks the tuple and returns the result). Nanoseconds per call. */
+typedef struct {
+    int64_t a, b;
+} pair;
+
+static int64_t add_pair(int64_t a, int64_t b) { return a + b; }
+
+static int add_task(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len;
+    const pair *p = arg;
+    int64_t r = add_pair(p->a, p->b);
+    return fl_task_return(ctx, &r, sizeof r);
+}
+
+static double t1(fl_pool pool, long n, int typed) {
+    pair *tuples = malloc(n * sizeof *tuples);
+    int64_t *results = malloc(n * sizeof *results);
+    for (long i = 0; i < n; i++) tuples[i].a = i, tuples[i].b = 1;
+    fl_signature sig;
+    fl_signature_create("i64(i64, i64)", &sig);
+    double best = 1e9;
+    for (int round = 0; round < 3; round++) {
+        double t0 = bench_now();
+        if (typed) {
+            fl_pool_starmap_typed(pool, sig, (fl_fn)add_pair, tuples, n, results, 0);
+        } else {
+            fl_result r;
+            fl_pool_map(pool, add_task, NULL, tuples, sizeof *tuples, n, 0, &r);
+            const void *data;
+            size_t len;
+            fl_result_item(r, n - 1, &data, &len);
+            results[n - 1] = *(const int64_t *)data;
+            fl_result_release(r);
+        }
+        double t = bench_now() - t0;
+        if (t < best) best = t;
+    }
+    if (results[n - 1] != n) exit(3);
+    fl_signature_destroy(sig);
+    free(tuples);
+    free(results);
+    return best / n * 1e9;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return bench_usage(argv[0]);
     long n = atol(argv[2]);
@@ -141,6 +186,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "W2") == 0) v = w2(pool, n);
     else if (strcmp(argv[1], "W3") == 0) v = w3(pool, n);
     else if (strcmp(argv[1], "W4") == 0) v = w4(pool, n);
+    else if (strcmp(argv[1], "T1typed") == 0) v = t1(pool, n, 1);
+    else if (strcmp(argv[1], "T1blob") == 0) v = t1(pool, n, 0);
     else return bench_usage(argv[0]);
     printf("%.6g\n", v);
     fl_pool_destroy(pool);
