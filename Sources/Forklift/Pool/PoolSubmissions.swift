@@ -133,7 +133,11 @@ extension Pool {
         let box = try registeredBox(kind: .strided, items: 1, workUnits: chunks, callbacks: callbacks, callerHolds: true)
         let job = StridedJob(kernel: kernel, user: user, input: input, inputStride: inputStride, output: output,
                              outputStride: outputStride, count: count, chunkSize: chunk, box: box)
-        try start(job, runners: min(workerCount, chunks), box: box, wait: false)
+        // A synchronous call from outside the pool works on the array itself, so it needs one
+        // worker fewer to keep every CPU busy without oversubscribing (as TBB's arena does).
+        let callerJoins = wait && !isOwnThread
+        let runners = callerJoins ? max(1, workerCount - 1) : workerCount
+        try start(job, runners: min(runners, chunks), box: box, wait: false)
         if wait {
             // Like parallel_for and dispatch_apply, the calling thread works on the array too
             // instead of sleeping; then it waits for chunks still running elsewhere.
