@@ -78,20 +78,17 @@ static void spin_one(void *ctx, size_t i) {
 }
 
 static double w4(long n, uint64_t rounds) {
-    uint64_t *items = malloc(n * sizeof *items), *out = malloc(n * sizeof *out), sink = 0;
+    uint64_t *items = malloc(n * sizeof *items), *out = malloc(n * sizeof *out);
     for (long i = 0; i < n; i++) items[i] = (uint64_t)i;
-    double t0 = bench_now();
-    for (long i = 0; i < n; i++) sink += bench_spin(items[i], rounds);
-    double serial = bench_now() - t0;
+    double serial = bench_serial_seconds(items, n, rounds);
     spin_job j = {items, out, rounds};
-    t0 = bench_now();
+    double t0 = bench_now();
     dispatch_apply_f((size_t)n, dispatch_get_global_queue(DISPATCH_QUEUE_PRIORITY_DEFAULT, 0), &j, spin_one);
     double parallel = bench_now() - t0;
-    if (out[n - 1] != bench_spin(items[n - 1], rounds)) exit(3);
-    fprintf(stderr, "serial %.3f s, parallel %.3f s, sink %llu\n", serial, parallel, (unsigned long long)(sink & 1));
+    double speedup = bench_speedup(serial, parallel, out[n - 1], bench_spin(items[n - 1], rounds));
     free(items);
     free(out);
-    return serial / parallel;
+    return speedup;
 }
 
 int main(int argc, char **argv) {

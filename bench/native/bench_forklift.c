@@ -104,23 +104,20 @@ static int spin_task(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
 }
 
 static double w4(fl_pool pool, long n) {
-    uint64_t *items = malloc(n * sizeof *items), sink = 0;
+    uint64_t *items = malloc(n * sizeof *items);
     for (long i = 0; i < n; i++) items[i] = (uint64_t)i;
-    double t0 = bench_now();
-    for (long i = 0; i < n; i++) sink += bench_spin(items[i], rounds);
-    double serial = bench_now() - t0;
+    double serial = bench_serial_seconds(items, n, rounds);
     fl_result r;
-    t0 = bench_now();
+    double t0 = bench_now();
     fl_pool_map(pool, spin_task, NULL, items, sizeof *items, n, 0, &r);
     double parallel = bench_now() - t0;
     const void *data;
     size_t len;
     fl_result_item(r, n - 1, &data, &len);
-    if (*(const uint64_t *)data != bench_spin(items[n - 1], rounds)) exit(3);
+    double speedup = bench_speedup(serial, parallel, *(const uint64_t *)data, bench_spin(items[n - 1], rounds));
     fl_result_release(r);
     free(items);
-    fprintf(stderr, "serial %.3f s, parallel %.3f s, sink %llu\n", serial, parallel, (unsigned long long)(sink & 1));
-    return serial / parallel;
+    return speedup;
 }
 
 /* T1: the same work through a typed starmap (libffi, no wrapper) and a blob starmap (a wrapper

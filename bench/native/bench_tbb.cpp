@@ -48,18 +48,13 @@ static double w3(long n) {
 static double w4(long n, uint64_t rounds) {
     std::vector<uint64_t> items(n), out(n);
     for (long i = 0; i < n; i++) items[i] = i;
-    uint64_t sink = 0;
+    double serial = bench_serial_seconds(items.data(), n, rounds);
     double t0 = bench_now();
-    for (long i = 0; i < n; i++) sink += bench_spin(items[i], rounds);
-    double serial = bench_now() - t0;
-    t0 = bench_now();
     tbb::parallel_for(tbb::blocked_range<long>(0, n), [&](const tbb::blocked_range<long> &r) {
         for (long i = r.begin(); i < r.end(); i++) out[i] = bench_spin(items[i], rounds);
     });
     double parallel = bench_now() - t0;
-    if (out[n - 1] != bench_spin(items[n - 1], rounds)) exit(3);
-    fprintf(stderr, "serial %.3f s, parallel %.3f s, sink %llu\n", serial, parallel, (unsigned long long)(sink & 1));
-    return serial / parallel;
+    return bench_speedup(serial, parallel, out[n - 1], bench_spin(items[n - 1], rounds));
 }
 
 int main(int argc, char **argv) {

@@ -23,6 +23,23 @@ static inline uint64_t bench_spin(uint64_t seed, uint64_t rounds) {
     return x;
 }
 
+/* W4's baseline: seconds to run the work unit over every item on this one thread. */
+static inline double bench_serial_seconds(const uint64_t *items, long n, uint64_t rounds) {
+    uint64_t sink = 0;
+    double t0 = bench_now();
+    for (long i = 0; i < n; i++) sink += bench_spin(items[i], rounds);
+    double t = bench_now() - t0;
+    if (sink == 42) fprintf(stderr, "(sink)\n"); /* keeps the loop from being optimized away */
+    return t;
+}
+
+/* W4's result: the speed-up, after checking the parallel run's last value. */
+static inline double bench_speedup(double serial, double parallel, uint64_t last, uint64_t expected) {
+    if (last != expected) exit(3);
+    fprintf(stderr, "serial %.3f s, parallel %.3f s\n", serial, parallel);
+    return serial / parallel;
+}
+
 static inline int bench_usage(const char *prog) {
     fprintf(stderr, "usage: %s W1|W1cb|W2|W3|W4|calibrate N [ROUNDS]\n", prog);
     return 2;
