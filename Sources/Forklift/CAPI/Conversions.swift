@@ -41,11 +41,6 @@ enum Check {
     }
 }
 
-/// The C form of a registered handle.
-@inline(__always)
-func cHandle(_ raw: UInt64) -> OpaquePointer? {
-    OpaquePointer(bitPattern: UInt(raw))
-}
 
 /// Hands a new result handle to the caller, or gives up the caller's hold when it wants none.
 func publish(_ handle: UInt64, to result: UnsafeMutablePointer<fl_result?>?) {

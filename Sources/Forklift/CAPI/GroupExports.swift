@@ -53,9 +53,7 @@ public func fl_group_wait(_ group: fl_group?, _ timeout: Double) -> CInt {
 @_cdecl("fl_group_destroy")
 public func fl_group_destroy(_ group: fl_group?) -> CInt {
     withStatus { () throws(Failure) in
-        let raw = UInt64(UInt(bitPattern: Int(bitPattern: group)))
-        try Registry.groups.with(group, "group") { group throws(Failure) in try? group.wait(until: .forever) }
-        guard Registry.groups.retire(raw) else { throw Failure(FL_EHANDLE, "group was destroyed concurrently") }
+        try Registry.groups.destroy(group, "group") { group throws(Failure) in try? group.wait(until: .forever) }
         return FL_OK
     }
 }

@@ -82,9 +82,7 @@ public func fl_iter_error(_ iter: fl_iter?, _ code: UnsafeMutablePointer<CInt>?,
 @_cdecl("fl_iter_destroy")
 public func fl_iter_destroy(_ iter: fl_iter?) -> CInt {
     withStatus { () throws(Failure) in
-        let raw = UInt64(UInt(bitPattern: Int(bitPattern: iter)))
-        try Registry.iterators.with(iter, "iterator") { iterator throws(Failure) in iterator.abandon() }
-        guard Registry.iterators.retire(raw) else { throw Failure(FL_EHANDLE, "iterator was destroyed concurrently") }
+        try Registry.iterators.destroy(iter, "iterator") { iterator throws(Failure) in iterator.abandon() }
         return FL_OK
     }
 }

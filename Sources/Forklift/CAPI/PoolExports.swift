@@ -108,9 +108,7 @@ public func fl_pool_join(_ pool: fl_pool?, _ timeout: Double) -> CInt {
 @_cdecl("fl_pool_destroy")
 public func fl_pool_destroy(_ pool: fl_pool?) -> CInt {
     withStatus { () throws(Failure) in
-        let raw = UInt64(UInt(bitPattern: Int(bitPattern: pool)))
-        try Registry.pools.with(pool, "pool") { pool throws(Failure) in try pool.shutDown() }
-        guard Registry.pools.retire(raw) else { throw Failure(FL_EHANDLE, "pool was destroyed concurrently") }
+        try Registry.pools.destroy(pool, "pool") { pool throws(Failure) in try pool.shutDown() }
         return FL_OK
     }
 }

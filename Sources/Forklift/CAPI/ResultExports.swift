@@ -4,7 +4,7 @@ import CForklift
 /// (or inside its callback), or a callback-scoped handle during its callback.
 @inline(__always)
 private func withResult<T>(_ result: fl_result?, _ body: (ResultView) throws(Failure) -> T) throws(Failure) -> T {
-    if let carried = CallbackThread.scopedResult(UInt64(UInt(bitPattern: Int(bitPattern: result)))) {
+    if let carried = CallbackThread.scopedResult(rawHandle(result)) {
         return try body(carried)
     }
     return try Registry.results.with(result, "result") { box throws(Failure) in

@@ -44,10 +44,7 @@ public func fl_signature_layout(_ sig: fl_signature?, _ arg_count: UnsafeMutable
 @_cdecl("fl_signature_destroy")
 public func fl_signature_destroy(_ sig: fl_signature?) -> CInt {
     withStatus { () throws(Failure) in
-        let raw = UInt64(UInt(bitPattern: Int(bitPattern: sig)))
-        guard Registry.signatures.retire(raw) else {
-            throw Failure(FL_EHANDLE, "signature handle is NULL, destroyed or not a signature")
-        }
+        try Registry.signatures.destroy(sig, "signature")
         return FL_OK
     }
 }

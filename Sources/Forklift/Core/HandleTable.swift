@@ -205,7 +205,7 @@ extension HandleTable {
     /// Runs `body` with the object of a live handle, or fails with `FL_EHANDLE`.
     @inline(__always)
     func with<T>(_ handle: OpaquePointer?, _ name: StaticString, _ body: (Object) throws(Failure) -> T) throws(Failure) -> T {
-        let raw = UInt64(UInt(bitPattern: Int(bitPattern: handle)))
+        let raw = rawHandle(handle)
         guard let object = borrowUnmanaged(raw) else {
             throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not a \(name)")
         }
@@ -214,8 +214,23 @@ extension HandleTable {
         return try object._withUnsafeGuaranteedRef { object in Result { () throws(Failure) in try body(object) } }.get()
     }
 
-    /// Converts a registered handle to its C form.
-    static func cHandle(_ raw: UInt64) -> OpaquePointer? {
-        OpaquePointer(bitPattern: UInt(raw))
+    /// The body of a destroy call: runs `teardown` with the object of a live handle, then
+    /// invalidates the handle (the object goes once no other call borrows it).
+    func destroy(_ handle: OpaquePointer?, _ name: StaticString,
+                 _ teardown: (Object) throws(Failure) -> Void = { _ in }) throws(Failure) {
+        try with(handle, name, teardown)
+        guard retire(rawHandle(handle)) else { throw Failure(FL_EHANDLE, "\(name) was destroyed concurrently") }
     }
+}
+
+/// A handle in its C form (an opaque pointer that is never dereferenced).
+@inline(__always)
+func cHandle(_ raw: UInt64) -> OpaquePointer? {
+    OpaquePointer(bitPattern: UInt(raw))
+}
+
+/// The table value behind a C handle.
+@inline(__always)
+func rawHandle(_ handle: OpaquePointer?) -> UInt64 {
+    UInt64(UInt(bitPattern: Int(bitPattern: handle)))
 }

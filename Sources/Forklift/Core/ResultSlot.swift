@@ -65,12 +65,6 @@ enum ResultSlot {
         return UnsafeRawPointer(slot) + inlineOffset
     }
 
-    /// Moves a slot's contents into `destination` (which must be cleared), leaving `source` empty.
-    static func move(_ source: UnsafeMutablePointer<fls_slot>, to destination: UnsafeMutablePointer<fls_slot>) {
-        destination.pointee = source.pointee
-        source.pointee = pending
-    }
-
     /// The failure recorded in a completed slot, or nil for success.
     static func failure(_ slot: UnsafeMutablePointer<fls_slot>, item: Int? = nil) -> Failure? {
         let prefix = item.map { "item \($0): " } ?? ""

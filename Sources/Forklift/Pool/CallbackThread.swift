@@ -82,7 +82,7 @@ final class CallbackThread: ThreadBody {
             scopedSequence &+= 1
             currentScoped = Self.scopedKind << 56 | (scopedSequence & 0xFF_FFFF_FFFF_FFFF)
             currentCarried = slot
-            chosen(node.pointee.callback_user, OpaquePointer(bitPattern: UInt(currentScoped)))
+            chosen(node.pointee.callback_user, cHandle(currentScoped))
             currentScoped = 0
             currentCarried = nil
         }

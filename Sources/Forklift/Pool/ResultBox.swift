@@ -159,7 +159,7 @@ final class ResultBox {
         let chosen = failedItem < 0 ? callback : errorCallback
         if let chosen {
             fls_atomic_store_u32(inCallback, 1)
-            chosen(callbackUser, HandleTable<ResultBox>.cHandle(handle))
+            chosen(callbackUser, cHandle(handle))
             fls_atomic_store_u32(inCallback, 0)
         }
         dropHolder()
