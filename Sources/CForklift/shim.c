@@ -70,6 +70,10 @@ static _Thread_local char tls_message[1024];
 static _Thread_local void *tls_worker;
 static _Thread_local void *tls_ctx;
 static _Thread_local void *tls_callback_thread;
+static _Thread_local void *tls_worker_process;
+
+void *fls_tls_worker_process(void) { return tls_worker_process; }
+void fls_tls_set_worker_process(void *process) { tls_worker_process = process; }
 
 void *fls_tls_callback_thread(void) { return tls_callback_thread; }
 void fls_tls_set_callback_thread(void *thread) { tls_callback_thread = thread; }

@@ -93,6 +93,9 @@ void fls_tls_set_worker(void *worker);
 void *fls_tls_callback_thread(void);
 void fls_tls_set_callback_thread(void *thread);
 /** The task context active on this thread, or NULL. */
+/** The worker process fed by the calling thread (a process pool's worker thread), or NULL. */
+void *fls_tls_worker_process(void);
+void fls_tls_set_worker_process(void *process);
 void *fls_tls_task_ctx(void);
 void fls_tls_set_task_ctx(void *ctx);
 
@@ -105,7 +108,7 @@ void fls_tls_set_task_ctx(void *ctx);
 
 /** The outcome of one task (one item of a map). */
 typedef struct fls_slot {
-    /** FLS_SLOT_PENDING, FL_OK, FL_ETASK or FL_ECANCELED. */
+    /** FLS_SLOT_PENDING, FL_OK, or a failure status (FL_ETASK, FL_ECANCELED, FL_EWORKER, ...). */
     int32_t status;
     /** The task's own non-zero code when status is FL_ETASK. */
     int32_t code;

@@ -59,6 +59,11 @@
 #define FL_ESOURCE (-12)
 /** A system resource (thread, futex) could not be obtained; fl_last_error() names it. */
 #define FL_ESYSTEM (-13)
+/** A worker process died while running the task (crash, signal, exit); the message names the
+ *  signal or the exit status, and the task's code is the exit status or the negated signal. */
+#define FL_EWORKER (-14)
+/** The operation is not available here: on this pool's backend, or inside a worker process. */
+#define FL_ENOTSUP (-15)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Timeouts are in seconds as a double. FL_FOREVER (any negative value) waits without limit; */
@@ -161,6 +166,21 @@ typedef struct fl_blob {
 /** The largest number of workers a pool accepts. */
 #define FL_WORKERS_MAX 1024
 
+/** Pool backend: worker threads in the calling process. */
+#define FL_BACKEND_THREAD 0
+/**
+ * Pool backend: worker processes. Each worker thread of the pool feeds one worker process,
+ * forked when the pool is created (and again to replace one that died or reached
+ * max_tasks_per_child). Arguments and results travel through memory shared with that process;
+ * a crash, a signal or an exit in a task fails only that task (FL_EWORKER), and the worker is
+ * replaced. The task function, its `user` pointer and the initializer must be valid in the
+ * child: the child sees the parent's memory as it was at the fork, so pass data in the
+ * argument blob. The child runs only Forklift's C code until it calls the initializer or a task;
+ * inside a task only the fl_task_* calls are available (no nested pool calls: FL_ENOTSUP).
+ * fl_pool_terminate() kills the worker processes at once; their tasks fail with FL_ECANCELED.
+ */
+#define FL_BACKEND_PROCESS 1
+
 /**
  * Options of fl_pool_create(). Always fill with fl_pool_options_init() first, then change
  * fields: `size` lets newer libraries accept older structs.
@@ -180,6 +200,17 @@ typedef struct fl_pool_options {
     size_t initargs_len;
     /** Thread name prefix (at most 10 characters are used); copied. NULL means "forklift". */
     const char *name;
+    /** FL_BACKEND_THREAD (the default) or FL_BACKEND_PROCESS. */
+    int backend;
+    /** Process backend: seconds a task may run before its worker process is killed and
+     *  replaced and the task fails with FL_ETIMEDOUT. 0 (the default) or less: no limit. */
+    double task_timeout;
+    /** Process backend: tasks a worker process runs before it is replaced by a fresh one
+     *  (multiprocessing's maxtasksperchild). 0 (the default): no limit. */
+    size_t max_tasks_per_child;
+    /** Process backend: how many times a task is run again, on a fresh worker, after the
+     *  worker running it died. 0 (the default): a death fails the task with FL_EWORKER. */
+    int task_retries;
 } fl_pool_options;
 
 /* FORKLIFT-PUBLIC-END */

@@ -3,6 +3,9 @@ import CForklift
 /// Runs an export body, turning a thrown `Failure` into its status code and last-error message.
 @inline(__always)
 func withStatus(_ body: () throws(Failure) -> Int32) -> Int32 {
+    if fls_in_worker_process() != 0 {
+        return Status.fail(FL_ENOTSUP, "only the fl_task_* calls are available inside a worker process")
+    }
     do {
         return try body()
     } catch {

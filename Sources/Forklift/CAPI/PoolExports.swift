@@ -28,10 +28,19 @@ public func fl_pool_create(_ options: UnsafePointer<fl_pool_options>?, _ pool: U
         var settings = fl_pool_options()
         _ = fl_pool_options_init(&settings)
         if let options {
-            guard options.pointee.size >= MemoryLayout<fl_pool_options>.size else {
-                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_pool_options_init")
+            // Structs from older headers end before the newer fields, which keep their defaults.
+            let given = options.pointee.size
+            let oldest = MemoryLayout<fl_pool_options>.offset(of: \fl_pool_options.backend)!
+            guard given >= oldest && given <= 4096 else {
+                throw Failure(FL_EINVAL, "options.size is \(given): initialize options with fl_pool_options_init")
             }
-            settings = options.pointee
+            withUnsafeMutableBytes(of: &settings) { target in
+                target.copyMemory(from: UnsafeRawBufferPointer(start: options, count: min(given, target.count)))
+            }
+            settings.size = MemoryLayout<fl_pool_options>.size
+        }
+        guard fls_in_worker_process() == 0 else {
+            throw Failure(FL_ENOTSUP, "pools cannot be created inside a worker process")
         }
         let workers: Int
         switch settings.workers {
@@ -44,8 +53,10 @@ public func fl_pool_create(_ options: UnsafePointer<fl_pool_options>?, _ pool: U
         let initargs = settings.initargs_len > 0
             ? Array(UnsafeRawBufferPointer(start: settings.initargs, count: settings.initargs_len)) : []
         let name = settings.name.map { String(String(cString: $0).prefix(10)) } ?? "forklift"
+        let processSettings = try ProcessSettings(options: settings)
         let created = try Pool.create(workers: workers, name: name, initializer: settings.initializer,
-                                      initializerUser: settings.initializer_user, initargs: initargs)
+                                      initializerUser: settings.initializer_user, initargs: initargs,
+                                      processSettings: processSettings)
         do throws(Failure) {
             created.handle = try Registry.pools.register(created)
         } catch {

@@ -5,7 +5,11 @@ import CForklift
 /// is not the running task's), FL_EINVAL (data NULL with a length), FL_ENOMEM.
 @_cdecl("fl_task_return")
 public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len: size_t) -> CInt {
-    withStatus { () throws(Failure) in
+    if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 {
+        if data == nil && len != 0 { return FL_EINVAL }
+        return fls_child_task_return(UnsafeRawPointer(ctx), data, len)
+    }
+    return withStatus { () throws(Failure) in
         let record = try TaskRunner.current(ctx)
         try Check.bytes(data, len, "data")
         let target = try ResultSlot.reserve(record.pointee.slot, length: len, external: record.pointee.external,
@@ -21,7 +25,11 @@ public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len
 @_cdecl("fl_task_result_buffer")
 public func fl_task_result_buffer(_ ctx: fl_task_ctx?, _ len: size_t,
                                   _ buffer: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CInt {
-    withStatus { () throws(Failure) in
+    if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 {
+        guard let buffer else { return FL_EINVAL }
+        return fls_child_task_result_buffer(UnsafeRawPointer(ctx), len, buffer)
+    }
+    return withStatus { () throws(Failure) in
         let out = try Check.required(buffer, "buffer")
         out.pointee = nil
         let record = try TaskRunner.current(ctx)
@@ -37,7 +45,10 @@ public func fl_task_result_buffer(_ ctx: fl_task_ctx?, _ len: size_t,
 /// task's, FL_EINVAL if code is 0.
 @_cdecl("fl_task_fail")
 public func fl_task_fail(_ ctx: fl_task_ctx?, _ code: CInt, _ message: UnsafePointer<CChar>?) -> CInt {
-    withStatus { () throws(Failure) in
+    if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 {
+        return code == 0 ? FL_EINVAL : fls_child_task_fail(UnsafeRawPointer(ctx), code, message)
+    }
+    return withStatus { () throws(Failure) in
         let record = try TaskRunner.current(ctx)
         guard code != 0 else { throw Failure(FL_EINVAL, "a failure code must not be 0") }
         ResultSlot.fail(record.pointee.slot, status: FL_ETASK, code: code,
@@ -50,7 +61,12 @@ public func fl_task_fail(_ ctx: fl_task_ctx?, _ code: CInt, _ message: UnsafePoi
 /// starmap or imap, 0 for apply. Errors: FL_EHANDLE, FL_EINVAL.
 @_cdecl("fl_task_index")
 public func fl_task_index(_ ctx: fl_task_ctx?, _ index: UnsafeMutablePointer<size_t>?) -> CInt {
-    withStatus { () throws(Failure) in
+    if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 {
+        guard let index else { return FL_EINVAL }
+        index.pointee = Int(fls_child_task_index(UnsafeRawPointer(ctx)))
+        return FL_OK
+    }
+    return withStatus { () throws(Failure) in
         let out = try Check.required(index, "index")
         out.pointee = Int(try TaskRunner.current(ctx).pointee.index)
         return FL_OK
@@ -61,7 +77,8 @@ public func fl_task_index(_ ctx: fl_task_ctx?, _ index: UnsafeMutablePointer<siz
 /// not, or FL_EHANDLE.
 @_cdecl("fl_task_cancelled")
 public func fl_task_cancelled(_ ctx: fl_task_ctx?) -> CInt {
-    withStatus { () throws(Failure) in
+    if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 { return fls_child_task_cancelled(UnsafeRawPointer(ctx)) }
+    return withStatus { () throws(Failure) in
         let record = try TaskRunner.current(ctx)
         return fls_atomic_load_u32(record.pointee.cancelled) != 0 ? 1 : 0
     }

@@ -75,9 +75,13 @@ enum ResultSlot {
             let message = slot.pointee.message.map { String(cString: $0) } ?? "task failed"
             return Failure(FL_ETASK, "\(prefix)\(message) (code \(slot.pointee.code))")
         case FL_ECANCELED:
-            return Failure(FL_ECANCELED, "\(prefix)cancelled before it ran")
-        default:
+            let message = slot.pointee.message.map { String(cString: $0) } ?? "cancelled before it ran"
+            return Failure(FL_ECANCELED, "\(prefix)\(message)")
+        case FLS_SLOT_PENDING:
             return Failure(FL_ESTATE, "result is not ready")
+        default:
+            let message = slot.pointee.message.map { String(cString: $0) } ?? "task failed"
+            return Failure(slot.pointee.status, "\(prefix)\(message)")
         }
     }
 

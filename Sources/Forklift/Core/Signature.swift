@@ -5,6 +5,8 @@ import CForklift
 /// laid out as this signature describes.
 final class Signature {
     let prepared: OpaquePointer
+    /// The text it was parsed from (worker processes parse it again on their side).
+    let text: String
     /// Arguments, bytes of an argument tuple, bytes of the result (0 for void).
     let argumentCount: Int
     let tupleSize: Int
@@ -17,6 +19,7 @@ final class Signature {
             throw Failure(FL_EINVAL, String(cString: error))
         }
         self.prepared = prepared
+        self.text = text
         argumentCount = fls_sig_nargs(prepared)
         tupleSize = fls_sig_tuple_size(prepared)
         resultSize = fls_sig_result_size(prepared)

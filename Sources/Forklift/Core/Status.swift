@@ -46,6 +46,8 @@ enum Status {
         case FL_EINIT: return "worker initializer failed"
         case FL_ESOURCE: return "input source failed"
         case FL_ESYSTEM: return "system resource unavailable"
+        case FL_EWORKER: return "worker process died"
+        case FL_ENOTSUP: return "not supported here"
         default: return "unknown status code"
         }
     }

@@ -11,6 +11,14 @@ enum TaskRunner {
     static func run(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
                     slot: UnsafeMutablePointer<fls_slot>, external: UnsafeMutableRawPointer? = nil,
                     externalCapacity: Int = 0, index: UInt64, cancelled: UnsafePointer<UInt32>) {
+        if let process = fls_tls_worker_process() {
+            // A process pool's worker thread: the task runs in its worker process.
+            Unmanaged<WorkerProcess>.fromOpaque(process)._withUnsafeGuaranteedRef {
+                $0.run(fn, user: user, arg: arg, length: length, slot: slot, external: external,
+                       externalCapacity: externalCapacity, index: index)
+            }
+            return
+        }
         var record = fls_ctx_record(slot: slot, external: external, external_cap: externalCapacity,
                                    index: index, cancelled: cancelled)
         let returned: Int32 = withUnsafeMutablePointer(to: &record) { context in

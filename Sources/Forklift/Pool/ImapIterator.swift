@@ -171,7 +171,7 @@ final class ImapIterator: PoolJob {
             let index = node.pointee.index + UInt64(i)
             var slot = ResultSlot.pending
             if cancelled || pool.isCancelled {
-                ResultSlot.fail(&slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
+                ResultSlot.fail(&slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled before it ran")
             } else {
                 let length = table[2 * i + 1]
                 TaskRunner.run(fn, user: user, arg: length > 0 ? block + table[2 * i] : nil, length: length,

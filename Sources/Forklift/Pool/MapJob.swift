@@ -66,7 +66,7 @@ final class MapJob: PoolJob {
             for index in range {
                 let slot = box.slots + index
                 if stop {
-                    ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
+                    ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled before it ran")
                 } else {
                     let (arg, length) = input.argument(index)
                     TaskRunner.run(fn, user: user, arg: arg, length: length, slot: slot, index: UInt64(index),

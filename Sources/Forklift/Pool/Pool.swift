@@ -24,9 +24,11 @@ final class Pool {
     /// The handle of this pool (0 until registered).
     var handle: UInt64 = 0
 
-    private let initializer: fl_init_fn?
-    private let initializerUser: UnsafeMutableRawPointer?
-    private let initargs: [UInt8]
+    let initializer: fl_init_fn?
+    let initializerUser: UnsafeMutableRawPointer?
+    let initargs: [UInt8]
+    /// Set for a process-backed pool: each worker thread then feeds a worker process.
+    let processSettings: ProcessSettings?
 
     /// Each on its own cache line: [0] state and [1] the cancelled flag (read by tasks through
     /// fl_task_cancelled); [16..17] nodes submitted (UInt64); [32] workers spinning in search
@@ -60,8 +62,9 @@ final class Pool {
     private var iterators: [ObjectIdentifier: ImapIterator] = [:]
 
     private init(workers: Int, name: String, initializer: fl_init_fn?, initializerUser: UnsafeMutableRawPointer?,
-                 initargs: [UInt8]) {
+                 initargs: [UInt8], processSettings: ProcessSettings?) {
         self.workerCount = workers
+        self.processSettings = processSettings
         self.name = name
         self.initializer = initializer
         self.initializerUser = initializerUser
@@ -81,9 +84,9 @@ final class Pool {
 
     /// Starts a pool and waits until every worker has run its initializer.
     static func create(workers: Int, name: String, initializer: fl_init_fn?, initializerUser: UnsafeMutableRawPointer?,
-                       initargs: [UInt8]) throws(Failure) -> Pool {
+                       initargs: [UInt8], processSettings: ProcessSettings? = nil) throws(Failure) -> Pool {
         let pool = Pool(workers: workers, name: name, initializer: initializer, initializerUser: initializerUser,
-                        initargs: initargs)
+                        initargs: initargs, processSettings: processSettings)
         do {
             try pool.callbacks.start()
             // Every worker and its deque exist before any thread starts, so thieves can read
@@ -124,10 +127,13 @@ final class Pool {
 
     // MARK: Workers
 
-    /// Runs the initializer on the calling worker and reports the outcome. Returns false if it failed.
-    func runInitializer() -> Bool {
+    /// Runs the initializer on the calling worker (or starts its worker process, which runs it)
+    /// and reports the outcome. Returns false if it failed.
+    func runInitializer(process: WorkerProcess?) -> Bool {
         var failure: Failure?
-        if let initializer {
+        if let process {
+            failure = process.start()
+        } else if let initializer {
             let code = initargs.withUnsafeBytes { initializer(initializerUser, $0.baseAddress, $0.count) }
             if code != 0 { failure = Failure(FL_EINIT, "worker initializer returned \(code)") }
         }
@@ -203,6 +209,8 @@ final class Pool {
             guard fls_atomic_load_u32(state) != Self.terminated else { return [] }
             fls_atomic_store_u32(state, Self.terminated)
             fls_atomic_store_u32(words + 1, 1)
+            // Worker processes are killed at once; their tasks fail as cancelled.
+            for worker in workersSnapshot { worker.process?.interrupt() }
             let open = Array(iterators.values)
             iterators.removeAll()
             return open

@@ -113,7 +113,7 @@ extension Pool {
     private func runCallbackApply(_ node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
         var slot = ResultSlot.pending
         if cancelled {
-            ResultSlot.fail(&slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
+            ResultSlot.fail(&slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled before it ran")
         } else {
             TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
                            slot: &slot, index: 0, cancelled: cancelledFlag)
@@ -140,7 +140,7 @@ extension Pool {
         let box = Unmanaged<ResultBox>.fromOpaque(owner)
         let handOff: Bool = box._withUnsafeGuaranteedRef { box in
             if cancelled {
-                ResultSlot.fail(box.slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
+                ResultSlot.fail(box.slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled before it ran")
             } else {
                 TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg,
                                length: node.pointee.arg_len, slot: box.slots, external: node.pointee.external,

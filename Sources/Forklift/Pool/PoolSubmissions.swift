@@ -126,6 +126,10 @@ extension Pool {
     func mapStrided(_ kernel: fl_kernel_fn, user: UnsafeMutableRawPointer?, input: UnsafeRawPointer?, inputStride: Int,
                     output: UnsafeMutableRawPointer?, outputStride: Int, count: Int, chunkSize: Int,
                     callbacks: Callbacks, wait: Bool) throws(Failure) -> UInt64 {
+        guard processSettings == nil else {
+            throw Failure(FL_ENOTSUP, "strided maps work on the caller's memory, which worker processes cannot write: "
+                              + "use a thread pool, or map over blobs")
+        }
         // A chunk costs one atomic increment here, so the default is finer than map's: about 64
         // chunks per worker, at least 4096 elements each, for an even finish.
         let chunk = chunkSize > 0 ? chunkSize : max(4096, (count + 64 * workerCount - 1) / (64 * workerCount))

@@ -16,6 +16,8 @@ final class PoolWorker: ThreadBody {
     private let maxSpinners: UInt32
     let index: Int
     var threadID: UInt64 = 0
+    /// The worker process this thread feeds (process-backed pools only).
+    let process: WorkerProcess?
     /// Nodes this worker has finished (read by others with an atomic load). Own cache line.
     private let finished: UnsafeMutablePointer<UInt64>
     /// Work submitted by tasks running on this worker: taken LIFO here, stolen FIFO by others.
@@ -29,6 +31,17 @@ final class PoolWorker: ThreadBody {
     init(pool: Pool, index: Int) throws(Failure) {
         guard let deque = fls_deque_create(Self.dequeCapacity) else {
             throw Failure(FL_ENOMEM, "no memory for a worker's deque")
+        }
+        if let settings = pool.processSettings {
+            do throws(Failure) {
+                process = try WorkerProcess(settings: settings, initializer: pool.initializer, user: pool.initializerUser,
+                                            initargs: pool.initargs, cancelled: pool.cancelledFlag)
+            } catch {
+                fls_deque_destroy(deque)
+                throw error
+            }
+        } else {
+            process = nil
         }
         self.deque = deque
         self.pool = pool
@@ -57,12 +70,15 @@ final class PoolWorker: ThreadBody {
     func run() {
         "\(pool.name)-\(index)".withCString { fls_set_thread_name($0) }
         fls_tls_set_worker(Unmanaged.passUnretained(self).toOpaque())
+        if let process { fls_tls_set_worker_process(Unmanaged.passUnretained(process).toOpaque()) }
         defer {
+            process?.stop()
+            fls_tls_set_worker_process(nil)
             fls_tls_set_worker(nil)
             pool.idle.notifyAll()  // others may be parked waiting for the pool to wind down
             pool.workerExited()
         }
-        guard pool.runInitializer() else { return }
+        guard pool.runInitializer(process: process) else { return }
         work(pool)
     }
 

@@ -119,7 +119,7 @@ final class ResultBox {
     func recordCancellation() {
         Self.failureLock.withLock {
             if slots.pointee.status == FLS_SLOT_PENDING {
-                ResultSlot.fail(slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled")
+                ResultSlot.fail(slots, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled before it ran")
             }
         }
     }

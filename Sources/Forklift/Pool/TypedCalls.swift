@@ -38,6 +38,11 @@ let typedTrampoline: fl_task_fn = { user, tuple, _, context in
     return 0
 }
 
+/// Whether `fn` is `typedTrampoline` (whose `user` is then a `TypedCall`).
+func isTypedTrampoline(_ fn: fl_task_fn) -> Bool {
+    unsafeBitCast(fn, to: UnsafeRawPointer.self) == unsafeBitCast(typedTrampoline, to: UnsafeRawPointer.self)
+}
+
 /// Typed calls on a pool.
 extension Pool {
     /// Calls `fn` with the arguments in `tuple` on a worker and waits; the result goes straight

@@ -1,0 +1,147 @@
+/*
+ * Internal: worker processes of a process-backed pool.
+ *
+ * A worker process is forked by the pool thread that will feed it (its proxy). Parent and child
+ * share one memory-mapped mailbox (a memfd): the proxy writes a request, the child runs it and
+ * writes the response. Everything the child does before it calls the user's function is in this
+ * C file; Swift code never runs in the child except the thin fl_task_* entry points, which hand
+ * over to the C functions below before touching anything else.
+ *
+ * Waiting: the child spins, then sleeps on a process-shared futex on `request_seq`. The proxy
+ * spins, then sleeps in poll() on an eventfd (written by the child when the proxy says it
+ * sleeps) and on a pidfd of the child, which becomes readable the moment the child dies — so a
+ * crash is noticed at once, and a per-task timeout is poll's timeout.
+ */
+#ifndef FORKLIFT_WORKER_H
+#define FORKLIFT_WORKER_H
+
+#include "forklift_types.h"
+#include <stdint.h>
+#include <sys/types.h>
+
+/** Request kinds. */
+#define FLS_REQ_TASK 1
+#define FLS_REQ_TYPED 2
+#define FLS_REQ_EXIT 3
+
+/** States of a worker's initializer. */
+#define FLS_INIT_PENDING 0
+#define FLS_INIT_OK 1
+#define FLS_INIT_FAILED 2
+
+/** Bytes of a failure message carried in the mailbox. */
+#define FLS_MAILBOX_MESSAGE 480
+
+/** The shared mailbox (page-aligned): control words on their own cache lines, the request, the response,
+ *  then `capacity` bytes of argument area and `capacity` bytes of result area. */
+typedef struct fls_mailbox {
+    /* Written by the proxy; the child sleeps on request_seq. */
+    uint32_t request_seq;
+    uint32_t child_sleeps;
+    uint32_t pad0[14];
+    /* Written by the child. */
+    uint32_t response_seq;
+    uint32_t proxy_sleeps;
+    uint32_t pad1[14];
+    uint32_t cancelled;
+    uint32_t init_state;
+    int32_t init_code;
+    uint32_t pad2[13];
+    /* The request. */
+    uint32_t kind;
+    int32_t arg_fd;          /* the proxy's memfd holding an argument too large for the area, or -1 */
+    fl_task_fn fn;
+    void *user;
+    uint64_t index;
+    uint64_t arg_len;
+    void (*typed_fn)(void);
+    uint32_t signature_len;  /* FLS_REQ_TYPED: the signature text precedes the tuple in the area */
+    int32_t proxy_pid;
+    /* The response. */
+    int32_t status;          /* FL_OK or FL_ETASK */
+    int32_t code;
+    uint64_t result_len;
+    int32_t result_fd;       /* the child's memfd holding a result too large for the area, or -1 */
+    uint32_t tasks_run;
+    char message[FLS_MAILBOX_MESSAGE];
+    uint64_t capacity;
+} fls_mailbox;
+
+/** The parent's side of one worker process. Owned by the proxy thread. */
+typedef struct fls_worker {
+    fls_mailbox *mailbox;
+    size_t map_len;
+    int event_fd;   /* written by the child when a response is ready and the proxy sleeps */
+    int pid_fd;     /* readable once the child has died; -1 when the kernel has no pidfds */
+    pid_t pid;      /* 0 when no child runs */
+} fls_worker;
+
+/** What a new worker runs before its first task. */
+typedef struct fls_worker_init {
+    fl_init_fn fn;
+    void *user;
+    const void *args;
+    size_t args_len;
+} fls_worker_init;
+
+/** Outcomes of fls_worker_wait(). */
+#define FLS_WAIT_READY 0
+#define FLS_WAIT_DIED 1
+#define FLS_WAIT_TIMEOUT 2
+#define FLS_WAIT_INTERRUPTED 3
+
+/** Creates the mailbox (capacity bytes per area) and the event fd. Returns 0 or an errno. */
+int fls_worker_open(fls_worker *worker, size_t capacity);
+/** Unmaps and closes everything. The child must have been reaped. */
+void fls_worker_close(fls_worker *worker);
+/** The argument area and the result area. */
+void *fls_worker_arg_area(fls_worker *worker);
+void *fls_worker_result_area(fls_worker *worker);
+
+/** Forks a worker process that runs `init` and then serves requests. Returns 0 or an errno.
+ *  The child runs only C code until it calls the initializer or a task function. */
+int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init);
+
+/** Publishes the request written into the mailbox and wakes the child if it sleeps. */
+void fls_worker_send(fls_worker *worker);
+
+/** Waits until `*word != seen` (the response or the initializer's report), the child dies,
+ *  `deadline_ns` (monotonic; negative: none) passes, or fls_worker_interrupt() is called while
+ *  `*interrupt` is non-zero. Spins `spins` polls first. */
+int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int64_t deadline_ns, int spins,
+                    const uint32_t *interrupt);
+
+/** Wakes the proxy waiting in fls_worker_wait() (from any thread). */
+void fls_worker_interrupt(fls_worker *worker);
+
+/** Sends `signal` to the child (if any). */
+void fls_worker_signal(fls_worker *worker, int signal);
+
+/** Waits for the dead or dying child and describes its end. Returns the exit code (>= 0) or
+ *  the negated signal number. Clears `pid`. */
+int fls_worker_reap(fls_worker *worker);
+
+/** Asks an idle child to exit, then reaps it (killing it if it has not gone after `grace_ns`). */
+int fls_worker_stop(fls_worker *worker, int64_t grace_ns);
+
+/** Maps `len` bytes of another process's file descriptor read-only (via /proc/PID/fd), or NULL. */
+void *fls_map_peer_fd(pid_t pid, int fd, size_t len);
+/** Creates a memfd holding a copy of `data`; returns the fd or -1. */
+int fls_memfd_with(const void *data, size_t len, const char *name);
+
+/** The name of a signal ("SIGSEGV"), or "signal". */
+const char *fls_signal_name(int signal);
+
+/* ---- the child's task context (used by the fl_task_* entry points) ---- */
+
+/** Non-zero if `ctx` is the context of the task running in this worker process. */
+int fls_child_ctx_is_current(const void *ctx);
+int fls_child_task_return(const void *ctx, const void *data, size_t len);
+int fls_child_task_result_buffer(const void *ctx, size_t len, void **buffer);
+int fls_child_task_fail(const void *ctx, int code, const char *message);
+uint64_t fls_child_task_index(const void *ctx);
+int fls_child_task_cancelled(const void *ctx);
+/** Non-zero in a worker process (its own calls into pools and results are refused). */
+int fls_in_worker_process(void);
+
+#endif /* FORKLIFT_WORKER_H */

@@ -1,0 +1,501 @@
+/*
+ * Worker processes of a process-backed pool: the parent's side (open, spawn, send, wait,
+ * reap) and the child's whole life (serve requests until told to exit). See forklift_worker.h.
+ *
+ * The child is forked from a multithreaded process, so until it calls the user's initializer
+ * or task it runs only the code in this file, which uses nothing but system calls, memcpy and
+ * (for typed calls) libffi. It ends with _exit, never returning into the frames it was forked in.
+ */
+#define _GNU_SOURCE
+#include "forklift_worker.h"
+#include "forklift_shim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+static size_t header_size(void) { return (sizeof(fls_mailbox) + 4095) & ~(size_t)4095; }
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void futex_wait_shared(uint32_t *word, uint32_t expected) {
+    syscall(SYS_futex, word, FUTEX_WAIT, expected, NULL, NULL, 0);
+}
+
+static void futex_wake_shared(uint32_t *word) {
+    syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static uint32_t load(const uint32_t *word) { return __atomic_load_n(word, __ATOMIC_SEQ_CST); }
+static void store(uint32_t *word, uint32_t value) { __atomic_store_n(word, value, __ATOMIC_SEQ_CST); }
+
+const char *fls_signal_name(int signal) {
+    switch (signal) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGILL: return "SIGILL";
+    case SIGFPE: return "SIGFPE";
+    case SIGABRT: return "SIGABRT";
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGTRAP: return "SIGTRAP";
+    case SIGSYS: return "SIGSYS";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGXCPU: return "SIGXCPU";
+    default: return "signal";
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared memory between processes                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+void *fls_map_peer_fd(pid_t pid, int fd, size_t len) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+    int local = open(path, O_RDONLY | O_CLOEXEC);
+    if (local < 0) return NULL;
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, local, 0);
+    close(local);
+    return map == MAP_FAILED ? NULL : map;
+}
+
+int fls_memfd_with(const void *data, size_t len, const char *name) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    if (ftruncate(fd, (off_t)len) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (len > 0 && data != NULL) {
+        void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            close(fd);
+            return -1;
+        }
+        memcpy(map, data, len);
+        munmap(map, len);
+    }
+    return fd;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The parent's side                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+int fls_worker_open(fls_worker *worker, size_t capacity) {
+    memset(worker, 0, sizeof *worker);
+    worker->event_fd = worker->pid_fd = -1;
+    worker->map_len = header_size() + 2 * capacity;
+    int fd = memfd_create("forklift-mailbox", MFD_CLOEXEC);
+    if (fd < 0) return errno;
+    if (ftruncate(fd, (off_t)worker->map_len) != 0) {
+        int error = errno;
+        close(fd);
+        return error;
+    }
+    void *map = mmap(NULL, worker->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int error = errno;
+    close(fd); /* the mapping keeps the memory; the child inherits the mapping */
+    if (map == MAP_FAILED) return error;
+    worker->mailbox = map;
+    worker->mailbox->capacity = capacity;
+    worker->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (worker->event_fd < 0) {
+        error = errno;
+        munmap(map, worker->map_len);
+        worker->mailbox = NULL;
+        return error;
+    }
+    return 0;
+}
+
+void fls_worker_close(fls_worker *worker) {
+    if (worker->mailbox) munmap(worker->mailbox, worker->map_len);
+    if (worker->event_fd >= 0) close(worker->event_fd);
+    if (worker->pid_fd >= 0) close(worker->pid_fd);
+    memset(worker, 0, sizeof *worker);
+    worker->event_fd = worker->pid_fd = -1;
+}
+
+void *fls_worker_arg_area(fls_worker *worker) { return (char *)worker->mailbox + header_size(); }
+
+void *fls_worker_result_area(fls_worker *worker) {
+    return (char *)worker->mailbox + header_size() + worker->mailbox->capacity;
+}
+
+static void drain_event_fd(int fd) {
+    uint64_t value;
+    while (read(fd, &value, sizeof value) == (ssize_t)sizeof value) {
+    }
+}
+
+static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent);
+
+int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init) {
+    fls_mailbox *mb = worker->mailbox;
+    mb->request_seq = 0;
+    mb->response_seq = 0;
+    mb->child_sleeps = 0;
+    mb->proxy_sleeps = 0;
+    mb->init_state = FLS_INIT_PENDING;
+    mb->init_code = 0;
+    mb->tasks_run = 0;
+    mb->proxy_pid = (int32_t)getpid();
+    drain_event_fd(worker->event_fd);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return errno;
+    if (pid == 0) child_main(worker, init, parent);
+    worker->pid = pid;
+    worker->pid_fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return 0;
+}
+
+void fls_worker_send(fls_worker *worker) {
+    fls_mailbox *mb = worker->mailbox;
+    store(&mb->request_seq, mb->request_seq + 1);
+    if (load(&mb->child_sleeps)) futex_wake_shared(&mb->request_seq);
+}
+
+/* Whether the child has died (without reaping it). */
+static int child_is_dead(fls_worker *worker) {
+    if (worker->pid_fd >= 0) {
+        struct pollfd fd = {worker->pid_fd, POLLIN, 0};
+        return poll(&fd, 1, 0) > 0;
+    }
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PID, (id_t)worker->pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
+    return info.si_pid == worker->pid;
+}
+
+void fls_worker_interrupt(fls_worker *worker) {
+    uint64_t one = 1;
+    (void)!write(worker->event_fd, &one, sizeof one);
+}
+
+int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int64_t deadline_ns, int spins,
+                    const uint32_t *interrupt) {
+    fls_mailbox *mb = worker->mailbox;
+    for (int i = 0; i < spins; i++) {
+        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen) return FLS_WAIT_READY;
+        fls_cpu_relax();
+    }
+    for (;;) {
+        store(&mb->proxy_sleeps, 1);
+        if (load(word) != seen) {
+            store(&mb->proxy_sleeps, 0);
+            return FLS_WAIT_READY;
+        }
+        int timeout_ms = -1;
+        if (deadline_ns >= 0) {
+            int64_t left = deadline_ns - now_ns();
+            timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+        }
+        /* Without pidfds, look for a dead child every 20 ms. */
+        if (worker->pid_fd < 0 && (timeout_ms < 0 || timeout_ms > 20)) timeout_ms = 20;
+        struct pollfd fds[2] = {{worker->event_fd, POLLIN, 0}, {worker->pid_fd, POLLIN, 0}};
+        int ready = poll(fds, worker->pid_fd >= 0 ? 2 : 1, timeout_ms);
+        store(&mb->proxy_sleeps, 0);
+        drain_event_fd(worker->event_fd);
+        if (load(word) != seen) return FLS_WAIT_READY;
+        if ((ready > 0 && (fds[1].revents & POLLIN)) || child_is_dead(worker)) {
+            /* The child may have answered just before it died. */
+            return load(word) != seen ? FLS_WAIT_READY : FLS_WAIT_DIED;
+        }
+        if (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE)) return FLS_WAIT_INTERRUPTED;
+        if (deadline_ns >= 0 && now_ns() >= deadline_ns) return FLS_WAIT_TIMEOUT;
+    }
+}
+
+void fls_worker_signal(fls_worker *worker, int signal) {
+    if (worker->pid > 0) kill(worker->pid, signal);
+}
+
+int fls_worker_reap(fls_worker *worker) {
+    int result = -SIGKILL;
+    if (worker->pid > 0) {
+        int status = 0;
+        pid_t got;
+        do {
+            got = waitpid(worker->pid, &status, 0);
+        } while (got < 0 && errno == EINTR);
+        if (got == worker->pid) {
+            if (WIFEXITED(status)) result = WEXITSTATUS(status);
+            else if (WIFSIGNALED(status)) result = -WTERMSIG(status);
+        }
+        /* ECHILD: the host reaps children itself (SIGCHLD ignored); the status is unknown. */
+    }
+    if (worker->pid_fd >= 0) close(worker->pid_fd);
+    worker->pid_fd = -1;
+    worker->pid = 0;
+    return result;
+}
+
+int fls_worker_stop(fls_worker *worker, int64_t grace_ns) {
+    if (worker->pid <= 0) return 0;
+    worker->mailbox->kind = FLS_REQ_EXIT;
+    fls_worker_send(worker);
+    int64_t deadline = now_ns() + grace_ns;
+    while (!child_is_dead(worker)) {
+        if (now_ns() >= deadline) {
+            kill(worker->pid, SIGKILL);
+            break;
+        }
+        if (worker->pid_fd >= 0) {
+            struct pollfd fd = {worker->pid_fd, POLLIN, 0};
+            poll(&fd, 1, 10);
+        } else {
+            usleep(1000);
+        }
+    }
+    return fls_worker_reap(worker);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The child                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+#define CHILD_CTX_MAGIC 0x464c4b43544b5831ull
+
+/* The running task's context in a worker process (one task at a time: the child is
+ * single-threaded unless the user's code starts threads). */
+typedef struct child_ctx {
+    uint64_t magic;
+    fls_mailbox *mailbox;
+    void *result_area;
+    int failed;
+    void *result_map; /* a mapping of result_fd, for fl_task_result_buffer */
+    size_t result_map_len;
+} child_ctx;
+
+static child_ctx *current_ctx;
+static int in_worker;
+/* The result memfd of the previous task, kept open until the proxy has read it. */
+static int pending_result_fd = -1;
+
+int fls_in_worker_process(void) { return in_worker; }
+
+int fls_child_ctx_is_current(const void *ctx) {
+    return in_worker && ctx != NULL && ctx == (const void *)current_ctx && current_ctx->magic == CHILD_CTX_MAGIC;
+}
+
+static void drop_result(child_ctx *ctx) {
+    fls_mailbox *mb = ctx->mailbox;
+    if (ctx->result_map) munmap(ctx->result_map, ctx->result_map_len);
+    ctx->result_map = NULL;
+    ctx->result_map_len = 0;
+    if (mb->result_fd >= 0) close(mb->result_fd);
+    mb->result_fd = -1;
+    mb->result_len = 0;
+}
+
+int fls_child_task_result_buffer(const void *raw, size_t len, void **buffer) {
+    child_ctx *ctx = (child_ctx *)raw;
+    fls_mailbox *mb = ctx->mailbox;
+    drop_result(ctx);
+    *buffer = NULL;
+    if (len <= mb->capacity) {
+        mb->result_len = len;
+        *buffer = ctx->result_area;
+        return FL_OK;
+    }
+    int fd = fls_memfd_with(NULL, len, "forklift-result");
+    if (fd < 0) return FL_ENOMEM;
+    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        close(fd);
+        return FL_ENOMEM;
+    }
+    ctx->result_map = map;
+    ctx->result_map_len = len;
+    mb->result_fd = fd;
+    mb->result_len = len;
+    *buffer = map;
+    return FL_OK;
+}
+
+int fls_child_task_return(const void *raw, const void *data, size_t len) {
+    void *buffer = NULL;
+    int status = fls_child_task_result_buffer(raw, len, &buffer);
+    if (status == FL_OK && len > 0) memcpy(buffer, data, len);
+    return status;
+}
+
+int fls_child_task_fail(const void *raw, int code, const char *message) {
+    child_ctx *ctx = (child_ctx *)raw;
+    fls_mailbox *mb = ctx->mailbox;
+    drop_result(ctx);
+    ctx->failed = 1;
+    mb->status = FL_ETASK;
+    mb->code = code;
+    snprintf(mb->message, sizeof mb->message, "%s", message ? message : "task failed");
+    return code;
+}
+
+uint64_t fls_child_task_index(const void *raw) { return ((const child_ctx *)raw)->mailbox->index; }
+
+int fls_child_task_cancelled(const void *raw) {
+    return __atomic_load_n(&((const child_ctx *)raw)->mailbox->cancelled, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Parsed signatures of typed calls, by text: a worker parses each signature once. */
+#define SIGNATURE_CACHE 16
+static struct {
+    char *text;
+    fls_sig *sig;
+} signature_cache[SIGNATURE_CACHE];
+static unsigned signature_next;
+
+static fls_sig *cached_signature(const char *text, char *error, size_t error_len) {
+    for (unsigned i = 0; i < SIGNATURE_CACHE; i++) {
+        if (signature_cache[i].text && strcmp(signature_cache[i].text, text) == 0) return signature_cache[i].sig;
+    }
+    fls_sig *sig = fls_sig_parse(text, error, error_len);
+    if (!sig) return NULL;
+    unsigned slot = signature_next++ % SIGNATURE_CACHE;
+    if (signature_cache[slot].sig) {
+        fls_sig_free(signature_cache[slot].sig);
+        free(signature_cache[slot].text);
+    }
+    signature_cache[slot].text = strdup(text);
+    signature_cache[slot].sig = sig;
+    return sig;
+}
+
+static void run_request(fls_worker *worker, child_ctx *ctx) {
+    fls_mailbox *mb = worker->mailbox;
+    const void *arg = fls_worker_arg_area(worker);
+    void *arg_map = NULL;
+    if (mb->arg_fd >= 0) {
+        arg_map = fls_map_peer_fd((pid_t)mb->proxy_pid, mb->arg_fd, mb->arg_len);
+        if (!arg_map) {
+            fls_child_task_fail(ctx, FL_ESYSTEM, "the worker could not map its argument from the parent");
+            return;
+        }
+        arg = arg_map;
+    }
+    if (mb->kind == FLS_REQ_TYPED) {
+        const char *text = arg;
+        const char *tuple = (const char *)arg + ((mb->signature_len + 15) & ~15u);
+        char error[256];
+        fls_sig *sig = cached_signature(text, error, sizeof error);
+        if (!sig) {
+            fls_child_task_fail(ctx, FL_EINVAL, error);
+        } else {
+            void *result = NULL;
+            size_t size = fls_sig_result_size(sig);
+            if (fls_child_task_result_buffer(ctx, size, &result) != FL_OK) {
+                fls_child_task_fail(ctx, FL_ENOMEM, "no memory for a typed result");
+            } else {
+                fls_sig_call(sig, mb->typed_fn, tuple, size > 0 ? result : NULL);
+            }
+        }
+    } else {
+        current_ctx = ctx;
+        int returned = mb->fn(mb->user, arg, (size_t)mb->arg_len, (fl_task_ctx)ctx);
+        current_ctx = NULL;
+        if (!ctx->failed && returned != 0) {
+            drop_result(ctx);
+            mb->status = FL_ETASK;
+            mb->code = returned;
+            snprintf(mb->message, sizeof mb->message, "task returned %d", returned);
+        }
+    }
+    if (arg_map) munmap(arg_map, mb->arg_len);
+}
+
+static void reset_signals(void) {
+    static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGTERM, SIGINT, SIGQUIT};
+    /* A crash handler inherited from the host (or a runtime's backtracer) must not delay the
+     * worker's death: the parent notices a death at once and replaces the worker. */
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Writing a core file of a large host would delay the replacement by seconds. */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+}
+
+static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent) {
+    in_worker = 1;
+    fls_mailbox *mb = worker->mailbox;
+    /* A worker never outlives its pool's process. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    reset_signals();
+
+    int init_code = 0;
+    if (init->fn) init_code = init->fn(init->user, init->args, init->args_len);
+    mb->init_code = init_code;
+    store(&mb->init_state, init_code == 0 ? FLS_INIT_OK : FLS_INIT_FAILED);
+    if (load(&mb->proxy_sleeps)) {
+        uint64_t one = 1;
+        (void)!write(worker->event_fd, &one, sizeof one);
+    }
+    if (init_code != 0) _exit(0);
+
+    child_ctx ctx = {CHILD_CTX_MAGIC, mb, fls_worker_result_area(worker), 0, NULL, 0};
+    uint32_t seen = 0;
+    for (;;) {
+        /* Wait for the next request: spin a little (requests often come back to back), then sleep. */
+        for (int i = 0; i < 2000 && __atomic_load_n(&mb->request_seq, __ATOMIC_ACQUIRE) == seen; i++) fls_cpu_relax();
+        while (__atomic_load_n(&mb->request_seq, __ATOMIC_ACQUIRE) == seen) {
+            store(&mb->child_sleeps, 1);
+            if (load(&mb->request_seq) == seen) futex_wait_shared(&mb->request_seq, seen);
+            store(&mb->child_sleeps, 0);
+        }
+        seen = load(&mb->request_seq);
+        /* The proxy has read the previous result. */
+        if (pending_result_fd >= 0) close(pending_result_fd);
+        pending_result_fd = -1;
+        if (mb->kind == FLS_REQ_EXIT) _exit(0);
+
+        mb->status = FL_OK;
+        mb->code = 0;
+        mb->message[0] = '\0';
+        mb->result_len = 0;
+        mb->result_fd = -1;
+        ctx.failed = 0;
+        run_request(worker, &ctx);
+        if (ctx.result_map) {
+            munmap(ctx.result_map, ctx.result_map_len);
+            ctx.result_map = NULL;
+        }
+        pending_result_fd = mb->result_fd;
+        mb->tasks_run++;
+        store(&mb->response_seq, seen);
+        if (load(&mb->proxy_sleeps)) {
+            uint64_t one = 1;
+            (void)!write(worker->event_fd, &one, sizeof one);
+        }
+    }
+}

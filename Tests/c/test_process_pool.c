@@ -1,0 +1,477 @@
+/* The process backend of the Pool through the public C ABI: the same operations as the thread
+ * backend, plus isolation — crashes, exits, kills and timeouts fail only the task that ran. */
+#define _GNU_SOURCE
+#include "check.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+static fl_pool make_process_pool(int workers, double timeout, size_t max_tasks, int retries) {
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = workers;
+    o.name = "proc";
+    o.backend = FL_BACKEND_PROCESS;
+    o.task_timeout = timeout;
+    o.max_tasks_per_child = max_tasks;
+    o.task_retries = retries;
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    return pool;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The pids of this process's children (read from /proc). */
+static int child_pids(pid_t *out, int cap) {
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/task", (int)getpid());
+    DIR *dir = opendir(path);
+    if (!dir) return 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] == '.') continue;
+        char file[600];
+        snprintf(file, sizeof file, "%s/%s/children", path, entry->d_name);
+        FILE *f = fopen(file, "r");
+        if (!f) continue;
+        int pid;
+        while (fscanf(f, "%d", &pid) == 1) {
+            if (n < cap) out[n] = pid;
+            n++;
+        }
+        fclose(f);
+    }
+    closedir(dir);
+    return n;
+}
+
+/* ---- tasks (they run in worker processes) ---- */
+
+static int return_pid(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    int64_t pid = getpid();
+    return fl_task_return(ctx, &pid, sizeof pid);
+}
+
+static int square(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    if (len != sizeof(int64_t)) return fl_task_fail(ctx, 22, "expected one int64");
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    int64_t y = x * x;
+    return fl_task_return(ctx, &y, sizeof y);
+}
+
+/* What the argument says: "ok", "fail", "segv", "abort", "exit", "kill", "sleep". */
+static int behave(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    char what[16] = {0};
+    memcpy(what, arg, len < 15 ? len : 15);
+    if (strcmp(what, "fail") == 0) return fl_task_fail(ctx, 42, "failed on purpose");
+    if (strcmp(what, "segv") == 0) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
+    }
+    if (strcmp(what, "abort") == 0) abort();
+    if (strcmp(what, "exit") == 0) exit(3);
+    if (strcmp(what, "kill") == 0) raise(SIGKILL);
+    if (strcmp(what, "sleep") == 0) sleep(30);
+    return fl_task_return(ctx, "fine", 4);
+}
+
+static int initialized_value;
+
+static int initializer(void *user, const void *args, size_t len) {
+    (void)user;
+    if (len != sizeof(int)) return 5;
+    memcpy(&initialized_value, args, sizeof(int));
+    return initialized_value < 0 ? 9 : 0;
+}
+
+static int read_initialized(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    return fl_task_return(ctx, &initialized_value, sizeof initialized_value);
+}
+
+/* Checksums the argument and returns a result as large as it. */
+static int echo_big(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    void *out = NULL;
+    int rc = fl_task_result_buffer(ctx, len, &out);
+    if (rc != FL_OK) return rc;
+    const unsigned char *in = arg;
+    unsigned char *o = out;
+    for (size_t i = 0; i < len; i++) o[i] = (unsigned char)(in[i] + 1);
+    return 0;
+}
+
+static int nested_pool_call(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    fl_pool inner = NULL;
+    int rc = fl_pool_create(NULL, &inner);
+    size_t index = 99;
+    int index_rc = fl_task_index(ctx, &index);
+    int values[3] = {rc, index_rc, (int)index};
+    return fl_task_return(ctx, values, sizeof values);
+}
+
+/* Crashes the first time (no marker file yet), succeeds when run again. */
+static int crash_once(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    char path[256] = {0};
+    memcpy(path, arg, len < 255 ? len : 255);
+    if (access(path, F_OK) != 0) {
+        FILE *f = fopen(path, "w");
+        if (f) fclose(f);
+        raise(SIGSEGV);
+    }
+    return fl_task_return(ctx, "second", 6);
+}
+
+static int add_one(void *user, const void *in, ptrdiff_t in_stride, void *out, ptrdiff_t out_stride, size_t count) {
+    (void)user;
+    for (size_t i = 0; i < count; i++) {
+        *(int64_t *)((char *)out + (ptrdiff_t)i * out_stride) = *(const int64_t *)((const char *)in + (ptrdiff_t)i * in_stride) + 1;
+    }
+    return 0;
+}
+
+/* Squares its argument after about 200 microseconds of work. */
+static int slow_square(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    struct timespec pause = {0, 200 * 1000L};
+    nanosleep(&pause, NULL);
+    return square(user, arg, len, ctx);
+}
+
+static int noop(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len; (void)ctx;
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_runs_in_other_processes(void) {
+    fl_pool pool = make_process_pool(2, 0, 0, 0);
+    int64_t pid = 0;
+    size_t len = 0;
+    CHECK_OK(fl_pool_apply(pool, return_pid, NULL, NULL, 0, &pid, sizeof pid, &len));
+    CHECK(len == sizeof pid && pid > 0 && pid != getpid());
+    pid_t children[16];
+    CHECK(child_pids(children, 16) == 2);
+
+    int64_t items[100];
+    for (int i = 0; i < 100; i++) items[i] = i - 50;
+    fl_result result = NULL;
+    CHECK_OK(fl_pool_map(pool, square, NULL, items, sizeof items[0], 100, 7, &result));
+    int ok = 1;
+    for (size_t i = 0; i < 100; i++) {
+        const void *data = NULL;
+        size_t n = 0;
+        ok &= fl_result_item(result, i, &data, &n) == FL_OK && n == 8 && *(const int64_t *)data == items[i] * items[i];
+    }
+    CHECK(ok);
+    fl_result_release(result);
+
+    fl_blob blobs[3] = {{"fail", 4}, {"ok", 2}, {"fail", 4}};
+    CHECK_OK(fl_pool_starmap(pool, behave, NULL, blobs, 3, 1, &result));
+    int code = 0;
+    const char *message = NULL;
+    CHECK_OK(fl_result_item_error(result, 0, &code, &message));
+    CHECK(code == 42 && strstr(message, "failed on purpose") != NULL);
+    const void *data = NULL;
+    size_t n = 0;
+    CHECK_OK(fl_result_item(result, 1, &data, &n));
+    CHECK(n == 4 && memcmp(data, "fine", 4) == 0);
+    fl_result_release(result);
+
+    int64_t cells[4] = {1, 2, 3, 4};
+    CHECK_RC(FL_ENOTSUP, fl_pool_map_strided(pool, add_one, NULL, cells, 8, cells, 8, 4, 0));
+    int values[3] = {0, 0, 0};
+    CHECK_OK(fl_pool_apply(pool, nested_pool_call, NULL, NULL, 0, values, sizeof values, NULL));
+    CHECK(values[0] == FL_ENOTSUP && values[1] == FL_OK && values[2] == 0);
+
+    CHECK_OK(fl_pool_close(pool));
+    CHECK_OK(fl_pool_join(pool, FL_FOREVER));
+    CHECK(child_pids(children, 16) == 0);
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+static void test_crashes_fail_only_their_task(void) {
+    fl_pool pool = make_process_pool(2, 0, 0, 0);
+    struct { const char *arg; int status; int code; const char *words; } cases[] = {
+        {"segv", FL_EWORKER, -SIGSEGV, "SIGSEGV"},
+        {"abort", FL_EWORKER, -SIGABRT, "SIGABRT"},
+        {"exit", FL_EWORKER, 3, "exited with status 3"},
+        {"kill", FL_EWORKER, -SIGKILL, "SIGKILL"},
+        {"fail", FL_ETASK, 42, "failed on purpose"},
+        {"ok", FL_OK, 0, ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fl_result result = NULL;
+        CHECK_OK(fl_pool_apply_async(pool, behave, NULL, cases[i].arg, strlen(cases[i].arg), NULL, NULL, NULL, &result));
+        CHECK_RC(cases[i].status, fl_result_get(result, 30, NULL, NULL));
+        int code = 0;
+        const char *message = NULL;
+        fl_result_error(result, &code, &message);
+        if (cases[i].status != FL_OK) {
+            CHECK(code == cases[i].code);
+            CHECK(message != NULL && strstr(message, cases[i].words) != NULL);
+            if (message && cases[i].status == FL_EWORKER) CHECK(strstr(message, "worker process") != NULL);
+        }
+        fl_result_release(result);
+    }
+    /* Synchronous apply reports the same, and the pool still works after all those deaths. */
+    CHECK_RC(FL_EWORKER, fl_pool_apply(pool, behave, NULL, "segv", 4, NULL, 0, NULL));
+    CHECK(strstr(fl_last_error(), "SIGSEGV") != NULL);
+    int64_t x = 12, y = 0;
+    CHECK_OK(fl_pool_apply(pool, square, NULL, &x, sizeof x, &y, sizeof y, NULL));
+    CHECK(y == 144);
+    CHECK_OK(fl_pool_destroy(pool));
+    pid_t children[4];
+    CHECK(child_pids(children, 4) == 0);
+}
+
+static void test_timeout_kills_and_replaces(void) {
+    fl_pool pool = make_process_pool(1, 0.3, 0, 0);
+    double start = now_s();
+    CHECK_RC(FL_ETIMEDOUT, fl_pool_apply(pool, behave, NULL, "sleep", 5, NULL, 0, NULL));
+    double took = now_s() - start;
+    CHECK(took < 10); /* generous: the machine may be loaded; the task itself sleeps 30 s */
+    CHECK(strstr(fl_last_error(), "task timeout") != NULL);
+    char out[8] = {0};
+    CHECK_OK(fl_pool_apply(pool, behave, NULL, "ok", 2, out, sizeof out, NULL));
+    CHECK(memcmp(out, "fine", 4) == 0);
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+static void test_max_tasks_per_child(void) {
+    fl_pool pool = make_process_pool(1, 0, 2, 0);
+    int64_t pids[6];
+    for (int i = 0; i < 6; i++) CHECK_OK(fl_pool_apply(pool, return_pid, NULL, NULL, 0, &pids[i], 8, NULL));
+    CHECK(pids[0] == pids[1] && pids[2] == pids[3] && pids[4] == pids[5]);
+    CHECK(pids[1] != pids[2] && pids[3] != pids[4] && pids[0] != pids[4]);
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+static void test_initializer_in_each_process(void) {
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 2;
+    o.backend = FL_BACKEND_PROCESS;
+    o.initializer = initializer;
+    int value = 77;
+    o.initargs = &value;
+    o.initargs_len = sizeof value;
+    o.max_tasks_per_child = 1; /* every task sees a freshly initialized process */
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    for (int i = 0; i < 4; i++) {
+        int seen = 0;
+        CHECK_OK(fl_pool_apply(pool, read_initialized, NULL, NULL, 0, &seen, sizeof seen, NULL));
+        CHECK(seen == 77);
+    }
+    CHECK(initialized_value == 0); /* the parent never ran it */
+    CHECK_OK(fl_pool_destroy(pool));
+
+    value = -1;
+    CHECK_RC(FL_EINIT, fl_pool_create(&o, &pool));
+    pid_t children[4];
+    CHECK(child_pids(children, 4) == 0);
+}
+
+static void test_retries_after_a_death(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/forklift-crash-once-%d", (int)getpid());
+    unlink(path);
+    fl_pool pool = make_process_pool(1, 0, 0, 1);
+    char out[8] = {0};
+    CHECK_OK(fl_pool_apply(pool, crash_once, NULL, path, strlen(path), out, sizeof out, NULL));
+    CHECK(memcmp(out, "second", 6) == 0);
+    CHECK_OK(fl_pool_destroy(pool));
+    unlink(path);
+
+    /* Without retries the same task fails with the death. */
+    pool = make_process_pool(1, 0, 0, 0);
+    CHECK_RC(FL_EWORKER, fl_pool_apply(pool, crash_once, NULL, path, strlen(path), NULL, 0, NULL));
+    CHECK_OK(fl_pool_apply(pool, crash_once, NULL, path, strlen(path), out, sizeof out, NULL));
+    CHECK_OK(fl_pool_destroy(pool));
+    unlink(path);
+}
+
+static void test_large_arguments_and_results(void) {
+    fl_pool pool = make_process_pool(2, 0, 0, 0);
+    size_t sizes[] = {0, 1, 1 << 20, (1 << 20) + 1, 5u << 20};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        unsigned char *in = malloc(n + 1), *out = malloc(n + 1);
+        for (size_t i = 0; i < n; i++) in[i] = (unsigned char)(i * 7 + k);
+        size_t got = 0;
+        CHECK_OK(fl_pool_apply(pool, echo_big, NULL, in, n, out, n + 1, &got));
+        CHECK(got == n);
+        int same = 1;
+        for (size_t i = 0; i < n; i++) same &= out[i] == (unsigned char)(in[i] + 1);
+        CHECK(same);
+        free(in);
+        free(out);
+    }
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+static void test_typed_calls(void) {
+    fl_pool pool = make_process_pool(2, 0, 0, 0);
+    fl_signature sig = NULL;
+    CHECK_OK(fl_signature_create("double(double, double)", &sig));
+    double args[2] = {2.0, 10.0}, out = 0;
+    CHECK_OK(fl_pool_apply_typed(pool, sig, (fl_fn)pow, args, &out));
+    CHECK(out == 1024.0);
+    double tuples[8][2];
+    double results[8];
+    for (int i = 0; i < 8; i++) {
+        tuples[i][0] = i;
+        tuples[i][1] = 2;
+    }
+    CHECK_OK(fl_pool_starmap_typed(pool, sig, (fl_fn)pow, tuples, 8, results, 3));
+    int ok = 1;
+    for (int i = 0; i < 8; i++) ok &= results[i] == (double)(i * i);
+    CHECK(ok);
+    fl_signature_destroy(sig);
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+static void test_terminate_kills_running_tasks(void) {
+    fl_pool pool = make_process_pool(2, 0, 0, 0);
+    fl_result running[2], queued;
+    for (int i = 0; i < 2; i++) CHECK_OK(fl_pool_apply_async(pool, behave, NULL, "sleep", 5, NULL, NULL, NULL, &running[i]));
+    CHECK_OK(fl_pool_apply_async(pool, behave, NULL, "ok", 2, NULL, NULL, NULL, &queued));
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    double start = now_s();
+    CHECK_OK(fl_pool_terminate(pool));
+    CHECK_OK(fl_pool_join(pool, 20));
+    CHECK(now_s() - start < 10);
+    for (int i = 0; i < 2; i++) {
+        CHECK_RC(FL_ECANCELED, fl_result_get(running[i], 0, NULL, NULL));
+        fl_result_release(running[i]);
+    }
+    CHECK_RC(FL_ECANCELED, fl_result_get(queued, 0, NULL, NULL));
+    fl_result_release(queued);
+    pid_t children[4];
+    CHECK(child_pids(children, 4) == 0);
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+/* ---- crash safety under load: SIGKILL random workers while thousands of tasks are in flight ---- */
+
+typedef struct {
+    volatile int stop;
+    int kills;
+} killer_state;
+
+static void *killer(void *raw) {
+    killer_state *state = raw;
+    unsigned seed = 12345;
+    while (!state->stop && state->kills < 40) {
+        struct timespec pause = {0, 10 * 1000000L};
+        nanosleep(&pause, NULL);
+        pid_t children[16];
+        int n = child_pids(children, 16);
+        if (n <= 0) continue;
+        if (n > 16) n = 16;
+        seed = seed * 1103515245u + 12345u;
+        if (kill(children[(seed >> 16) % (unsigned)n], SIGKILL) == 0) state->kills++;
+    }
+    return NULL;
+}
+
+static void test_killing_workers_under_load(void) {
+    enum { TASKS = 4000 };
+    fl_pool pool = make_process_pool(2, 0, 0, 0);
+    static fl_result results[TASKS];
+    killer_state state = {0, 0};
+    pthread_t thread;
+    double start = now_s();
+    pthread_create(&thread, NULL, killer, &state);
+    for (int i = 0; i < TASKS; i++) {
+        int64_t x = i;
+        CHECK_OK(fl_pool_apply_async(pool, slow_square, NULL, &x, sizeof x, NULL, NULL, NULL, &results[i]));
+    }
+    int done = 0, died = 0, wrong = 0, other = 0, hung = 0;
+    for (int i = 0; i < TASKS; i++) {
+        const void *data = NULL;
+        size_t len = 0;
+        int rc = fl_result_get(results[i], 60, &data, &len);
+        if (rc == FL_OK) {
+            if (len == 8 && *(const int64_t *)data == (int64_t)i * i) done++;
+            else wrong++;
+        } else if (rc == FL_EWORKER) {
+            int code = 0;
+            const char *message = NULL;
+            fl_result_error(results[i], &code, &message);
+            if (code == -SIGKILL && strstr(message, "SIGKILL")) died++;
+            else other++;
+        } else if (rc == FL_ETIMEDOUT) {
+            hung++;
+        } else {
+            other++;
+        }
+        fl_result_release(results[i]);
+    }
+    state.stop = 1;
+    pthread_join(thread, NULL);
+    double took = now_s() - start;
+    CHECK(done + died == TASKS);
+    CHECK(wrong == 0 && other == 0 && hung == 0);
+    CHECK(state.kills > 0);
+    /* Every killed worker was running a task or idle, so at most one failure per kill. */
+    CHECK(died <= state.kills);
+    printf("crash safety: %d tasks in flight, %d workers killed, %d tasks failed with FL_EWORKER, "
+           "%d done, 0 lost, %d hung, %.2f s\n", TASKS, state.kills, died, done, hung, took);
+    /* The pool is still whole. */
+    for (int i = 0; i < 50; i++) CHECK_OK(fl_pool_apply(pool, noop, NULL, NULL, 0, NULL, 0, NULL));
+    CHECK_OK(fl_pool_destroy(pool));
+    pid_t children[4];
+    CHECK(child_pids(children, 4) == 0);
+}
+
+static void test_options(void) {
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    CHECK(o.backend == FL_BACKEND_THREAD && o.task_timeout == 0 && o.max_tasks_per_child == 0 && o.task_retries == 0);
+    fl_pool pool = NULL;
+    o.backend = 7;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&o, &pool));
+    o.backend = FL_BACKEND_THREAD;
+    o.task_timeout = 1;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&o, &pool)); /* process-only option on a thread pool */
+    o.backend = FL_BACKEND_PROCESS;
+    o.task_retries = -1;
+    CHECK_RC(FL_EINVAL, fl_pool_create(&o, &pool));
+    CHECK(pool == NULL);
+}
+
+int main(void) {
+    test_options();
+    test_runs_in_other_processes();
+    test_crashes_fail_only_their_task();
+    test_timeout_kills_and_replaces();
+    test_max_tasks_per_child();
+    test_initializer_in_each_process();
+    test_retries_after_a_death();
+    test_large_arguments_and_results();
+    test_typed_calls();
+    test_terminate_kills_running_tasks();
+    test_killing_workers_under_load();
+    return check_finish("process_pool");
+}
