@@ -187,6 +187,20 @@ def main():
               ("ray", [python, ray_script, "W4", n_w4], ray_runs, n_w4)],
              f"each peer against its own serial loop; {os.cpu_count()} CPUs bound the speed-up")
 
+    n_w7 = 5_000 if quick else 20_000
+    workload("W7rt", "process backend: submit one no-op task, wait for its result, repeat", "µs", False,
+             native("forklift", "W7rt", n_w7), n_w7,
+             [("mp", [python, mp_script, "mp", "W2", n_w2_py], runs, n_w2_py),
+              ("cf", [python, mp_script, "cf", "W2", n_w2_py], runs, n_w2_py)],
+             "Forklift: fl_pool_apply on a FL_BACKEND_PROCESS pool (task runs in a worker process); "
+             "the peers' workers are processes too")
+    workload("W7tp", "process backend: no-op tasks submitted one by one, wait for all", "tasks/s", True,
+             native("forklift", "W7tp", n_w7 * 5), n_w7 * 5,
+             [("mp", [python, mp_script, "mp", "W1", n_w1_py], runs, n_w1_py),
+              ("cf", [python, mp_script, "cf", "W1", n_w1_py], runs, n_w1_py)],
+             "Forklift: fl_group_submit on a FL_BACKEND_PROCESS pool, one worker-process round trip per task; "
+             "peers: apply_async / submit per task")
+
     n_t1 = 200_000 if quick else 1_000_000
     workload("T1", "typed starmap (libffi) vs blob starmap, same work", "ns/call", False,
              native("forklift", "T1typed", n_t1), n_t1,

@@ -466,8 +466,9 @@ static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init
     child_ctx ctx = {CHILD_CTX_MAGIC, mb, fls_worker_result_area(worker), 0, NULL, 0};
     uint32_t seen = 0;
     for (;;) {
-        /* Wait for the next request: spin a little (requests often come back to back), then sleep. */
-        for (int i = 0; i < 2000 && __atomic_load_n(&mb->request_seq, __ATOMIC_ACQUIRE) == seen; i++) fls_cpu_relax();
+        /* Wait for the next request. No spinning: the proxy needs the CPU to read the response
+         * and complete the task, and a spinning child measurably slows both round trips and
+         * throughput when workers and proxies share few CPUs. */
         while (__atomic_load_n(&mb->request_seq, __ATOMIC_ACQUIRE) == seen) {
             store(&mb->child_sleeps, 1);
             if (load(&mb->request_seq) == seen) futex_wait_shared(&mb->request_seq, seen);

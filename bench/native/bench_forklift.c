@@ -10,9 +10,12 @@ static int noop(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
     return 0;
 }
 
-static fl_pool make_pool(void) {
+static fl_pool make_pool(int backend) {
+    fl_pool_options options;
+    fl_pool_options_init(&options);
+    options.backend = backend;
     fl_pool pool;
-    if (fl_pool_create(NULL, &pool) != FL_OK) {
+    if (fl_pool_create(&options, &pool) != FL_OK) {
         fprintf(stderr, "fl_pool_create: %s\n", fl_last_error());
         exit(1);
     }
@@ -176,9 +179,13 @@ int main(int argc, char **argv) {
         printf("%.9f\n", (bench_now() - t0) / 200 + (double)(s & 1) * 1e-12);
         return 0;
     }
-    fl_pool pool = make_pool();
+    /* W7: the process backend; W7rt round trips as W2, W7tp no-op throughput as W1. */
+    int process = strncmp(argv[1], "W7", 2) == 0;
+    fl_pool pool = make_pool(process ? FL_BACKEND_PROCESS : FL_BACKEND_THREAD);
     double v;
-    if (strcmp(argv[1], "W1") == 0) v = w1(pool, n);
+    if (strcmp(argv[1], "W7rt") == 0) v = w2(pool, n);
+    else if (strcmp(argv[1], "W7tp") == 0) v = w1(pool, n);
+    else if (strcmp(argv[1], "W1") == 0) v = w1(pool, n);
     else if (strcmp(argv[1], "W1cb") == 0) v = w1cb(pool, n);
     else if (strcmp(argv[1], "W2") == 0) v = w2(pool, n);
     else if (strcmp(argv[1], "W3") == 0) v = w3(pool, n);
