@@ -95,6 +95,15 @@ typedef struct fl_group_ *fl_group;
 /** A parsed function signature for typed calls (fl_signature_create). Free with
  *  fl_signature_destroy(); results and calls in flight keep what they need. */
 typedef struct fl_signature_ *fl_signature;
+/** A function running in its own OS process (fl_process_start), like multiprocessing.Process.
+ *  Free with fl_process_destroy() once it has ended. */
+typedef struct fl_process_ *fl_process;
+/** A bounded queue of byte messages in shared memory: many producers and consumers, in this
+ *  process and in the processes it starts afterwards. Free with fl_queue_destroy(). */
+typedef struct fl_queue_ *fl_queue;
+/** A shared-memory segment mapped into this process (anonymous or named). Unmap with
+ *  fl_shm_close(). */
+typedef struct fl_shm_ *fl_shm;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -215,6 +224,22 @@ typedef struct fl_pool_options {
      *  worker running it died. 0 (the default): a death fails the task with FL_EWORKER. */
     int task_retries;
 } fl_pool_options;
+
+/**
+ * Options of fl_process_start(). Fill with fl_process_options_init() first.
+ */
+typedef struct fl_process_options {
+    /** sizeof(fl_process_options), set by fl_process_options_init(). */
+    size_t size;
+    /** Non-zero: a daemon process, killed (SIGKILL) when the parent process ends, however it
+     *  ends. Linux delivers this when the *thread* that started the process ends, so start
+     *  daemons from a thread that lives as long as they should. Default 0: the process runs
+     *  on after the parent ends. */
+    int daemon;
+} fl_process_options;
+
+/** Default capacity of fl_queue_create() in bytes (1 MiB). */
+#define FL_QUEUE_DEFAULT_CAPACITY (1024 * 1024)
 
 #ifdef __cplusplus
 extern "C" {
@@ -673,6 +698,185 @@ int fl_task_index(fl_task_ctx ctx, size_t *index);
  * not, or FL_EHANDLE.
  */
 int fl_task_cancelled(fl_task_ctx ctx);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Processes: a function in its own OS process (multiprocessing.Process)                    */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Fills `options` with the defaults (not a daemon). Returns FL_OK, or FL_EINVAL if options is
+ * NULL. Thread-safe.
+ */
+int fl_process_options_init(fl_process_options *options);
+
+/**
+ * Starts `fn(user, arg, arg_len, ctx)` in a new process (multiprocessing.Process with the
+ * fork start method) and stores its handle in `*process`.
+ *
+ * The child is a fork of the calling process: it sees memory as it was at this call, so
+ * `user` and data reached through it are the child's copies, and queues and shared memory
+ * created before this call are shared. `arg` is copied into the child. Until it calls `fn` the
+ * child runs only Forklift's C code (forking a multithreaded process is safe that way); inside
+ * `fn`, the fl_task_* calls and the queue and shared-memory calls work, other Forklift calls
+ * return FL_ENOTSUP. `fn`'s return value becomes the exit code (fl_process_exitcode); a value
+ * passed to fl_task_return (at most 1 MiB) is read with fl_process_result(). `options` may be
+ * NULL. Errors: FL_EINVAL (fn or process NULL, arg NULL with a length, uninitialized options),
+ * FL_ESYSTEM (fork failed), FL_ENOMEM. Thread-safe.
+ */
+int fl_process_start(fl_task_fn fn, void *user, const void *arg, size_t arg_len,
+                     const fl_process_options *options, fl_process *process);
+
+/**
+ * Waits until the process has ended, at most `timeout` seconds (FL_FOREVER: no limit; 0:
+ * poll), and reaps it. Returns FL_OK once it has ended, FL_ETIMEDOUT, or FL_EHANDLE.
+ * Thread-safe: several threads may join the same process.
+ */
+int fl_process_join(fl_process process, double timeout);
+
+/**
+ * Returns 1 if the process is still running, 0 if it has ended (it is then reaped), or
+ * FL_EHANDLE. Thread-safe.
+ */
+int fl_process_is_alive(fl_process process);
+
+/**
+ * Stores the exit code in `*code` (multiprocessing's exitcode): the function's return value
+ * (0 for success), the status passed to exit() if the function called it, or the negated
+ * signal number if a signal ended the process (-9 for SIGKILL). Errors: FL_ESTATE (still
+ * running), FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_process_exitcode(fl_process process, int *code);
+
+/**
+ * Stores the process id in `*pid`. Errors: FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_process_pid(fl_process process, int64_t *pid);
+
+/**
+ * Copies the value the process's function passed to fl_task_return() into `buffer` (up to
+ * `capacity` bytes) and stores its length in `*len`; a process that failed or returned
+ * nothing has an empty result. Errors: FL_ESTATE (still running), FL_ERANGE (buffer too
+ * small: `*len` is the size needed), FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_process_result(fl_process process, void *buffer, size_t capacity, size_t *len);
+
+/**
+ * Asks the process to end with SIGTERM (multiprocessing's terminate); it ends at once unless
+ * its function handles the signal. Does nothing to a process that has already been reaped.
+ * Errors: FL_EHANDLE. Thread-safe.
+ */
+int fl_process_terminate(fl_process process);
+
+/**
+ * Ends the process with SIGKILL (multiprocessing's kill). Does nothing to a process that has
+ * already been reaped. Errors: FL_EHANDLE. Thread-safe.
+ */
+int fl_process_kill(fl_process process);
+
+/**
+ * Frees the handle of a process that has ended (multiprocessing's close); the handle is
+ * invalid afterwards. Errors: FL_ESTATE (still running: join, terminate or kill it first),
+ * FL_EHANDLE. Thread-safe.
+ */
+int fl_process_destroy(fl_process process);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Queues and shared memory between processes                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Creates a bounded queue of byte messages in shared memory and stores it in `*queue`
+ * (multiprocessing.Queue): `capacity` bytes of messages (0: FL_QUEUE_DEFAULT_CAPACITY; each
+ * message costs its length + 8, rounded up to 8) and at most `max_items` messages (0: no
+ * count limit). The queue is shared with every process started afterwards (fl_process_start,
+ * process pools), which use the same handle. Errors: FL_EINVAL (queue NULL), FL_ENOMEM.
+ * Thread-safe.
+ */
+int fl_queue_create(size_t capacity, size_t max_items, fl_queue *queue);
+
+/**
+ * Appends a copy of `data` (`len` bytes), waiting at most `timeout` seconds for room
+ * (FL_FOREVER: no limit; 0: do not wait). Errors: FL_ETIMEDOUT (still full), FL_ERANGE (the
+ * message is larger than the queue can ever hold), FL_ESTATE (closed), FL_EHANDLE, FL_EINVAL.
+ * Thread-safe and process-safe; also inside a started process or a worker process.
+ */
+int fl_queue_put(fl_queue queue, const void *data, size_t len, double timeout);
+
+/**
+ * Removes the oldest message, copying it into `buffer` (`capacity` bytes) and its length into
+ * `*len`, waiting at most `timeout` seconds for one. Errors: FL_ETIMEDOUT (still empty),
+ * FL_ERANGE (buffer too small: `*len` is the size needed and the message stays queued; pass a
+ * NULL buffer and 0 to learn the size), FL_EDONE (closed and empty), FL_EHANDLE, FL_EINVAL.
+ * Thread-safe and process-safe; also inside a started process or a worker process.
+ */
+int fl_queue_get(fl_queue queue, void *buffer, size_t capacity, size_t *len, double timeout);
+
+/**
+ * Stores the number of queued messages in `*count` (a snapshot). Errors: FL_EHANDLE,
+ * FL_EINVAL. Thread-safe and process-safe.
+ */
+int fl_queue_count(fl_queue queue, size_t *count);
+
+/**
+ * Closes the queue for every process sharing it: puts fail with FL_ESTATE, gets return the
+ * messages left and then FL_EDONE, and waiters wake. Idempotent. Errors: FL_EHANDLE.
+ * Thread-safe and process-safe.
+ */
+int fl_queue_close(fl_queue queue);
+
+/**
+ * Unmaps the queue from this process and frees the handle (other processes keep theirs; the
+ * memory goes with the last one). Do not call it while another thread of this process waits
+ * in the queue. Errors: FL_EHANDLE. Thread-safe.
+ */
+int fl_queue_destroy(fl_queue queue);
+
+/**
+ * Creates a shared-memory segment of `size` bytes, zero-filled, mapped read-write, and stores
+ * it in `*shm` (multiprocessing.shared_memory.SharedMemory(create=True)). `name` NULL makes an
+ * anonymous segment (a memfd): it is freed when the last process using it unmaps it or dies,
+ * so it never leaks. A `name` such as "/my-data" makes a POSIX shared-memory object that
+ * outlives the processes until fl_shm_unlink(). Processes started afterwards inherit the
+ * mapping; any process of the same user may map it with fl_shm_open() and the name from
+ * fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name), FL_ESTATE (the name exists),
+ * FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
+ */
+int fl_shm_create(const char *name, size_t size, fl_shm *shm);
+
+/**
+ * Maps an existing segment by the name fl_shm_name() gives (a POSIX name, or the
+ * "memfd:PID:FD" token of an anonymous segment while its creator lives) and stores it in
+ * `*shm`. Writes are seen by every process that maps it: no copy is made. Errors: FL_EINVAL
+ * (NULL arguments, no such segment), FL_ESYSTEM. Thread-safe; also inside a started process
+ * or a worker process.
+ */
+int fl_shm_open(const char *name, fl_shm *shm);
+
+/**
+ * Stores the segment's address in this process and its size. The memory is valid until
+ * fl_shm_close(). Errors: FL_EHANDLE, FL_EINVAL (both pointers NULL). Thread-safe.
+ */
+int fl_shm_data(fl_shm shm, void **data, size_t *size);
+
+/**
+ * Copies the segment's name (NUL-terminated) into `buffer` of `capacity` bytes: what another
+ * process passes to fl_shm_open(). Errors: FL_ERANGE (too small; 64 bytes always suffice for
+ * an anonymous segment), FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_shm_name(fl_shm shm, char *buffer, size_t capacity);
+
+/**
+ * Unmaps the segment from this process and frees the handle; pointers into it become
+ * invalid. Other processes keep their mappings. Errors: FL_EHANDLE. Thread-safe.
+ */
+int fl_shm_close(fl_shm shm);
+
+/**
+ * Removes the name of a named segment (multiprocessing's SharedMemory.unlink): existing
+ * mappings stay valid, the memory is freed when the last one goes. Errors: FL_EINVAL (name
+ * NULL or no such segment), FL_ESYSTEM. Thread-safe.
+ */
+int fl_shm_unlink(const char *name);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,8 @@ SECTIONS = [
     ("ResultExports.swift", "Results (AsyncResult)"),
     ("IteratorExports.swift", "Iterators (imap, imap_unordered)"),
     ("TaskExports.swift", "Inside a task"),
+    ("ProcessExports.swift", "Processes: a function in its own OS process (multiprocessing.Process)"),
+    ("SharedMemoryExports.swift", "Queues and shared memory between processes"),
 ]
 
 

@@ -235,6 +235,51 @@ int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int
     }
 }
 
+int fls_process_try_reap(pid_t pid, int *end) {
+    int status = 0;
+    pid_t got;
+    do {
+        got = waitpid(pid, &status, WNOHANG);
+    } while (got < 0 && errno == EINTR);
+    if (got == 0) return 0;
+    if (got < 0) return -1;
+    *end = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? -WTERMSIG(status) : -SIGKILL;
+    return 1;
+}
+
+void fls_wait_readable(int fd, int64_t deadline_ns) {
+    int timeout_ms = -1;
+    if (deadline_ns >= 0) {
+        int64_t left = deadline_ns - now_ns();
+        if (left <= 0) return;
+        timeout_ms = (int)((left + 999999) / 1000000);
+    }
+    if (fd < 0) {
+        usleep(timeout_ms < 0 || timeout_ms > 10 ? 10000 : (useconds_t)timeout_ms * 1000);
+        return;
+    }
+    struct pollfd p = {fd, POLLIN, 0};
+    poll(&p, 1, timeout_ms);
+}
+
+int fls_worker_wait_death(fls_worker *worker, int64_t deadline_ns) {
+    for (;;) {
+        if (worker->pid <= 0 || child_is_dead(worker)) return 1;
+        int timeout_ms = -1;
+        if (deadline_ns >= 0) {
+            int64_t left = deadline_ns - now_ns();
+            if (left <= 0) return 0;
+            timeout_ms = (int)((left + 999999) / 1000000);
+        }
+        if (worker->pid_fd >= 0) {
+            struct pollfd fd = {worker->pid_fd, POLLIN, 0};
+            poll(&fd, 1, timeout_ms);
+        } else {
+            usleep(timeout_ms < 0 || timeout_ms > 10 ? 10000 : (useconds_t)timeout_ms * 1000);
+        }
+    }
+}
+
 void fls_worker_signal(fls_worker *worker, int signal) {
     if (worker->pid > 0) kill(worker->pid, signal);
 }
@@ -322,6 +367,11 @@ int fls_child_task_result_buffer(const void *raw, size_t len, void **buffer) {
     fls_mailbox *mb = ctx->mailbox;
     drop_result(ctx);
     *buffer = NULL;
+    if (len > mb->capacity && mb->kind == FLS_REQ_TASK_EXIT) {
+        snprintf(mb->message, sizeof mb->message, "a process result is limited to %llu bytes",
+                 (unsigned long long)mb->capacity);
+        return FL_ERANGE;
+    }
     if (len <= mb->capacity) {
         mb->result_len = len;
         *buffer = ctx->result_area;
@@ -448,9 +498,10 @@ static void reset_signals(void) {
 static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent) {
     in_worker = 1;
     fls_mailbox *mb = worker->mailbox;
-    /* A worker never outlives its pool's process. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
+    if (init->death_signal) {
+        prctl(PR_SET_PDEATHSIG, init->death_signal);
+        if (getppid() != parent) _exit(127);
+    }
     reset_signals();
 
     int init_code = 0;
@@ -498,5 +549,6 @@ static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init
             uint64_t one = 1;
             (void)!write(worker->event_fd, &one, sizeof one);
         }
+        if (mb->kind == FLS_REQ_TASK_EXIT) _exit(mb->status == FL_OK ? 0 : (mb->code & 0xff) ? (mb->code & 0xff) : 1);
     }
 }

@@ -92,6 +92,15 @@ typedef struct fl_group_ *fl_group;
 /** A parsed function signature for typed calls (fl_signature_create). Free with
  *  fl_signature_destroy(); results and calls in flight keep what they need. */
 typedef struct fl_signature_ *fl_signature;
+/** A function running in its own OS process (fl_process_start), like multiprocessing.Process.
+ *  Free with fl_process_destroy() once it has ended. */
+typedef struct fl_process_ *fl_process;
+/** A bounded queue of byte messages in shared memory: many producers and consumers, in this
+ *  process and in the processes it starts afterwards. Free with fl_queue_destroy(). */
+typedef struct fl_queue_ *fl_queue;
+/** A shared-memory segment mapped into this process (anonymous or named). Unmap with
+ *  fl_shm_close(). */
+typedef struct fl_shm_ *fl_shm;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -212,6 +221,22 @@ typedef struct fl_pool_options {
      *  worker running it died. 0 (the default): a death fails the task with FL_EWORKER. */
     int task_retries;
 } fl_pool_options;
+
+/**
+ * Options of fl_process_start(). Fill with fl_process_options_init() first.
+ */
+typedef struct fl_process_options {
+    /** sizeof(fl_process_options), set by fl_process_options_init(). */
+    size_t size;
+    /** Non-zero: a daemon process, killed (SIGKILL) when the parent process ends, however it
+     *  ends. Linux delivers this when the *thread* that started the process ends, so start
+     *  daemons from a thread that lives as long as they should. Default 0: the process runs
+     *  on after the parent ends. */
+    int daemon;
+} fl_process_options;
+
+/** Default capacity of fl_queue_create() in bytes (1 MiB). */
+#define FL_QUEUE_DEFAULT_CAPACITY (1024 * 1024)
 
 /* FORKLIFT-PUBLIC-END */
 

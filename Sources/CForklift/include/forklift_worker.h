@@ -23,6 +23,8 @@
 #define FLS_REQ_TASK 1
 #define FLS_REQ_TYPED 2
 #define FLS_REQ_EXIT 3
+/** Run the task, answer, and exit with its status (fl_process): results must fit the mailbox. */
+#define FLS_REQ_TASK_EXIT 4
 
 /** States of a worker's initializer. */
 #define FLS_INIT_PENDING 0
@@ -82,6 +84,8 @@ typedef struct fls_worker_init {
     void *user;
     const void *args;
     size_t args_len;
+    /** Signal the child receives when the forking thread ends (PR_SET_PDEATHSIG); 0: none. */
+    int death_signal;
 } fls_worker_init;
 
 /** Outcomes of fls_worker_wait(). */
@@ -113,6 +117,16 @@ int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int
 
 /** Wakes the proxy waiting in fls_worker_wait() (from any thread). */
 void fls_worker_interrupt(fls_worker *worker);
+
+/** Waits until the child has died or `deadline_ns` (negative: none) passes, without reaping it.
+ *  Returns 1 if it has died. */
+int fls_worker_wait_death(fls_worker *worker, int64_t deadline_ns);
+
+/** Reaps `pid` if it has ended, without blocking: 1 (and `*end`: exit code, or the negated
+ *  signal), 0 while it runs, -1 if it is not our child (already reaped elsewhere). */
+int fls_process_try_reap(pid_t pid, int *end);
+/** Waits until `fd` is readable or `deadline_ns` (negative: none) passes. */
+void fls_wait_readable(int fd, int64_t deadline_ns);
 
 /** Sends `signal` to the child (if any). */
 void fls_worker_signal(fls_worker *worker, int signal);

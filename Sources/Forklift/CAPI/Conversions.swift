@@ -13,6 +13,17 @@ func withStatus(_ body: () throws(Failure) -> Int32) -> Int32 {
     }
 }
 
+/// `withStatus` for the calls that also work inside a worker process or a started process
+/// (queues, shared memory): their paths take no lock and touch only this process's copies.
+@inline(__always)
+func withStatusAnywhere(_ body: () throws(Failure) -> Int32) -> Int32 {
+    do {
+        return try body()
+    } catch {
+        return Status.fail(error)
+    }
+}
+
 /// Validation helpers shared by the exports.
 enum Check {
     /// A required pointer argument.

@@ -8,6 +8,9 @@ enum HandleKind: UInt64 {
     case iterator = 0x49  // 'I'
     case group = 0x47  // 'G'
     case signature = 0x59  // 'Y'
+    case process = 0x50  // 'P'
+    case queue = 0x51  // 'Q'
+    case shm = 0x4D  // 'M'
 }
 
 /// Maps opaque C handles to live objects and validates every handle on use.

@@ -10,4 +10,10 @@ enum Registry {
     static let groups = HandleTable<TaskGroup>(kind: .group)
     /// Live signatures for typed calls.
     static let signatures = HandleTable<Signature>(kind: .signature)
+    /// Started processes not yet destroyed.
+    static let processes = HandleTable<ChildProcess>(kind: .process)
+    /// Shared queues mapped in this process.
+    static let queues = HandleTable<SharedQueue>(kind: .queue)
+    /// Shared-memory segments mapped in this process.
+    static let segments = HandleTable<SharedSegment>(kind: .shm)
 }

@@ -72,8 +72,10 @@ final class WorkerProcess {
         let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, initargs.count), alignment: 16)
         initargs.withUnsafeBytes { copy.copyMemory(from: $0) }
         self.initargs = copy
+        // A worker never outlives its pool: it is killed if its feeding thread (and so the
+        // pool's process) ends.
         self.initializer = fls_worker_init(fn: initializer, user: user, args: UnsafeRawPointer(copy.baseAddress),
-                                           args_len: initargs.count)
+                                           args_len: initargs.count, death_signal: SIGKILL)
     }
 
     deinit {

@@ -1,0 +1,230 @@
+/*
+ * Shared-memory IPC: the bounded message queue and shared segments (see forklift_ipc.h).
+ */
+#define _GNU_SOURCE
+#include "forklift_ipc.h"
+#include "forklift_types.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct fls_queue {
+    pthread_mutex_t lock; /* robust: a holder that dies does not block the others */
+    pthread_cond_t not_empty;
+    pthread_cond_t not_full;
+    uint64_t capacity;    /* bytes in the ring */
+    uint64_t max_items;
+    uint64_t head;        /* byte position of the oldest message (grows without bound) */
+    uint64_t tail;        /* byte position after the newest message */
+    uint64_t items;
+    uint32_t closed;
+    uint64_t map_len;
+};
+
+static size_t header_size(void) { return 4096; }
+static unsigned char *ring(fls_queue *q) { return (unsigned char *)q + header_size(); }
+static uint64_t cost(size_t len) { return 8 + (((uint64_t)len + 7) & ~(uint64_t)7); }
+
+fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *error) {
+    capacity = (capacity + 7) & ~(size_t)7;
+    if (capacity < 16) capacity = 16;
+    size_t map_len = header_size() + capacity;
+    void *map = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) {
+        *error = errno;
+        return NULL;
+    }
+    fls_queue *q = map;
+    pthread_mutexattr_t mattr;
+    pthread_mutexattr_init(&mattr);
+    pthread_mutexattr_setpshared(&mattr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&mattr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&q->lock, &mattr);
+    pthread_mutexattr_destroy(&mattr);
+    pthread_condattr_t cattr;
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setpshared(&cattr, PTHREAD_PROCESS_SHARED);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->not_empty, &cattr);
+    pthread_cond_init(&q->not_full, &cattr);
+    pthread_condattr_destroy(&cattr);
+    q->capacity = capacity;
+    q->max_items = max_items;
+    q->map_len = map_len;
+    return q;
+}
+
+void fls_queue_unmap(fls_queue *q) { munmap(q, q->map_len); }
+
+size_t fls_queue_max_message(const fls_queue *q) { return (size_t)(q->capacity - 8); }
+
+static void lock(fls_queue *q) {
+    if (pthread_mutex_lock(&q->lock) == EOWNERDEAD) pthread_mutex_consistent(&q->lock);
+}
+
+/* Waits on `cond` until `deadline_ns` (negative: forever). Returns 0, or ETIMEDOUT. */
+static int wait_on(fls_queue *q, pthread_cond_t *cond, int64_t deadline_ns) {
+    int r;
+    if (deadline_ns < 0) {
+        r = pthread_cond_wait(cond, &q->lock);
+    } else {
+        struct timespec ts = {(time_t)(deadline_ns / 1000000000), (long)(deadline_ns % 1000000000)};
+        r = pthread_cond_timedwait(cond, &q->lock, &ts);
+    }
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(&q->lock);
+        r = 0;
+    }
+    return r == ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
+static void copy_in(fls_queue *q, uint64_t at, const void *data, size_t len) {
+    uint64_t offset = at % q->capacity;
+    size_t first = (size_t)(q->capacity - offset) < len ? (size_t)(q->capacity - offset) : len;
+    memcpy(ring(q) + offset, data, first);
+    if (first < len) memcpy(ring(q), (const unsigned char *)data + first, len - first);
+}
+
+static void copy_out(fls_queue *q, uint64_t at, void *data, size_t len) {
+    uint64_t offset = at % q->capacity;
+    size_t first = (size_t)(q->capacity - offset) < len ? (size_t)(q->capacity - offset) : len;
+    memcpy(data, ring(q) + offset, first);
+    if (first < len) memcpy((unsigned char *)data + first, ring(q), len - first);
+}
+
+int fls_queue_put(fls_queue *q, const void *data, size_t len, int64_t deadline_ns) {
+    uint64_t need = cost(len);
+    if (need > q->capacity) return FL_ERANGE;
+    lock(q);
+    for (;;) {
+        if (q->closed) {
+            pthread_mutex_unlock(&q->lock);
+            return FL_ESTATE;
+        }
+        int fits = q->capacity - (q->tail - q->head) >= need && (q->max_items == 0 || q->items < q->max_items);
+        if (fits) break;
+        if (wait_on(q, &q->not_full, deadline_ns) == ETIMEDOUT) {
+            pthread_mutex_unlock(&q->lock);
+            return FL_ETIMEDOUT;
+        }
+    }
+    uint64_t header = len;
+    copy_in(q, q->tail, &header, 8);
+    if (len > 0) copy_in(q, q->tail + 8, data, len);
+    /* Published last: a holder that dies mid-copy leaves the queue as it was. */
+    q->tail += need;
+    q->items++;
+    pthread_cond_signal(&q->not_empty);
+    pthread_mutex_unlock(&q->lock);
+    return FL_OK;
+}
+
+int fls_queue_get(fls_queue *q, void *buffer, size_t capacity, size_t *len, int64_t deadline_ns) {
+    lock(q);
+    while (q->items == 0) {
+        if (q->closed) {
+            pthread_mutex_unlock(&q->lock);
+            return FL_EDONE;
+        }
+        if (wait_on(q, &q->not_empty, deadline_ns) == ETIMEDOUT) {
+            pthread_mutex_unlock(&q->lock);
+            return FL_ETIMEDOUT;
+        }
+    }
+    uint64_t header = 0;
+    copy_out(q, q->head, &header, 8);
+    *len = (size_t)header;
+    if (header > capacity) {
+        pthread_mutex_unlock(&q->lock);
+        return FL_ERANGE;
+    }
+    if (header > 0) copy_out(q, q->head + 8, buffer, (size_t)header);
+    q->head += cost((size_t)header);
+    q->items--;
+    pthread_cond_broadcast(&q->not_full); /* messages differ in size: any waiter may fit now */
+    pthread_mutex_unlock(&q->lock);
+    return FL_OK;
+}
+
+void fls_queue_close(fls_queue *q) {
+    lock(q);
+    q->closed = 1;
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+    pthread_mutex_unlock(&q->lock);
+}
+
+size_t fls_queue_count(fls_queue *q) {
+    lock(q);
+    size_t n = (size_t)q->items;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Segments                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+static int map_segment(int fd, size_t size, int named, fls_segment *segment) {
+    void *data = size > 0 ? mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : NULL;
+    if (data == MAP_FAILED) {
+        int error = errno;
+        close(fd);
+        return error;
+    }
+    segment->data = data;
+    segment->size = size;
+    segment->fd = fd;
+    segment->named = named;
+    return 0;
+}
+
+int fls_segment_create(const char *name, size_t size, fls_segment *segment) {
+    int fd = name ? shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)
+                  : memfd_create("forklift-shm", MFD_CLOEXEC);
+    if (fd < 0) return errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int error = errno;
+        close(fd);
+        if (name) shm_unlink(name);
+        return error;
+    }
+    int error = map_segment(fd, size, name != NULL, segment);
+    if (error && name) shm_unlink(name);
+    return error;
+}
+
+int fls_segment_open(const char *name, fls_segment *segment) {
+    int pid = 0, number = 0, fd;
+    char tail = 0;
+    if (sscanf(name, "memfd:%d:%d%c", &pid, &number, &tail) == 2) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, number);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+    } else {
+        fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    }
+    if (fd < 0) return errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int error = errno;
+        close(fd);
+        return error;
+    }
+    return map_segment(fd, (size_t)st.st_size, pid == 0, segment);
+}
+
+void fls_segment_close(fls_segment *segment) {
+    if (segment->data) munmap(segment->data, segment->size);
+    if (segment->fd >= 0) close(segment->fd);
+    segment->data = NULL;
+    segment->fd = -1;
+}

@@ -1,0 +1,42 @@
+import CForklift
+
+/// A bounded queue of byte messages in shared memory (`fl_queue`): a ring buffer behind a
+/// robust, process-shared mutex (see `forklift_ipc.h`). Processes forked after its creation
+/// (fl_process_start, process pools) share it; each process unmaps its own mapping.
+final class SharedQueue {
+    let queue: OpaquePointer
+
+    init(capacity: Int, maxItems: Int) throws(Failure) {
+        var error: Int32 = 0
+        guard let queue = fls_queue_create(capacity, maxItems, &error) else {
+            throw Failure(FL_ENOMEM, "could not map a queue of \(capacity) bytes (errno \(error))")
+        }
+        self.queue = queue
+    }
+
+    deinit { fls_queue_unmap(queue) }
+
+    /// The largest message the queue accepts.
+    var maxMessage: Int { fls_queue_max_message(queue) }
+
+    func put(_ data: UnsafeRawPointer?, _ length: Int, until deadline: Deadline) throws(Failure) {
+        switch fls_queue_put(queue, data, length, deadline.instant ?? -1) {
+        case FL_OK: return
+        case FL_ERANGE:
+            throw Failure(FL_ERANGE, "message of \(length) bytes is larger than the queue's limit of \(maxMessage)")
+        case FL_ESTATE: throw Failure(FL_ESTATE, "queue is closed")
+        default: throw Failure(FL_ETIMEDOUT, "queue still full at the deadline")
+        }
+    }
+
+    func get(into buffer: UnsafeMutableRawPointer?, capacity: Int, length: inout Int,
+             until deadline: Deadline) throws(Failure) {
+        switch fls_queue_get(queue, buffer, capacity, &length, deadline.instant ?? -1) {
+        case FL_OK: return
+        case FL_ERANGE:
+            throw Failure(FL_ERANGE, "the next message has \(length) bytes, the buffer \(capacity); it stays queued")
+        case FL_EDONE: throw Failure(FL_EDONE, "queue is closed and empty")
+        default: throw Failure(FL_ETIMEDOUT, "queue still empty at the deadline")
+        }
+    }
+}

@@ -1,0 +1,339 @@
+/* Processes, queues and shared memory through the public C ABI (multiprocessing.Process,
+ * Queue and shared_memory). */
+#define _GNU_SOURCE
+#include "check.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+static int children(void) {
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/task", (int)getpid());
+    DIR *dir = opendir(path);
+    if (!dir) return -1;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] == '.') continue;
+        char file[600];
+        snprintf(file, sizeof file, "%s/%s/children", path, entry->d_name);
+        FILE *f = fopen(file, "r");
+        if (!f) continue;
+        int pid;
+        while (fscanf(f, "%d", &pid) == 1) n++;
+        fclose(f);
+    }
+    closedir(dir);
+    return n;
+}
+
+static fl_queue shared_queue;
+static fl_shm shared_segment;
+
+/* The seed's worker: squares x, puts (x, x*x) on the queue, writes x*x into shared memory. */
+static int square_into_queue(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len;
+    int64_t x;
+    memcpy(&x, arg, sizeof x);
+    int64_t pair[2] = {x, x * x};
+    int rc = fl_queue_put(shared_queue, pair, sizeof pair, 10);
+    if (rc != FL_OK) return 100 + -rc;
+    int64_t *cells = NULL;
+    if (fl_shm_data(shared_segment, (void **)&cells, NULL) != FL_OK) return 99;
+    cells[x] = x * x;
+    int64_t pid = getpid();
+    return fl_task_return(ctx, &pid, sizeof pid);
+}
+
+static int behave(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)ctx;
+    char what[16] = {0};
+    memcpy(what, arg, len < 15 ? len : 15);
+    if (strcmp(what, "seven") == 0) return 7;
+    if (strcmp(what, "exit") == 0) exit(3);
+    if (strcmp(what, "segv") == 0) raise(SIGSEGV);
+    if (strcmp(what, "sleep") == 0) sleep(30);
+    if (strcmp(what, "fail") == 0) return fl_task_fail(ctx, 300, "bad");
+    if (strcmp(what, "pool") == 0) {
+        fl_pool pool = NULL;
+        return fl_pool_create(NULL, &pool) == FL_ENOTSUP ? 0 : 1;
+    }
+    return 0;
+}
+
+static int produce(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len; (void)ctx;
+    int64_t base;
+    memcpy(&base, arg, sizeof base);
+    for (int64_t i = 0; i < 1000; i++) {
+        int64_t value = base + i;
+        if (fl_queue_put(shared_queue, &value, sizeof value, 30) != FL_OK) return 1;
+    }
+    return 0;
+}
+
+static int consume(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    int64_t sum = 0, count = 0, value;
+    size_t got;
+    int rc;
+    while ((rc = fl_queue_get(shared_queue, &value, sizeof value, &got, 30)) == FL_OK) {
+        sum += value;
+        count++;
+    }
+    if (rc != FL_EDONE) return 2;
+    int64_t out[2] = {sum, count};
+    return fl_task_return(ctx, out, sizeof out);
+}
+
+static int open_and_sum(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    char name[128] = {0};
+    memcpy(name, arg, len < 127 ? len : 127);
+    fl_shm shm = NULL;
+    int rc = fl_shm_open(name, &shm);
+    if (rc != FL_OK) return fl_task_fail(ctx, -rc, fl_last_error());
+    unsigned char *data = NULL;
+    size_t size = 0;
+    fl_shm_data(shm, (void **)&data, &size);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < size; i++) sum += data[i];
+    data[0] = 42; /* visible to the parent: no copy */
+    fl_shm_close(shm);
+    return fl_task_return(ctx, &sum, sizeof sum);
+}
+
+static void test_seed_example(void) {
+    CHECK_OK(fl_queue_create(0, 0, &shared_queue));
+    CHECK_OK(fl_shm_create(NULL, 8 * sizeof(int64_t), &shared_segment));
+    fl_process processes[4];
+    for (int64_t x = 0; x < 4; x++) CHECK_OK(fl_process_start(square_into_queue, NULL, &x, sizeof x, NULL, &processes[x]));
+    for (int i = 0; i < 4; i++) CHECK_OK(fl_process_join(processes[i], 30));
+    int64_t squares[4] = {-1, -1, -1, -1};
+    for (int i = 0; i < 4; i++) {
+        int64_t pair[2];
+        size_t len = 0;
+        CHECK_OK(fl_queue_get(shared_queue, pair, sizeof pair, &len, 5));
+        CHECK(len == sizeof pair && pair[0] >= 0 && pair[0] < 4);
+        if (pair[0] >= 0 && pair[0] < 4) squares[pair[0]] = pair[1];
+    }
+    int64_t *cells = NULL;
+    CHECK_OK(fl_shm_data(shared_segment, (void **)&cells, NULL));
+    for (int i = 0; i < 4; i++) {
+        CHECK(squares[i] == i * i);
+        CHECK(cells[i] == i * i);
+        int code = -1;
+        CHECK_OK(fl_process_exitcode(processes[i], &code));
+        CHECK(code == 0);
+        int64_t pid = 0, returned = 0;
+        size_t len = 0;
+        CHECK_OK(fl_process_pid(processes[i], &pid));
+        CHECK_OK(fl_process_result(processes[i], &returned, sizeof returned, &len));
+        CHECK(len == 8 && returned == pid && pid != getpid());
+        CHECK_RC(0, fl_process_is_alive(processes[i]));
+        CHECK_OK(fl_process_destroy(processes[i]));
+        CHECK_RC(FL_EHANDLE, fl_process_join(processes[i], 0));
+    }
+    CHECK(children() == 0);
+    CHECK_OK(fl_shm_close(shared_segment));
+    CHECK_OK(fl_queue_destroy(shared_queue));
+}
+
+static void test_exit_codes(void) {
+    struct { const char *arg; int code; } cases[] = {{"ok", 0}, {"seven", 7}, {"exit", 3}, {"segv", -SIGSEGV},
+                                                     {"fail", 300}, {"pool", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fl_process p = NULL;
+        CHECK_OK(fl_process_start(behave, NULL, cases[i].arg, strlen(cases[i].arg), NULL, &p));
+        CHECK_OK(fl_process_join(p, 30));
+        int code = 12345;
+        CHECK_OK(fl_process_exitcode(p, &code));
+        CHECK(code == cases[i].code);
+        if (code != cases[i].code) fprintf(stderr, "  %s: exit code %d\n", cases[i].arg, code);
+        CHECK_OK(fl_process_destroy(p));
+    }
+
+    fl_process sleeper = NULL, victim = NULL;
+    CHECK_OK(fl_process_start(behave, NULL, "sleep", 5, NULL, &sleeper));
+    CHECK_OK(fl_process_start(behave, NULL, "sleep", 5, NULL, &victim));
+    CHECK_RC(1, fl_process_is_alive(sleeper));
+    int code = 0;
+    CHECK_RC(FL_ESTATE, fl_process_exitcode(sleeper, &code));
+    size_t len = 0;
+    CHECK_RC(FL_ESTATE, fl_process_result(sleeper, NULL, 0, &len));
+    CHECK_RC(FL_ETIMEDOUT, fl_process_join(sleeper, 0.05));
+    CHECK_RC(FL_ESTATE, fl_process_destroy(sleeper));
+    CHECK_OK(fl_process_terminate(sleeper));
+    CHECK_OK(fl_process_kill(victim));
+    CHECK_OK(fl_process_join(sleeper, 30));
+    CHECK_OK(fl_process_join(victim, 30));
+    CHECK_OK(fl_process_exitcode(sleeper, &code));
+    CHECK(code == -SIGTERM);
+    CHECK_OK(fl_process_exitcode(victim, &code));
+    CHECK(code == -SIGKILL);
+    CHECK_OK(fl_process_kill(victim)); /* already reaped: nothing happens */
+    CHECK_OK(fl_process_destroy(sleeper));
+    CHECK_OK(fl_process_destroy(victim));
+    CHECK(children() == 0);
+
+    fl_process p = NULL;
+    fl_process_options options;
+    CHECK_OK(fl_process_options_init(&options));
+    CHECK(options.daemon == 0);
+    options.size = 3;
+    CHECK_RC(FL_EINVAL, fl_process_start(behave, NULL, NULL, 0, &options, &p));
+    CHECK_RC(FL_EINVAL, fl_process_start(NULL, NULL, NULL, 0, NULL, &p));
+    CHECK_RC(FL_EINVAL, fl_process_start(behave, NULL, NULL, 4, NULL, &p));
+    CHECK(p == NULL);
+    CHECK_RC(FL_EHANDLE, fl_process_join(NULL, 0));
+}
+
+static void test_queue_semantics(void) {
+    fl_queue q = NULL;
+    CHECK_OK(fl_queue_create(256, 2, &q));
+    CHECK_OK(fl_queue_put(q, "a", 1, 0));
+    CHECK_OK(fl_queue_put(q, "bcd", 3, 0));
+    CHECK_RC(FL_ETIMEDOUT, fl_queue_put(q, "e", 1, 0.01)); /* max_items */
+    size_t count = 0;
+    CHECK_OK(fl_queue_count(q, &count));
+    CHECK(count == 2);
+    char big[300];
+    memset(big, 'x', sizeof big);
+    CHECK_RC(FL_ERANGE, fl_queue_put(q, big, sizeof big, 0)); /* can never fit */
+    char small[2];
+    size_t len = 0;
+    CHECK_OK(fl_queue_get(q, small, sizeof small, &len, 0));
+    CHECK(len == 1 && small[0] == 'a');
+    CHECK_RC(FL_ERANGE, fl_queue_get(q, small, sizeof small, &len, 0));
+    CHECK(len == 3); /* still queued */
+    CHECK_RC(FL_ERANGE, fl_queue_get(q, NULL, 0, &len, 0));
+    char buffer[8];
+    CHECK_OK(fl_queue_get(q, buffer, sizeof buffer, &len, 0));
+    CHECK(len == 3 && memcmp(buffer, "bcd", 3) == 0);
+    CHECK_RC(FL_ETIMEDOUT, fl_queue_get(q, buffer, sizeof buffer, &len, 0.01));
+    /* wrap around the ring many times */
+    int ok = 1;
+    for (int i = 0; i < 1000; i++) {
+        char message[40];
+        int n = snprintf(message, sizeof message, "message %d", i);
+        ok &= fl_queue_put(q, message, (size_t)n, 0) == FL_OK;
+        ok &= fl_queue_get(q, buffer, 0, &len, 0) == FL_ERANGE && len == (size_t)n;
+        char back[40];
+        ok &= fl_queue_get(q, back, sizeof back, &len, 0) == FL_OK && len == (size_t)n && memcmp(back, message, len) == 0;
+    }
+    CHECK(ok);
+    CHECK_OK(fl_queue_put(q, "z", 1, 0));
+    CHECK_OK(fl_queue_close(q));
+    CHECK_OK(fl_queue_close(q));
+    CHECK_RC(FL_ESTATE, fl_queue_put(q, "y", 1, 0));
+    CHECK_OK(fl_queue_get(q, buffer, sizeof buffer, &len, 0));
+    CHECK_RC(FL_EDONE, fl_queue_get(q, buffer, sizeof buffer, &len, FL_FOREVER));
+    CHECK_RC(FL_EINVAL, fl_queue_put(q, NULL, 3, 0));
+    CHECK_RC(FL_EINVAL, fl_queue_get(q, buffer, sizeof buffer, NULL, 0));
+    CHECK_OK(fl_queue_destroy(q));
+    CHECK_RC(FL_EHANDLE, fl_queue_put(q, "a", 1, 0));
+    CHECK_RC(FL_EINVAL, fl_queue_create(0, 0, NULL));
+}
+
+static void test_queue_across_processes(void) {
+    CHECK_OK(fl_queue_create(4096, 0, &shared_queue)); /* small: producers block on a full queue */
+    fl_process producers[3], consumers[2];
+    for (int i = 0; i < 2; i++) CHECK_OK(fl_process_start(consume, NULL, NULL, 0, NULL, &consumers[i]));
+    for (int64_t i = 0; i < 3; i++) {
+        int64_t base = i * 1000;
+        CHECK_OK(fl_process_start(produce, NULL, &base, sizeof base, NULL, &producers[i]));
+    }
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(fl_process_join(producers[i], 60));
+        int code = -1;
+        CHECK_OK(fl_process_exitcode(producers[i], &code));
+        CHECK(code == 0);
+        fl_process_destroy(producers[i]);
+    }
+    CHECK_OK(fl_queue_close(shared_queue)); /* consumers drain, then see FL_EDONE */
+    int64_t sum = 0, count = 0;
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(fl_process_join(consumers[i], 60));
+        int64_t out[2] = {0, 0};
+        size_t len = 0;
+        CHECK_OK(fl_process_result(consumers[i], out, sizeof out, &len));
+        CHECK(len == sizeof out);
+        sum += out[0];
+        count += out[1];
+        fl_process_destroy(consumers[i]);
+    }
+    CHECK(count == 3000);
+    CHECK(sum == 2999LL * 3000 / 2);
+    CHECK_OK(fl_queue_destroy(shared_queue));
+}
+
+static void test_shared_memory(void) {
+    /* Anonymous, opened by name in a pool worker started before the segment existed. */
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 1;
+    o.backend = FL_BACKEND_PROCESS;
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    fl_shm shm = NULL;
+    CHECK_OK(fl_shm_create(NULL, 3 << 20, &shm));
+    unsigned char *data = NULL;
+    size_t size = 0;
+    CHECK_OK(fl_shm_data(shm, (void **)&data, &size));
+    CHECK(size == 3u << 20);
+    uint64_t expected = 0;
+    for (size_t i = 0; i < size; i++) {
+        data[i] = (unsigned char)(i % 251);
+        expected += data[i];
+    }
+    char name[64];
+    CHECK_OK(fl_shm_name(shm, name, sizeof name));
+    CHECK(strncmp(name, "memfd:", 6) == 0);
+    CHECK_RC(FL_ERANGE, fl_shm_name(shm, name, 4));
+    uint64_t sum = 0;
+    CHECK_OK(fl_pool_apply(pool, open_and_sum, NULL, name, strlen(name), &sum, sizeof sum, NULL));
+    CHECK(sum == expected);
+    CHECK(data[0] == 42); /* the worker wrote into the same memory */
+    CHECK_OK(fl_shm_close(shm));
+    CHECK_RC(FL_EHANDLE, fl_shm_data(shm, (void **)&data, &size));
+
+    /* Named: survives its creator's unmap until unlinked. */
+    char named[64];
+    snprintf(named, sizeof named, "/forklift-test-%d", (int)getpid());
+    CHECK_OK(fl_shm_create(named, 4096, &shm));
+    fl_shm again = NULL;
+    CHECK_RC(FL_ESTATE, fl_shm_create(named, 4096, &again));
+    CHECK_OK(fl_shm_data(shm, (void **)&data, NULL));
+    data[1] = 7;
+    CHECK_OK(fl_shm_close(shm));
+    CHECK_OK(fl_pool_apply(pool, open_and_sum, NULL, named, strlen(named), &sum, sizeof sum, NULL));
+    CHECK(sum == 7);
+    CHECK_OK(fl_shm_open(named, &again));
+    CHECK_OK(fl_shm_data(again, (void **)&data, &size));
+    CHECK(size == 4096 && data[0] == 42 && data[1] == 7);
+    CHECK_OK(fl_shm_unlink(named));
+    CHECK_RC(FL_EINVAL, fl_shm_unlink(named));
+    CHECK(data[1] == 7); /* the mapping outlives the name */
+    CHECK_OK(fl_shm_close(again));
+    char path[96];
+    snprintf(path, sizeof path, "/dev/shm%s", named);
+    CHECK(access(path, F_OK) != 0);
+    CHECK_RC(FL_EINVAL, fl_shm_open(named, &again));
+    CHECK_RC(FL_EINVAL, fl_shm_open("memfd:1:999999", &again));
+    CHECK_RC(FL_EINVAL, fl_shm_create(NULL, 0, &again));
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+int main(void) {
+    test_seed_example();
+    test_exit_codes();
+    test_queue_semantics();
+    test_queue_across_processes();
+    test_shared_memory();
+    CHECK(children() == 0);
+    return check_finish("process");
+}
