@@ -187,6 +187,21 @@ def main():
               ("ray", [python, ray_script, "W4", n_w4], ray_runs, n_w4)],
              f"each peer against its own serial loop; {os.cpu_count()} CPUs bound the speed-up")
 
+    n_w5 = (64 if quick else 256) << 20
+    workload("W5", "a buffer into a task in another process, a checksum back", "GiB/s", True,
+             native("forklift", "W5shm", n_w5), n_w5,
+             [("mp", [python, mp_script, "mp", "W5", n_w5], runs, n_w5),
+              ("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5)],
+             "Forklift: the buffer lives in an fl_shm segment, the task (process pool) maps it by name, "
+             "no copy; multiprocessing: Pool.apply with bytes (pickled through a pipe); Ray: a numpy "
+             "array argument (put into the object store, mapped by the worker)")
+    workload("W5copy", "W5 with the buffer passed as the task's argument blob", "GiB/s", True,
+             native("forklift", "W5copy", n_w5), n_w5,
+             [("mp", [python, mp_script, "mp", "W5", n_w5], runs, n_w5),
+              ("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5)],
+             "Forklift: fl_pool_apply with the whole buffer as its argument: one copy into a memfd "
+             "that the worker maps")
+
     n_w7 = 5_000 if quick else 20_000
     workload("W7rt", "process backend: submit one no-op task, wait for its result, repeat", "µs", False,
              native("forklift", "W7rt", n_w7), n_w7,
@@ -231,6 +246,8 @@ def fmt(value, unit):
             if value >= scale:
                 return f"{value / scale:.3g} {suffix}{unit}"
         return f"{value:.3g} {unit}"
+    if unit == "GiB/s":
+        return f"{value:.3g} GiB/s"
     if unit == "µs":
         return f"{value:.3g} µs"
     if unit == "ns/call":

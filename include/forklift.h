@@ -348,7 +348,8 @@ int fl_pool_destroy(fl_pool pool);
  * result. Called from a task of the same pool, the calling worker runs other queued tasks
  * while it waits. Errors: FL_EHANDLE, FL_EINVAL (fn NULL, arg NULL with a length, out NULL
  * with a capacity), FL_ESTATE (pool closed), FL_ETASK / FL_ECANCELED (the task's outcome;
- * fl_last_error() gives its message), FL_ERANGE (the result did not fit: `*out_len` is the
+ * fl_last_error() gives its message; on a process pool also FL_EWORKER and FL_ETIMEDOUT, see
+ * fl_result_get()), FL_ERANGE (the result did not fit: `*out_len` is the
  * size needed and the result is dropped). Thread-safe.
  */
 int fl_pool_apply(fl_pool pool, fl_task_fn fn, void *user, const void *arg, size_t arg_len,
@@ -418,8 +419,8 @@ int fl_pool_starmap_async(fl_pool pool, fl_task_fn fn, void *user, const fl_blob
  * and `in` may equal `out` (in place). No per-element allocation or call. `chunksize` 0 means
  * about 64 chunks per worker, at least 4096 elements each. Both arrays are borrowed for the duration of the call.
  * Errors: FL_EHANDLE, FL_EINVAL (kernel NULL), FL_ESTATE, FL_ETASK (a kernel returned
- * non-zero: the failure of the lowest such chunk, with its element range in fl_last_error()).
- * Thread-safe.
+ * non-zero: the failure of the lowest such chunk, with its element range in fl_last_error()),
+ * FL_ENOTSUP (a process pool: its workers cannot write the caller's memory). Thread-safe.
  */
 int fl_pool_map_strided(fl_pool pool, fl_kernel_fn kernel, void *user, const void *in,
                         ptrdiff_t in_stride, void *out, ptrdiff_t out_stride, size_t count,
@@ -572,7 +573,9 @@ int fl_result_successful(fl_result result);
 /**
  * Waits up to `timeout` seconds, then reports the outcome: FL_OK, the task's FL_ETASK
  * (fl_last_error() and fl_result_error() give its code and message) or FL_ECANCELED, or
- * FL_ETIMEDOUT. For apply, `*data`/`*len` (each may be NULL) receive the result bytes,
+ * FL_ETIMEDOUT; on a process pool also FL_EWORKER (the worker process died: the code is its
+ * exit status or the negated signal, the message names it) or FL_ETIMEDOUT for a task that
+ * exceeded the task timeout. For apply, `*data`/`*len` (each may be NULL) receive the result bytes,
  * borrowed until fl_result_release(); for maps they are NULL/0 and the status is that of the
  * first failed item — read items with fl_result_item(). Thread-safe.
  */
@@ -586,7 +589,8 @@ int fl_result_count(fl_result result, size_t *count);
 
 /**
  * Reads item `index` of a ready result: FL_OK with its bytes in `*data`/`*len` (each may be
- * NULL; borrowed until fl_result_release()), or the item's FL_ETASK / FL_ECANCELED. Errors:
+ * NULL; borrowed until fl_result_release()), or the item's failure: FL_ETASK, FL_ECANCELED, or
+ * on a process pool FL_EWORKER (its worker process died) or FL_ETIMEDOUT (task timeout). Errors:
  * FL_ESTATE (not ready: wait first), FL_ERANGE (index >= count), FL_EHANDLE. Thread-safe.
  */
 int fl_result_item(fl_result result, size_t index, const void **data, size_t *len);

@@ -168,6 +168,60 @@ static double t1(fl_pool pool, long n, int typed) {
     return best / n * 1e9;
 }
 
+/* W5: N bytes (uint64 words 0, 1, 2, ...) into a task in a worker process, a checksum back.
+ * W5copy passes the buffer as the argument blob (the library copies it into shared memory);
+ * W5shm builds it in a shared-memory segment and passes the segment's name (no copy). */
+static int checksum_blob(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    const uint64_t *words = arg;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < len / 8; i++) sum += words[i];
+    return fl_task_return(ctx, &sum, sizeof sum);
+}
+
+static int checksum_shm(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    char name[64] = {0};
+    memcpy(name, arg, len < 63 ? len : 63);
+    fl_shm shm;
+    if (fl_shm_open(name, &shm) != FL_OK) return 1;
+    const uint64_t *words;
+    size_t size;
+    fl_shm_data(shm, (void **)&words, &size);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < size / 8; i++) sum += words[i];
+    fl_shm_close(shm);
+    return fl_task_return(ctx, &sum, sizeof sum);
+}
+
+static double w5(fl_pool pool, long n, int shared) {
+    size_t words = (size_t)n / 8;
+    uint64_t expected = 0, got = 0;
+    for (size_t i = 0; i < words; i++) expected += i;
+    fl_shm shm = NULL;
+    uint64_t *data;
+    if (shared) {
+        fl_shm_create(NULL, words * 8, &shm);
+        fl_shm_data(shm, (void **)&data, NULL);
+    } else {
+        data = malloc(words * 8);
+    }
+    for (size_t i = 0; i < words; i++) data[i] = i;
+    char name[64];
+    double t0 = bench_now();
+    if (shared) {
+        fl_shm_name(shm, name, sizeof name);
+        fl_pool_apply(pool, checksum_shm, NULL, name, strlen(name), &got, sizeof got, NULL);
+    } else {
+        fl_pool_apply(pool, checksum_blob, NULL, data, words * 8, &got, sizeof got, NULL);
+    }
+    double t = bench_now() - t0;
+    if (got != expected) exit(4);
+    if (shared) fl_shm_close(shm);
+    else free(data);
+    return (double)n / t / (1024.0 * 1024.0 * 1024.0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return bench_usage(argv[0]);
     long n = atol(argv[2]);
@@ -180,10 +234,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     /* W7: the process backend; W7rt round trips as W2, W7tp no-op throughput as W1. */
-    int process = strncmp(argv[1], "W7", 2) == 0;
+    int process = strncmp(argv[1], "W7", 2) == 0 || strncmp(argv[1], "W5", 2) == 0;
     fl_pool pool = make_pool(process ? FL_BACKEND_PROCESS : FL_BACKEND_THREAD);
     double v;
     if (strcmp(argv[1], "W7rt") == 0) v = w2(pool, n);
+    else if (strcmp(argv[1], "W5copy") == 0) v = w5(pool, n, 0);
+    else if (strcmp(argv[1], "W5shm") == 0) v = w5(pool, n, 1);
     else if (strcmp(argv[1], "W7tp") == 0) v = w1(pool, n);
     else if (strcmp(argv[1], "W1") == 0) v = w1(pool, n);
     else if (strcmp(argv[1], "W1cb") == 0) v = w1cb(pool, n);

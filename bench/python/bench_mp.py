@@ -1,6 +1,6 @@
 """multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor on the benchmark workloads.
 
-usage: bench_mp.py {mp,cf} W1|W2|W3|W4 N [ROUNDS]   prints one number in the workload's unit.
+usage: bench_mp.py {mp,cf} W1|W2|W3|W4|W5 N [ROUNDS]   prints one number in the workload's unit.
 """
 import concurrent.futures as cf
 import multiprocessing as mp
@@ -15,6 +15,11 @@ def noop(_=None):
 
 def square(x):
     return x * x
+
+
+def checksum(data):
+    import numpy
+    return int(numpy.frombuffer(data, dtype="uint64").sum(dtype="uint64"))
 
 
 def spin(args):
@@ -71,6 +76,14 @@ def main():
             t_parallel = time.perf_counter() - t0
             assert parallel == serial
             value = t_serial / t_parallel
+        elif workload == "W5":
+            import numpy
+            data = numpy.arange(n // 8, dtype="uint64").tobytes()
+            expected = checksum(data)
+            t0 = time.perf_counter()
+            got = pool.apply(checksum, (data,))  # pickled through the worker's pipe
+            value = n / (time.perf_counter() - t0) / 2**30
+            assert got == expected
         pool.close()
         pool.join()
     else:

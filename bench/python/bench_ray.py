@@ -1,9 +1,14 @@
-"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4 N   prints one number."""
+"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4|W5 N   prints one number."""
 import os
 import sys
 import time
 
 import ray
+
+
+@ray.remote
+def checksum(array):
+    return int(array.sum(dtype="uint64"))
 
 
 @ray.remote
@@ -57,6 +62,14 @@ def main():
         t_parallel = time.perf_counter() - t0
         assert parallel == serial
         value = t_serial / t_parallel
+    elif workload == "W5":
+        import numpy
+        data = numpy.arange(n // 8, dtype="uint64")
+        expected = int(data.sum(dtype="uint64"))
+        t0 = time.perf_counter()
+        got = ray.get(checksum.remote(data))  # put into the object store, mapped by the worker
+        value = n / (time.perf_counter() - t0) / 2**30
+        assert got == expected
     else:
         raise SystemExit(f"{workload} is not measured for Ray")
     ray.shutdown()

@@ -10,7 +10,8 @@ import CForklift
 /// result. Called from a task of the same pool, the calling worker runs other queued tasks
 /// while it waits. Errors: FL_EHANDLE, FL_EINVAL (fn NULL, arg NULL with a length, out NULL
 /// with a capacity), FL_ESTATE (pool closed), FL_ETASK / FL_ECANCELED (the task's outcome;
-/// fl_last_error() gives its message), FL_ERANGE (the result did not fit: `*out_len` is the
+/// fl_last_error() gives its message; on a process pool also FL_EWORKER and FL_ETIMEDOUT, see
+/// fl_result_get()), FL_ERANGE (the result did not fit: `*out_len` is the
 /// size needed and the result is dropped). Thread-safe.
 @_cdecl("fl_pool_apply")
 public func fl_pool_apply(_ pool: fl_pool?, _ fn: fl_task_fn?, _ user: UnsafeMutableRawPointer?,
@@ -185,8 +186,8 @@ private func submitStarmap(_ pool: fl_pool?, _ fn: fl_task_fn?, _ user: UnsafeMu
 /// and `in` may equal `out` (in place). No per-element allocation or call. `chunksize` 0 means
 /// about 64 chunks per worker, at least 4096 elements each. Both arrays are borrowed for the duration of the call.
 /// Errors: FL_EHANDLE, FL_EINVAL (kernel NULL), FL_ESTATE, FL_ETASK (a kernel returned
-/// non-zero: the failure of the lowest such chunk, with its element range in fl_last_error()).
-/// Thread-safe.
+/// non-zero: the failure of the lowest such chunk, with its element range in fl_last_error()),
+/// FL_ENOTSUP (a process pool: its workers cannot write the caller's memory). Thread-safe.
 @_cdecl("fl_pool_map_strided")
 public func fl_pool_map_strided(_ pool: fl_pool?, _ kernel: fl_kernel_fn?, _ user: UnsafeMutableRawPointer?,
                                 _ in_: UnsafeRawPointer?, _ in_stride: ptrdiff_t, _ out: UnsafeMutableRawPointer?,
