@@ -2,34 +2,15 @@
  * Queue and shared_memory). */
 #define _GNU_SOURCE
 #include "check.h"
+#include "children.h"
 
-#include <dirent.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
-static int children(void) {
-    char path[64];
-    int n = 0;
-    snprintf(path, sizeof path, "/proc/%d/task", (int)getpid());
-    DIR *dir = opendir(path);
-    if (!dir) return -1;
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (entry->d_name[0] == '.') continue;
-        char file[600];
-        snprintf(file, sizeof file, "%s/%s/children", path, entry->d_name);
-        FILE *f = fopen(file, "r");
-        if (!f) continue;
-        int pid;
-        while (fscanf(f, "%d", &pid) == 1) n++;
-        fclose(f);
-    }
-    closedir(dir);
-    return n;
-}
+static int children(void) { return child_pids(NULL, 0); }
 
 static fl_queue shared_queue;
 static fl_shm shared_segment;

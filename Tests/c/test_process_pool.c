@@ -2,8 +2,8 @@
  * backend, plus isolation — crashes, exits, kills and timeouts fail only the task that ran. */
 #define _GNU_SOURCE
 #include "check.h"
+#include "children.h"
 
-#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,31 +30,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The pids of this process's children (read from /proc). */
-static int child_pids(pid_t *out, int cap) {
-    char path[64];
-    int n = 0;
-    snprintf(path, sizeof path, "/proc/%d/task", (int)getpid());
-    DIR *dir = opendir(path);
-    if (!dir) return 0;
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (entry->d_name[0] == '.') continue;
-        char file[600];
-        snprintf(file, sizeof file, "%s/%s/children", path, entry->d_name);
-        FILE *f = fopen(file, "r");
-        if (!f) continue;
-        int pid;
-        while (fscanf(f, "%d", &pid) == 1) {
-            if (n < cap) out[n] = pid;
-            n++;
-        }
-        fclose(f);
-    }
-    closedir(dir);
-    return n;
 }
 
 /* ---- tasks (they run in worker processes) ---- */
