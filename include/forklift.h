@@ -232,9 +232,7 @@ typedef struct fl_process_options {
     /** sizeof(fl_process_options), set by fl_process_options_init(). */
     size_t size;
     /** Non-zero: a daemon process, killed (SIGKILL) when the parent process ends, however it
-     *  ends. Linux delivers this when the *thread* that started the process ends, so start
-     *  daemons from a thread that lives as long as they should. Default 0: the process runs
-     *  on after the parent ends. */
+     *  ends (exit, crash, SIGKILL). Default 0: the process runs on after the parent ends. */
     int daemon;
 } fl_process_options;
 

@@ -4,6 +4,7 @@
 #include "check.h"
 #include "children.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -309,12 +310,91 @@ static void test_shared_memory(void) {
     CHECK_OK(fl_pool_destroy(pool));
 }
 
-int main(void) {
+/* Starts a sleeping process from a thread that then ends. */
+static void *start_from_thread(void *raw) {
+    fl_process_options options;
+    fl_process_options_init(&options);
+    options.daemon = *(int *)raw;
+    fl_process p = NULL;
+    fl_process_start(behave, NULL, "sleep", 5, &options, &p);
+    return p;
+}
+
+static void test_daemon(void) {
+    int settings[2] = {1, 0};
+    fl_process started[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_t thread;
+        void *out = NULL;
+        pthread_create(&thread, NULL, start_from_thread, &settings[i]);
+        pthread_join(thread, &out);
+        started[i] = out;
+        CHECK(out != NULL);
+    }
+    /* Neither ends with the thread that started it. */
+    for (int i = 0; i < 2; i++) {
+        CHECK_RC(FL_ETIMEDOUT, fl_process_join(started[i], 0.2));
+        CHECK_OK(fl_process_kill(started[i]));
+        CHECK_OK(fl_process_join(started[i], 20));
+    }
+    for (int i = 0; i < 2; i++) CHECK_OK(fl_process_destroy(started[i]));
+}
+
+/* Whether `pid` has ended (gone, or a zombie nobody reaped yet). */
+static int ended(pid_t pid) {
+    char path[64], state = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    int matched = fscanf(f, "%*d (%*[^)]) %c", &state);
+    fclose(f);
+    return matched != 1 || state == 'Z' || state == 'X';
+}
+
+/* A daemon ends with its parent process: a helper run of this program starts a daemon, prints
+ * its pid and exits without joining it. */
+static void test_daemon_ends_with_parent(void) {
+    char self[512] = {0}, command[600];
+    if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return;
+    snprintf(command, sizeof command, "'%s' --start-daemon", self);
+    FILE *helper = popen(command, "r");
+    CHECK(helper != NULL);
+    if (!helper) return;
+    long pid = 0;
+    char line[64] = {0};
+    if (fgets(line, sizeof line, helper)) pid = strtol(line, NULL, 10);
+    CHECK(pclose(helper) == 0);
+    CHECK(pid > 0);
+    int gone = 0;
+    for (int i = 0; i < 200 && pid > 0 && !(gone = ended((pid_t)pid)); i++) {
+        struct timespec pause = {0, 50 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    CHECK(gone);
+}
+
+static int start_daemon_and_exit(void) {
+    fl_process_options options;
+    fl_process_options_init(&options);
+    options.daemon = 1;
+    fl_process daemon = NULL;
+    if (fl_process_start(behave, NULL, "sleep", 5, &options, &daemon) != FL_OK) return 1;
+    int64_t pid = 0;
+    fl_process_pid(daemon, &pid);
+    printf("%lld\n", (long long)pid);
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--start-daemon") == 0) return start_daemon_and_exit();
     test_seed_example();
     test_exit_codes();
     test_queue_semantics();
     test_queue_across_processes();
     test_shared_memory();
+    test_daemon();
+    test_daemon_ends_with_parent();
     CHECK(children() == 0);
     return check_finish("process");
 }

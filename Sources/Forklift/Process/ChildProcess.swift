@@ -62,9 +62,24 @@ final class ChildProcess {
         } else if length > 0 {
             fls_worker_arg_area(worker).copyMemory(from: arg!, byteCount: length)
         }
-        var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0,
-                                          death_signal: daemon ? SIGKILL : 0)
-        let error = fls_worker_spawn(worker, &initializer)
+        let error: Int32
+        if daemon {
+            // Forked from the launcher thread, so the daemon's death signal follows the process.
+            do throws(Failure) {
+                error = try DaemonLauncher.perform {
+                    var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: SIGKILL)
+                    return fls_worker_spawn(worker, &initializer)
+                }
+            } catch {
+                if sideFile >= 0 { close(sideFile) }
+                fls_worker_close(worker)
+                worker.deallocate()
+                throw error
+            }
+        } else {
+            var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: 0)
+            error = fls_worker_spawn(worker, &initializer)
+        }
         guard error == 0 else {
             if sideFile >= 0 { close(sideFile) }
             fls_worker_close(worker)
