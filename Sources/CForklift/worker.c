@@ -165,6 +165,7 @@ int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init) {
     fls_mailbox *mb = worker->mailbox;
     mb->request_seq = 0;
     mb->response_seq = 0;
+    mb->started_seq = 0;
     mb->child_sleeps = 0;
     mb->proxy_sleeps = 0;
     mb->init_state = FLS_INIT_PENDING;
@@ -529,6 +530,7 @@ static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init
             store(&mb->child_sleeps, 0);
         }
         seen = load(&mb->request_seq);
+        store(&mb->started_seq, seen);
         /* The proxy has read the previous result. */
         if (pending_result_fd >= 0) close(pending_result_fd);
         pending_result_fd = -1;

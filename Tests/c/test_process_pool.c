@@ -218,6 +218,19 @@ static void test_crashes_fail_only_their_task(void) {
     CHECK(child_pids(children, 4) == 0);
 }
 
+/* A worker killed while idle costs no task: the next task goes to a fresh worker. */
+static void test_idle_death_costs_nothing(void) {
+    fl_pool pool = make_process_pool(1, 0, 0, 0);
+    int64_t pid = 0, next = 0;
+    CHECK_OK(fl_pool_apply(pool, return_pid, NULL, NULL, 0, &pid, sizeof pid, NULL));
+    CHECK(kill((pid_t)pid, SIGKILL) == 0);
+    struct timespec pause = {0, 100 * 1000000L};
+    nanosleep(&pause, NULL);
+    CHECK_OK(fl_pool_apply(pool, return_pid, NULL, NULL, 0, &next, sizeof next, NULL));
+    CHECK(next > 0 && next != pid);
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
 static void test_timeout_kills_and_replaces(void) {
     fl_pool pool = make_process_pool(1, 0.3, 0, 0);
     double start = now_s();
@@ -409,7 +422,7 @@ static void test_killing_workers_under_load(void) {
     CHECK(done + died == TASKS);
     CHECK(wrong == 0 && other == 0 && hung == 0);
     CHECK(state.kills > 0);
-    /* Every killed worker was running a task or idle, so at most one failure per kill. */
+    /* A kill fails the task the worker was running, or none if it was idle. */
     CHECK(died <= state.kills);
     printf("crash safety: %d tasks in flight, %d workers killed, %d tasks failed with FL_EWORKER, "
            "%d done, 0 lost, %d hung, %.2f s\n", TASKS, state.kills, died, done, hung, took);
@@ -440,6 +453,7 @@ int main(void) {
     test_options();
     test_runs_in_other_processes();
     test_crashes_fail_only_their_task();
+    test_idle_death_costs_nothing();
     test_timeout_kills_and_replaces();
     test_max_tasks_per_child();
     test_initializer_in_each_process();

@@ -44,7 +44,8 @@ typedef struct fls_mailbox {
     /* Written by the child. */
     uint32_t response_seq;
     uint32_t proxy_sleeps;
-    uint32_t pad1[14];
+    uint32_t started_seq;    /* the request the child has taken (it died before it, or in it) */
+    uint32_t pad1[13];
     uint32_t cancelled;
     uint32_t init_state;
     int32_t init_code;

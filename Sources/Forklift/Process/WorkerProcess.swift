@@ -56,6 +56,9 @@ final class WorkerProcess {
     private static let responseOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.response_seq)!
     private static let initStateOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.init_state)!
     private static let cancelledOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.cancelled)!
+    private static let startedOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.started_seq)!
+    /// Fresh workers tried for a task whose worker died before taking it.
+    private static let handOverAttempts = 3
     /// Polls of the response word before the proxy sleeps.
     private static let spins: Int32 = 4000
 
@@ -129,6 +132,7 @@ final class WorkerProcess {
              index: UInt64) {
         let typed: TypedCall? = isTypedTrampoline(fn) ? Unmanaged<TypedCall>.fromOpaque(user!).takeUnretainedValue() : nil
         var deaths: [String] = []
+        var deathsBeforeStart = 0
         while true {
             if fls_atomic_load_u32(cancelled) != 0 {
                 ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "pool terminated before the task ran")
@@ -149,6 +153,7 @@ final class WorkerProcess {
             }
             let seen = fls_atomic_load_u32(word(at: Self.responseOffset))
             fls_worker_send(worker)
+            let request = fls_atomic_load_u32(&mailbox.pointee.request_seq)
             let deadline = settings.taskTimeout > 0 ? fls_monotonic_ns() + Int64(settings.taskTimeout * 1e9) : -1
             let outcome = fls_worker_wait(worker, word(at: Self.responseOffset), seen, deadline, Self.spins, cancelled)
             if sideFile >= 0 { close(sideFile) }
@@ -161,6 +166,16 @@ final class WorkerProcess {
                 return
             case FLS_WAIT_DIED:
                 let end = fls_worker_reap(worker)
+                if fls_atomic_load_u32(word(at: Self.startedOffset)) != request {
+                    // The worker died idle, before it took this task: the task never ran, so
+                    // it goes to a fresh worker without counting as a failure.
+                    deathsBeforeStart += 1
+                    if deathsBeforeStart < Self.handOverAttempts { continue }
+                    ResultSlot.fail(slot, status: FL_EWORKER, code: end,
+                                    message: "\(deathsBeforeStart) fresh worker processes died before taking the task "
+                                        + "(the last, \(pid), \(Self.describe(end)))")
+                    return
+                }
                 deaths.append("worker process \(pid) \(Self.describe(end))")
                 if deaths.count <= settings.retries { continue }
                 let retried = deaths.count > 1 ? " (run \(deaths.count) times: \(deaths.joined(separator: "; ")))" : ""
