@@ -266,24 +266,6 @@ void fls_wait_readable(int fd, int64_t deadline_ns) {
     poll(&p, 1, timeout_ms);
 }
 
-int fls_worker_wait_death(fls_worker *worker, int64_t deadline_ns) {
-    for (;;) {
-        if (worker->pid <= 0 || child_is_dead(worker)) return 1;
-        int timeout_ms = -1;
-        if (deadline_ns >= 0) {
-            int64_t left = deadline_ns - now_ns();
-            if (left <= 0) return 0;
-            timeout_ms = (int)((left + 999999) / 1000000);
-        }
-        if (worker->pid_fd >= 0) {
-            struct pollfd fd = {worker->pid_fd, POLLIN, 0};
-            poll(&fd, 1, timeout_ms);
-        } else {
-            usleep(timeout_ms < 0 || timeout_ms > 10 ? 10000 : (useconds_t)timeout_ms * 1000);
-        }
-    }
-}
-
 void fls_worker_signal(fls_worker *worker, int signal) {
     if (worker->pid > 0) kill(worker->pid, signal);
 }

@@ -119,10 +119,6 @@ int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int
 /** Wakes the proxy waiting in fls_worker_wait() (from any thread). */
 void fls_worker_interrupt(fls_worker *worker);
 
-/** Waits until the child has died or `deadline_ns` (negative: none) passes, without reaping it.
- *  Returns 1 if it has died. */
-int fls_worker_wait_death(fls_worker *worker, int64_t deadline_ns);
-
 /** Reaps `pid` if it has ended, without blocking: 1 (and `*end`: exit code, or the negated
  *  signal), 0 while it runs, -1 if it is not our child (already reaped elsewhere). */
 int fls_process_try_reap(pid_t pid, int *end);
