@@ -4,13 +4,9 @@ import CForklift
 @inline(__always)
 func withStatus(_ body: () throws(Failure) -> Int32) -> Int32 {
     if fls_in_worker_process() != 0 {
-        return Status.fail(FL_ENOTSUP, "only the fl_task_* calls are available inside a worker process")
+        return Status.fail(FL_ENOTSUP, "inside a worker process or a started process only the fl_task_*, fl_queue_* and fl_shm_* calls are available")
     }
-    do {
-        return try body()
-    } catch {
-        return Status.fail(error)
-    }
+    return withStatusAnywhere(body)
 }
 
 /// `withStatus` for the calls that also work inside a worker process or a started process

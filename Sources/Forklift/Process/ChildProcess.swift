@@ -17,8 +17,6 @@ final class ChildProcess {
     private var end: Int32?
     /// What the function returned with fl_task_return, copied when the process ended.
     private var result: [UInt8] = []
-    /// The failure message the function gave with fl_task_fail, if any.
-    private(set) var failureMessage: String?
     /// A memfd holding an argument too large for the mailbox; open until the process ends.
     private var sideFile: Int32 = -1
     let pid: Int32
@@ -43,49 +41,30 @@ final class ChildProcess {
             worker.deallocate()
             throw Failure(FL_ESYSTEM, "could not create a process mailbox (errno \(opened))")
         }
-        let mailbox = worker.pointee.mailbox!
-        mailbox.pointee.kind = UInt32(FLS_REQ_TASK_EXIT)
-        mailbox.pointee.fn = fn
-        mailbox.pointee.user = user
-        mailbox.pointee.index = 0
-        mailbox.pointee.arg_len = UInt64(length)
-        mailbox.pointee.arg_fd = -1
         var sideFile: Int32 = -1
-        if length > ProcessSettings.mailboxCapacity {
-            sideFile = fls_memfd_with(arg, length, "forklift-argument")
-            guard sideFile >= 0 else {
-                fls_worker_close(worker)
-                worker.deallocate()
-                throw Failure(FL_ENOMEM, "no shared memory for an argument of \(length) bytes")
-            }
-            mailbox.pointee.arg_fd = sideFile
-        } else if length > 0 {
-            fls_worker_arg_area(worker).copyMemory(from: arg!, byteCount: length)
-        }
-        let error: Int32
-        if daemon {
-            // Forked from the launcher thread, so the daemon's death signal follows the process.
-            do throws(Failure) {
-                error = try DaemonLauncher.perform {
-                    var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: SIGKILL)
-                    return fls_worker_spawn(worker, &initializer)
-                }
-            } catch {
+        var started = false
+        defer {
+            if !started {
                 if sideFile >= 0 { close(sideFile) }
                 fls_worker_close(worker)
                 worker.deallocate()
-                throw error
+            }
+        }
+        sideFile = try Mailbox.writeTask(worker, kind: FLS_REQ_TASK_EXIT, fn: fn, user: user, index: 0, arg: arg,
+                                         length: length)
+        let error: Int32
+        if daemon {
+            // Forked from the launcher thread, so the daemon's death signal follows the process.
+            error = try DaemonLauncher.perform {
+                var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: SIGKILL)
+                return fls_worker_spawn(worker, &initializer)
             }
         } else {
             var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: 0)
             error = fls_worker_spawn(worker, &initializer)
         }
-        guard error == 0 else {
-            if sideFile >= 0 { close(sideFile) }
-            fls_worker_close(worker)
-            worker.deallocate()
-            throw Failure(FL_ESYSTEM, "could not fork a process (errno \(error))")
-        }
+        guard error == 0 else { throw Failure(FL_ESYSTEM, "could not fork a process (errno \(error))") }
+        started = true
         // The request is in place before the child reads it: publish it.
         fls_worker_send(worker)
         let process = ChildProcess(worker: worker)
@@ -117,10 +96,6 @@ final class ChildProcess {
             if mailbox.pointee.status == FL_OK {
                 let length = Int(mailbox.pointee.result_len)
                 result = Array(UnsafeRawBufferPointer(start: fls_worker_result_area(worker), count: length))
-            } else {
-                failureMessage = withUnsafeBytes(of: &mailbox.pointee.message) {
-                    String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
-                }
             }
         } else {
             end = code

@@ -203,48 +203,23 @@ final class WorkerProcess {
     /// for the mailbox (the caller closes it once the task is done), or -1.
     private func writeRequest(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
                               index: UInt64, typed: TypedCall?) throws(Failure) -> Int32 {
+        guard let typed else {
+            return try Mailbox.writeTask(worker, kind: FLS_REQ_TASK, fn: fn, user: user, index: index, arg: arg,
+                                         length: length)
+        }
+        // The signature text, then the tuple at the next 16-byte boundary.
+        let text = typed.signature.text
+        let textLength = text.utf8.count + 1
+        let tupleOffset = (textLength + 15) & ~15
         let box = mailbox
+        box.pointee.kind = UInt32(FLS_REQ_TYPED)
         box.pointee.index = index
-        box.pointee.arg_fd = -1
-        let area = fls_worker_arg_area(worker)!
-        if let typed {
-            let text = typed.signature.text
-            let textLength = text.utf8.count + 1
-            let tupleOffset = (textLength + 15) & ~15
-            let total = tupleOffset + length
-            box.pointee.kind = UInt32(FLS_REQ_TYPED)
-            box.pointee.typed_fn = typed.fn
-            box.pointee.signature_len = UInt32(textLength)
-            box.pointee.arg_len = UInt64(total)
-            let write = { (target: UnsafeMutableRawPointer) in
-                _ = text.withCString { memcpy(target, $0, textLength) }
-                if length > 0 { (target + tupleOffset).copyMemory(from: arg!, byteCount: length) }
-            }
-            if total <= ProcessSettings.mailboxCapacity {
-                write(area)
-                return -1
-            }
-            let staging = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
-            defer { staging.deallocate() }
-            write(staging)
-            return try sideFile(staging, total)
+        box.pointee.typed_fn = typed.fn
+        box.pointee.signature_len = UInt32(textLength)
+        return try Mailbox.stageArgument(worker, length: tupleOffset + length) { target in
+            _ = text.withCString { memcpy(target, $0, textLength) }
+            if length > 0 { (target + tupleOffset).copyMemory(from: arg!, byteCount: length) }
         }
-        box.pointee.kind = UInt32(FLS_REQ_TASK)
-        box.pointee.fn = fn
-        box.pointee.user = user
-        box.pointee.arg_len = UInt64(length)
-        if length <= ProcessSettings.mailboxCapacity {
-            if length > 0 { area.copyMemory(from: arg!, byteCount: length) }
-            return -1
-        }
-        return try sideFile(arg!, length)
-    }
-
-    private func sideFile(_ data: UnsafeRawPointer, _ length: Int) throws(Failure) -> Int32 {
-        let fd = fls_memfd_with(data, length, "forklift-argument")
-        guard fd >= 0 else { throw Failure(FL_ENOMEM, "no shared memory for an argument of \(length) bytes") }
-        mailbox.pointee.arg_fd = fd
-        return fd
     }
 
     /// Moves the response from the mailbox into the slot (or a typed call's result array).
@@ -252,8 +227,7 @@ final class WorkerProcess {
                               externalCapacity: Int, index: UInt64, typed: TypedCall?) {
         let box = mailbox
         guard box.pointee.status == FL_OK else {
-            let message = withUnsafeBytes(of: &box.pointee.message) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            ResultSlot.fail(slot, status: FL_ETASK, code: box.pointee.code, message: message)
+            ResultSlot.fail(slot, status: FL_ETASK, code: box.pointee.code, message: Mailbox.message(worker))
             return
         }
         let length = Int(box.pointee.result_len)
