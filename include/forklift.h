@@ -99,11 +99,22 @@ typedef struct fl_signature_ *fl_signature;
  *  Free with fl_process_destroy() once it has ended. */
 typedef struct fl_process_ *fl_process;
 /** A bounded queue of byte messages in shared memory: many producers and consumers, in this
- *  process and in the processes it starts afterwards. Free with fl_queue_destroy(). */
+ *  process and in the processes it starts afterwards (others open it by name). Free with
+ *  fl_queue_destroy(). */
 typedef struct fl_queue_ *fl_queue;
 /** A shared-memory segment mapped into this process (anonymous or named). Unmap with
  *  fl_shm_close(). */
 typedef struct fl_shm_ *fl_shm;
+/** A process-shared lock, plain or recursive (multiprocessing.Lock / RLock). Free with
+ *  fl_lock_destroy(). */
+typedef struct fl_lock_ *fl_lock;
+/** A process-shared event flag (multiprocessing.Event). Free with fl_event_destroy(). */
+typedef struct fl_event_ *fl_event;
+/** A process-shared counting semaphore, optionally bounded (multiprocessing.Semaphore /
+ *  BoundedSemaphore). Free with fl_semaphore_destroy(). */
+typedef struct fl_semaphore_ *fl_semaphore;
+/** One end of a message pipe (multiprocessing.Pipe's Connection). Close with fl_pipe_close(). */
+typedef struct fl_pipe_ *fl_pipe;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -827,6 +838,21 @@ int fl_queue_count(fl_queue queue, size_t *count);
 int fl_queue_close(fl_queue queue);
 
 /**
+ * Copies the queue's name (NUL-terminated; 64 bytes always suffice) into `buffer`: what a
+ * process that did not inherit the queue (a spawned process, a pool worker started earlier,
+ * an unrelated process of the same user) passes to fl_queue_open() while a process that has
+ * the queue open lives. Errors: FL_ERANGE, FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_queue_name(fl_queue queue, char *buffer, size_t capacity);
+
+/**
+ * Opens the queue named `name` (from fl_queue_name()) and stores it in `*queue`: the same
+ * queue, not a copy. Errors: FL_EINVAL (NULL arguments, no such queue, not a queue),
+ * FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
+ */
+int fl_queue_open(const char *name, fl_queue *queue);
+
+/**
  * Unmaps the queue from this process and frees the handle (other processes keep theirs; the
  * memory goes with the last one). Do not call it while another thread of this process waits
  * in the queue. Errors: FL_EHANDLE. Thread-safe.
@@ -879,6 +905,194 @@ int fl_shm_close(fl_shm shm);
  * NULL or no such segment), FL_ESYSTEM. Thread-safe.
  */
 int fl_shm_unlink(const char *name);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Pipes: two-way message channels between processes                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Creates a connected pair of pipe ends and stores them in `*first` and `*second`
+ * (multiprocessing.Pipe). With `duplex` non-zero both ends send and receive; otherwise
+ * `first` only receives and `second` only sends. Messages are byte blobs of any size, each
+ * delivered whole and in order; large ones (above 64 KiB) travel in shared memory passed
+ * along with the message. Processes started afterwards inherit both ends (each process
+ * should close the ends it does not use, so that the peer sees the end of the stream).
+ * Errors: FL_EINVAL (NULL pointers), FL_ESYSTEM. Thread-safe.
+ */
+int fl_pipe_create(int duplex, fl_pipe *first, fl_pipe *second);
+
+/**
+ * Sends a copy of `data` (`len` bytes) as one message, waiting at most `timeout` seconds
+ * while the pipe is full (FL_FOREVER: no limit). Concurrent senders, in any processes, never
+ * interleave. Errors: FL_ETIMEDOUT, FL_ESTATE (a receive-only end, or the other end is
+ * closed in every process), FL_ENOMEM, FL_EHANDLE, FL_EINVAL. Thread-safe and process-safe.
+ */
+int fl_pipe_send(fl_pipe pipe, const void *data, size_t len, double timeout);
+
+/**
+ * Receives the next message into `buffer` (`capacity` bytes) and its length into `*len`,
+ * waiting at most `timeout` seconds for one. Errors: FL_ETIMEDOUT, FL_ERANGE (buffer too
+ * small: `*len` is the size needed and the message stays; a NULL buffer and 0 ask the size),
+ * FL_EDONE (the other end is closed in every process and no message is left), FL_ESTATE (a
+ * send-only end), FL_EHANDLE, FL_EINVAL. Thread-safe; two processes must not receive from the
+ * same end at once.
+ */
+int fl_pipe_recv(fl_pipe pipe, void *buffer, size_t capacity, size_t *len, double timeout);
+
+/**
+ * Waits at most `timeout` seconds (0: do not wait) until fl_pipe_recv() would not block: a
+ * message is there, or the other end is closed. Returns FL_OK then, else FL_ETIMEDOUT.
+ * Errors: FL_ESTATE (a send-only end), FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_pipe_poll(fl_pipe pipe, double timeout);
+
+/**
+ * Stores the end's file descriptor in `*fd`, to wait for messages with poll/epoll or an
+ * event loop (readable: fl_pipe_recv() will not block). The descriptor stays owned by the
+ * pipe: do not read, write or close it. Errors: FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_pipe_fd(fl_pipe pipe, int *fd);
+
+/**
+ * Closes this process's copy of the end and frees the handle. Once every process has closed
+ * its copies, the other end's receiver gets FL_EDONE after the last message, and its sender
+ * FL_ESTATE. No thread of this process may be using the end. Errors: FL_EHANDLE.
+ */
+int fl_pipe_close(fl_pipe pipe);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Locks, events and semaphores between processes                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Creates a process-shared lock and stores it in `*lock` (multiprocessing.Lock; with
+ * `recursive` non-zero, multiprocessing.RLock: the holding thread may take it again and must
+ * release it as many times). Only the holding thread may release it. If the holder dies
+ * (its process crashes or is killed), the lock passes to the next thread that takes it — it
+ * never blocks the others forever; what it protected may then be half updated.
+ * Errors: FL_EINVAL (lock NULL), FL_ENOMEM.
+ */
+int fl_lock_create(int recursive, fl_lock *lock);
+
+/**
+ * Takes the lock, waiting at most `timeout` seconds (FL_FOREVER: no limit; 0: try once).
+ * Errors: FL_ETIMEDOUT (still held elsewhere), FL_ESTATE (a plain lock already held by the
+ * calling thread: waiting would never end), FL_EHANDLE, FL_EINVAL.
+ */
+int fl_lock_acquire(fl_lock lock, double timeout);
+
+/**
+ * Releases the lock (once, for a recursive lock). Errors: FL_ESTATE (the calling thread does
+ * not hold it), FL_EHANDLE.
+ */
+int fl_lock_release(fl_lock lock);
+
+/**
+ * Copies the lock's name (NUL-terminated; 64 bytes always suffice) into `buffer`: what
+ * another process passes to fl_lock_open(). Errors: FL_ERANGE, FL_EHANDLE, FL_EINVAL.
+ */
+int fl_lock_name(fl_lock lock, char *buffer, size_t capacity);
+
+/**
+ * Opens the lock named `name` (from fl_lock_name() in another process) and stores it in
+ * `*lock`. Errors: FL_EINVAL (NULL arguments, no such lock, not a lock), FL_ESYSTEM.
+ */
+int fl_lock_open(const char *name, fl_lock *lock);
+
+/**
+ * Unmaps the lock from this process and frees the handle (other processes keep theirs). No
+ * thread of this process may be waiting on it. Errors: FL_EHANDLE.
+ */
+int fl_lock_destroy(fl_lock lock);
+
+/**
+ * Creates a process-shared event, initially clear, and stores it in `*event`
+ * (multiprocessing.Event). Errors: FL_EINVAL (event NULL), FL_ENOMEM.
+ */
+int fl_event_create(fl_event *event);
+
+/**
+ * Sets the event: every waiter, in every process, wakes; later waits return at once until
+ * fl_event_clear(). Errors: FL_EHANDLE.
+ */
+int fl_event_set(fl_event event);
+
+/**
+ * Clears the event. Errors: FL_EHANDLE.
+ */
+int fl_event_clear(fl_event event);
+
+/**
+ * Stores 1 in `*set` if the event is set, else 0. Errors: FL_EHANDLE, FL_EINVAL.
+ */
+int fl_event_is_set(fl_event event, int *set);
+
+/**
+ * Waits until the event is set, at most `timeout` seconds (FL_FOREVER: no limit).
+ * Errors: FL_ETIMEDOUT (still clear), FL_EHANDLE, FL_EINVAL.
+ */
+int fl_event_wait(fl_event event, double timeout);
+
+/**
+ * Copies the event's name (64 bytes always suffice) into `buffer`, for fl_event_open() in
+ * another process. Errors: FL_ERANGE, FL_EHANDLE, FL_EINVAL.
+ */
+int fl_event_name(fl_event event, char *buffer, size_t capacity);
+
+/**
+ * Opens the event named `name` (from fl_event_name()) and stores it in `*event`.
+ * Errors: FL_EINVAL (NULL arguments, no such event, not an event), FL_ESYSTEM.
+ */
+int fl_event_open(const char *name, fl_event *event);
+
+/**
+ * Unmaps the event from this process and frees the handle. No thread of this process may be
+ * waiting on it. Errors: FL_EHANDLE.
+ */
+int fl_event_destroy(fl_event event);
+
+/**
+ * Creates a process-shared counting semaphore starting at `value` and stores it in
+ * `*semaphore` (multiprocessing.Semaphore). A non-zero `max` bounds it
+ * (multiprocessing.BoundedSemaphore): a release beyond `max` fails with FL_ERANGE.
+ * Errors: FL_EINVAL (semaphore NULL, value above max), FL_ENOMEM.
+ */
+int fl_semaphore_create(unsigned int value, unsigned int max, fl_semaphore *semaphore);
+
+/**
+ * Decrements the semaphore, waiting at most `timeout` seconds while it is zero (FL_FOREVER:
+ * no limit; 0: try once). Errors: FL_ETIMEDOUT, FL_EHANDLE, FL_EINVAL.
+ */
+int fl_semaphore_acquire(fl_semaphore semaphore, double timeout);
+
+/**
+ * Increments the semaphore and wakes one waiter. Any thread of any process may release.
+ * Errors: FL_ERANGE (a bounded semaphore at its max), FL_EHANDLE.
+ */
+int fl_semaphore_release(fl_semaphore semaphore);
+
+/**
+ * Stores the semaphore's current value in `*value` (a snapshot). Errors: FL_EHANDLE, FL_EINVAL.
+ */
+int fl_semaphore_value(fl_semaphore semaphore, unsigned int *value);
+
+/**
+ * Copies the semaphore's name (64 bytes always suffice) into `buffer`, for
+ * fl_semaphore_open() in another process. Errors: FL_ERANGE, FL_EHANDLE, FL_EINVAL.
+ */
+int fl_semaphore_name(fl_semaphore semaphore, char *buffer, size_t capacity);
+
+/**
+ * Opens the semaphore named `name` (from fl_semaphore_name()) and stores it in `*semaphore`.
+ * Errors: FL_EINVAL (NULL arguments, no such semaphore, not a semaphore), FL_ESYSTEM.
+ */
+int fl_semaphore_open(const char *name, fl_semaphore *semaphore);
+
+/**
+ * Unmaps the semaphore from this process and frees the handle. No thread of this process may
+ * be waiting on it. Errors: FL_EHANDLE.
+ */
+int fl_semaphore_destroy(fl_semaphore semaphore);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,8 @@ SECTIONS = [
     ("TaskExports.swift", "Inside a task"),
     ("ProcessExports.swift", "Processes: a function in its own OS process (multiprocessing.Process)"),
     ("SharedMemoryExports.swift", "Queues and shared memory between processes"),
+    ("PipeExports.swift", "Pipes: two-way message channels between processes"),
+    ("SyncExports.swift", "Locks, events and semaphores between processes"),
 ]
 
 

@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "forklift_ipc.h"
+#include "forklift_sync.h"
 #include "forklift_types.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 struct fls_queue {
+    fls_shared_header header; /* kind FLS_SHARED_QUEUE; the mapping's length */
     pthread_mutex_t lock; /* robust: a holder that dies does not block the others */
     pthread_cond_t not_empty;
     pthread_cond_t not_full;
@@ -26,23 +28,17 @@ struct fls_queue {
     uint64_t tail;        /* byte position after the newest message */
     uint64_t items;
     uint32_t closed;
-    uint64_t map_len;
 };
 
 static size_t header_size(void) { return 4096; }
 static unsigned char *ring(fls_queue *q) { return (unsigned char *)q + header_size(); }
 static uint64_t cost(size_t len) { return 8 + (((uint64_t)len + 7) & ~(uint64_t)7); }
 
-fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *error) {
+fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *fd, int *error) {
     capacity = (capacity + 7) & ~(size_t)7;
     if (capacity < 16) capacity = 16;
-    size_t map_len = header_size() + capacity;
-    void *map = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (map == MAP_FAILED) {
-        *error = errno;
-        return NULL;
-    }
-    fls_queue *q = map;
+    fls_queue *q = fls_shared_create(FLS_SHARED_QUEUE, header_size() + capacity, fd, error);
+    if (!q) return NULL;
     pthread_mutexattr_t mattr;
     pthread_mutexattr_init(&mattr);
     pthread_mutexattr_setpshared(&mattr, PTHREAD_PROCESS_SHARED);
@@ -58,11 +54,14 @@ fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *error) {
     pthread_condattr_destroy(&cattr);
     q->capacity = capacity;
     q->max_items = max_items;
-    q->map_len = map_len;
     return q;
 }
 
-void fls_queue_unmap(fls_queue *q) { munmap(q, q->map_len); }
+fls_queue *fls_queue_open(const char *token, int *fd, int *error) {
+    return fls_shared_open(token, 1u << FLS_SHARED_QUEUE, fd, error);
+}
+
+void fls_queue_unmap(fls_queue *q, int fd) { fls_shared_close(q, fd); }
 
 size_t fls_queue_max_message(const fls_queue *q) { return (size_t)(q->capacity - 8); }
 

@@ -14,11 +14,13 @@
 typedef struct fls_queue fls_queue;
 
 /** Creates a queue holding up to `capacity` bytes of messages (each costs its length + 8,
- *  rounded up to 8) and at most `max_items` messages (0: no count limit). NULL on failure,
- *  with `*error` an errno. */
-fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *error);
-/** Unmaps the queue in this process. */
-void fls_queue_unmap(fls_queue *queue);
+ *  rounded up to 8) and at most `max_items` messages (0: no count limit), in a memfd (`*fd`).
+ *  NULL on failure, with `*error` an errno. */
+fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *fd, int *error);
+/** Maps the queue of a "memfd:PID:FD" token (see fls_shared_open). */
+fls_queue *fls_queue_open(const char *token, int *fd, int *error);
+/** Unmaps the queue in this process and closes `fd`. */
+void fls_queue_unmap(fls_queue *queue, int fd);
 /** The largest message the queue accepts. */
 size_t fls_queue_max_message(const fls_queue *queue);
 /** Appends a copy of `data`. Returns FL_OK, FL_ERANGE (larger than the queue), FL_ESTATE

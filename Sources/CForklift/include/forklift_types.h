@@ -96,11 +96,22 @@ typedef struct fl_signature_ *fl_signature;
  *  Free with fl_process_destroy() once it has ended. */
 typedef struct fl_process_ *fl_process;
 /** A bounded queue of byte messages in shared memory: many producers and consumers, in this
- *  process and in the processes it starts afterwards. Free with fl_queue_destroy(). */
+ *  process and in the processes it starts afterwards (others open it by name). Free with
+ *  fl_queue_destroy(). */
 typedef struct fl_queue_ *fl_queue;
 /** A shared-memory segment mapped into this process (anonymous or named). Unmap with
  *  fl_shm_close(). */
 typedef struct fl_shm_ *fl_shm;
+/** A process-shared lock, plain or recursive (multiprocessing.Lock / RLock). Free with
+ *  fl_lock_destroy(). */
+typedef struct fl_lock_ *fl_lock;
+/** A process-shared event flag (multiprocessing.Event). Free with fl_event_destroy(). */
+typedef struct fl_event_ *fl_event;
+/** A process-shared counting semaphore, optionally bounded (multiprocessing.Semaphore /
+ *  BoundedSemaphore). Free with fl_semaphore_destroy(). */
+typedef struct fl_semaphore_ *fl_semaphore;
+/** One end of a message pipe (multiprocessing.Pipe's Connection). Close with fl_pipe_close(). */
+typedef struct fl_pipe_ *fl_pipe;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 

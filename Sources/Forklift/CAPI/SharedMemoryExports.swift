@@ -79,6 +79,33 @@ public func fl_queue_close(_ queue: fl_queue?) -> CInt {
     }
 }
 
+/// Copies the queue's name (NUL-terminated; 64 bytes always suffice) into `buffer`: what a
+/// process that did not inherit the queue (a spawned process, a pool worker started earlier,
+/// an unrelated process of the same user) passes to fl_queue_open() while a process that has
+/// the queue open lives. Errors: FL_ERANGE, FL_EHANDLE, FL_EINVAL. Thread-safe.
+@_cdecl("fl_queue_name")
+public func fl_queue_name(_ queue: fl_queue?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: size_t) -> CInt {
+    withStatusAnywhere { () throws(Failure) in
+        let buffer = try Check.required(buffer, "buffer")
+        try SharedObjectName.copy(try Registry.queues.with(queue, "queue") { $0.name }, to: buffer, capacity: capacity)
+        return FL_OK
+    }
+}
+
+/// Opens the queue named `name` (from fl_queue_name()) and stores it in `*queue`: the same
+/// queue, not a copy. Errors: FL_EINVAL (NULL arguments, no such queue, not a queue),
+/// FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
+@_cdecl("fl_queue_open")
+public func fl_queue_open(_ name: UnsafePointer<CChar>?, _ queue: UnsafeMutablePointer<fl_queue?>?) -> CInt {
+    withStatusAnywhere { () throws(Failure) in
+        let out = try Check.required(queue, "queue")
+        out.pointee = nil
+        let name = String(cString: try Check.required(name, "name"))
+        out.pointee = cHandle(try Registry.queues.register(try SharedQueue(open: name)))
+        return FL_OK
+    }
+}
+
 /// Unmaps the queue from this process and frees the handle (other processes keep theirs; the
 /// memory goes with the last one). Do not call it while another thread of this process waits
 /// in the queue. Errors: FL_EHANDLE. Thread-safe.
@@ -149,11 +176,7 @@ public func fl_shm_data(_ shm: fl_shm?, _ data: UnsafeMutablePointer<UnsafeMutab
 public func fl_shm_name(_ shm: fl_shm?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: size_t) -> CInt {
     withStatusAnywhere { () throws(Failure) in
         let buffer = try Check.required(buffer, "buffer")
-        let name = try Registry.segments.with(shm, "shm") { $0.name }
-        let bytes = Array(name.utf8)
-        guard bytes.count < capacity else { throw Failure(FL_ERANGE, "the name needs \(bytes.count + 1) bytes") }
-        for (i, byte) in bytes.enumerated() { buffer[i] = CChar(bitPattern: byte) }
-        buffer[bytes.count] = 0
+        try SharedObjectName.copy(try Registry.segments.with(shm, "shm") { $0.name }, to: buffer, capacity: capacity)
         return FL_OK
     }
 }

@@ -11,6 +11,10 @@ enum HandleKind: UInt64 {
     case process = 0x50  // 'P'
     case queue = 0x51  // 'Q'
     case shm = 0x4D  // 'M'
+    case lock = 0x4C  // 'L'
+    case event = 0x45  // 'E'
+    case semaphore = 0x53  // 'S'
+    case pipe = 0x43  // 'C'
 }
 
 /// Maps opaque C handles to live objects and validates every handle on use.

@@ -16,4 +16,12 @@ enum Registry {
     static let queues = HandleTable<SharedQueue>(kind: .queue)
     /// Shared-memory segments mapped in this process.
     static let segments = HandleTable<SharedSegment>(kind: .shm)
+    /// Process-shared locks (plain and recursive) mapped in this process.
+    static let locks = HandleTable<SharedSync>(kind: .lock)
+    /// Process-shared events mapped in this process.
+    static let events = HandleTable<SharedSync>(kind: .event)
+    /// Process-shared semaphores mapped in this process.
+    static let semaphores = HandleTable<SharedSync>(kind: .semaphore)
+    /// Pipe ends open in this process.
+    static let pipes = HandleTable<PipeEnd>(kind: .pipe)
 }

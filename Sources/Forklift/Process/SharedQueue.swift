@@ -1,20 +1,38 @@
 import CForklift
 
 /// A bounded queue of byte messages in shared memory (`fl_queue`): a ring buffer behind a
-/// robust, process-shared mutex (see `forklift_ipc.h`). Processes forked after its creation
-/// (fl_process_start, process pools) share it; each process unmaps its own mapping.
+/// robust, process-shared mutex, in a memfd (see `forklift_ipc.h`). Processes forked after its
+/// creation share it through the same handle; others open it by `name`. Each process unmaps
+/// its own mapping.
 final class SharedQueue {
     let queue: OpaquePointer
+    private let fd: Int32
+    /// What another process passes to fl_queue_open.
+    let name: String
 
     init(capacity: Int, maxItems: Int) throws(Failure) {
         var error: Int32 = 0
-        guard let queue = fls_queue_create(capacity, maxItems, &error) else {
+        var fd: Int32 = -1
+        guard let queue = fls_queue_create(capacity, maxItems, &fd, &error) else {
             throw Failure(FL_ENOMEM, "could not map a queue of \(capacity) bytes (errno \(error))")
         }
         self.queue = queue
+        self.fd = fd
+        name = SharedObjectName.of(fd: fd)
     }
 
-    deinit { fls_queue_unmap(queue) }
+    init(open name: String) throws(Failure) {
+        var error: Int32 = 0
+        var fd: Int32 = -1
+        guard let queue = name.withCString({ fls_queue_open($0, &fd, &error) }) else {
+            throw SharedObjectName.openFailure(error, name, "queue")
+        }
+        self.queue = queue
+        self.fd = fd
+        self.name = SharedObjectName.of(fd: fd)
+    }
+
+    deinit { fls_queue_unmap(queue, fd) }
 
     /// The largest message the queue accepts.
     var maxMessage: Int { fls_queue_max_message(queue) }
