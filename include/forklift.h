@@ -237,6 +237,31 @@ typedef struct fl_pool_options {
 } fl_pool_options;
 
 /**
+ * Start methods of fl_process_start(), as in multiprocessing.
+ *
+ * FL_START_FORK (the default): the child is a fork of the caller. Fastest (about 0.1 ms); the
+ * child sees the parent's memory as it was, so `user`, globals and handles created before the
+ * start (queues, pipes, locks, shared memory) just work. The parent may be multithreaded: the
+ * child runs only Forklift's C code until it calls the function, but the function itself runs
+ * in a copy of a multithreaded process, so it must not rely on locks another thread could have
+ * held at the fork (most libraries' internal locks; malloc is safe with glibc).
+ *
+ * FL_START_SPAWN: the child is a new run of the program (fork + exec of /proc/self/exe, with
+ * this library preloaded), which becomes the worker before the program's main() runs. Slowest
+ * (a few ms: the program is loaded again) but clean: no threads, locks or memory of the
+ * parent. The function is found by name, so it must be an exported symbol (a function of a
+ * shared library, or of a program linked with -rdynamic); `user` must be NULL; data travels in
+ * the argument, and shared objects are opened by name (fl_queue_name/fl_queue_open, ...).
+ *
+ * FL_START_FORKSERVER: a fork server is spawned (as above) on first use, once per parent
+ * process; each start asks it to fork a child. As clean as spawn, about as fast as fork, with
+ * spawn's rules for the function, `user` and shared objects. The server ends with the parent.
+ */
+#define FL_START_FORK 0
+#define FL_START_SPAWN 1
+#define FL_START_FORKSERVER 2
+
+/**
  * Options of fl_process_start(). Fill with fl_process_options_init() first.
  */
 typedef struct fl_process_options {
@@ -245,6 +270,8 @@ typedef struct fl_process_options {
     /** Non-zero: a daemon process, killed (SIGKILL) when the parent process ends, however it
      *  ends (exit, crash, SIGKILL). Default 0: the process runs on after the parent ends. */
     int daemon;
+    /** FL_START_FORK (default), FL_START_SPAWN or FL_START_FORKSERVER (see above). */
+    int start_method;
 } fl_process_options;
 
 /** Default capacity of fl_queue_create() in bytes (1 MiB). */
@@ -723,18 +750,23 @@ int fl_task_cancelled(fl_task_ctx ctx);
 int fl_process_options_init(fl_process_options *options);
 
 /**
- * Starts `fn(user, arg, arg_len, ctx)` in a new process (multiprocessing.Process with the
- * fork start method) and stores its handle in `*process`.
+ * Starts `fn(user, arg, arg_len, ctx)` in a new process (multiprocessing.Process) and stores
+ * its handle in `*process`. `options` may be NULL (fork, not a daemon).
  *
- * The child is a fork of the calling process: it sees memory as it was at this call, so
- * `user` and data reached through it are the child's copies, and queues and shared memory
- * created before this call are shared. `arg` is copied into the child. Until it calls `fn` the
- * child runs only Forklift's C code (forking a multithreaded process is safe that way); inside
- * `fn`, the fl_task_* calls and the queue and shared-memory calls work, other Forklift calls
- * return FL_ENOTSUP. `fn`'s return value becomes the exit code (fl_process_exitcode); a value
- * passed to fl_task_return (at most 1 MiB) is read with fl_process_result(). `options` may be
- * NULL. Errors: FL_EINVAL (fn or process NULL, arg NULL with a length, uninitialized options),
- * FL_ESYSTEM (fork failed), FL_ENOMEM. Thread-safe.
+ * With the default fork start method the child is a fork of the calling process: it sees
+ * memory as it was at this call, so `user` and data reached through it are the child's copies,
+ * and queues, pipes, locks and shared memory created before this call are shared. Until it
+ * calls `fn` the child runs only Forklift's C code (forking a multithreaded process is safe
+ * that way). With FL_START_SPAWN or FL_START_FORKSERVER the child is a fresh process: `fn`
+ * must be an exported function (found there by name), `user` must be NULL, and shared objects
+ * are opened by name (see FL_START_FORK for the trade-offs). In every case `arg` is copied
+ * into the child; inside `fn` the fl_task_* calls and the queue, pipe, lock, event, semaphore
+ * and shared-memory calls work, other Forklift calls return FL_ENOTSUP. `fn`'s return value
+ * becomes the exit code (fl_process_exitcode; 127 if a spawned child could not find `fn`); a
+ * value passed to fl_task_return (at most 1 MiB) is read with fl_process_result().
+ * Errors: FL_EINVAL (fn or process NULL, arg NULL with a length, uninitialized options, an
+ * unknown start method, `fn` without an exported name or `user` not NULL for spawn and
+ * forkserver), FL_ESYSTEM (fork or exec failed), FL_ENOMEM. Thread-safe.
  */
 int fl_process_start(fl_task_fn fn, void *user, const void *arg, size_t arg_len,
                      const fl_process_options *options, fl_process *process);

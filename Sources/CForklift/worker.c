@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "forklift_worker.h"
 #include "forklift_shim.h"
+#include "forklift_spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -114,7 +115,7 @@ int fls_memfd_with(const void *data, size_t len, const char *name) {
 
 int fls_worker_open(fls_worker *worker, size_t capacity) {
     memset(worker, 0, sizeof *worker);
-    worker->event_fd = worker->pid_fd = -1;
+    worker->event_fd = worker->pid_fd = worker->mailbox_fd = -1;
     worker->map_len = header_size() + 2 * capacity;
     int fd = memfd_create("forklift-mailbox", MFD_CLOEXEC);
     if (fd < 0) return errno;
@@ -125,15 +126,20 @@ int fls_worker_open(fls_worker *worker, size_t capacity) {
     }
     void *map = mmap(NULL, worker->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     int error = errno;
-    close(fd); /* the mapping keeps the memory; the child inherits the mapping */
-    if (map == MAP_FAILED) return error;
+    if (map == MAP_FAILED) {
+        close(fd);
+        return error;
+    }
     worker->mailbox = map;
+    worker->mailbox_fd = fd; /* forked children inherit the mapping; spawned ones map this fd */
     worker->mailbox->capacity = capacity;
     worker->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (worker->event_fd < 0) {
         error = errno;
         munmap(map, worker->map_len);
+        close(fd);
         worker->mailbox = NULL;
+        worker->mailbox_fd = -1;
         return error;
     }
     return 0;
@@ -143,8 +149,9 @@ void fls_worker_close(fls_worker *worker) {
     if (worker->mailbox) munmap(worker->mailbox, worker->map_len);
     if (worker->event_fd >= 0) close(worker->event_fd);
     if (worker->pid_fd >= 0) close(worker->pid_fd);
+    if (worker->mailbox_fd >= 0) close(worker->mailbox_fd);
     memset(worker, 0, sizeof *worker);
-    worker->event_fd = worker->pid_fd = -1;
+    worker->event_fd = worker->pid_fd = worker->mailbox_fd = -1;
 }
 
 void *fls_worker_arg_area(fls_worker *worker) { return (char *)worker->mailbox + header_size(); }
@@ -159,9 +166,7 @@ static void drain_event_fd(int fd) {
     }
 }
 
-static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent);
-
-int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init) {
+void fls_worker_prepare(fls_worker *worker) {
     fls_mailbox *mb = worker->mailbox;
     mb->request_seq = 0;
     mb->response_seq = 0;
@@ -173,10 +178,14 @@ int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init) {
     mb->tasks_run = 0;
     mb->proxy_pid = (int32_t)getpid();
     drain_event_fd(worker->event_fd);
+}
+
+int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init) {
+    fls_worker_prepare(worker);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return errno;
-    if (pid == 0) child_main(worker, init, parent);
+    if (pid == 0) fls_worker_child_main(worker, init, parent);
     worker->pid = pid;
     worker->pid_fd = (int)syscall(SYS_pidfd_open, pid, 0);
     return 0;
@@ -438,6 +447,23 @@ static void run_request(fls_worker *worker, child_ctx *ctx) {
         }
         arg = arg_map;
     }
+    size_t arg_len = (size_t)mb->arg_len;
+    fl_task_fn fn = mb->fn;
+    if (mb->name_len > 0) {
+        /* A spawned child: find the function by the name the parent gave. */
+        const char *path = arg;
+        const char *symbol = path + strlen(path) + 1;
+        size_t skip = (mb->name_len + 15) & ~(size_t)15;
+        char error[FLS_MAILBOX_MESSAGE];
+        fn = (fl_task_fn)fls_function_resolve(path, symbol, error, sizeof error);
+        arg = (const char *)arg + skip;
+        arg_len -= skip;
+        if (!fn) {
+            fls_child_task_fail(ctx, 127, error); /* exit code 127, as a shell's "not found" */
+            if (arg_map) munmap(arg_map, mb->arg_len);
+            return;
+        }
+    }
     if (mb->kind == FLS_REQ_TYPED) {
         const char *text = arg;
         const char *tuple = (const char *)arg + ((mb->signature_len + 15) & ~15u);
@@ -456,7 +482,7 @@ static void run_request(fls_worker *worker, child_ctx *ctx) {
         }
     } else {
         current_ctx = ctx;
-        int returned = mb->fn(mb->user, arg, (size_t)mb->arg_len, (fl_task_ctx)ctx);
+        int returned = fn(mb->user, arg, arg_len, (fl_task_ctx)ctx);
         current_ctx = NULL;
         if (!ctx->failed && returned != 0) {
             drop_result(ctx);
@@ -481,7 +507,7 @@ static void reset_signals(void) {
     setrlimit(RLIMIT_CORE, &no_core);
 }
 
-static _Noreturn void child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent) {
+_Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent) {
     in_worker = 1;
     fls_mailbox *mb = worker->mailbox;
     if (init->death_signal) {

@@ -49,7 +49,8 @@ for t in "$here"/test_*.c; do
     name=$(basename "$t" .c)
     for cc in gcc "$clang_bin"; do
         tag=$(basename "$cc")
-        $cc -std=c99 $strict -O1 -g -I"$inc" "$t" -L"$lib" -Wl,-rpath,"$lib" -lforklift -lpthread -lm -o "$out/$name-$tag"
+        # -rdynamic: spawned processes find task functions by their exported names.
+        $cc -std=c99 $strict -O1 -g -rdynamic -I"$inc" "$t" -L"$lib" -Wl,-rpath,"$lib" -lforklift -lpthread -lm -o "$out/$name-$tag"
     done
     echo "== $name (gcc, shared)"
     run_test "$name" "$out/$name-gcc"
@@ -72,6 +73,9 @@ echo "== static archive: test_basics linked against libforklift.a"
 gcc -std=c99 $strict -I"$inc" "$here/test_basics.c" "$lib/libforklift.a" -lffi -lstdc++ -lm -lpthread -ldl -o "$out/basics-static"
 if ldd "$out/basics-static" | grep -q forklift; then echo "static binary still needs libforklift.so"; exit 1; fi
 run_test static_basics "$out/basics-static"
+# A spawned process of a static program finds the library inside the program itself.
+gcc -std=c99 $strict -rdynamic -I"$inc" "$here/test_start_methods.c" "$lib/libforklift.a" -lffi -lstdc++ -lm -lpthread -ldl -o "$out/start-static"
+run_test static_start_methods "$out/start-static"
 
 echo "== install + pkg-config: a program outside the repo"
 prefix="$out/prefix"

@@ -234,6 +234,31 @@ typedef struct fl_pool_options {
 } fl_pool_options;
 
 /**
+ * Start methods of fl_process_start(), as in multiprocessing.
+ *
+ * FL_START_FORK (the default): the child is a fork of the caller. Fastest (about 0.1 ms); the
+ * child sees the parent's memory as it was, so `user`, globals and handles created before the
+ * start (queues, pipes, locks, shared memory) just work. The parent may be multithreaded: the
+ * child runs only Forklift's C code until it calls the function, but the function itself runs
+ * in a copy of a multithreaded process, so it must not rely on locks another thread could have
+ * held at the fork (most libraries' internal locks; malloc is safe with glibc).
+ *
+ * FL_START_SPAWN: the child is a new run of the program (fork + exec of /proc/self/exe, with
+ * this library preloaded), which becomes the worker before the program's main() runs. Slowest
+ * (a few ms: the program is loaded again) but clean: no threads, locks or memory of the
+ * parent. The function is found by name, so it must be an exported symbol (a function of a
+ * shared library, or of a program linked with -rdynamic); `user` must be NULL; data travels in
+ * the argument, and shared objects are opened by name (fl_queue_name/fl_queue_open, ...).
+ *
+ * FL_START_FORKSERVER: a fork server is spawned (as above) on first use, once per parent
+ * process; each start asks it to fork a child. As clean as spawn, about as fast as fork, with
+ * spawn's rules for the function, `user` and shared objects. The server ends with the parent.
+ */
+#define FL_START_FORK 0
+#define FL_START_SPAWN 1
+#define FL_START_FORKSERVER 2
+
+/**
  * Options of fl_process_start(). Fill with fl_process_options_init() first.
  */
 typedef struct fl_process_options {
@@ -242,6 +267,8 @@ typedef struct fl_process_options {
     /** Non-zero: a daemon process, killed (SIGKILL) when the parent process ends, however it
      *  ends (exit, crash, SIGKILL). Default 0: the process runs on after the parent ends. */
     int daemon;
+    /** FL_START_FORK (default), FL_START_SPAWN or FL_START_FORKSERVER (see above). */
+    int start_method;
 } fl_process_options;
 
 /** Default capacity of fl_queue_create() in bytes (1 MiB). */

@@ -60,6 +60,11 @@ typedef struct fls_mailbox {
     void (*typed_fn)(void);
     uint32_t signature_len;  /* FLS_REQ_TYPED: the signature text precedes the tuple in the area */
     int32_t proxy_pid;
+    /* Non-zero for a child that does not share the parent's address space (spawn, forkserver):
+     * the argument begins with "OBJECT-PATH\0SYMBOL\0", `name_len` bytes, padded to 16, naming
+     * the function to run instead of `fn`. */
+    uint32_t name_len;
+    uint32_t pad3;
     /* The response. */
     int32_t status;          /* FL_OK or FL_ETASK */
     int32_t code;
@@ -74,6 +79,7 @@ typedef struct fls_mailbox {
 typedef struct fls_worker {
     fls_mailbox *mailbox;
     size_t map_len;
+    int mailbox_fd; /* the memfd behind the mailbox (close-on-exec), passed on to spawned children */
     int event_fd;   /* written by the child when a response is ready and the proxy sleeps */
     int pid_fd;     /* readable once the child has died; -1 when the kernel has no pidfds */
     pid_t pid;      /* 0 when no child runs */
@@ -103,9 +109,16 @@ void fls_worker_close(fls_worker *worker);
 void *fls_worker_arg_area(fls_worker *worker);
 void *fls_worker_result_area(fls_worker *worker);
 
+/** Resets the mailbox's words for a new child. */
+void fls_worker_prepare(fls_worker *worker);
+
 /** Forks a worker process that runs `init` and then serves requests. Returns 0 or an errno.
  *  The child runs only C code until it calls the initializer or a task function. */
 int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init);
+
+/** The life of a worker process once its mailbox is mapped: runs `init`, then serves requests
+ *  until told to exit. `parent` is the process whose death `init->death_signal` is tied to. */
+_Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent);
 
 /** Publishes the request written into the mailbox and wakes the child if it sleeps. */
 void fls_worker_send(fls_worker *worker);

@@ -15,18 +15,23 @@ public func fl_process_options_init(_ options: UnsafeMutablePointer<fl_process_o
     }
 }
 
-/// Starts `fn(user, arg, arg_len, ctx)` in a new process (multiprocessing.Process with the
-/// fork start method) and stores its handle in `*process`.
+/// Starts `fn(user, arg, arg_len, ctx)` in a new process (multiprocessing.Process) and stores
+/// its handle in `*process`. `options` may be NULL (fork, not a daemon).
 ///
-/// The child is a fork of the calling process: it sees memory as it was at this call, so
-/// `user` and data reached through it are the child's copies, and queues and shared memory
-/// created before this call are shared. `arg` is copied into the child. Until it calls `fn` the
-/// child runs only Forklift's C code (forking a multithreaded process is safe that way); inside
-/// `fn`, the fl_task_* calls and the queue and shared-memory calls work, other Forklift calls
-/// return FL_ENOTSUP. `fn`'s return value becomes the exit code (fl_process_exitcode); a value
-/// passed to fl_task_return (at most 1 MiB) is read with fl_process_result(). `options` may be
-/// NULL. Errors: FL_EINVAL (fn or process NULL, arg NULL with a length, uninitialized options),
-/// FL_ESYSTEM (fork failed), FL_ENOMEM. Thread-safe.
+/// With the default fork start method the child is a fork of the calling process: it sees
+/// memory as it was at this call, so `user` and data reached through it are the child's copies,
+/// and queues, pipes, locks and shared memory created before this call are shared. Until it
+/// calls `fn` the child runs only Forklift's C code (forking a multithreaded process is safe
+/// that way). With FL_START_SPAWN or FL_START_FORKSERVER the child is a fresh process: `fn`
+/// must be an exported function (found there by name), `user` must be NULL, and shared objects
+/// are opened by name (see FL_START_FORK for the trade-offs). In every case `arg` is copied
+/// into the child; inside `fn` the fl_task_* calls and the queue, pipe, lock, event, semaphore
+/// and shared-memory calls work, other Forklift calls return FL_ENOTSUP. `fn`'s return value
+/// becomes the exit code (fl_process_exitcode; 127 if a spawned child could not find `fn`); a
+/// value passed to fl_task_return (at most 1 MiB) is read with fl_process_result().
+/// Errors: FL_EINVAL (fn or process NULL, arg NULL with a length, uninitialized options, an
+/// unknown start method, `fn` without an exported name or `user` not NULL for spawn and
+/// forkserver), FL_ESYSTEM (fork or exec failed), FL_ENOMEM. Thread-safe.
 @_cdecl("fl_process_start")
 public func fl_process_start(_ fn: fl_task_fn?, _ user: UnsafeMutableRawPointer?, _ arg: UnsafeRawPointer?,
                              _ arg_len: size_t, _ options: UnsafePointer<fl_process_options>?,
@@ -37,13 +42,23 @@ public func fl_process_start(_ fn: fl_task_fn?, _ user: UnsafeMutableRawPointer?
         let fn = try Check.required(fn, "fn")
         try Check.bytes(arg, arg_len, "arg")
         var daemon = false
+        var method = StartMethod.fork
         if let options {
-            guard options.pointee.size >= MemoryLayout<fl_process_options>.size && options.pointee.size <= 4096 else {
-                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_process_options_init")
+            let first = MemoryLayout<fl_process_options>.offset(of: \fl_process_options.start_method)!
+            let size = options.pointee.size
+            guard size >= first && size <= 4096 else {
+                throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_process_options_init")
             }
             daemon = options.pointee.daemon != 0
+            if size >= MemoryLayout<fl_process_options>.size {
+                guard let chosen = StartMethod(rawValue: options.pointee.start_method) else {
+                    throw Failure(FL_EINVAL, "start_method is \(options.pointee.start_method): use FL_START_FORK, "
+                        + "FL_START_SPAWN or FL_START_FORKSERVER")
+                }
+                method = chosen
+            }
         }
-        let started = try ChildProcess.start(fn, user: user, arg: arg, length: arg_len, daemon: daemon)
+        let started = try ChildProcess.start(fn, user: user, arg: arg, length: arg_len, daemon: daemon, method: method)
         do throws(Failure) {
             out.pointee = cHandle(try Registry.processes.register(started))
         } catch {

@@ -3,13 +3,21 @@ import Glibc
 #endif
 import CForklift
 
-/// A function running in its own OS process (`fl_process`), like multiprocessing.Process with
-/// the fork start method.
+/// How a new process begins (`FL_START_*`).
+enum StartMethod: Int32 {
+    case fork = 0
+    case spawn = 1
+    case forkserver = 2
+}
+
+/// A function running in its own OS process (`fl_process`), like multiprocessing.Process.
 ///
-/// The child is forked by the starting thread and runs the C side of a worker process
-/// (`forklift_worker.h`) for exactly one request, then exits with the function's status. The
-/// parent watches it through a pidfd; `join`, `isAlive` and `exitCode` reap it (so it never
-/// stays a zombie after one of them saw it end). Any thread may call any method.
+/// The child runs the C side of a worker process (`forklift_worker.h`) for exactly one
+/// request, then exits with the function's status. It is forked by the starting thread
+/// (fork), a new run of the program (spawn, `forklift_spawn.h`), or forked by the fork server.
+/// The parent watches it through a pidfd; `join`, `isAlive` and `exitCode` reap it (so it
+/// never stays a zombie after one of them saw it end); a fork server's child is reaped by the
+/// server, which reports its end on a status socket. Any thread may call any method.
 final class ChildProcess {
     private let worker: UnsafeMutablePointer<fls_worker>
     private let lock = Lock()
@@ -19,6 +27,8 @@ final class ChildProcess {
     private var result: [UInt8] = []
     /// A memfd holding an argument too large for the mailbox; open until the process ends.
     private var sideFile: Int32 = -1
+    /// The fork server's status socket for this child, or -1 for a child of this process.
+    private var statusSocket: Int32 = -1
     let pid: Int32
 
     private init(worker: UnsafeMutablePointer<fls_worker>) {
@@ -28,13 +38,14 @@ final class ChildProcess {
 
     deinit {
         if sideFile >= 0 { close(sideFile) }
+        if statusSocket >= 0 { close(statusSocket) }
         fls_worker_close(worker)
         worker.deallocate()
     }
 
-    /// Forks a process running `fn(user, arg, length, ctx)`. The argument is copied.
+    /// Starts a process running `fn(user, arg, length, ctx)`. The argument is copied.
     static func start(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
-                      daemon: Bool) throws(Failure) -> ChildProcess {
+                      daemon: Bool, method: StartMethod) throws(Failure) -> ChildProcess {
         let worker = UnsafeMutablePointer<fls_worker>.allocate(capacity: 1)
         let opened = fls_worker_open(worker, ProcessSettings.mailboxCapacity)
         guard opened == 0 else {
@@ -50,32 +61,54 @@ final class ChildProcess {
                 worker.deallocate()
             }
         }
-        sideFile = try Mailbox.writeTask(worker, kind: FLS_REQ_TASK_EXIT, fn: fn, user: user, index: 0, arg: arg,
-                                         length: length)
+        if method == .fork {
+            sideFile = try Mailbox.writeTask(worker, kind: FLS_REQ_TASK_EXIT, fn: fn, user: user, index: 0, arg: arg,
+                                             length: length)
+        } else {
+            sideFile = try Mailbox.writeNamedTask(worker, fn: fn, user: user, arg: arg, length: length)
+        }
+        var statusSocket: Int32 = -1
         let error: Int32
-        if daemon {
+        switch method {
+        case .fork where daemon, .spawn where daemon:
             // Forked from the launcher thread, so the daemon's death signal follows the process.
             error = try DaemonLauncher.perform {
-                var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: SIGKILL)
-                return fls_worker_spawn(worker, &initializer)
+                method == .spawn ? fls_worker_spawn_exec(worker, SIGKILL) : Self.fork(worker, deathSignal: SIGKILL)
             }
-        } else {
-            var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: 0)
-            error = fls_worker_spawn(worker, &initializer)
+        case .fork:
+            error = Self.fork(worker, deathSignal: 0)
+        case .spawn:
+            error = fls_worker_spawn_exec(worker, 0)
+        case .forkserver:
+            statusSocket = try ForkServer.shared.fork(worker, daemon: daemon)
+            error = 0
         }
-        guard error == 0 else { throw Failure(FL_ESYSTEM, "could not fork a process (errno \(error))") }
+        guard error == 0 else {
+            let what = method == .fork ? "fork" : "spawn"
+            throw Failure(FL_ESYSTEM, "could not \(what) a process (errno \(error))")
+        }
         started = true
         // The request is in place before the child reads it: publish it.
         fls_worker_send(worker)
         let process = ChildProcess(worker: worker)
         process.sideFile = sideFile
+        process.statusSocket = statusSocket
         return process
+    }
+
+    private static func fork(_ worker: UnsafeMutablePointer<fls_worker>, deathSignal: Int32) -> Int32 {
+        var initializer = fls_worker_init(fn: nil, user: nil, args: nil, args_len: 0, death_signal: deathSignal)
+        return fls_worker_spawn(worker, &initializer)
     }
 
     /// Reaps the child if it has ended. Call with `lock` held.
     private func refresh() {
         guard end == nil else { return }
         var code: Int32 = 0
+        if statusSocket >= 0 {
+            if fls_forkserver_poll_end(statusSocket, worker.pointee.pid_fd, &code) == 1 { finish(code) }
+            return
+        }
         switch fls_process_try_reap(pid, &code) {
         case 0:
             return
@@ -117,8 +150,8 @@ final class ChildProcess {
         while true {
             if lock.withLock({ refresh(); return end != nil }) { return true }
             if deadline.hasPassed { return false }
-            // The pidfd stays open until this object goes, so waiting on it needs no lock.
-            fls_wait_readable(worker.pointee.pid_fd, deadline.instant ?? -1)
+            // These fds stay open until this object goes, so waiting on them needs no lock.
+            fls_wait_readable(statusSocket >= 0 ? statusSocket : worker.pointee.pid_fd, deadline.instant ?? -1)
         }
     }
 

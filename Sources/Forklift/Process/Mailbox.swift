@@ -14,8 +14,40 @@ enum Mailbox {
         mailbox.pointee.fn = fn
         mailbox.pointee.user = user
         mailbox.pointee.index = index
+        mailbox.pointee.name_len = 0
         return try stageArgument(worker, length: length) { target in
             if length > 0 { target.copyMemory(from: arg!, byteCount: length) }
+        }
+    }
+
+    /// Writes a blob-task request (FLS_REQ_TASK_EXIT) for a child that does not share this
+    /// address space: `fn` travels as the object file and symbol that name it. Returns the
+    /// side memfd, as `writeTask`.
+    static func writeNamedTask(_ worker: UnsafeMutablePointer<fls_worker>, fn: fl_task_fn,
+                               user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?,
+                               length: Int) throws(Failure) -> Int32 {
+        guard user == nil else {
+            throw Failure(FL_EINVAL, "user must be NULL with the spawn and forkserver start methods: the new "
+                + "process does not share this address space (pass data in the argument)")
+        }
+        var path = [CChar](repeating: 0, count: 4096)
+        var symbol = [CChar](repeating: 0, count: 1024)
+        guard fls_function_name(unsafeBitCast(fn, to: UnsafeRawPointer.self), &path, path.count, &symbol,
+                                symbol.count) == 0 else {
+            throw Failure(FL_EINVAL, "the function has no exported name for a new process to find: make it a "
+                + "non-static function of a shared library or of a program linked with -rdynamic")
+        }
+        let names = Array(path.prefix { $0 != 0 }) + [0] + Array(symbol.prefix { $0 != 0 }) + [0]
+        let skip = (names.count + 15) & ~15
+        let mailbox = worker.pointee.mailbox!
+        mailbox.pointee.kind = UInt32(FLS_REQ_TASK_EXIT)
+        mailbox.pointee.fn = fn
+        mailbox.pointee.user = nil
+        mailbox.pointee.index = 0
+        mailbox.pointee.name_len = UInt32(names.count)
+        return try stageArgument(worker, length: skip + length) { target in
+            names.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: names.count) }
+            if length > 0 { (target + skip).copyMemory(from: arg!, byteCount: length) }
         }
     }
 
