@@ -166,7 +166,6 @@ static int spawn_program(const char *spec, const int *keep, int nkeep, int death
 }
 
 int fls_worker_spawn_exec(fls_worker *worker, int death_signal) {
-    fls_worker_prepare(worker);
     char spec[96];
     snprintf(spec, sizeof spec, "worker:%d:%d:%d:%d", worker->mailbox_fd, worker->event_fd, (int)getpid(),
              death_signal);
@@ -233,7 +232,7 @@ static int send_with_fds(int socket, const void *data, size_t len, const int *fd
 }
 
 int fls_forkserver_fork(int socket, fls_worker *worker, int daemon, int *error) {
-    fls_worker_prepare(worker);
+
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
         *error = errno;
@@ -290,6 +289,7 @@ static _Noreturn void become_worker(int mailbox_fd, int event_fd, pid_t parent, 
     worker.mailbox_fd = mailbox_fd;
     worker.event_fd = event_fd;
     worker.pid_fd = -1;
+    worker.result_socket[0] = worker.result_socket[1] = -1;
     fls_worker_init init;
     memset(&init, 0, sizeof init);
     init.death_signal = death_signal;

@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -77,15 +78,20 @@ const char *fls_signal_name(int signal) {
 /* Shared memory between processes                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
+void *fls_map_fd(int fd, size_t len) {
+    /* Populated up front: one pass in the kernel instead of a fault per page. */
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    return map == MAP_FAILED ? NULL : map;
+}
+
 void *fls_map_peer_fd(pid_t pid, int fd, size_t len) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
     int local = open(path, O_RDONLY | O_CLOEXEC);
     if (local < 0) return NULL;
-    /* Populated up front: one pass in the kernel instead of a fault per page. */
-    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, local, 0);
+    void *map = fls_map_fd(local, len);
     close(local);
-    return map == MAP_FAILED ? NULL : map;
+    return map;
 }
 
 int fls_memfd_with(const void *data, size_t len, const char *name) {
@@ -113,10 +119,12 @@ int fls_memfd_with(const void *data, size_t len, const char *name) {
 /* The parent's side                                                                          */
 /* ------------------------------------------------------------------------------------------ */
 
-int fls_worker_open(fls_worker *worker, size_t capacity) {
+int fls_worker_open(fls_worker *worker, uint32_t slots, size_t capacity) {
     memset(worker, 0, sizeof *worker);
     worker->event_fd = worker->pid_fd = worker->mailbox_fd = -1;
-    worker->map_len = header_size() + 2 * capacity;
+    worker->result_socket[0] = worker->result_socket[1] = -1;
+    if (slots == 0 || slots > FLS_MAX_SLOTS || (slots & (slots - 1))) return EINVAL;
+    worker->map_len = header_size() + 2 * (size_t)slots * capacity;
     int fd = memfd_create("forklift-mailbox", MFD_CLOEXEC);
     if (fd < 0) return errno;
     if (ftruncate(fd, (off_t)worker->map_len) != 0) {
@@ -133,6 +141,10 @@ int fls_worker_open(fls_worker *worker, size_t capacity) {
     worker->mailbox = map;
     worker->mailbox_fd = fd; /* forked children inherit the mapping; spawned ones map this fd */
     worker->mailbox->capacity = capacity;
+    worker->mailbox->slots = slots;
+    if (slots > 1 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, worker->result_socket) != 0) {
+        worker->result_socket[0] = worker->result_socket[1] = -1;
+    }
     worker->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (worker->event_fd < 0) {
         error = errno;
@@ -150,15 +162,35 @@ void fls_worker_close(fls_worker *worker) {
     if (worker->event_fd >= 0) close(worker->event_fd);
     if (worker->pid_fd >= 0) close(worker->pid_fd);
     if (worker->mailbox_fd >= 0) close(worker->mailbox_fd);
+    for (int i = 0; i < 2; i++) {
+        if (worker->result_socket[i] >= 0) close(worker->result_socket[i]);
+    }
     memset(worker, 0, sizeof *worker);
     worker->event_fd = worker->pid_fd = worker->mailbox_fd = -1;
+    worker->result_socket[0] = worker->result_socket[1] = -1;
 }
 
-void *fls_worker_arg_area(fls_worker *worker) { return (char *)worker->mailbox + header_size(); }
-
-void *fls_worker_result_area(fls_worker *worker) {
-    return (char *)worker->mailbox + header_size() + worker->mailbox->capacity;
+static uint32_t slot_of(const fls_mailbox *mb, uint32_t seq) {
+    return __atomic_load_n(&mb->order[(seq - 1) & (mb->slots - 1)], __ATOMIC_RELAXED) & (mb->slots - 1);
 }
+
+fls_request *fls_worker_request(fls_worker *worker, uint32_t slot) { return &worker->mailbox->requests[slot]; }
+
+void *fls_worker_arg_area(fls_worker *worker, uint32_t slot) {
+    fls_mailbox *mb = worker->mailbox;
+    return (char *)mb + header_size() + 2 * (size_t)slot * mb->capacity;
+}
+
+void *fls_worker_result_area(fls_worker *worker, uint32_t slot) {
+    return (char *)fls_worker_arg_area(worker, slot) + worker->mailbox->capacity;
+}
+
+void fls_worker_assign(fls_worker *worker, uint32_t seq, uint32_t slot) {
+    fls_mailbox *mb = worker->mailbox;
+    __atomic_store_n(&mb->order[(seq - 1) & (mb->slots - 1)], slot, __ATOMIC_RELAXED);
+}
+
+uint32_t fls_worker_slot_of(fls_worker *worker, uint32_t seq) { return slot_of(worker->mailbox, seq); }
 
 static void drain_event_fd(int fd) {
     uint64_t value;
@@ -166,11 +198,10 @@ static void drain_event_fd(int fd) {
     }
 }
 
-void fls_worker_prepare(fls_worker *worker) {
+void fls_worker_prepare(fls_worker *worker, uint32_t resume) {
     fls_mailbox *mb = worker->mailbox;
-    mb->request_seq = 0;
-    mb->response_seq = 0;
-    mb->started_seq = 0;
+    mb->response_seq = resume;
+    mb->started_seq = resume;
     mb->child_sleeps = 0;
     mb->proxy_sleeps = 0;
     mb->init_state = FLS_INIT_PENDING;
@@ -181,7 +212,6 @@ void fls_worker_prepare(fls_worker *worker) {
 }
 
 int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init) {
-    fls_worker_prepare(worker);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return errno;
@@ -214,16 +244,22 @@ void fls_worker_interrupt(fls_worker *worker) {
     (void)!write(worker->event_fd, &one, sizeof one);
 }
 
-int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int64_t deadline_ns, int spins,
-                    const uint32_t *interrupt) {
+/* Whether sequence number `mark` has reached `seq` (wrapping order). */
+static int reached(uint32_t mark, uint32_t seq) { return (int32_t)(mark - seq) >= 0; }
+
+/* Waits until `ready(word, value)`: the core of fls_worker_wait and fls_worker_await. */
+static int wait_for(fls_worker *worker, const uint32_t *word, uint32_t value, int until_reached, uint32_t wake_at,
+                    int64_t deadline_ns, int spins, const uint32_t *interrupt) {
     fls_mailbox *mb = worker->mailbox;
+#define READY(w) (until_reached ? reached((w), value) : (w) != value)
     for (int i = 0; i < spins; i++) {
-        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen) return FLS_WAIT_READY;
+        if (READY(__atomic_load_n(word, __ATOMIC_ACQUIRE))) return FLS_WAIT_READY;
         fls_cpu_relax();
     }
     for (;;) {
+        store(&mb->proxy_wake_at, wake_at);
         store(&mb->proxy_sleeps, 1);
-        if (load(word) != seen) {
+        if (READY(load(word))) {
             store(&mb->proxy_sleeps, 0);
             return FLS_WAIT_READY;
         }
@@ -238,14 +274,24 @@ int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int
         int ready = poll(fds, worker->pid_fd >= 0 ? 2 : 1, timeout_ms);
         store(&mb->proxy_sleeps, 0);
         drain_event_fd(worker->event_fd);
-        if (load(word) != seen) return FLS_WAIT_READY;
+        if (READY(load(word))) return FLS_WAIT_READY;
         if ((ready > 0 && (fds[1].revents & POLLIN)) || child_is_dead(worker)) {
             /* The child may have answered just before it died. */
-            return load(word) != seen ? FLS_WAIT_READY : FLS_WAIT_DIED;
+            return READY(load(word)) ? FLS_WAIT_READY : FLS_WAIT_DIED;
         }
         if (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE)) return FLS_WAIT_INTERRUPTED;
         if (deadline_ns >= 0 && now_ns() >= deadline_ns) return FLS_WAIT_TIMEOUT;
     }
+#undef READY
+}
+
+int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int64_t deadline_ns, int spins,
+                    const uint32_t *interrupt) {
+    return wait_for(worker, word, seen, 0, 0, deadline_ns, spins, interrupt);
+}
+
+int fls_worker_await(fls_worker *worker, uint32_t seq, int64_t deadline_ns, int spins, const uint32_t *interrupt) {
+    return wait_for(worker, &worker->mailbox->response_seq, seq, 1, seq, deadline_ns, spins, interrupt);
 }
 
 int fls_process_try_reap(pid_t pid, int *end) {
@@ -301,7 +347,9 @@ int fls_worker_reap(fls_worker *worker) {
 
 int fls_worker_stop(fls_worker *worker, int64_t grace_ns) {
     if (worker->pid <= 0) return 0;
-    worker->mailbox->kind = FLS_REQ_EXIT;
+    uint32_t seq = worker->mailbox->request_seq + 1;
+    fls_worker_assign(worker, seq, 0);
+    fls_worker_request(worker, 0)->kind = FLS_REQ_EXIT;
     fls_worker_send(worker);
     int64_t deadline = now_ns() + grace_ns;
     while (!child_is_dead(worker)) {
@@ -330,6 +378,7 @@ int fls_worker_stop(fls_worker *worker, int64_t grace_ns) {
 typedef struct child_ctx {
     uint64_t magic;
     fls_mailbox *mailbox;
+    fls_request *request; /* the slot of the running request */
     void *result_area;
     int failed;
     void *result_map; /* a mapping of result_fd, for fl_task_result_buffer */
@@ -338,8 +387,9 @@ typedef struct child_ctx {
 
 static child_ctx *current_ctx;
 static int in_worker;
-/* The result memfd of the previous task, kept open until the proxy has read it. */
-static int pending_result_fd = -1;
+/* Per slot, the result memfd of the last request there, kept open until the proxy has read
+ * it (that is, until the slot is used again). */
+static int pending_result_fd[FLS_MAX_SLOTS]; /* -1: none; set at the child's start */
 
 int fls_in_worker_process(void) { return in_worker; }
 
@@ -348,27 +398,28 @@ int fls_child_ctx_is_current(const void *ctx) {
 }
 
 static void drop_result(child_ctx *ctx) {
-    fls_mailbox *mb = ctx->mailbox;
+    fls_request *rq = ctx->request;
     if (ctx->result_map) munmap(ctx->result_map, ctx->result_map_len);
     ctx->result_map = NULL;
     ctx->result_map_len = 0;
-    if (mb->result_fd >= 0) close(mb->result_fd);
-    mb->result_fd = -1;
-    mb->result_len = 0;
+    if (rq->result_fd >= 0) close(rq->result_fd);
+    rq->result_fd = -1;
+    rq->result_len = 0;
 }
 
 int fls_child_task_result_buffer(const void *raw, size_t len, void **buffer) {
     child_ctx *ctx = (child_ctx *)raw;
     fls_mailbox *mb = ctx->mailbox;
+    fls_request *rq = ctx->request;
     drop_result(ctx);
     *buffer = NULL;
-    if (len > mb->capacity && mb->kind == FLS_REQ_TASK_EXIT) {
-        snprintf(mb->message, sizeof mb->message, "a process result is limited to %llu bytes",
+    if (len > mb->capacity && rq->kind == FLS_REQ_TASK_EXIT) {
+        snprintf(rq->message, sizeof rq->message, "a process result is limited to %llu bytes",
                  (unsigned long long)mb->capacity);
         return FL_ERANGE;
     }
     if (len <= mb->capacity) {
-        mb->result_len = len;
+        rq->result_len = len;
         *buffer = ctx->result_area;
         return FL_OK;
     }
@@ -381,8 +432,8 @@ int fls_child_task_result_buffer(const void *raw, size_t len, void **buffer) {
     }
     ctx->result_map = map;
     ctx->result_map_len = len;
-    mb->result_fd = fd;
-    mb->result_len = len;
+    rq->result_fd = fd;
+    rq->result_len = len;
     *buffer = map;
     return FL_OK;
 }
@@ -396,16 +447,16 @@ int fls_child_task_return(const void *raw, const void *data, size_t len) {
 
 int fls_child_task_fail(const void *raw, int code, const char *message) {
     child_ctx *ctx = (child_ctx *)raw;
-    fls_mailbox *mb = ctx->mailbox;
+    fls_request *rq = ctx->request;
     drop_result(ctx);
     ctx->failed = 1;
-    mb->status = FL_ETASK;
-    mb->code = code;
-    snprintf(mb->message, sizeof mb->message, "%s", message ? message : "task failed");
+    rq->status = FL_ETASK;
+    rq->code = code;
+    snprintf(rq->message, sizeof rq->message, "%s", message ? message : "task failed");
     return code;
 }
 
-uint64_t fls_child_task_index(const void *raw) { return ((const child_ctx *)raw)->mailbox->index; }
+uint64_t fls_child_task_index(const void *raw) { return ((const child_ctx *)raw)->request->index; }
 
 int fls_child_task_cancelled(const void *raw) {
     return __atomic_load_n(&((const child_ctx *)raw)->mailbox->cancelled, __ATOMIC_ACQUIRE) != 0;
@@ -435,38 +486,39 @@ static fls_sig *cached_signature(const char *text, char *error, size_t error_len
     return sig;
 }
 
-static void run_request(fls_worker *worker, child_ctx *ctx) {
+static void run_request(fls_worker *worker, uint32_t slot, child_ctx *ctx) {
     fls_mailbox *mb = worker->mailbox;
-    const void *arg = fls_worker_arg_area(worker);
+    fls_request *rq = ctx->request;
+    const void *arg = fls_worker_arg_area(worker, slot);
     void *arg_map = NULL;
-    if (mb->arg_fd >= 0) {
-        arg_map = fls_map_peer_fd((pid_t)mb->proxy_pid, mb->arg_fd, mb->arg_len);
+    if (rq->arg_fd >= 0) {
+        arg_map = fls_map_peer_fd((pid_t)mb->proxy_pid, rq->arg_fd, rq->arg_len);
         if (!arg_map) {
             fls_child_task_fail(ctx, FL_ESYSTEM, "the worker could not map its argument from the parent");
             return;
         }
         arg = arg_map;
     }
-    size_t arg_len = (size_t)mb->arg_len;
-    fl_task_fn fn = mb->fn;
-    if (mb->name_len > 0) {
+    size_t arg_len = (size_t)rq->arg_len;
+    fl_task_fn fn = rq->fn;
+    if (rq->name_len > 0) {
         /* A spawned child: find the function by the name the parent gave. */
         const char *path = arg;
         const char *symbol = path + strlen(path) + 1;
-        size_t skip = (mb->name_len + 15) & ~(size_t)15;
+        size_t skip = (rq->name_len + 15) & ~(size_t)15;
         char error[FLS_MAILBOX_MESSAGE];
         fn = (fl_task_fn)fls_function_resolve(path, symbol, error, sizeof error);
         arg = (const char *)arg + skip;
         arg_len -= skip;
         if (!fn) {
             fls_child_task_fail(ctx, 127, error); /* exit code 127, as a shell's "not found" */
-            if (arg_map) munmap(arg_map, mb->arg_len);
+            if (arg_map) munmap(arg_map, rq->arg_len);
             return;
         }
     }
-    if (mb->kind == FLS_REQ_TYPED) {
+    if (rq->kind == FLS_REQ_TYPED) {
         const char *text = arg;
-        const char *tuple = (const char *)arg + ((mb->signature_len + 15) & ~15u);
+        const char *tuple = (const char *)arg + ((rq->signature_len + 15) & ~15u);
         char error[256];
         fls_sig *sig = cached_signature(text, error, sizeof error);
         if (!sig) {
@@ -477,21 +529,21 @@ static void run_request(fls_worker *worker, child_ctx *ctx) {
             if (fls_child_task_result_buffer(ctx, size, &result) != FL_OK) {
                 fls_child_task_fail(ctx, FL_ENOMEM, "no memory for a typed result");
             } else {
-                fls_sig_call(sig, mb->typed_fn, tuple, size > 0 ? result : NULL);
+                fls_sig_call(sig, rq->typed_fn, tuple, size > 0 ? result : NULL);
             }
         }
     } else {
         current_ctx = ctx;
-        int returned = fn(mb->user, arg, arg_len, (fl_task_ctx)ctx);
+        int returned = fn(rq->user, arg, arg_len, (fl_task_ctx)ctx);
         current_ctx = NULL;
         if (!ctx->failed && returned != 0) {
             drop_result(ctx);
-            mb->status = FL_ETASK;
-            mb->code = returned;
-            snprintf(mb->message, sizeof mb->message, "task returned %d", returned);
+            rq->status = FL_ETASK;
+            rq->code = returned;
+            snprintf(rq->message, sizeof rq->message, "task returned %d", returned);
         }
     }
-    if (arg_map) munmap(arg_map, mb->arg_len);
+    if (arg_map) munmap(arg_map, rq->arg_len);
 }
 
 static void reset_signals(void) {
@@ -505,6 +557,55 @@ static void reset_signals(void) {
     /* Writing a core file of a large host would delay the replacement by seconds. */
     struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
+}
+
+/* Sends `fd` (the result of request `seq`) through the result socket. */
+static void send_result_fd(int socket, uint32_t seq, int fd) {
+    struct iovec iov = {&seq, sizeof seq};
+    union {
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buffer;
+    msg.msg_controllen = sizeof control.buffer;
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    ssize_t n;
+    do {
+        n = sendmsg(socket, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+}
+
+int fls_worker_take_result_fd(fls_worker *worker, uint32_t *seq) {
+    if (worker->result_socket[0] < 0) return -1;
+    struct iovec iov = {seq, sizeof *seq};
+    union {
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buffer;
+    msg.msg_controllen = sizeof control.buffer;
+    ssize_t n;
+    do {
+        n = recvmsg(worker->result_socket[0], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    struct cmsghdr *cmsg = n == (ssize_t)sizeof *seq ? CMSG_FIRSTHDR(&msg) : NULL;
+    if (!cmsg || cmsg->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+    return fd;
 }
 
 _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent) {
@@ -526,8 +627,10 @@ _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *
     }
     if (init_code != 0) _exit(0);
 
-    child_ctx ctx = {CHILD_CTX_MAGIC, mb, fls_worker_result_area(worker), 0, NULL, 0};
-    uint32_t seen = 0;
+    for (int i = 0; i < FLS_MAX_SLOTS; i++) pending_result_fd[i] = -1;
+    child_ctx ctx = {CHILD_CTX_MAGIC, mb, NULL, NULL, 0, NULL, 0};
+    uint32_t seen = load(&mb->response_seq); /* a replacement resumes where its predecessor ended */
+    pid_t self = getpid();
     for (;;) {
         /* Wait for the next request. No spinning: the proxy needs the CPU to read the response
          * and complete the task, and a spinning child measurably slows both round trips and
@@ -537,31 +640,43 @@ _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *
             if (load(&mb->request_seq) == seen) futex_wait_shared(&mb->request_seq, seen);
             store(&mb->child_sleeps, 0);
         }
-        seen = load(&mb->request_seq);
-        store(&mb->started_seq, seen);
-        /* The proxy has read the previous result. */
-        if (pending_result_fd >= 0) close(pending_result_fd);
-        pending_result_fd = -1;
-        if (mb->kind == FLS_REQ_EXIT) _exit(0);
+        uint32_t seq = seen + 1;
+        uint32_t slot = slot_of(mb, seq);
+        fls_request *rq = &mb->requests[slot];
+        /* The proxy has read the previous result of this slot. */
+        if (pending_result_fd[slot] >= 0) close(pending_result_fd[slot]);
+        pending_result_fd[slot] = -1;
+        __atomic_store_n(&mb->started_ns, now_ns(), __ATOMIC_RELAXED);
+        store(&mb->started_seq, seq);
+        if (rq->kind == FLS_REQ_EXIT) _exit(0);
 
-        mb->status = FL_OK;
-        mb->code = 0;
-        mb->message[0] = '\0';
-        mb->result_len = 0;
-        mb->result_fd = -1;
+        rq->status = FL_OK;
+        rq->code = 0;
+        rq->message[0] = '\0';
+        rq->result_len = 0;
+        rq->result_fd = -1;
+        rq->result_pid = (int32_t)self;
+        ctx.request = rq;
+        ctx.result_area = fls_worker_result_area(worker, slot);
         ctx.failed = 0;
-        run_request(worker, &ctx);
+        run_request(worker, slot, &ctx);
         if (ctx.result_map) {
             munmap(ctx.result_map, ctx.result_map_len);
             ctx.result_map = NULL;
         }
-        pending_result_fd = mb->result_fd;
+        pending_result_fd[slot] = rq->result_fd;
+        rq->run_ns = now_ns() - mb->started_ns;
+        /* A result memfd goes to the proxy before the answer: in flight, it outlives us. */
+        if (rq->result_fd >= 0 && worker->result_socket[1] >= 0) send_result_fd(worker->result_socket[1], seq, rq->result_fd);
         mb->tasks_run++;
-        store(&mb->response_seq, seen);
-        if (load(&mb->proxy_sleeps)) {
+        store(&mb->response_seq, seq);
+        seen = seq;
+        /* Wake a sleeping proxy only for the response it waits for (or for any, if 0). */
+        uint32_t wake_at = load(&mb->proxy_wake_at);
+        if (load(&mb->proxy_sleeps) && (wake_at == 0 || reached(seq, wake_at))) {
             uint64_t one = 1;
             (void)!write(worker->event_fd, &one, sizeof one);
         }
-        if (mb->kind == FLS_REQ_TASK_EXIT) _exit(mb->status == FL_OK ? 0 : (mb->code & 0xff) ? (mb->code & 0xff) : 1);
+        if (rq->kind == FLS_REQ_TASK_EXIT) _exit(rq->status == FL_OK ? 0 : (rq->code & 0xff) ? (rq->code & 0xff) : 1);
     }
 }

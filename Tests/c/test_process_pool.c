@@ -449,6 +449,100 @@ static void test_options(void) {
     CHECK(pool == NULL);
 }
 
+/* ---- pipelining: several requests in flight to one worker process ---- */
+
+/* Shared with the workers (mapped before the pools fork them): crash-once flags. */
+static fl_shm pipeline_flags;
+
+/* Lets tasks queue up: the pool's single worker is not ready before they are all submitted. */
+static int slow_start(void *user, const void *args, size_t len) {
+    (void)user; (void)args; (void)len;
+    struct timespec pause = {0, 100 * 1000000L};
+    nanosleep(&pause, NULL);
+    return 0;
+}
+
+/* arg: {i, mode}. Mode 0: a 300 KiB result (larger than a mailbox slot) of byte i and the pid
+ * in front; 1: SIGKILL; 2: sleep 30 s; 3: SIGKILL the first time (flag i in shared memory). */
+static int pipelined_item(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len;
+    int64_t in[2];
+    memcpy(in, arg, sizeof in);
+    if (in[1] == 1) raise(SIGKILL);
+    if (in[1] == 2) sleep(30);
+    if (in[1] == 3) {
+        unsigned char *flags = NULL;
+        fl_shm_data(pipeline_flags, (void **)&flags, NULL);
+        if (__atomic_exchange_n(&flags[in[0]], 1, __ATOMIC_SEQ_CST) == 0) raise(SIGKILL);
+    }
+    size_t n = 300u << 10;
+    unsigned char *out = NULL;
+    if (fl_task_result_buffer(ctx, n, (void **)&out) != FL_OK) return 5;
+    memset(out, (int)(in[0] & 0xff), n);
+    int64_t pid = getpid();
+    memcpy(out, &pid, sizeof pid);
+    return 0;
+}
+
+/* Submits `count` items to a one-worker pool whose worker starts late, so they are all queued
+ * and go to the worker process in one pipeline; item `special` gets `mode`. Checks every
+ * other item's result and returns the special item's status; `pids` gets each item's pid. */
+static int run_pipeline(double timeout, int retries, int count, int special, int mode, int64_t *pids) {
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 1;
+    o.backend = FL_BACKEND_PROCESS;
+    o.task_timeout = timeout;
+    o.task_retries = retries;
+    o.initializer = slow_start;
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    fl_result results[64];
+    for (int i = 0; i < count; i++) {
+        int64_t arg[2] = {i, i == special ? mode : 0};
+        CHECK_OK(fl_pool_apply_async(pool, pipelined_item, NULL, arg, sizeof arg, NULL, NULL, NULL, &results[i]));
+    }
+    int special_status = FL_OK, right = 1;
+    for (int i = 0; i < count; i++) {
+        const void *data = NULL;
+        size_t n = 0;
+        int rc = fl_result_get(results[i], 60, &data, &n);
+        if (i == special) {
+            special_status = rc;
+            if (rc == FL_OK && n == (300u << 10)) memcpy(&pids[i], data, sizeof pids[i]);
+        } else if (rc != FL_OK || n != (300u << 10) || ((const unsigned char *)data)[n - 1] != (unsigned char)i) {
+            right = 0;
+            fprintf(stderr, "  item %d: %s\n", i, rc == FL_OK ? "wrong result" : fl_last_error());
+        } else {
+            memcpy(&pids[i], data, sizeof pids[i]);
+        }
+        fl_result_release(results[i]);
+    }
+    CHECK(right);
+    CHECK_OK(fl_pool_destroy(pool));
+    return special_status;
+}
+
+static void test_pipelined_deaths(void) {
+    int64_t pids[64] = {0};
+    /* A death mid-pipeline: answered items keep their (memfd-sized) results, the item fails,
+     * the items behind it run in a fresh worker. */
+    CHECK_RC(FL_EWORKER, run_pipeline(0, 0, 40, 17, 1, pids));
+    CHECK(pids[0] > 0 && pids[0] == pids[16]);
+    CHECK(pids[18] > 0 && pids[18] != pids[16] && pids[18] == pids[39]);
+    /* A timeout mid-pipeline. */
+    memset(pids, 0, sizeof pids);
+    CHECK_RC(FL_ETIMEDOUT, run_pipeline(0.3, 0, 12, 5, 2, pids));
+    CHECK(pids[4] > 0 && pids[6] > 0 && pids[6] != pids[4]);
+    /* A retry mid-pipeline: the item runs again in the fresh worker and succeeds. */
+    CHECK_OK(fl_shm_create(NULL, 64, &pipeline_flags));
+    memset(pids, 0, sizeof pids);
+    CHECK_OK(run_pipeline(0, 1, 12, 5, 3, pids));
+    CHECK(pids[5] > 0 && pids[5] != pids[4] && pids[5] == pids[6]);
+    CHECK_OK(fl_shm_close(pipeline_flags));
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
 int main(void) {
     test_options();
     test_runs_in_other_processes();
@@ -462,5 +556,6 @@ int main(void) {
     test_typed_calls();
     test_terminate_kills_running_tasks();
     test_killing_workers_under_load();
+    test_pipelined_deaths();
     return check_finish("process_pool");
 }

@@ -26,14 +26,16 @@ int fls_function_name(const void *fn, char *path, size_t path_cap, char *symbol,
  *  a message in `error`. */
 void *fls_function_resolve(const char *path, const char *symbol, char *error, size_t error_cap);
 
-/** Starts a worker by fork + exec of this program. `death_signal` as in fls_worker_init.
+/** Starts a worker by fork + exec of this program (after fls_worker_prepare). `death_signal`
+ *  as in fls_worker_init.
  *  Returns 0 or an errno (ENOEXEC: the program could not be executed). */
 int fls_worker_spawn_exec(fls_worker *worker, int death_signal);
 
 /** Starts the fork server (spawned like a worker, SIGKILLed when the calling thread ends).
  *  Returns its request socket, or -1 with `*error` an errno. */
 int fls_forkserver_start(pid_t *server_pid, int *error);
-/** Asks the server behind `socket` to fork a worker for `worker` (a daemon is killed when the
+/** Asks the server behind `socket` to fork a worker for `worker`, prepared with
+ *  fls_worker_prepare (a daemon is killed when the
  *  server ends). Waits for its pid (sets `worker->pid`, `worker->pid_fd`) and returns the
  *  status socket, on which the server writes an fls_forkserver_end when the worker has ended;
  *  or -1 with `*error` an errno (EPIPE: the server is gone). */

@@ -34,8 +34,44 @@
 /** Bytes of a failure message carried in the mailbox. */
 #define FLS_MAILBOX_MESSAGE 480
 
-/** The shared mailbox (page-aligned): control words on their own cache lines, the request, the response,
- *  then `capacity` bytes of argument area and `capacity` bytes of result area. */
+/** Most requests a mailbox holds in flight (a power of two). */
+#define FLS_MAX_SLOTS 32
+
+/** One request and its response: a slot of the mailbox. Request number `seq` (counted from 1)
+ *  lives in slot `order[(seq - 1) % slots]`: the proxy takes any free slot, because it
+ *  completes requests out of order. */
+typedef struct fls_request {
+    /* The request, written by the proxy before it publishes `request_seq`. */
+    uint32_t kind;
+    int32_t arg_fd;          /* the proxy's memfd holding an argument too large for the area, or -1 */
+    fl_task_fn fn;
+    void *user;
+    uint64_t index;
+    uint64_t arg_len;
+    void (*typed_fn)(void);
+    uint32_t signature_len;  /* FLS_REQ_TYPED: the signature text precedes the tuple in the area */
+    /* Non-zero for a child that does not share the parent's address space (spawn, forkserver):
+     * the argument begins with "OBJECT-PATH\0SYMBOL\0", `name_len` bytes, padded to 16, naming
+     * the function to run instead of `fn`. */
+    uint32_t name_len;
+    /* The response, written by the child before it publishes `response_seq`. */
+    int32_t status;          /* FL_OK or FL_ETASK */
+    int32_t code;
+    uint64_t result_len;
+    int32_t result_fd;       /* the child's memfd holding a result too large for the area, or -1 */
+    int32_t result_pid;      /* the child that answered (whose fd table holds result_fd) */
+    int64_t run_ns;          /* how long the request ran in the child */
+    char message[FLS_MAILBOX_MESSAGE];
+} fls_request;
+
+/** The shared mailbox (page-aligned): control words on their own cache lines and `slots`
+ *  request slots, then for each slot `capacity` bytes of argument area and `capacity` bytes of
+ *  result area.
+ *
+ *  The proxy writes request `request_seq + 1` into its slot and then publishes it; it may have
+ *  up to `slots` requests in flight. The child runs them in order: it marks each it takes in
+ *  `started_seq` (and the time in `started_ns`) and each it has answered in `response_seq`. A
+ *  new child (after a death) resumes after the `response_seq` it is given. */
 typedef struct fls_mailbox {
     /* Written by the proxy; the child sleeps on request_seq. */
     uint32_t request_seq;
@@ -45,34 +81,19 @@ typedef struct fls_mailbox {
     uint32_t response_seq;
     uint32_t proxy_sleeps;
     uint32_t started_seq;    /* the request the child has taken (it died before it, or in it) */
-    uint32_t pad1[13];
+    uint32_t pad1;
+    int64_t started_ns;      /* when it took it (monotonic clock) */
+    uint32_t proxy_wake_at;  /* written by the proxy: the response it sleeps for (0: any) */
+    uint32_t pad2[9];
     uint32_t cancelled;
     uint32_t init_state;
     int32_t init_code;
-    uint32_t pad2[13];
-    /* The request. */
-    uint32_t kind;
-    int32_t arg_fd;          /* the proxy's memfd holding an argument too large for the area, or -1 */
-    fl_task_fn fn;
-    void *user;
-    uint64_t index;
-    uint64_t arg_len;
-    void (*typed_fn)(void);
-    uint32_t signature_len;  /* FLS_REQ_TYPED: the signature text precedes the tuple in the area */
     int32_t proxy_pid;
-    /* Non-zero for a child that does not share the parent's address space (spawn, forkserver):
-     * the argument begins with "OBJECT-PATH\0SYMBOL\0", `name_len` bytes, padded to 16, naming
-     * the function to run instead of `fn`. */
-    uint32_t name_len;
-    uint32_t pad3;
-    /* The response. */
-    int32_t status;          /* FL_OK or FL_ETASK */
-    int32_t code;
-    uint64_t result_len;
-    int32_t result_fd;       /* the child's memfd holding a result too large for the area, or -1 */
     uint32_t tasks_run;
-    char message[FLS_MAILBOX_MESSAGE];
+    uint32_t slots;
     uint64_t capacity;
+    uint32_t order[FLS_MAX_SLOTS];
+    fls_request requests[FLS_MAX_SLOTS];
 } fls_mailbox;
 
 /** The parent's side of one worker process. Owned by the proxy thread. */
@@ -81,6 +102,10 @@ typedef struct fls_worker {
     size_t map_len;
     int mailbox_fd; /* the memfd behind the mailbox (close-on-exec), passed on to spawned children */
     int event_fd;   /* written by the child when a response is ready and the proxy sleeps */
+    /* A Unix socket pair: before answering with a result memfd, a forked child sends the memfd
+     * through `result_socket[1]`; in flight, it outlives the child, so a result answered before
+     * a crash is never lost. The proxy takes it from `result_socket[0]`. -1: none. */
+    int result_socket[2];
     int pid_fd;     /* readable once the child has died; -1 when the kernel has no pidfds */
     pid_t pid;      /* 0 when no child runs */
 } fls_worker;
@@ -101,19 +126,27 @@ typedef struct fls_worker_init {
 #define FLS_WAIT_TIMEOUT 2
 #define FLS_WAIT_INTERRUPTED 3
 
-/** Creates the mailbox (capacity bytes per area) and the event fd. Returns 0 or an errno. */
-int fls_worker_open(fls_worker *worker, size_t capacity);
+/** Creates the mailbox (`slots`, a power of two up to FLS_MAX_SLOTS; `capacity` bytes per
+ *  area) and the event fd. Returns 0 or an errno. */
+int fls_worker_open(fls_worker *worker, uint32_t slots, size_t capacity);
 /** Unmaps and closes everything. The child must have been reaped. */
 void fls_worker_close(fls_worker *worker);
-/** The argument area and the result area. */
-void *fls_worker_arg_area(fls_worker *worker);
-void *fls_worker_result_area(fls_worker *worker);
+/** Slot `slot`, and its argument and result areas. */
+fls_request *fls_worker_request(fls_worker *worker, uint32_t slot);
+void *fls_worker_arg_area(fls_worker *worker, uint32_t slot);
+void *fls_worker_result_area(fls_worker *worker, uint32_t slot);
+/** Records that request `seq` is in `slot` (before publishing it), and reads it back. At most
+ *  `slots` requests after the last answered one may be recorded. */
+void fls_worker_assign(fls_worker *worker, uint32_t seq, uint32_t slot);
+uint32_t fls_worker_slot_of(fls_worker *worker, uint32_t seq);
 
-/** Resets the mailbox's words for a new child. */
-void fls_worker_prepare(fls_worker *worker);
+/** Sets the mailbox's words for a new child, which resumes after request `resume` (the
+ *  requests after it up to `request_seq` are run by the new child). Call before spawning. */
+void fls_worker_prepare(fls_worker *worker, uint32_t resume);
 
-/** Forks a worker process that runs `init` and then serves requests. Returns 0 or an errno.
- *  The child runs only C code until it calls the initializer or a task function. */
+/** Forks a worker process that runs `init` and then serves requests (after
+ *  fls_worker_prepare). Returns 0 or an errno. The child runs only C code until it calls the
+ *  initializer or a task function. */
 int fls_worker_spawn(fls_worker *worker, const fls_worker_init *init);
 
 /** The life of a worker process once its mailbox is mapped: runs `init`, then serves requests
@@ -128,6 +161,11 @@ void fls_worker_send(fls_worker *worker);
  *  `*interrupt` is non-zero. Spins `spins` polls first. */
 int fls_worker_wait(fls_worker *worker, const uint32_t *word, uint32_t seen, int64_t deadline_ns, int spins,
                     const uint32_t *interrupt);
+
+/** Waits until request `seq` is answered (`response_seq` reaches it), the child dies,
+ *  `deadline_ns` passes, or fls_worker_interrupt() is called while `*interrupt` is non-zero.
+ *  The child wakes the proxy only for that response, not for the ones before it. */
+int fls_worker_await(fls_worker *worker, uint32_t seq, int64_t deadline_ns, int spins, const uint32_t *interrupt);
 
 /** Wakes the proxy waiting in fls_worker_wait() (from any thread). */
 void fls_worker_interrupt(fls_worker *worker);
@@ -145,9 +183,15 @@ void fls_worker_signal(fls_worker *worker, int signal);
  *  the negated signal number. Clears `pid`. */
 int fls_worker_reap(fls_worker *worker);
 
-/** Asks an idle child to exit, then reaps it (killing it if it has not gone after `grace_ns`). */
+/** Asks an idle child (no request in flight) to exit, then reaps it (killing it if it has not
+ *  gone after `grace_ns`). */
 int fls_worker_stop(fls_worker *worker, int64_t grace_ns);
 
+/** Takes the next result memfd a child sent (see `result_socket`): returns it and stores the
+ *  request number it answers in `*seq`; -1 when none is waiting. */
+int fls_worker_take_result_fd(fls_worker *worker, uint32_t *seq);
+/** Maps `len` bytes of `fd` read-only, populated, or NULL. */
+void *fls_map_fd(int fd, size_t len);
 /** Maps `len` bytes of another process's file descriptor read-only (via /proc/PID/fd), or NULL. */
 void *fls_map_peer_fd(pid_t pid, int fd, size_t len);
 /** Creates a memfd holding a copy of `data`; returns the fd or -1. */

@@ -70,8 +70,15 @@ final class PoolWorker: ThreadBody {
     func run() {
         "\(pool.name)-\(index)".withCString { fls_set_thread_name($0) }
         fls_tls_set_worker(Unmanaged.passUnretained(self).toOpaque())
-        if let process { fls_tls_set_worker_process(Unmanaged.passUnretained(process).toOpaque()) }
+        if let process {
+            fls_tls_set_worker_process(Unmanaged.passUnretained(process).toOpaque())
+            // While a task runs in the process, queue the next ones behind it (pipelining).
+            process.runAnother = { [unowned(unsafe) self] in
+                if let node = self.pool.findWork(for: self) { self.pool.execute(node, by: self) }
+            }
+        }
         defer {
+            process?.runAnother = nil
             process?.stop()
             fls_tls_set_worker_process(nil)
             fls_tls_set_worker(nil)

@@ -47,7 +47,7 @@ final class ChildProcess {
     static func start(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
                       daemon: Bool, method: StartMethod) throws(Failure) -> ChildProcess {
         let worker = UnsafeMutablePointer<fls_worker>.allocate(capacity: 1)
-        let opened = fls_worker_open(worker, ProcessSettings.mailboxCapacity)
+        let opened = fls_worker_open(worker, 1, ProcessSettings.processResultCapacity)
         guard opened == 0 else {
             worker.deallocate()
             throw Failure(FL_ESYSTEM, "could not create a process mailbox (errno \(opened))")
@@ -62,11 +62,13 @@ final class ChildProcess {
             }
         }
         if method == .fork {
-            sideFile = try Mailbox.writeTask(worker, kind: FLS_REQ_TASK_EXIT, fn: fn, user: user, index: 0, arg: arg,
-                                             length: length)
+            sideFile = try Mailbox.writeTask(worker, slot: 0, kind: FLS_REQ_TASK_EXIT, fn: fn, user: user, index: 0,
+                                             arg: arg, length: length)
         } else {
-            sideFile = try Mailbox.writeNamedTask(worker, fn: fn, user: user, arg: arg, length: length)
+            sideFile = try Mailbox.writeNamedTask(worker, slot: 0, fn: fn, user: user, arg: arg, length: length)
         }
+        fls_worker_assign(worker, 1, 0)
+        fls_worker_prepare(worker, 0)
         var statusSocket: Int32 = -1
         let error: Int32
         switch method {
@@ -124,11 +126,12 @@ final class ChildProcess {
     private func finish(_ code: Int32) {
         let mailbox = worker.pointee.mailbox!
         let answered = fls_atomic_load_u32(&mailbox.pointee.response_seq) != 0
+        let response = fls_worker_request(worker, 0)!
         if answered && code >= 0 {
-            end = mailbox.pointee.status == FL_OK ? 0 : mailbox.pointee.code
-            if mailbox.pointee.status == FL_OK {
-                let length = Int(mailbox.pointee.result_len)
-                result = Array(UnsafeRawBufferPointer(start: fls_worker_result_area(worker), count: length))
+            end = response.pointee.status == FL_OK ? 0 : response.pointee.code
+            if response.pointee.status == FL_OK {
+                let length = Int(response.pointee.result_len)
+                result = Array(UnsafeRawBufferPointer(start: fls_worker_result_area(worker, 0), count: length))
             }
         } else {
             end = code

@@ -3,48 +3,32 @@ import Glibc
 #endif
 import CForklift
 
-/// How a process-backed pool runs its worker processes (from `fl_pool_options`).
-struct ProcessSettings {
-    /// Seconds a task may run before its worker is killed; 0: no limit.
-    var taskTimeout: Double = 0
-    /// Tasks a worker runs before it is replaced; 0: no limit.
-    var maxTasksPerChild: Int = 0
-    /// Runs of a task after its worker died.
-    var retries: Int = 0
-    /// Bytes of argument (and of result) carried in the shared mailbox; larger ones travel in
-    /// a memfd of their own.
-    static let mailboxCapacity = 1 << 20
-
-    /// The process settings of pool options, or nil for a thread pool.
-    init?(options: fl_pool_options) throws(Failure) {
-        switch options.backend {
-        case FL_BACKEND_THREAD:
-            guard options.task_timeout <= 0 && options.max_tasks_per_child == 0 && options.task_retries == 0 else {
-                throw Failure(FL_EINVAL, "task_timeout, max_tasks_per_child and task_retries need FL_BACKEND_PROCESS")
-            }
-            return nil
-        case FL_BACKEND_PROCESS:
-            guard options.task_timeout.isFinite || options.task_timeout < 0 else {
-                throw Failure(FL_EINVAL, "task_timeout must be a number of seconds")
-            }
-            guard options.task_retries >= 0 else { throw Failure(FL_EINVAL, "task_retries must not be negative") }
-            taskTimeout = max(0, options.task_timeout)
-            maxTasksPerChild = options.max_tasks_per_child
-            retries = Int(options.task_retries)
-        default:
-            throw Failure(FL_EINVAL, "backend is \(options.backend): use FL_BACKEND_THREAD or FL_BACKEND_PROCESS")
-        }
-    }
-}
-
 /// One worker process of a process-backed pool, fed by one worker thread of the pool (its
 /// proxy): the thread takes nodes exactly as in a thread pool, and every task it would run
 /// runs here instead, through a mailbox in shared memory (see `forklift_worker.h`).
+///
+/// **Pipelining.** `run` sends its request and, while the pool has more work and a slot is
+/// free, runs the next node right there (nested): that node's `run` sends its request behind
+/// the first, and so on, up to `ProcessSettings.pipelineDepth` requests. The child runs them in
+/// order without sleeping in between; the innermost frame waits for its response, by which
+/// time the outer ones' responses are there too, and each frame completes its own task.
+///
+/// **Deaths.** Whichever frame sees the child die reaps it and settles every request in
+/// flight: answered ones keep their answers; the one the child died in fails (or, with
+/// retries left, runs again); untaken ones go to a fresh child, which resumes after the last
+/// settled request. Failures are left in `slotFailures` for the frame that owns the slot.
 ///
 /// Only the proxy thread calls `start`, `run` and `stop`; `interrupt` may be called from any
 /// thread. The process is forked lazily: at pool creation, and again before the next task once
 /// a crash, a timeout or `maxTasksPerChild` has ended the previous one.
 final class WorkerProcess {
+    /// A request's outcome decided by death handling rather than by the child.
+    private struct SlotFailure {
+        let status: Int32
+        let code: Int32
+        let message: String
+    }
+
     private let worker: UnsafeMutablePointer<fls_worker>
     private let settings: ProcessSettings
     /// The pool's termination flag.
@@ -52,12 +36,29 @@ final class WorkerProcess {
     private var initializer: fls_worker_init
     private let initargs: UnsafeMutableRawBufferPointer
     private var tasksSinceStart = 0
+    /// Requests sent and not yet completed: the frames of `run` on the proxy's stack.
+    private var inFlight: UInt32 = 0
+    /// Slots not holding a request in flight, one bit each. Frames complete out of order (a
+    /// nested frame may send again before an outer one is done), so slots are taken from here
+    /// rather than by request number.
+    private var freeSlots: UInt32 = UInt32.max >> (32 - ProcessSettings.pipelineDepth)
+    /// Per slot: the failure death handling decided for its request, and the deaths it saw.
+    private var slotFailures: [SlotFailure?]
+    private var slotDeaths: [[String]]
+    /// Per slot: the result memfd the child sent for its answer, once taken from the result
+    /// socket on the way to another slot's (-1 before).
+    private var heldResults: [Int32]
+    /// The child's recent run time per task (an average; nanoseconds), or -1 before the first.
+    private var averageRunNanos: Double = -1
+    /// Work, in expected run time, that may wait in the pipeline behind the running task: a
+    /// worker never hoards more than about this while another could be idle.
+    private static let pipelineBudgetNanos: Double = 1_000_000
+    /// Fresh workers in a row that died before taking any request.
+    private var idleDeaths = 0
+    /// Runs one more of the pool's queued nodes on this thread, if there is one (set by the
+    /// feeding thread; nil: no pipelining).
+    var runAnother: (() -> Void)?
 
-    private static let responseOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.response_seq)!
-    private static let initStateOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.init_state)!
-    private static let cancelledOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.cancelled)!
-    private static let startedOffset = MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.started_seq)!
-    /// Fresh workers tried for a task whose worker died before taking it.
     private static let handOverAttempts = 3
     /// Polls of the response word before the proxy sleeps.
     private static let spins: Int32 = 4000
@@ -67,7 +68,7 @@ final class WorkerProcess {
         self.settings = settings
         self.cancelled = cancelled
         worker = .allocate(capacity: 1)
-        let error = fls_worker_open(worker, ProcessSettings.mailboxCapacity)
+        let error = fls_worker_open(worker, ProcessSettings.pipelineDepth, ProcessSettings.slotCapacity)
         guard error == 0 else {
             worker.deallocate()
             throw Failure(FL_ESYSTEM, "could not create a worker mailbox (errno \(error))")
@@ -75,6 +76,9 @@ final class WorkerProcess {
         let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, initargs.count), alignment: 16)
         initargs.withUnsafeBytes { copy.copyMemory(from: $0) }
         self.initargs = copy
+        slotFailures = Array(repeating: nil, count: Int(ProcessSettings.pipelineDepth))
+        slotDeaths = Array(repeating: [], count: Int(ProcessSettings.pipelineDepth))
+        heldResults = Array(repeating: -1, count: Int(ProcessSettings.pipelineDepth))
         // A worker never outlives its pool: it is killed if its feeding thread (and so the
         // pool's process) ends.
         self.initializer = fls_worker_init(fn: initializer, user: user, args: UnsafeRawPointer(copy.baseAddress),
@@ -89,17 +93,27 @@ final class WorkerProcess {
     }
 
     private var mailbox: UnsafeMutablePointer<fls_mailbox> { worker.pointee.mailbox }
+    private var requestSeq: UInt32 { fls_atomic_load_u32(&mailbox.pointee.request_seq) }
+    private var responseSeq: UInt32 { fls_atomic_load_u32(&mailbox.pointee.response_seq) }
+    private var startedSeq: UInt32 { fls_atomic_load_u32(&mailbox.pointee.started_seq) }
 
-    private func word(at offset: Int) -> UnsafeMutablePointer<UInt32> {
-        (UnsafeMutableRawPointer(mailbox) + offset).assumingMemoryBound(to: UInt32.self)
-    }
+    /// The slot holding request `seq` (one still unanswered, or answered and not yet read).
+    private func slotIndex(_ seq: UInt32) -> Int { Int(fls_worker_slot_of(worker, seq)) }
+    /// Whether request `seq` is at or before `mark`, in wrapping sequence order.
+    private static func reached(_ mark: UInt32, _ seq: UInt32) -> Bool { Int32(bitPattern: mark &- seq) >= 0 }
 
-    /// Forks the process and waits for its initializer. Returns the failure, if any.
-    func start() -> Failure? {
+    /// Forks a process that resumes after the requests settled so far, and waits for its
+    /// initializer. Returns the failure, if any.
+    func start() -> Failure? { start(resumingAfter: requestSeq) }
+
+    private func start(resumingAfter resume: UInt32) -> Failure? {
+        fls_worker_prepare(worker, resume)
         let error = fls_worker_spawn(worker, &initializer)
         guard error == 0 else { return Failure(FL_ESYSTEM, "could not fork a worker process (errno \(error))") }
         tasksSinceStart = 0
-        let outcome = fls_worker_wait(worker, word(at: Self.initStateOffset), UInt32(FLS_INIT_PENDING), -1, 0, nil)
+        let initState = UnsafeMutableRawPointer(mailbox).advanced(by: MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.init_state)!)
+            .assumingMemoryBound(to: UInt32.self)
+        let outcome = fls_worker_wait(worker, initState, UInt32(FLS_INIT_PENDING), -1, 0, nil)
         if outcome == FLS_WAIT_DIED && mailbox.pointee.init_state == FLS_INIT_PENDING {
             let pid = worker.pointee.pid
             let end = fls_worker_reap(worker)
@@ -114,6 +128,7 @@ final class WorkerProcess {
     }
 
     /// Ends the process: asks it to exit, kills it if it has not after a second, reaps it.
+    /// Only with no request in flight.
     func stop() {
         if worker.pointee.pid > 0 { _ = fls_worker_stop(worker, 1_000_000_000) }
     }
@@ -121,7 +136,7 @@ final class WorkerProcess {
     /// Tells a running task that the pool is terminated and wakes the proxy, which then kills
     /// the process. Any thread.
     func interrupt() {
-        fls_atomic_store_u32(word(at: Self.cancelledOffset), 1)
+        fls_atomic_store_u32(&mailbox.pointee.cancelled, 1)
         fls_worker_interrupt(worker)
     }
 
@@ -131,113 +146,243 @@ final class WorkerProcess {
              slot: UnsafeMutablePointer<fls_slot>, external: UnsafeMutableRawPointer?, externalCapacity: Int,
              index: UInt64) {
         let typed: TypedCall? = isTypedTrampoline(fn) ? Unmanaged<TypedCall>.fromOpaque(user!).takeUnretainedValue() : nil
-        var deaths: [String] = []
-        var deathsBeforeStart = 0
-        while true {
-            if fls_atomic_load_u32(cancelled) != 0 {
-                ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "pool terminated before the task ran")
-                return
-            }
-            if worker.pointee.pid <= 0, let failure = start() {
-                ResultSlot.fail(slot, status: failure.code, code: failure.code,
-                                message: "no worker process to run the task: \(failure.message)")
-                return
-            }
-            let pid = worker.pointee.pid
-            let sideFile: Int32
-            do throws(Failure) {
-                sideFile = try writeRequest(fn, user: user, arg: arg, length: length, index: index, typed: typed)
-            } catch {
-                ResultSlot.fail(slot, status: error.code, code: error.code, message: error.message)
-                return
-            }
-            let seen = fls_atomic_load_u32(word(at: Self.responseOffset))
-            fls_worker_send(worker)
-            let request = fls_atomic_load_u32(&mailbox.pointee.request_seq)
-            let deadline = settings.taskTimeout > 0 ? fls_monotonic_ns() + Int64(settings.taskTimeout * 1e9) : -1
-            let outcome = fls_worker_wait(worker, word(at: Self.responseOffset), seen, deadline, Self.spins, cancelled)
-            if sideFile >= 0 { close(sideFile) }
+        if fls_atomic_load_u32(cancelled) != 0 {
+            ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "pool terminated before the task ran")
+            return
+        }
+        if worker.pointee.pid <= 0, let failure = start() {
+            ResultSlot.fail(slot, status: failure.code, code: failure.code,
+                            message: "no worker process to run the task: \(failure.message)")
+            return
+        }
+        let seq = requestSeq &+ 1
+        let mine = freeSlots.trailingZeroBitCount
+        let sideFile: Int32
+        do throws(Failure) {
+            sideFile = try writeRequest(UInt32(mine), fn, user: user, arg: arg, length: length, index: index,
+                                        typed: typed)
+        } catch {
+            ResultSlot.fail(slot, status: error.code, code: error.code, message: error.message)
+            return
+        }
+        freeSlots &= ~(1 << UInt32(mine))
+        fls_worker_assign(worker, seq, UInt32(mine))
+        slotFailures[mine] = nil
+        slotDeaths[mine] = []
+        fls_worker_send(worker)
+        inFlight += 1
+        // Queue the next task behind this one while the child runs it.
+        if inFlight < pipelineLimit,
+           settings.maxTasksPerChild == 0 || tasksSinceStart + Int(inFlight) < settings.maxTasksPerChild,
+           let runAnother {
+            runAnother()
+        }
+        awaitSettled(seq, slot: mine)
+        if let failure = slotFailures[mine] {
+            ResultSlot.fail(slot, status: failure.status, code: failure.code, message: failure.message)
+            slotFailures[mine] = nil
+        } else {
+            readResponse(seq, UInt32(mine), slot: slot, external: external, externalCapacity: externalCapacity,
+                         index: index, typed: typed)
+            tasksSinceStart += 1
+        }
+        if sideFile >= 0 { close(sideFile) }
+        freeSlots |= 1 << UInt32(mine)
+        inFlight -= 1
+        if inFlight == 0 && settings.maxTasksPerChild > 0 && tasksSinceStart >= settings.maxTasksPerChild { stop() }
+    }
+
+    /// Waits until request `seq` is answered or its outcome was decided by death handling.
+    private func awaitSettled(_ seq: UInt32, slot mine: Int) {
+        while slotFailures[mine] == nil {
+            if Self.reached(responseSeq, seq) { return }
+            // Spin only for a lone request (a round trip); behind others, the answer is farther
+            // off, and spinning would take the CPU the child needs.
+            let spins = seq == fls_atomic_load_u32(&mailbox.pointee.response_seq) &+ 1 ? Self.spins : 0
+            let outcome = fls_worker_await(worker, seq, timeoutDeadline(), spins, cancelled)
             switch outcome {
             case FLS_WAIT_READY:
-                readResponse(slot: slot, external: external, externalCapacity: externalCapacity, index: index,
-                             typed: typed)
-                tasksSinceStart += 1
-                if settings.maxTasksPerChild > 0 && tasksSinceStart >= settings.maxTasksPerChild { stop() }
-                return
+                continue
             case FLS_WAIT_DIED:
-                let end = fls_worker_reap(worker)
-                if fls_atomic_load_u32(word(at: Self.startedOffset)) != request {
-                    // The worker died idle, before it took this task: the task never ran, so
-                    // it goes to a fresh worker without counting as a failure.
-                    deathsBeforeStart += 1
-                    if deathsBeforeStart < Self.handOverAttempts { continue }
-                    ResultSlot.fail(slot, status: FL_EWORKER, code: end,
-                                    message: "\(deathsBeforeStart) fresh worker processes died before taking the task "
-                                        + "(the last, \(pid), \(Self.describe(end)))")
-                    return
-                }
-                deaths.append("worker process \(pid) \(Self.describe(end))")
-                if deaths.count <= settings.retries { continue }
-                let retried = deaths.count > 1 ? " (run \(deaths.count) times: \(deaths.joined(separator: "; ")))" : ""
-                ResultSlot.fail(slot, status: FL_EWORKER, code: end,
-                                message: "worker process \(pid) \(Self.describe(end)) while running the task\(retried)")
-                return
+                settleDeath(timedOut: false)
             case FLS_WAIT_TIMEOUT:
-                fls_worker_signal(worker, SIGKILL)
-                _ = fls_worker_reap(worker)
-                ResultSlot.fail(slot, status: FL_ETIMEDOUT, code: FL_ETIMEDOUT,
-                                message: "task ran longer than the task timeout (\(settings.taskTimeout) s); "
-                                    + "worker process \(pid) was killed and is replaced")
-                return
+                if runningTooLong() { settleDeath(timedOut: true) }
             default:
-                fls_worker_signal(worker, SIGKILL)
-                _ = fls_worker_reap(worker)
-                ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED,
-                                message: "pool terminated while the task ran; worker process \(pid) was killed")
-                return
+                settleTermination()
             }
         }
     }
 
-    /// Writes the request into the mailbox. Returns the memfd holding an argument too large
-    /// for the mailbox (the caller closes it once the task is done), or -1.
-    private func writeRequest(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
-                              index: UInt64, typed: TypedCall?) throws(Failure) -> Int32 {
+    /// Requests allowed in flight: as many as the recent run time per task fits in the
+    /// pipeline budget (1 until a task has been measured; so slow tasks are not pipelined).
+    private var pipelineLimit: UInt32 {
+        guard averageRunNanos >= 0 else { return 1 }
+        let fits = Self.pipelineBudgetNanos / max(averageRunNanos, 1)
+        return fits >= Double(ProcessSettings.pipelineDepth) ? ProcessSettings.pipelineDepth : max(1, UInt32(fits))
+    }
+
+    /// Our own descriptor for the result memfd of request `seq`, taken from the result socket
+    /// (results answered before it that are still unread are kept for their frames), or -1.
+    private func takeResultFile(_ seq: UInt32, slot: Int) -> Int32 {
+        if heldResults[slot] >= 0 {
+            defer { heldResults[slot] = -1 }
+            return heldResults[slot]
+        }
+        var answered: UInt32 = 0
+        while true {
+            let fd = fls_worker_take_result_fd(worker, &answered)
+            if fd < 0 { return -1 }
+            if answered == seq { return fd }
+            let other = slotIndex(answered)
+            if heldResults[other] >= 0 { close(heldResults[other]) }
+            heldResults[other] = fd
+        }
+    }
+
+    /// When the request running now passes the task timeout (monotonic ns), or -1.
+    private func timeoutDeadline() -> Int64 {
+        guard settings.taskTimeout > 0 else { return -1 }
+        let limit = Int64(settings.taskTimeout * 1e9)
+        let started = startedSeq
+        let since = fls_atomic_load_u64(UnsafeMutableRawPointer(mailbox)
+            .advanced(by: MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.started_ns)!)
+            .assumingMemoryBound(to: UInt64.self))
+        // Nothing running (between requests): look again a timeout from now.
+        return started != responseSeq ? Int64(bitPattern: since) + limit : fls_monotonic_ns() + limit
+    }
+
+    private func runningTooLong() -> Bool {
+        startedSeq != responseSeq && timeoutDeadline() <= fls_monotonic_ns()
+    }
+
+    /// The child died (or is killed for a timeout): reap it, decide every request in flight,
+    /// and start a fresh child for the ones it never took.
+    private func settleDeath(timedOut: Bool) {
+        let pid = worker.pointee.pid
+        if timedOut { fls_worker_signal(worker, SIGKILL) }
+        let end = fls_worker_reap(worker)
+        let answered = responseSeq, started = startedSeq, sent = requestSeq
+        var resume = answered
+        if started != answered {
+            // It died in request `started`.
+            let slot = slotIndex(started)
+            idleDeaths = 0
+            if timedOut {
+                slotFailures[slot] = SlotFailure(
+                    status: FL_ETIMEDOUT, code: FL_ETIMEDOUT,
+                    message: "task ran longer than the task timeout (\(settings.taskTimeout) s); "
+                        + "worker process \(pid) was killed and is replaced")
+                resume = started
+            } else {
+                slotDeaths[slot].append("worker process \(pid) \(Self.describe(end))")
+                let deaths = slotDeaths[slot]
+                if deaths.count > settings.retries {
+                    let retried = deaths.count > 1 ? " (run \(deaths.count) times: \(deaths.joined(separator: "; ")))" : ""
+                    slotFailures[slot] = SlotFailure(
+                        status: FL_EWORKER, code: end,
+                        message: "worker process \(pid) \(Self.describe(end)) while running the task\(retried)")
+                    resume = started
+                }
+            }
+        } else if answered != sent {
+            // It died idle, before taking the next request: that one never ran, so it goes to
+            // a fresh worker without counting as a failure — a few times.
+            idleDeaths += 1
+            if idleDeaths >= Self.handOverAttempts {
+                slotFailures[slotIndex(answered &+ 1)] = SlotFailure(
+                    status: FL_EWORKER, code: end,
+                    message: "\(idleDeaths) fresh worker processes died before taking the task "
+                        + "(the last, \(pid), \(Self.describe(end)))")
+                resume = answered &+ 1
+                idleDeaths = 0
+            }
+        }
+        guard resume != sent else {
+            fls_worker_prepare(worker, sent)
+            return
+        }
+        if let failure = start(resumingAfter: resume) {
+            var seq = resume &+ 1
+            while Self.reached(sent, seq) {
+                slotFailures[slotIndex(seq)] = SlotFailure(
+                    status: failure.code, code: failure.code,
+                    message: "no worker process to run the task: \(failure.message)")
+                seq &+= 1
+            }
+            fls_worker_prepare(worker, sent)
+        }
+    }
+
+    /// The pool was terminated: kill the child and cancel every request it has not answered.
+    private func settleTermination() {
+        let pid = worker.pointee.pid
+        fls_worker_signal(worker, SIGKILL)
+        _ = fls_worker_reap(worker)
+        let sent = requestSeq
+        var seq = responseSeq &+ 1
+        while Self.reached(sent, seq) {
+            slotFailures[slotIndex(seq)] = SlotFailure(
+                status: FL_ECANCELED, code: FL_ECANCELED,
+                message: "pool terminated while the task ran; worker process \(pid) was killed")
+            seq &+= 1
+        }
+        fls_worker_prepare(worker, sent)
+    }
+
+    /// Writes a request into `slot`. Returns the memfd holding an argument too large for the
+    /// slot (the caller closes it once the task is done), or -1.
+    private func writeRequest(_ slot: UInt32, _ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?,
+                              length: Int, index: UInt64, typed: TypedCall?) throws(Failure) -> Int32 {
         guard let typed else {
-            return try Mailbox.writeTask(worker, kind: FLS_REQ_TASK, fn: fn, user: user, index: index, arg: arg,
-                                         length: length)
+            return try Mailbox.writeTask(worker, slot: slot, kind: FLS_REQ_TASK, fn: fn, user: user, index: index,
+                                         arg: arg, length: length)
         }
         // The signature text, then the tuple at the next 16-byte boundary.
         let text = typed.signature.text
         let textLength = text.utf8.count + 1
         let tupleOffset = (textLength + 15) & ~15
-        let box = mailbox
-        box.pointee.kind = UInt32(FLS_REQ_TYPED)
-        box.pointee.index = index
-        box.pointee.typed_fn = typed.fn
-        box.pointee.signature_len = UInt32(textLength)
-        return try Mailbox.stageArgument(worker, length: tupleOffset + length) { target in
+        let request = fls_worker_request(worker, slot)!
+        request.pointee.kind = UInt32(FLS_REQ_TYPED)
+        request.pointee.index = index
+        request.pointee.typed_fn = typed.fn
+        request.pointee.signature_len = UInt32(textLength)
+        request.pointee.name_len = 0
+        return try Mailbox.stageArgument(worker, slot: slot, length: tupleOffset + length) { target in
             _ = text.withCString { memcpy(target, $0, textLength) }
             if length > 0 { (target + tupleOffset).copyMemory(from: arg!, byteCount: length) }
         }
     }
 
-    /// Moves the response from the mailbox into the slot (or a typed call's result array).
-    private func readResponse(slot: UnsafeMutablePointer<fls_slot>, external: UnsafeMutableRawPointer?,
+    /// Moves the response in mailbox slot `index` into the result slot (or a typed call's
+    /// result array).
+    private func readResponse(_ seq: UInt32, _ mailboxSlot: UInt32, slot: UnsafeMutablePointer<fls_slot>, external: UnsafeMutableRawPointer?,
                               externalCapacity: Int, index: UInt64, typed: TypedCall?) {
-        let box = mailbox
-        guard box.pointee.status == FL_OK else {
-            ResultSlot.fail(slot, status: FL_ETASK, code: box.pointee.code, message: Mailbox.message(worker))
+        let response = fls_worker_request(worker, mailboxSlot)!
+        let run = Double(response.pointee.run_ns)
+        averageRunNanos = averageRunNanos < 0 ? run : 0.8 * averageRunNanos + 0.2 * run
+        guard response.pointee.status == FL_OK else {
+            ResultSlot.fail(slot, status: FL_ETASK, code: response.pointee.code, message: Mailbox.message(response))
             return
         }
-        let length = Int(box.pointee.result_len)
-        var source: UnsafeRawPointer? = UnsafeRawPointer(fls_worker_result_area(worker))
+        let length = Int(response.pointee.result_len)
+        var source: UnsafeRawPointer? = UnsafeRawPointer(fls_worker_result_area(worker, mailboxSlot))
         var mapped: UnsafeMutableRawPointer?
-        if box.pointee.result_fd >= 0 && length > 0 {
-            mapped = fls_map_peer_fd(worker.pointee.pid, box.pointee.result_fd, length)
+        let held = response.pointee.result_fd >= 0 ? takeResultFile(seq, slot: Int(mailboxSlot)) : -1
+        defer { if held >= 0 { close(held) } }
+        if response.pointee.result_fd >= 0 && length > 0 {
+            let answeredBy = response.pointee.result_pid
+            // The result is in the answering child's memfd: through our own descriptor if we
+            // took one, else through the child's, which is gone if that child died.
+            if held >= 0 {
+                mapped = fls_map_fd(held, length)
+            } else if answeredBy == worker.pointee.pid {
+                mapped = fls_map_peer_fd(answeredBy, response.pointee.result_fd, length)
+            }
             guard let mapped else {
-                ResultSlot.fail(slot, status: FL_ESYSTEM, code: FL_ESYSTEM,
-                                message: "could not map a \(length)-byte result from the worker process")
+                let alive = held >= 0 || answeredBy == worker.pointee.pid
+                let why = alive ? "could not map" : "lost (its worker process died before it was read)"
+                ResultSlot.fail(slot, status: alive ? FL_ESYSTEM : FL_EWORKER,
+                                code: FL_EWORKER, message: "the task's \(length)-byte result was \(why)")
                 return
             }
             source = UnsafeRawPointer(mapped)
