@@ -62,19 +62,42 @@ final class MapJob: PoolJob {
             let chunk = fls_atomic_add_u64(nextChunk, 1)
             if chunk >= chunks { return }
             let range = Int(chunk) * chunkSize..<min(count, Int(chunk + 1) * chunkSize)
-            let stop = cancelled || pool.isCancelled
-            for index in range {
-                let slot = box.slots + index
-                if stop {
-                    ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "cancelled before it ran")
-                } else {
-                    let (arg, length) = input.argument(index)
-                    TaskRunner.run(fn, user: user, arg: arg, length: length, slot: slot, index: UInt64(index),
-                                   cancelled: pool.cancelledFlag)
+            if cancelled || pool.isCancelled {
+                for index in range {
+                    ResultSlot.fail(box.slots + index, status: FL_ECANCELED, code: FL_ECANCELED,
+                                    message: "cancelled before it ran")
                 }
+            } else if let process = fls_tls_worker_process() {
+                runPipelined(range, in: Unmanaged<WorkerProcess>.fromOpaque(process).takeUnretainedValue(), pool: pool)
+            } else {
+                for index in range { runItem(index, pool: pool) }
             }
             box.completeAndNotify(units: range.count)
         }
+    }
+
+    private func runItem(_ index: Int, pool: Pool) {
+        let (arg, length) = input.argument(index)
+        TaskRunner.run(fn, user: user, arg: arg, length: length, slot: box.slots + index, index: UInt64(index),
+                       cancelled: pool.cancelledFlag)
+    }
+
+    /// Runs the items of `range` in a worker process with several in flight: while one runs,
+    /// the process's pipeline takes the next items of the range (then the pool's next nodes).
+    private func runPipelined(_ range: Range<Int>, in process: WorkerProcess, pool: Pool) {
+        let poolHook = process.runAnother
+        var next = range.lowerBound
+        let runNext = { [unowned(unsafe) self] in
+            guard next < range.upperBound else {
+                poolHook?()
+                return
+            }
+            next += 1
+            self.runItem(next - 1, pool: pool)
+        }
+        process.runAnother = runNext
+        defer { process.runAnother = poolHook }
+        while next < range.upperBound { runNext() }
     }
 }
 

@@ -18,7 +18,8 @@ struct Callbacks {
 extension Pool {
     /// multiprocessing's default chunk size: ceil(n / (4 * workers)), at least 1.
     func defaultChunkSize(count: Int) -> Int {
-        let parts = 4 * workerCount
+        // A process pool's workers pipeline chunks (one runner each), so it cuts finer.
+        let parts = (processSettings == nil ? 4 : 32) * workerCount
         return max(1, (count + parts - 1) / parts)
     }
 
@@ -118,7 +119,10 @@ extension Pool {
         }
         let job = MapJob(fn: fn, user: user, input: input, count: count, chunkSize: chunk, box: box, ownedInput: ownedInput,
                          keepAlive: keepAlive)
-        try start(job, runners: min(workerCount, job.chunkCount), box: box, wait: wait)
+        // On a process pool, more runners than workers: a worker process takes the next
+        // runner's first task into its pipeline while the current one runs.
+        let runnersPerWorker = processSettings == nil ? 1 : Int(ProcessSettings.pipelineDepth)
+        try start(job, runners: min(workerCount * runnersPerWorker, job.chunkCount), box: box, wait: wait)
         return box.handle
     }
 
