@@ -213,7 +213,8 @@ def main():
              native("forklift", "W7tp", n_w7 * 5), n_w7 * 5,
              [("mp", [python, mp_script, "mp", "W1", n_w1_py], runs, n_w1_py),
               ("cf", [python, mp_script, "cf", "W1", n_w1_py], runs, n_w1_py)],
-             "Forklift: fl_group_submit on a FL_BACKEND_PROCESS pool, one worker-process round trip per task; "
+             "Forklift: fl_group_submit on a FL_BACKEND_PROCESS pool; each task runs in a worker process, "
+             "up to 32 requests in flight per worker process (pipelined); "
              "peers: apply_async / submit per task")
 
     n_t1 = 200_000 if quick else 1_000_000

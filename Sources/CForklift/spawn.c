@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "forklift_spawn.h"
 #include "forklift_types.h"
+#include "forklift_fdpass.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -205,32 +206,6 @@ int fls_forkserver_start(pid_t *server_pid, int *error) {
     return pair[0];
 }
 
-/* Sends `data` with `nfds` descriptors. Returns 0 or an errno. */
-static int send_with_fds(int socket, const void *data, size_t len, const int *fds, int nfds) {
-    struct iovec iov = {(void *)data, len};
-    union {
-        char buffer[CMSG_SPACE(3 * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buffer;
-    msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-    memcpy(CMSG_DATA(cmsg), fds, (size_t)nfds * sizeof(int));
-    ssize_t n;
-    do {
-        n = sendmsg(socket, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    return n < 0 ? errno : 0;
-}
-
 int fls_forkserver_fork(int socket, fls_worker *worker, int daemon, int *error) {
 
     int pair[2];
@@ -240,7 +215,8 @@ int fls_forkserver_fork(int socket, fls_worker *worker, int daemon, int *error) 
     }
     server_request request = {daemon};
     int fds[3] = {worker->mailbox_fd, worker->event_fd, pair[1]};
-    int failed = send_with_fds(socket, &request, sizeof request, fds, 3);
+    struct iovec iov = {&request, sizeof request};
+    int failed = fls_send_fds(socket, &iov, 1, fds, 3, 0) < 0 ? errno : 0;
     close(pair[1]);
     if (failed) {
         close(pair[0]);
@@ -336,23 +312,11 @@ static _Noreturn void server_main(int socket, pid_t parent) {
         }
         if (!fds[0].revents) continue;
         server_request request;
-        int received[3] = {-1, -1, -1};
+        int received[3];
         struct iovec iov = {&request, sizeof request};
-        union {
-            char buffer[CMSG_SPACE(3 * sizeof(int))];
-            struct cmsghdr align;
-        } control;
-        struct msghdr msg;
-        memset(&msg, 0, sizeof msg);
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.buffer;
-        msg.msg_controllen = sizeof control.buffer;
-        ssize_t n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) _exit(0); /* the parent has gone */
+        ssize_t n = fls_recv_fds(socket, &iov, 1, received, 3, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN)) _exit(0); /* the parent has gone */
         if (n < 0) continue;
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-        if (cmsg && cmsg->cmsg_type == SCM_RIGHTS) memcpy(received, CMSG_DATA(cmsg), sizeof received);
         if (n != (ssize_t)sizeof request || received[2] < 0) {
             for (int i = 0; i < 3; i++) {
                 if (received[i] >= 0) close(received[i]);

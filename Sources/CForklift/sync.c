@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "forklift_sync.h"
 #include "forklift_types.h"
+#include "forklift_fdpass.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,7 +108,7 @@ struct fls_sync {
     int64_t max;            /* semaphore: the bound, 0 for none */
 };
 
-static void init_mutex(pthread_mutex_t *mutex, int recursive) {
+void fls_shared_mutex_init(pthread_mutex_t *mutex, int recursive) {
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
@@ -117,16 +118,20 @@ static void init_mutex(pthread_mutex_t *mutex, int recursive) {
     pthread_mutexattr_destroy(&attr);
 }
 
+void fls_shared_cond_init(pthread_cond_t *cond) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 fls_sync *fls_sync_create(uint32_t kind, int64_t value, int64_t max, int *fd, int *error) {
     fls_sync *sync = fls_shared_create(kind, sizeof(fls_sync), fd, error);
     if (!sync) return NULL;
-    init_mutex(&sync->mutex, kind == FLS_SHARED_RLOCK);
-    pthread_condattr_t cattr;
-    pthread_condattr_init(&cattr);
-    pthread_condattr_setpshared(&cattr, PTHREAD_PROCESS_SHARED);
-    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
-    pthread_cond_init(&sync->changed, &cattr);
-    pthread_condattr_destroy(&cattr);
+    fls_shared_mutex_init(&sync->mutex, kind == FLS_SHARED_RLOCK);
+    fls_shared_cond_init(&sync->changed);
     sync->value = value;
     sync->max = max;
     return sync;
@@ -299,35 +304,17 @@ static int memfd_holding(const void *data, size_t len) {
 int fls_pipe_send(int fd, const void *data, size_t len, int64_t deadline_ns) {
     pipe_header header = {PIPE_MAGIC, len > FLS_PIPE_INLINE ? PIPE_MEMFD : PIPE_INLINE, len};
     struct iovec iov[2] = {{&header, sizeof header}, {(void *)data, header.kind == PIPE_INLINE ? len : 0}};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 2;
-    union {
-        char buffer[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
     int memfd = -1;
     if (header.kind == PIPE_MEMFD) {
         memfd = memfd_holding(data, len);
         if (memfd < 0) return FL_ENOMEM;
-        memset(&control, 0, sizeof control);
-        msg.msg_control = control.buffer;
-        msg.msg_controllen = sizeof control.buffer;
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cmsg), &memfd, sizeof(int));
     }
     int status;
     for (;;) {
-        ssize_t n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n >= 0) {
+        if (fls_send_fds(fd, iov, 2, &memfd, memfd >= 0 ? 1 : 0, MSG_DONTWAIT) >= 0) {
             status = FL_OK;
             break;
         }
-        if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
             if (!wait_fd(fd, POLLOUT, deadline_ns)) {
                 status = FL_ETIMEDOUT;
@@ -360,26 +347,17 @@ int fls_pipe_recv(int fd, void *buffer, size_t capacity, size_t *len, int64_t de
     *len = (size_t)header.len;
     if (header.len > capacity) return FL_ERANGE;
     struct iovec iov[2] = {{&header, sizeof header}, {buffer, header.kind == PIPE_INLINE ? (size_t)header.len : 0}};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 2;
-    union {
-        char buffer[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    msg.msg_control = control.buffer;
-    msg.msg_controllen = sizeof control.buffer;
-    ssize_t n;
-    do {
-        n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    if (n < (ssize_t)sizeof header) return FL_ESYSTEM;
-    if (header.kind == PIPE_INLINE) return FL_OK;
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    if (!cmsg || cmsg->cmsg_type != SCM_RIGHTS) return FL_ESYSTEM;
-    int memfd;
-    memcpy(&memfd, CMSG_DATA(cmsg), sizeof(int));
+    int memfd = -1;
+    ssize_t n = fls_recv_fds(fd, iov, 2, &memfd, 1, MSG_DONTWAIT);
+    if (n < (ssize_t)sizeof header) {
+        if (memfd >= 0) close(memfd);
+        return FL_ESYSTEM;
+    }
+    if (header.kind == PIPE_INLINE) {
+        if (memfd >= 0) close(memfd);
+        return FL_OK;
+    }
+    if (memfd < 0) return FL_ESYSTEM;
     int status = FL_OK;
     void *map = mmap(NULL, (size_t)header.len, PROT_READ, MAP_SHARED | MAP_POPULATE, memfd, 0);
     if (map == MAP_FAILED) {

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "forklift_worker.h"
 #include "forklift_shim.h"
+#include "forklift_fdpass.h"
 #include "forklift_spawn.h"
 
 #include <errno.h>
@@ -559,52 +560,14 @@ static void reset_signals(void) {
     setrlimit(RLIMIT_CORE, &no_core);
 }
 
-/* Sends `fd` (the result of request `seq`) through the result socket. */
-static void send_result_fd(int socket, uint32_t seq, int fd) {
-    struct iovec iov = {&seq, sizeof seq};
-    union {
-        char buffer[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buffer;
-    msg.msg_controllen = sizeof control.buffer;
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-    ssize_t n;
-    do {
-        n = sendmsg(socket, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-}
-
 int fls_worker_take_result_fd(fls_worker *worker, uint32_t *seq) {
     if (worker->result_socket[0] < 0) return -1;
     struct iovec iov = {seq, sizeof *seq};
-    union {
-        char buffer[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buffer;
-    msg.msg_controllen = sizeof control.buffer;
-    ssize_t n;
-    do {
-        n = recvmsg(worker->result_socket[0], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    struct cmsghdr *cmsg = n == (ssize_t)sizeof *seq ? CMSG_FIRSTHDR(&msg) : NULL;
-    if (!cmsg || cmsg->cmsg_type != SCM_RIGHTS) return -1;
-    int fd;
-    memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+    int fd = -1;
+    if (fls_recv_fds(worker->result_socket[0], &iov, 1, &fd, 1, MSG_DONTWAIT) != (ssize_t)sizeof *seq && fd >= 0) {
+        close(fd);
+        fd = -1;
+    }
     return fd;
 }
 
@@ -667,7 +630,10 @@ _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *
         pending_result_fd[slot] = rq->result_fd;
         rq->run_ns = now_ns() - mb->started_ns;
         /* A result memfd goes to the proxy before the answer: in flight, it outlives us. */
-        if (rq->result_fd >= 0 && worker->result_socket[1] >= 0) send_result_fd(worker->result_socket[1], seq, rq->result_fd);
+        if (rq->result_fd >= 0 && worker->result_socket[1] >= 0) {
+            struct iovec iov = {&seq, sizeof seq};
+            fls_send_fds(worker->result_socket[1], &iov, 1, &rq->result_fd, 1, 0);
+        }
         mb->tasks_run++;
         store(&mb->response_seq, seq);
         seen = seq;

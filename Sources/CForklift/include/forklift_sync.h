@@ -11,6 +11,7 @@
 #ifndef FORKLIFT_SYNC_H
 #define FORKLIFT_SYNC_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,11 @@ void *fls_shared_create(uint32_t kind, size_t size, int *fd, int *error);
 void *fls_shared_open(const char *token, uint32_t kinds, int *fd, int *error);
 /** Unmaps the object from this process and closes `fd`. */
 void fls_shared_close(void *object, int fd);
+
+/** Initializes a process-shared, robust mutex (error-checking, or recursive) in shared memory. */
+void fls_shared_mutex_init(pthread_mutex_t *mutex, int recursive);
+/** Initializes a process-shared condition variable on the monotonic clock in shared memory. */
+void fls_shared_cond_init(pthread_cond_t *cond);
 
 /** A lock, a recursive lock, an event or a semaphore. */
 typedef struct fls_sync fls_sync;
