@@ -831,18 +831,21 @@ int fl_process_destroy(fl_process process);
 
 /**
  * Creates a bounded queue of byte messages in shared memory and stores it in `*queue`
- * (multiprocessing.Queue): `capacity` bytes of messages (0: FL_QUEUE_DEFAULT_CAPACITY; each
- * message costs its length + 8, rounded up to 8) and at most `max_items` messages (0: no
- * count limit). The queue is shared with every process started afterwards (fl_process_start,
- * process pools), which use the same handle. Errors: FL_EINVAL (queue NULL), FL_ENOMEM.
- * Thread-safe.
+ * (multiprocessing.Queue): a ring of `capacity` bytes (0: FL_QUEUE_DEFAULT_CAPACITY; a message
+ * costs its length + 8, rounded up to 8) and at most `max_items` messages (0: no count
+ * limit). Messages may have any size: one above a quarter of the ring is stored out of line,
+ * in the queue's own shared memory (it then costs 16 bytes of the ring; the memory is given
+ * back when it is taken), so it is copied once in and once out, never through the kernel.
+ * The queue is shared with every process started afterwards by fork (fl_process_start,
+ * process pools), which use the same handle; other processes open it by name
+ * (fl_queue_name, fl_queue_open). Errors: FL_EINVAL (queue NULL), FL_ENOMEM. Thread-safe.
  */
 int fl_queue_create(size_t capacity, size_t max_items, fl_queue *queue);
 
 /**
  * Appends a copy of `data` (`len` bytes), waiting at most `timeout` seconds for room
- * (FL_FOREVER: no limit; 0: do not wait). Errors: FL_ETIMEDOUT (still full), FL_ERANGE (the
- * message is larger than the queue can ever hold), FL_ESTATE (closed), FL_EHANDLE, FL_EINVAL.
+ * (FL_FOREVER: no limit; 0: do not wait). Errors: FL_ETIMEDOUT (still full), FL_ENOMEM (no
+ * shared memory for a large message), FL_ESTATE (closed), FL_EHANDLE, FL_EINVAL.
  * Thread-safe and process-safe; also inside a started process or a worker process.
  */
 int fl_queue_put(fl_queue queue, const void *data, size_t len, double timeout);

@@ -28,11 +28,23 @@ struct fls_queue {
     uint64_t tail;        /* byte position after the newest message */
     uint64_t items;
     uint32_t closed;
+    uint64_t overflow_end;  /* bytes handed out in the overflow area (page multiples) */
+    uint64_t file_size;     /* the memfd's size: the header, the ring, the overflow area */
 };
+
+/* A message is a length word, then its bytes padded to 8. A large message (above a quarter of
+ * the ring) lives out of line, in the overflow area of the queue's own memfd after the ring:
+ * the ring holds its length word (with OUT_OF_LINE set) and its offset in that area. Every
+ * process that uses the queue has the memfd, so it maps the message where it is: one copy in,
+ * one copy out, and the memory goes back (hole punched) once the message is taken. */
+#define OUT_OF_LINE (1ull << 63)
 
 static size_t header_size(void) { return 4096; }
 static unsigned char *ring(fls_queue *q) { return (unsigned char *)q + header_size(); }
 static uint64_t cost(size_t len) { return 8 + (((uint64_t)len + 7) & ~(uint64_t)7); }
+static uint64_t page_up(uint64_t n) { return (n + 4095) & ~(uint64_t)4095; }
+static uint64_t overflow_start(const fls_queue *q) { return page_up(header_size() + q->capacity); }
+static int out_of_line(const fls_queue *q, size_t len) { return cost(len) > q->capacity / 4; }
 
 fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *fd, int *error) {
     capacity = (capacity + 7) & ~(size_t)7;
@@ -44,6 +56,7 @@ fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *fd, int *err
     fls_shared_cond_init(&q->not_full);
     q->capacity = capacity;
     q->max_items = max_items;
+    q->file_size = header_size() + capacity;
     return q;
 }
 
@@ -53,7 +66,10 @@ fls_queue *fls_queue_open(const char *token, int *fd, int *error) {
 
 void fls_queue_unmap(fls_queue *q, int fd) { fls_shared_close(q, fd); }
 
-size_t fls_queue_max_message(const fls_queue *q) { return (size_t)(q->capacity - 8); }
+size_t fls_queue_max_message(const fls_queue *q) {
+    (void)q;
+    return (size_t)(OUT_OF_LINE - 1) & ~(size_t)4095;
+}
 
 static void lock(fls_queue *q) {
     if (pthread_mutex_lock(&q->lock) == EOWNERDEAD) pthread_mutex_consistent(&q->lock);
@@ -89,34 +105,79 @@ static void copy_out(fls_queue *q, uint64_t at, void *data, size_t len) {
     if (first < len) memcpy((unsigned char *)data + first, ring(q), len - first);
 }
 
-int fls_queue_put(fls_queue *q, const void *data, size_t len, int64_t deadline_ns) {
-    uint64_t need = cost(len);
-    if (need > q->capacity) return FL_ERANGE;
-    lock(q);
+/* Waits (the lock held) until `need` ring bytes and an item fit. FL_OK, FL_ESTATE, FL_ETIMEDOUT. */
+static int wait_for_room(fls_queue *q, uint64_t need, int64_t deadline_ns) {
     for (;;) {
-        if (q->closed) {
-            pthread_mutex_unlock(&q->lock);
-            return FL_ESTATE;
-        }
+        if (q->closed) return FL_ESTATE;
         int fits = q->capacity - (q->tail - q->head) >= need && (q->max_items == 0 || q->items < q->max_items);
-        if (fits) break;
-        if (wait_on(q, &q->not_full, deadline_ns) == ETIMEDOUT) {
-            pthread_mutex_unlock(&q->lock);
-            return FL_ETIMEDOUT;
-        }
+        if (fits) return FL_OK;
+        if (wait_on(q, &q->not_full, deadline_ns) == ETIMEDOUT) return FL_ETIMEDOUT;
     }
-    uint64_t header = len;
+}
+
+/* Appends a message record (the lock held, room checked). */
+static void append(fls_queue *q, uint64_t header, const void *body, size_t body_len) {
     copy_in(q, q->tail, &header, 8);
-    if (len > 0) copy_in(q, q->tail + 8, data, len);
+    if (body_len > 0) copy_in(q, q->tail + 8, body, body_len);
     /* Published last: a holder that dies mid-copy leaves the queue as it was. */
-    q->tail += need;
+    q->tail += cost(body_len);
     q->items++;
     pthread_cond_signal(&q->not_empty);
+}
+
+/* Copies a large message into a fresh region of the overflow area. Returns FL_OK with the
+ * region's offset, or FL_ENOMEM. */
+static int store_out_of_line(fls_queue *q, int fd, const void *data, size_t len, uint64_t *offset) {
+    uint64_t span = page_up(len);
+    lock(q);
+    *offset = q->overflow_end;
+    q->overflow_end += span;
+    uint64_t end = overflow_start(q) + q->overflow_end;
+    int grown = 1;
+    if (end > q->file_size) {
+        grown = ftruncate(fd, (off_t)end) == 0;
+        if (grown) q->file_size = end;
+    }
     pthread_mutex_unlock(&q->lock);
+    if (!grown) return FL_ENOMEM;
+    /* Copied without the lock: the region is this producer's until it is published. */
+    void *map = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(overflow_start(q) + *offset));
+    if (map == MAP_FAILED) return FL_ENOMEM;
+    memcpy(map, data, len);
+    munmap(map, span);
     return FL_OK;
 }
 
-int fls_queue_get(fls_queue *q, void *buffer, size_t capacity, size_t *len, int64_t deadline_ns) {
+static void release_out_of_line(fls_queue *q, int fd, uint64_t offset, size_t len) {
+    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(overflow_start(q) + offset), (off_t)page_up(len));
+}
+
+int fls_queue_put(fls_queue *q, int fd, const void *data, size_t len, int64_t deadline_ns) {
+    if ((uint64_t)len >= OUT_OF_LINE / 2) return FL_ERANGE;
+    if (!out_of_line(q, len)) {
+        lock(q);
+        int status = wait_for_room(q, cost(len), deadline_ns);
+        if (status == FL_OK) append(q, len, data, len);
+        pthread_mutex_unlock(&q->lock);
+        return status;
+    }
+    /* Wait for room first, so a full queue costs no copy; then copy, then publish. */
+    lock(q);
+    int status = wait_for_room(q, cost(8), deadline_ns);
+    pthread_mutex_unlock(&q->lock);
+    if (status != FL_OK) return status;
+    uint64_t offset = 0;
+    status = store_out_of_line(q, fd, data, len, &offset);
+    if (status != FL_OK) return status;
+    lock(q);
+    status = wait_for_room(q, cost(8), deadline_ns);
+    if (status == FL_OK) append(q, OUT_OF_LINE | len, &offset, 8);
+    pthread_mutex_unlock(&q->lock);
+    if (status != FL_OK) release_out_of_line(q, fd, offset, len);
+    return status;
+}
+
+int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *len, int64_t deadline_ns) {
     lock(q);
     while (q->items == 0) {
         if (q->closed) {
@@ -130,17 +191,36 @@ int fls_queue_get(fls_queue *q, void *buffer, size_t capacity, size_t *len, int6
     }
     uint64_t header = 0;
     copy_out(q, q->head, &header, 8);
-    *len = (size_t)header;
-    if (header > capacity) {
+    size_t length = (size_t)(header & ~OUT_OF_LINE);
+    *len = length;
+    if (length > capacity) {
         pthread_mutex_unlock(&q->lock);
         return FL_ERANGE;
     }
-    if (header > 0) copy_out(q, q->head + 8, buffer, (size_t)header);
-    q->head += cost((size_t)header);
+    uint64_t offset = 0;
+    if (header & OUT_OF_LINE) {
+        copy_out(q, q->head + 8, &offset, 8);
+        q->head += cost(8);
+    } else {
+        if (length > 0) copy_out(q, q->head + 8, buffer, length);
+        q->head += cost(length);
+    }
     q->items--;
     pthread_cond_broadcast(&q->not_full); /* messages differ in size: any waiter may fit now */
     pthread_mutex_unlock(&q->lock);
-    return FL_OK;
+    if (!(header & OUT_OF_LINE)) return FL_OK;
+    /* The message is this consumer's now: copy it out without the lock, then free it. */
+    uint64_t span = page_up(length);
+    void *map = mmap(NULL, span, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)(overflow_start(q) + offset));
+    int status = FL_OK;
+    if (map == MAP_FAILED) {
+        status = FL_ENOMEM;
+    } else {
+        memcpy(buffer, map, length);
+        munmap(map, span);
+    }
+    release_out_of_line(q, fd, offset, length);
+    return status;
 }
 
 void fls_queue_close(fls_queue *q) {

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -185,7 +186,7 @@ static void test_queue_semantics(void) {
     CHECK(count == 2);
     char big[300];
     memset(big, 'x', sizeof big);
-    CHECK_RC(FL_ERANGE, fl_queue_put(q, big, sizeof big, 0)); /* can never fit */
+    CHECK_RC(FL_ETIMEDOUT, fl_queue_put(q, big, sizeof big, 0)); /* max_items, even out of line */
     char small[2];
     size_t len = 0;
     CHECK_OK(fl_queue_get(q, small, sizeof small, &len, 0));
@@ -219,6 +220,88 @@ static void test_queue_semantics(void) {
     CHECK_OK(fl_queue_destroy(q));
     CHECK_RC(FL_EHANDLE, fl_queue_put(q, "a", 1, 0));
     CHECK_RC(FL_EINVAL, fl_queue_create(0, 0, NULL));
+}
+
+/* Bytes of memory the queue's memfd holds now (from its name, "memfd:PID:FD"). */
+static long long queue_memory(fl_queue q) {
+    char name[64], path[96];
+    int pid = 0, fd = 0;
+    if (fl_queue_name(q, name, sizeof name) != FL_OK || sscanf(name, "memfd:%d:%d", &pid, &fd) != 2) return -1;
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, fd);
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_blocks * 512 : -1;
+}
+
+/* Puts `count` messages of `size` bytes (byte k of message i: (i + k) % 251). */
+static int produce_large(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len; (void)ctx;
+    int64_t spec[2];
+    memcpy(spec, arg, sizeof spec);
+    unsigned char *message = malloc((size_t)spec[1]);
+    for (int64_t i = 0; i < spec[0]; i++) {
+        for (int64_t k = 0; k < spec[1]; k++) message[k] = (unsigned char)((i + k) % 251);
+        if (fl_queue_put(shared_queue, message, (size_t)spec[1], 30) != FL_OK) return 1;
+    }
+    free(message);
+    return 0;
+}
+
+static void test_queue_large_messages(void) {
+    /* Messages larger than the ring travel out of line, in order with the small ones. */
+    fl_queue q = NULL;
+    CHECK_OK(fl_queue_create(256, 0, &q));
+    size_t big = 5u << 20;
+    unsigned char *data = malloc(big), *back = malloc(big);
+    for (size_t k = 0; k < big; k++) data[k] = (unsigned char)(k * 13);
+    CHECK_OK(fl_queue_put(q, "one", 3, 0));
+    CHECK_OK(fl_queue_put(q, data, 300, 0));
+    CHECK_OK(fl_queue_put(q, data, big, 0));
+    CHECK_OK(fl_queue_put(q, "two", 3, 0));
+    size_t len = 0, count = 0;
+    CHECK_OK(fl_queue_count(q, &count));
+    CHECK(count == 4);
+    CHECK_OK(fl_queue_get(q, back, big, &len, 0));
+    CHECK(len == 3 && memcmp(back, "one", 3) == 0);
+    CHECK_OK(fl_queue_get(q, back, big, &len, 0));
+    CHECK(len == 300 && memcmp(back, data, 300) == 0);
+    CHECK_RC(FL_ERANGE, fl_queue_get(q, back, 1000, &len, 0)); /* stays queued */
+    CHECK(len == big);
+    CHECK_OK(fl_queue_get(q, back, big, &len, 0));
+    CHECK(len == big && memcmp(back, data, big) == 0);
+    CHECK_OK(fl_queue_get(q, back, big, &len, 0));
+    CHECK(len == 3 && memcmp(back, "two", 3) == 0);
+    CHECK(queue_memory(q) < (1 << 20)); /* taken messages give their memory back */
+    CHECK_OK(fl_queue_destroy(q));
+    free(data);
+
+    /* 1 MiB messages from two producer processes through a 4 KiB queue. */
+    CHECK_OK(fl_queue_create(4096, 4, &shared_queue));
+    fl_process producers[2];
+    int64_t spec[2] = {20, 1 << 20};
+    for (int i = 0; i < 2; i++) CHECK_OK(fl_process_start(produce_large, NULL, spec, sizeof spec, NULL, &producers[i]));
+    int right = 1;
+    int seen[20] = {0};
+    for (int m = 0; m < 40; m++) {
+        if (fl_queue_get(shared_queue, back, big, &len, 30) != FL_OK || len != (1u << 20)) {
+            right = 0;
+            break;
+        }
+        int i = (int)back[0]; /* (i + 0) % 251 */
+        for (size_t k = 0; k < len && right; k++) right &= back[k] == (unsigned char)((i + (int)k) % 251);
+        if (i < 20) seen[i]++;
+    }
+    CHECK(right);
+    for (int i = 0; i < 20; i++) CHECK(seen[i] == 2);
+    for (int i = 0; i < 2; i++) {
+        int code = -1;
+        CHECK_OK(fl_process_join(producers[i], 60));
+        CHECK_OK(fl_process_exitcode(producers[i], &code));
+        CHECK(code == 0);
+        CHECK_OK(fl_process_destroy(producers[i]));
+    }
+    CHECK(queue_memory(shared_queue) < (1 << 20));
+    CHECK_OK(fl_queue_destroy(shared_queue));
+    free(back);
 }
 
 static void test_queue_across_processes(void) {
@@ -392,6 +475,7 @@ int main(int argc, char **argv) {
     test_exit_codes();
     test_queue_semantics();
     test_queue_across_processes();
+    test_queue_large_messages();
     test_shared_memory();
     test_daemon();
     test_daemon_ends_with_parent();

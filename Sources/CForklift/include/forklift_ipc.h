@@ -21,14 +21,17 @@ fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *fd, int *err
 fls_queue *fls_queue_open(const char *token, int *fd, int *error);
 /** Unmaps the queue in this process and closes `fd`. */
 void fls_queue_unmap(fls_queue *queue, int fd);
-/** The largest message the queue accepts. */
+/** The largest message the queue accepts (messages above a quarter of the ring travel out of
+ *  line, in the queue's memfd, so this is not bounded by the ring). */
 size_t fls_queue_max_message(const fls_queue *queue);
-/** Appends a copy of `data`. Returns FL_OK, FL_ERANGE (larger than the queue), FL_ESTATE
- *  (closed) or FL_ETIMEDOUT (still full at `deadline_ns`; negative: wait forever). */
-int fls_queue_put(fls_queue *queue, const void *data, size_t len, int64_t deadline_ns);
+/** Appends a copy of `data`; `fd` is this process's descriptor of the queue's memfd. Returns
+ *  FL_OK, FL_ERANGE (impossibly large), FL_ENOMEM, FL_ESTATE (closed) or FL_ETIMEDOUT (still
+ *  full at `deadline_ns`; negative: wait forever). */
+int fls_queue_put(fls_queue *queue, int fd, const void *data, size_t len, int64_t deadline_ns);
 /** Removes the oldest message into `buffer`. Returns FL_OK with `*len`; FL_ERANGE with `*len`
- *  the size needed (the message stays queued); FL_EDONE (closed and empty); FL_ETIMEDOUT. */
-int fls_queue_get(fls_queue *queue, void *buffer, size_t capacity, size_t *len, int64_t deadline_ns);
+ *  the size needed (the message stays queued); FL_EDONE (closed and empty); FL_ETIMEDOUT;
+ *  FL_ENOMEM (a large message could not be mapped: it is lost). */
+int fls_queue_get(fls_queue *queue, int fd, void *buffer, size_t capacity, size_t *len, int64_t deadline_ns);
 /** Refuses further puts and wakes every waiter. */
 void fls_queue_close(fls_queue *queue);
 /** Messages queued now. */

@@ -4,11 +4,14 @@ import Glibc
 import CForklift
 
 /// Creates a bounded queue of byte messages in shared memory and stores it in `*queue`
-/// (multiprocessing.Queue): `capacity` bytes of messages (0: FL_QUEUE_DEFAULT_CAPACITY; each
-/// message costs its length + 8, rounded up to 8) and at most `max_items` messages (0: no
-/// count limit). The queue is shared with every process started afterwards (fl_process_start,
-/// process pools), which use the same handle. Errors: FL_EINVAL (queue NULL), FL_ENOMEM.
-/// Thread-safe.
+/// (multiprocessing.Queue): a ring of `capacity` bytes (0: FL_QUEUE_DEFAULT_CAPACITY; a message
+/// costs its length + 8, rounded up to 8) and at most `max_items` messages (0: no count
+/// limit). Messages may have any size: one above a quarter of the ring is stored out of line,
+/// in the queue's own shared memory (it then costs 16 bytes of the ring; the memory is given
+/// back when it is taken), so it is copied once in and once out, never through the kernel.
+/// The queue is shared with every process started afterwards by fork (fl_process_start,
+/// process pools), which use the same handle; other processes open it by name
+/// (fl_queue_name, fl_queue_open). Errors: FL_EINVAL (queue NULL), FL_ENOMEM. Thread-safe.
 @_cdecl("fl_queue_create")
 public func fl_queue_create(_ capacity: size_t, _ max_items: size_t, _ queue: UnsafeMutablePointer<fl_queue?>?) -> CInt {
     withStatusAnywhere { () throws(Failure) in
@@ -23,8 +26,8 @@ public func fl_queue_create(_ capacity: size_t, _ max_items: size_t, _ queue: Un
 }
 
 /// Appends a copy of `data` (`len` bytes), waiting at most `timeout` seconds for room
-/// (FL_FOREVER: no limit; 0: do not wait). Errors: FL_ETIMEDOUT (still full), FL_ERANGE (the
-/// message is larger than the queue can ever hold), FL_ESTATE (closed), FL_EHANDLE, FL_EINVAL.
+/// (FL_FOREVER: no limit; 0: do not wait). Errors: FL_ETIMEDOUT (still full), FL_ENOMEM (no
+/// shared memory for a large message), FL_ESTATE (closed), FL_EHANDLE, FL_EINVAL.
 /// Thread-safe and process-safe; also inside a started process or a worker process.
 @_cdecl("fl_queue_put")
 public func fl_queue_put(_ queue: fl_queue?, _ data: UnsafeRawPointer?, _ len: size_t, _ timeout: Double) -> CInt {
