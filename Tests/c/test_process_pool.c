@@ -543,6 +543,81 @@ static void test_pipelined_deaths(void) {
     CHECK(child_pids(NULL, 0) == 0);
 }
 
+/* ---- fl_pool_apply from a thread outside the pool runs the task in an idle worker process
+ * itself (no pool thread in between); these check the edges of that path ---- */
+
+typedef struct {
+    fl_pool pool;
+    int calls, ok, refused, cancelled, other;
+    const char *what;
+} applier;
+
+static void *apply_loop(void *raw) {
+    applier *a = raw;
+    for (int i = 0; i < a->calls; i++) {
+        int64_t x = i, y = -1;
+        int rc = a->what ? fl_pool_apply(a->pool, behave, NULL, a->what, strlen(a->what), NULL, 0, NULL)
+                         : fl_pool_apply(a->pool, square, NULL, &x, sizeof x, &y, sizeof y, NULL);
+        if (rc == FL_OK && (a->what || y == x * x)) a->ok++;
+        else if (rc == FL_ESTATE || rc == FL_EHANDLE) a->refused++;
+        else if (rc == FL_ECANCELED) a->cancelled++;
+        else a->other++;
+    }
+    return NULL;
+}
+
+static void test_apply_on_the_calling_thread(void) {
+    /* Three threads applying at once on two workers: some borrow, some queue; all right. */
+    fl_pool pool = make_process_pool(2, 0, 0, 0);
+    applier a[3];
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = (applier){pool, 2000, 0, 0, 0, 0, NULL};
+        pthread_create(&threads[i], NULL, apply_loop, &a[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK(a[i].ok == 2000);
+    }
+    /* A crash in a borrowed process fails the call; the pool goes on. */
+    CHECK_RC(FL_EWORKER, fl_pool_apply(pool, behave, NULL, "segv", 4, NULL, 0, NULL));
+    int64_t x = 7, y = 0;
+    CHECK_OK(fl_pool_apply(pool, square, NULL, &x, sizeof x, &y, sizeof y, NULL));
+    CHECK(y == 49);
+
+    /* Terminate while a thread waits in a borrowed process: cancelled, no hang. */
+    applier sleeper = {pool, 1, 0, 0, 0, 0, "sleep"};
+    pthread_t thread;
+    pthread_create(&thread, NULL, apply_loop, &sleeper);
+    struct timespec pause = {0, 200 * 1000000L};
+    nanosleep(&pause, NULL);
+    double start = now_s();
+    CHECK_OK(fl_pool_terminate(pool));
+    pthread_join(thread, NULL);
+    CHECK(sleeper.cancelled == 1);
+    CHECK(now_s() - start < 10);
+    CHECK_OK(fl_pool_join(pool, 20));
+    CHECK_OK(fl_pool_destroy(pool));
+    CHECK(child_pids(NULL, 0) == 0);
+
+    /* Close and destroy while threads apply: every call succeeds or is refused. */
+    pool = make_process_pool(2, 0, 0, 0);
+    for (int i = 0; i < 2; i++) {
+        a[i] = (applier){pool, 3000, 0, 0, 0, 0, NULL};
+        pthread_create(&threads[i], NULL, apply_loop, &a[i]);
+    }
+    pause.tv_nsec = 20 * 1000000L;
+    nanosleep(&pause, NULL);
+    CHECK_OK(fl_pool_close(pool));
+    CHECK_OK(fl_pool_join(pool, 30));
+    for (int i = 0; i < 2; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK(a[i].ok + a[i].refused == 3000 && a[i].other == 0 && a[i].cancelled == 0);
+    }
+    CHECK_OK(fl_pool_destroy(pool));
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
 int main(void) {
     test_options();
     test_runs_in_other_processes();
@@ -557,5 +632,6 @@ int main(void) {
     test_terminate_kills_running_tasks();
     test_killing_workers_under_load();
     test_pipelined_deaths();
+    test_apply_on_the_calling_thread();
     return check_finish("process_pool");
 }

@@ -13,7 +13,7 @@ enum TaskRunner {
                     externalCapacity: Int = 0, index: UInt64, cancelled: UnsafePointer<UInt32>) {
         if let process = fls_tls_worker_process() {
             // A process pool's worker thread: the task runs in its worker process.
-            Unmanaged<WorkerProcess>.fromOpaque(process)._withUnsafeGuaranteedRef {
+            _ = Unmanaged<WorkerProcess>.fromOpaque(process)._withUnsafeGuaranteedRef {
                 $0.run(fn, user: user, arg: arg, length: length, slot: slot, external: external,
                        externalCapacity: externalCapacity, index: index)
             }

@@ -165,6 +165,31 @@ final class Pool {
 
     /// The workers, for counting; set before any worker starts.
     private var workersSnapshot: [PoolWorker] = []
+
+    /// On a process pool, runs a task on the calling thread in an idle worker process, if one
+    /// can be borrowed (see `WorkerProcess`): the caller waits anyway, and no pool thread needs
+    /// waking. Returns false, with nothing done, when the task must be queued instead.
+    func runOnIdleProcess(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
+                          slot: UnsafeMutablePointer<fls_slot>, output: UnsafeMutableRawPointer?,
+                          capacity: Int) -> Bool {
+        guard processSettings != nil, PoolWorker.current == nil else { return false }
+        // Counted as a node (before the state is checked, as submissions are), so the pool does
+        // not wind down under it.
+        _ = fls_atomic_add_u64(submittedNodes, 1)
+        defer {
+            _ = fls_atomic_add_u64(finishedElsewhere, 1)
+            // Workers parked while this ran may be waiting for the pool to wind down.
+            if fls_atomic_load_u32(state) != Self.running { idle.notifyAll() }
+        }
+        guard fls_atomic_load_u32(state) == Self.running else { return false }
+        for worker in workersSnapshot {
+            guard let process = worker.process, process.tryBorrow() else { continue }
+            defer { process.giveBack() }
+            return process.run(fn, user: user, arg: arg, length: length, slot: slot, external: output,
+                               externalCapacity: capacity, index: 0, direct: true)
+        }
+        return false
+    }
     /// Each worker's deque, by worker index; set before any worker starts.
     let deques: UnsafeMutablePointer<UnsafeMutablePointer<fls_deque>>
 

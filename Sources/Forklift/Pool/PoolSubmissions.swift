@@ -30,8 +30,13 @@ extension Pool {
                output: UnsafeMutableRawPointer?, capacity: Int) throws(Failure) -> (length: Int, fits: Bool) {
         let box = ResultBox(kind: .apply, pool: self, items: 1, workUnits: 1, callback: nil, errorCallback: nil,
                             callbackUser: nil, callerHolds: false)
-        try submitApply(fn, user: user, arg: arg, length: length, box: box, output: output, capacity: capacity)
-        _ = box.wait(until: .forever)
+        if runOnIdleProcess(fn, user: user, arg: arg, length: length, slot: box.slots, output: output,
+                            capacity: capacity) {
+            box.completeAndNotify(units: 1)
+        } else {
+            try submitApply(fn, user: user, arg: arg, length: length, box: box, output: output, capacity: capacity)
+            _ = box.wait(until: .forever)
+        }
         let slot = box.slots
         if let failure = ResultSlot.failure(slot) { throw failure }
         let fits = slot.pointee.len == 0 || output == nil || slot.pointee.external != 0

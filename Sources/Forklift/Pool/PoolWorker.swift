@@ -78,6 +78,7 @@ final class PoolWorker: ThreadBody {
             }
         }
         defer {
+            process?.hold()
             process?.runAnother = nil
             process?.stop()
             fls_tls_set_worker_process(nil)
@@ -94,9 +95,12 @@ final class PoolWorker: ThreadBody {
     private func work(_ pool: Pool) {
         while true {
             if let node = pool.findWork(for: self) {
+                process?.hold()
                 pool.execute(node, by: self)
                 continue
             }
+            // Out of work: a caller of fl_pool_apply may borrow the worker process meanwhile.
+            process?.releaseHold()
             if spinForWork(pool) { continue }
             if pool.isWindingDown { return }
             let key = idle.prepareWait()
