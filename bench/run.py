@@ -207,8 +207,8 @@ def main():
              native("forklift", "W7rt", n_w7), n_w7,
              [("mp", [python, mp_script, "mp", "W2", n_w2_py], runs, n_w2_py),
               ("cf", [python, mp_script, "cf", "W2", n_w2_py], runs, n_w2_py)],
-             "Forklift: fl_pool_apply on a FL_BACKEND_PROCESS pool (task runs in a worker process); "
-             "the peers' workers are processes too")
+             "Forklift: fl_pool_apply on a FL_BACKEND_PROCESS pool (the task runs in a worker process; the calling "
+             "thread borrows an idle one and does the round trip itself); the peers' workers are processes too")
     workload("W7tp", "process backend: no-op tasks submitted one by one, wait for all", "tasks/s", True,
              native("forklift", "W7tp", n_w7 * 5), n_w7 * 5,
              [("mp", [python, mp_script, "mp", "W1", n_w1_py], runs, n_w1_py),
