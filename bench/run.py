@@ -217,6 +217,21 @@ def main():
              "up to 32 requests in flight per worker process (pipelined); "
              "peers: apply_async / submit per task")
 
+    n_r = 20_000 if quick else 100_000
+    n_w8_ray = 1_000 if quick else 5_000
+    workload("R1", "remote engine: no-op remote tasks, then get each", "tasks/s", True,
+             native("forklift", "R1", n_r), n_r,
+             [("ray", [python, ray_script, "W1", n_w1_py], ray_runs, n_w1_py)],
+             "Forklift: fl_remote N times, then fl_get and fl_ref_release each; Ray: f.remote() N times, ray.get")
+    workload("R2", "remote engine: one remote task, get its result, repeat", "µs", False,
+             native("forklift", "R2", n_r), n_r,
+             [("ray", [python, ray_script, "W2", n_w2_ray], ray_runs, n_w2_ray)],
+             "Forklift: fl_remote + fl_get + fl_ref_release per task; Ray: ray.get(f.remote())")
+    workload("W8", "put then get of a small object", "µs", False,
+             native("forklift", "W8", n_r * 10), n_r * 10,
+             [("ray", [python, ray_script, "W8", n_w8_ray], ray_runs, n_w8_ray)],
+             "Forklift: fl_put of 8 bytes, fl_get (a view), fl_ref_release; Ray: ray.get(ray.put(i))")
+
     n_t1 = 200_000 if quick else 1_000_000
     workload("T1", "typed starmap (libffi) vs blob starmap, same work", "ns/call", False,
              native("forklift", "T1typed", n_t1), n_t1,

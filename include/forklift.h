@@ -115,6 +115,14 @@ typedef struct fl_event_ *fl_event;
 typedef struct fl_semaphore_ *fl_semaphore;
 /** One end of a message pipe (multiprocessing.Pipe's Connection). Close with fl_pipe_close(). */
 typedef struct fl_pipe_ *fl_pipe;
+/** A runtime of remote tasks and objects (Ray's ray.init()). Create with fl_runtime_create()
+ *  or take the default one (fl_runtime_default); end with fl_runtime_shutdown(). */
+typedef struct fl_runtime_ *fl_runtime;
+/** A reference to an object of a runtime: the future result of a remote task, or a value put
+ *  into the store (Ray's ObjectRef). Each handle is one reference: release it with
+ *  fl_ref_release(); the object is freed when its last reference and last task using it are
+ *  gone. */
+typedef struct fl_ref_ *fl_ref;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -273,6 +281,67 @@ typedef struct fl_process_options {
     /** FL_START_FORK (default), FL_START_SPAWN or FL_START_FORKSERVER (see above). */
     int start_method;
 } fl_process_options;
+
+/**
+ * A remote task (fl_remote): `args[0..nargs)` are its arguments in order, each a byte blob; an
+ * argument given as a reference arrives as the bytes of its object. They are valid until the
+ * function returns. Return a value with fl_task_return() or fl_task_result_buffer(); return 0
+ * for success, non-zero or fl_task_fail() for a failure, which the task's object then holds.
+ */
+typedef int (*fl_remote_fn)(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx);
+
+/** One argument of a remote task: a reference (`ref` not NULL: the object's bytes, once it is
+ *  ready; the task waits for it without holding a worker), or a blob (`data`, `len`: copied
+ *  at submission). */
+typedef struct fl_arg {
+    const void *data;
+    size_t len;
+    fl_ref ref;
+} fl_arg;
+
+/**
+ * Options of fl_runtime_create(). Fill with fl_runtime_options_init() first.
+ */
+typedef struct fl_runtime_options {
+    /** sizeof(fl_runtime_options), set by fl_runtime_options_init(). */
+    size_t size;
+    /** Worker threads running remote tasks; 0 (the default): one per CPU. */
+    size_t workers;
+    /** Bytes of object data the store may hold at once (results and put values); a put or a
+     *  result beyond it fails with FL_ENOMEM ("object store full"). 0 (the default): no limit. */
+    size_t store_capacity;
+} fl_runtime_options;
+
+/**
+ * Options of one remote task (fl_remote). Fill with fl_remote_options_init() first; NULL means
+ * the defaults.
+ */
+typedef struct fl_remote_options {
+    /** sizeof(fl_remote_options), set by fl_remote_options_init(). */
+    size_t size;
+    /** With `retry_on_error`, how many more times a failed task runs before its failure stands.
+     *  Default 0. */
+    int max_retries;
+    /** Non-zero: a task that fails (non-zero return, fl_task_fail) runs again, up to
+     *  `max_retries` times (Ray's retry_exceptions). Default 0. */
+    int retry_on_error;
+} fl_remote_options;
+
+/** Counters of a runtime (fl_runtime_get_stats). */
+typedef struct fl_runtime_stats {
+    /** Tasks submitted so far. */
+    uint64_t tasks_submitted;
+    /** Tasks running now. */
+    uint64_t tasks_running;
+    /** Tasks whose object is resolved (ran, failed without running, or cancelled). */
+    uint64_t tasks_finished;
+    /** Of those, the ones whose object holds a failure. */
+    uint64_t tasks_failed;
+    /** Objects alive now (referenced, or used by a task). */
+    uint64_t objects;
+    /** Bytes of object data the store holds now. */
+    uint64_t object_bytes;
+} fl_runtime_stats;
 
 /** Default capacity of fl_queue_create() in bytes (1 MiB). */
 #define FL_QUEUE_DEFAULT_CAPACITY (1024 * 1024)
@@ -1128,6 +1197,103 @@ int fl_semaphore_open(const char *name, fl_semaphore *semaphore);
  * be waiting on it. Errors: FL_EHANDLE.
  */
 int fl_semaphore_destroy(fl_semaphore semaphore);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Remote tasks and objects (Ray): remote, put, get, wait                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * Fills `options` with the defaults (a worker per CPU, no store limit). Returns FL_OK, or
+ * FL_EINVAL if options is NULL. Thread-safe.
+ */
+int fl_runtime_options_init(fl_runtime_options *options);
+
+/**
+ * Starts a runtime of remote tasks (ray.init) and stores its handle in `*runtime`. `options`
+ * may be NULL for the defaults. Errors: FL_EINVAL (runtime NULL, uninitialized options, more
+ * than 1024 workers), FL_ESYSTEM (threads), FL_ENOMEM. Thread-safe.
+ */
+int fl_runtime_create(const fl_runtime_options *options, fl_runtime *runtime);
+
+/**
+ * Stores the default runtime in `*runtime` (a worker per CPU, no store limit), starting it on
+ * first use, and again after it was shut down. Do not destroy it except with
+ * fl_runtime_shutdown. Errors: FL_EINVAL, FL_ESYSTEM. Thread-safe.
+ */
+int fl_runtime_default(fl_runtime *runtime);
+
+/**
+ * Shuts the runtime down (ray.shutdown): no new tasks or puts, running tasks finish, tasks
+ * that have not run resolve as FL_ECANCELED, and the handle is freed. References stay valid
+ * (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
+ * (called from one of its tasks). Thread-safe.
+ */
+int fl_runtime_shutdown(fl_runtime runtime);
+
+/**
+ * Fills `options` with the defaults (no retries). Returns FL_OK, or FL_EINVAL if options is
+ * NULL. Thread-safe.
+ */
+int fl_remote_options_init(fl_remote_options *options);
+
+/**
+ * Submits `fn(user, args, nargs, ctx)` as a remote task (f.remote(...)) and stores a
+ * reference to its future result in `*ref`, at once. Blob arguments are copied now; a
+ * reference argument passes its object: the task runs once every such object is ready,
+ * without holding a worker while it waits, and fails without running if one of them failed
+ * (status and code of that cause, message "argument I failed: ..."). `options` may be NULL.
+ * A task may submit tasks and wait for them (fl_get runs other tasks meanwhile).
+ * Errors: FL_EINVAL (fn or ref NULL, args NULL with nargs, a blob NULL with a length,
+ * uninitialized options, a negative max_retries), FL_EHANDLE (runtime, or a reference
+ * argument), FL_ESTATE (shut down), FL_ENOMEM. Thread-safe; not in a worker process.
+ */
+int fl_remote(fl_runtime runtime, fl_remote_fn fn, void *user, const fl_arg *args, size_t nargs,
+              const fl_remote_options *options, fl_ref *ref);
+
+/**
+ * Copies `len` bytes of `data` into the runtime's store (ray.put) and stores a reference to
+ * the new, ready object in `*ref`. Errors: FL_EINVAL, FL_EHANDLE, FL_ESTATE (shut down),
+ * FL_ENOMEM (no memory, or "object store full" beyond store_capacity). Thread-safe.
+ */
+int fl_put(fl_runtime runtime, const void *data, size_t len, fl_ref *ref);
+
+/**
+ * Waits at most `timeout` seconds (FL_FOREVER: no limit; 0: poll) for the object and stores
+ * a read-only view of its bytes in `*data` and `*len` (either may be NULL): no copy, valid
+ * until this reference is released (ray.get). A failed object returns its status (FL_ETASK
+ * with the task's code, FL_ECANCELED, FL_ENOMEM, ...) and fl_last_error() gives its message.
+ * Called from a remote task, it runs other tasks of the runtime while it waits.
+ * Errors: FL_ETIMEDOUT (not ready yet), FL_EHANDLE, FL_EINVAL. Thread-safe.
+ */
+int fl_get(fl_ref ref, double timeout, const void **data, size_t *len);
+
+/**
+ * Waits until at least `num_returns` of the `count` objects are resolved (ready or failed),
+ * or `timeout` seconds pass (ray.wait), and sets `ready[i]` to 1 or 0 for each, in input
+ * order. Returns FL_OK when `num_returns` are resolved, FL_ETIMEDOUT (with the flags) when
+ * fewer are at the deadline. Errors: FL_EINVAL (refs or ready NULL, num_returns above count),
+ * FL_EHANDLE (a reference). Thread-safe.
+ */
+int fl_wait(const fl_ref *refs, size_t count, size_t num_returns, double timeout, uint8_t *ready);
+
+/**
+ * Stores a new reference to the same object in `*copy` (to hand to another owner); each is
+ * released on its own. Errors: FL_EHANDLE, FL_EINVAL, FL_ENOMEM. Thread-safe.
+ */
+int fl_ref_clone(fl_ref ref, fl_ref *copy);
+
+/**
+ * Releases the reference; views from fl_get through it become invalid. The object goes when
+ * its last reference and the last task using it are gone. Errors: FL_EHANDLE. Thread-safe.
+ */
+int fl_ref_release(fl_ref ref);
+
+/**
+ * Stores the runtime's counters in `*stats` (a snapshot): tasks submitted, running, finished
+ * and failed so far, and the objects and bytes its store holds now. Errors: FL_EHANDLE,
+ * FL_EINVAL. Thread-safe.
+ */
+int fl_runtime_get_stats(fl_runtime runtime, fl_runtime_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -222,6 +222,53 @@ static double w5(fl_pool pool, long n, int shared) {
     return (double)n / t / (1024.0 * 1024.0 * 1024.0);
 }
 
+/* The Remote engine: R1 no-op remote tasks, get all (tasks/s); R2 remote + get, repeat (us);
+ * W8 put then get of an 8-byte object, released (us). */
+static int remote_noop(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    return 0;
+}
+
+static double remote_bench(const char *mode, long n) {
+    fl_runtime rt = NULL;
+    fl_runtime_create(NULL, &rt);
+    double value = 0;
+    if (strcmp(mode, "R1") == 0) {
+        fl_ref *refs = malloc((size_t)n * sizeof *refs);
+        double t0 = bench_now();
+        for (long i = 0; i < n; i++) fl_remote(rt, remote_noop, NULL, NULL, 0, NULL, &refs[i]);
+        for (long i = 0; i < n; i++) {
+            fl_get(refs[i], FL_FOREVER, NULL, NULL);
+            fl_ref_release(refs[i]);
+        }
+        value = n / (bench_now() - t0);
+        free(refs);
+    } else if (strcmp(mode, "R2") == 0) {
+        double t0 = bench_now();
+        for (long i = 0; i < n; i++) {
+            fl_ref r = NULL;
+            fl_remote(rt, remote_noop, NULL, NULL, 0, NULL, &r);
+            fl_get(r, FL_FOREVER, NULL, NULL);
+            fl_ref_release(r);
+        }
+        value = (bench_now() - t0) / n * 1e6;
+    } else {
+        int64_t x = 42;
+        double t0 = bench_now();
+        for (long i = 0; i < n; i++) {
+            fl_ref r = NULL;
+            const void *data = NULL;
+            fl_put(rt, &x, sizeof x, &r);
+            fl_get(r, FL_FOREVER, &data, NULL);
+            x += *(const int64_t *)data & 1;
+            fl_ref_release(r);
+        }
+        value = (bench_now() - t0) / n * 1e6;
+    }
+    fl_runtime_shutdown(rt);
+    return value;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return bench_usage(argv[0]);
     long n = atol(argv[2]);
@@ -231,6 +278,10 @@ int main(int argc, char **argv) {
         uint64_t s = 0;
         for (int i = 0; i < 200; i++) s += bench_spin((uint64_t)i, (uint64_t)n);
         printf("%.9f\n", (bench_now() - t0) / 200 + (double)(s & 1) * 1e-12);
+        return 0;
+    }
+    if (strcmp(argv[1], "R1") == 0 || strcmp(argv[1], "R2") == 0 || strcmp(argv[1], "W8") == 0) {
+        printf("%.6g\n", remote_bench(argv[1], n));
         return 0;
     }
     /* W7: the process backend; W7rt round trips as W2, W7tp no-op throughput as W1. */

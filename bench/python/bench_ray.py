@@ -1,4 +1,4 @@
-"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4|W5 N   prints one number."""
+"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4|W5|W8 N   prints one number."""
 import os
 import sys
 import time
@@ -70,6 +70,11 @@ def main():
         got = ray.get(checksum.remote(data))  # put into the object store, mapped by the worker
         value = n / (time.perf_counter() - t0) / 2**30
         assert got == expected
+    elif workload == "W8":
+        t0 = time.perf_counter()
+        for i in range(n):
+            assert ray.get(ray.put(i)) == i
+        value = (time.perf_counter() - t0) / n * 1e6
     else:
         raise SystemExit(f"{workload} is not measured for Ray")
     ray.shutdown()

@@ -112,6 +112,14 @@ typedef struct fl_event_ *fl_event;
 typedef struct fl_semaphore_ *fl_semaphore;
 /** One end of a message pipe (multiprocessing.Pipe's Connection). Close with fl_pipe_close(). */
 typedef struct fl_pipe_ *fl_pipe;
+/** A runtime of remote tasks and objects (Ray's ray.init()). Create with fl_runtime_create()
+ *  or take the default one (fl_runtime_default); end with fl_runtime_shutdown(). */
+typedef struct fl_runtime_ *fl_runtime;
+/** A reference to an object of a runtime: the future result of a remote task, or a value put
+ *  into the store (Ray's ObjectRef). Each handle is one reference: release it with
+ *  fl_ref_release(); the object is freed when its last reference and last task using it are
+ *  gone. */
+typedef struct fl_ref_ *fl_ref;
 /** The context of the task running on the calling thread; valid only inside that task function. */
 typedef struct fl_task_ctx_ *fl_task_ctx;
 
@@ -270,6 +278,67 @@ typedef struct fl_process_options {
     /** FL_START_FORK (default), FL_START_SPAWN or FL_START_FORKSERVER (see above). */
     int start_method;
 } fl_process_options;
+
+/**
+ * A remote task (fl_remote): `args[0..nargs)` are its arguments in order, each a byte blob; an
+ * argument given as a reference arrives as the bytes of its object. They are valid until the
+ * function returns. Return a value with fl_task_return() or fl_task_result_buffer(); return 0
+ * for success, non-zero or fl_task_fail() for a failure, which the task's object then holds.
+ */
+typedef int (*fl_remote_fn)(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx);
+
+/** One argument of a remote task: a reference (`ref` not NULL: the object's bytes, once it is
+ *  ready; the task waits for it without holding a worker), or a blob (`data`, `len`: copied
+ *  at submission). */
+typedef struct fl_arg {
+    const void *data;
+    size_t len;
+    fl_ref ref;
+} fl_arg;
+
+/**
+ * Options of fl_runtime_create(). Fill with fl_runtime_options_init() first.
+ */
+typedef struct fl_runtime_options {
+    /** sizeof(fl_runtime_options), set by fl_runtime_options_init(). */
+    size_t size;
+    /** Worker threads running remote tasks; 0 (the default): one per CPU. */
+    size_t workers;
+    /** Bytes of object data the store may hold at once (results and put values); a put or a
+     *  result beyond it fails with FL_ENOMEM ("object store full"). 0 (the default): no limit. */
+    size_t store_capacity;
+} fl_runtime_options;
+
+/**
+ * Options of one remote task (fl_remote). Fill with fl_remote_options_init() first; NULL means
+ * the defaults.
+ */
+typedef struct fl_remote_options {
+    /** sizeof(fl_remote_options), set by fl_remote_options_init(). */
+    size_t size;
+    /** With `retry_on_error`, how many more times a failed task runs before its failure stands.
+     *  Default 0. */
+    int max_retries;
+    /** Non-zero: a task that fails (non-zero return, fl_task_fail) runs again, up to
+     *  `max_retries` times (Ray's retry_exceptions). Default 0. */
+    int retry_on_error;
+} fl_remote_options;
+
+/** Counters of a runtime (fl_runtime_get_stats). */
+typedef struct fl_runtime_stats {
+    /** Tasks submitted so far. */
+    uint64_t tasks_submitted;
+    /** Tasks running now. */
+    uint64_t tasks_running;
+    /** Tasks whose object is resolved (ran, failed without running, or cancelled). */
+    uint64_t tasks_finished;
+    /** Of those, the ones whose object holds a failure. */
+    uint64_t tasks_failed;
+    /** Objects alive now (referenced, or used by a task). */
+    uint64_t objects;
+    /** Bytes of object data the store holds now. */
+    uint64_t object_bytes;
+} fl_runtime_stats;
 
 /** Default capacity of fl_queue_create() in bytes (1 MiB). */
 #define FL_QUEUE_DEFAULT_CAPACITY (1024 * 1024)

@@ -15,6 +15,8 @@ enum HandleKind: UInt64 {
     case event = 0x45  // 'E'
     case semaphore = 0x53  // 'S'
     case pipe = 0x43  // 'C'
+    case runtime = 0x54  // 'T'
+    case ref = 0x4F  // 'O'
 }
 
 /// Maps opaque C handles to live objects and validates every handle on use.

@@ -24,4 +24,8 @@ enum Registry {
     static let semaphores = HandleTable<SharedSync>(kind: .semaphore)
     /// Pipe ends open in this process.
     static let pipes = HandleTable<PipeEnd>(kind: .pipe)
+    /// Remote runtimes not shut down.
+    static let runtimes = HandleTable<RemoteRuntime>(kind: .runtime)
+    /// References to remote objects held by the caller.
+    static let refs = HandleTable<RemoteObject>(kind: .ref)
 }

@@ -1,0 +1,246 @@
+import CForklift
+
+/// Fills `options` with the defaults (a worker per CPU, no store limit). Returns FL_OK, or
+/// FL_EINVAL if options is NULL. Thread-safe.
+@_cdecl("fl_runtime_options_init")
+public func fl_runtime_options_init(_ options: UnsafeMutablePointer<fl_runtime_options>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let options = try Check.required(options, "options")
+        options.pointee = fl_runtime_options()
+        options.pointee.size = MemoryLayout<fl_runtime_options>.size
+        return FL_OK
+    }
+}
+
+/// Starts a runtime of remote tasks (ray.init) and stores its handle in `*runtime`. `options`
+/// may be NULL for the defaults. Errors: FL_EINVAL (runtime NULL, uninitialized options, more
+/// than 1024 workers), FL_ESYSTEM (threads), FL_ENOMEM. Thread-safe.
+@_cdecl("fl_runtime_create")
+public func fl_runtime_create(_ options: UnsafePointer<fl_runtime_options>?,
+                              _ runtime: UnsafeMutablePointer<fl_runtime?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(runtime, "runtime")
+        out.pointee = nil
+        var workers = Int(fls_cpu_count())
+        var capacity = 0
+        if let options {
+            guard options.pointee.size == MemoryLayout<fl_runtime_options>.size else {
+                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_runtime_options_init")
+            }
+            if options.pointee.workers > 0 { workers = options.pointee.workers }
+            capacity = options.pointee.store_capacity
+        }
+        guard workers <= 1024 else { throw Failure(FL_EINVAL, "\(workers) workers is more than 1024") }
+        let created = try RemoteRuntime(workers: workers, storeCapacity: capacity)
+        do throws(Failure) {
+            out.pointee = cHandle(try Registry.runtimes.register(created))
+        } catch {
+            try? created.shutDown()
+            throw error
+        }
+        return FL_OK
+    }
+}
+
+/// Stores the default runtime in `*runtime` (a worker per CPU, no store limit), starting it on
+/// first use, and again after it was shut down. Do not destroy it except with
+/// fl_runtime_shutdown. Errors: FL_EINVAL, FL_ESYSTEM. Thread-safe.
+@_cdecl("fl_runtime_default")
+public func fl_runtime_default(_ runtime: UnsafeMutablePointer<fl_runtime?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(runtime, "runtime")
+        out.pointee = cHandle(try RemoteRuntime.defaultRuntime())
+        return FL_OK
+    }
+}
+
+/// Shuts the runtime down (ray.shutdown): no new tasks or puts, running tasks finish, tasks
+/// that have not run resolve as FL_ECANCELED, and the handle is freed. References stay valid
+/// (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
+/// (called from one of its tasks). Thread-safe.
+@_cdecl("fl_runtime_shutdown")
+public func fl_runtime_shutdown(_ runtime: fl_runtime?) -> CInt {
+    withStatus { () throws(Failure) in
+        try Registry.runtimes.destroy(runtime, "runtime") { runtime throws(Failure) in try runtime.shutDown() }
+        return FL_OK
+    }
+}
+
+/// Fills `options` with the defaults (no retries). Returns FL_OK, or FL_EINVAL if options is
+/// NULL. Thread-safe.
+@_cdecl("fl_remote_options_init")
+public func fl_remote_options_init(_ options: UnsafeMutablePointer<fl_remote_options>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let options = try Check.required(options, "options")
+        options.pointee = fl_remote_options()
+        options.pointee.size = MemoryLayout<fl_remote_options>.size
+        return FL_OK
+    }
+}
+
+/// Submits `fn(user, args, nargs, ctx)` as a remote task (f.remote(...)) and stores a
+/// reference to its future result in `*ref`, at once. Blob arguments are copied now; a
+/// reference argument passes its object: the task runs once every such object is ready,
+/// without holding a worker while it waits, and fails without running if one of them failed
+/// (status and code of that cause, message "argument I failed: ..."). `options` may be NULL.
+/// A task may submit tasks and wait for them (fl_get runs other tasks meanwhile).
+/// Errors: FL_EINVAL (fn or ref NULL, args NULL with nargs, a blob NULL with a length,
+/// uninitialized options, a negative max_retries), FL_EHANDLE (runtime, or a reference
+/// argument), FL_ESTATE (shut down), FL_ENOMEM. Thread-safe; not in a worker process.
+@_cdecl("fl_remote")
+public func fl_remote(_ runtime: fl_runtime?, _ fn: fl_remote_fn?, _ user: UnsafeMutableRawPointer?,
+                      _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
+                      _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(ref, "ref")
+        out.pointee = nil
+        let fn = try Check.required(fn, "fn")
+        if nargs > 0 { _ = try Check.required(args, "args") }
+        var settings = RemoteOptions()
+        if let options {
+            guard options.pointee.size == MemoryLayout<fl_remote_options>.size else {
+                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_remote_options_init")
+            }
+            guard options.pointee.max_retries >= 0 else { throw Failure(FL_EINVAL, "max_retries must not be negative") }
+            settings.maxRetries = Int(options.pointee.max_retries)
+            settings.retryOnError = options.pointee.retry_on_error != 0
+        }
+        return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
+            var arguments = try RemoteArguments(args, nargs)
+            let output = RemoteObject(store: runtime.store)
+            let task = RemoteTask(fn: fn, user: user, arguments: arguments.list, blobBytes: arguments.takeBytes(),
+                                  output: output, options: settings, runtime: runtime)
+            let handle = try Registry.refs.register(output)
+            do throws(Failure) {
+                try runtime.submit(task)
+            } catch {
+                try? Registry.refs.destroy(cHandle(handle), "ref")
+                throw error
+            }
+            out.pointee = cHandle(handle)
+            return FL_OK
+        }
+    }
+}
+
+/// Copies `len` bytes of `data` into the runtime's store (ray.put) and stores a reference to
+/// the new, ready object in `*ref`. Errors: FL_EINVAL, FL_EHANDLE, FL_ESTATE (shut down),
+/// FL_ENOMEM (no memory, or "object store full" beyond store_capacity). Thread-safe.
+@_cdecl("fl_put")
+public func fl_put(_ runtime: fl_runtime?, _ data: UnsafeRawPointer?, _ len: size_t,
+                   _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(ref, "ref")
+        out.pointee = nil
+        try Check.bytes(data, len, "data")
+        return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
+            guard !runtime.isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
+            let object = RemoteObject(store: runtime.store)
+            var value = ResultSlot.pending
+            let target = try ResultSlot.reserve(&value, length: len, external: nil, externalCapacity: 0)
+            if len > 0 { target.copyMemory(from: data!, byteCount: len) }
+            value.status = FL_OK
+            object.resolve(taking: &value)
+            if let failure = object.failure { throw failure }
+            out.pointee = cHandle(try Registry.refs.register(object))
+            return FL_OK
+        }
+    }
+}
+
+/// Waits at most `timeout` seconds (FL_FOREVER: no limit; 0: poll) for the object and stores
+/// a read-only view of its bytes in `*data` and `*len` (either may be NULL): no copy, valid
+/// until this reference is released (ray.get). A failed object returns its status (FL_ETASK
+/// with the task's code, FL_ECANCELED, FL_ENOMEM, ...) and fl_last_error() gives its message.
+/// Called from a remote task, it runs other tasks of the runtime while it waits.
+/// Errors: FL_ETIMEDOUT (not ready yet), FL_EHANDLE, FL_EINVAL. Thread-safe.
+@_cdecl("fl_get")
+public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?,
+                   _ len: UnsafeMutablePointer<size_t>?) -> CInt {
+    withStatus { () throws(Failure) in
+        data?.pointee = nil
+        len?.pointee = 0
+        let deadline = try Check.deadline(timeout)
+        return try Registry.refs.with(ref, "ref") { object throws(Failure) in
+            let ready: Bool
+            if let worker = PoolWorker.current {
+                ready = object.isReady || worker.pool.helpWhileWaiting(until: deadline, isDone: { object.isReady }) { slice in
+                    object.wait(until: slice)
+                }
+            } else {
+                ready = object.wait(until: deadline)
+            }
+            guard ready else { throw Failure(FL_ETIMEDOUT, "object not ready at the deadline") }
+            if let failure = object.failure { throw Failure(ResultSlot.status(object.slot), failure.message) }
+            let bytes = object.bytes
+            data?.pointee = bytes.data
+            len?.pointee = bytes.length
+            return FL_OK
+        }
+    }
+}
+
+/// Waits until at least `num_returns` of the `count` objects are resolved (ready or failed),
+/// or `timeout` seconds pass (ray.wait), and sets `ready[i]` to 1 or 0 for each, in input
+/// order. Returns FL_OK when `num_returns` are resolved, FL_ETIMEDOUT (with the flags) when
+/// fewer are at the deadline. Errors: FL_EINVAL (refs or ready NULL, num_returns above count),
+/// FL_EHANDLE (a reference). Thread-safe.
+@_cdecl("fl_wait")
+public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_returns: size_t, _ timeout: Double,
+                    _ ready: UnsafeMutablePointer<UInt8>?) -> CInt {
+    withStatus { () throws(Failure) in
+        guard num_returns <= count else { throw Failure(FL_EINVAL, "num_returns \(num_returns) is more than count \(count)") }
+        let deadline = try Check.deadline(timeout)
+        guard count > 0 else { return FL_OK }
+        let refs = try Check.required(refs, "refs")
+        let flags = try Check.required(ready, "ready")
+        let objects = try (0..<count).map { i throws(Failure) in try Registry.refs.with(refs[i], "ref") { $0 } }
+        func mark() -> Int {
+            var done = 0
+            for (i, object) in objects.enumerated() {
+                flags[i] = object.isReady ? 1 : 0
+                done += Int(flags[i])
+            }
+            return done
+        }
+        let met = ObjectStore.waitForResolutions(until: deadline) { mark() >= num_returns }
+        _ = mark()
+        guard met else { throw Failure(FL_ETIMEDOUT, "fewer than \(num_returns) objects ready at the deadline") }
+        return FL_OK
+    }
+}
+
+/// Stores a new reference to the same object in `*copy` (to hand to another owner); each is
+/// released on its own. Errors: FL_EHANDLE, FL_EINVAL, FL_ENOMEM. Thread-safe.
+@_cdecl("fl_ref_clone")
+public func fl_ref_clone(_ ref: fl_ref?, _ copy: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(copy, "copy")
+        out.pointee = nil
+        let object = try Registry.refs.with(ref, "ref") { $0 }
+        out.pointee = cHandle(try Registry.refs.register(object))
+        return FL_OK
+    }
+}
+
+/// Releases the reference; views from fl_get through it become invalid. The object goes when
+/// its last reference and the last task using it are gone. Errors: FL_EHANDLE. Thread-safe.
+@_cdecl("fl_ref_release")
+public func fl_ref_release(_ ref: fl_ref?) -> CInt {
+    withStatus { () throws(Failure) in
+        try Registry.refs.destroy(ref, "ref")
+        return FL_OK
+    }
+}
+
+/// Stores the runtime's counters in `*stats` (a snapshot): tasks submitted, running, finished
+/// and failed so far, and the objects and bytes its store holds now. Errors: FL_EHANDLE,
+/// FL_EINVAL. Thread-safe.
+@_cdecl("fl_runtime_get_stats")
+public func fl_runtime_get_stats(_ runtime: fl_runtime?, _ stats: UnsafeMutablePointer<fl_runtime_stats>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(stats, "stats")
+        out.pointee = try Registry.runtimes.with(runtime, "runtime") { $0.stats }
+        return FL_OK
+    }
+}

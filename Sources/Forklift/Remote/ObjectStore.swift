@@ -1,0 +1,81 @@
+import CForklift
+
+/// The byte accounting of a runtime's objects (`store_capacity`), and the process-wide
+/// resolution counter that `fl_wait` sleeps on.
+final class ObjectStore {
+    /// Bytes the store may hold; 0: no limit.
+    let capacity: Int
+    private let used: UnsafeMutablePointer<UInt64>
+
+    /// Objects alive now.
+    private let live: UnsafeMutablePointer<UInt64>
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        used = .allocate(capacity: 1)
+        used.initialize(to: 0)
+        live = .allocate(capacity: 1)
+        live.initialize(to: 0)
+    }
+
+    deinit {
+        used.deallocate()
+        live.deallocate()
+    }
+
+    /// Bytes held now.
+    var bytesHeld: UInt64 { fls_atomic_load_u64(used) }
+    /// Objects alive now.
+    var objectCount: UInt64 { fls_atomic_load_u64(live) }
+
+    func objectCreated() { _ = fls_atomic_add_u64(live, 1) }
+    func objectFreed() { _ = fls_atomic_sub_u64(live, 1) }
+
+    /// Counts `bytes` in, unless that would pass the capacity.
+    func reserve(bytes: Int) -> Bool {
+        let total = fls_atomic_add_u64(used, UInt64(bytes)) + UInt64(bytes)
+        if capacity > 0 && total > UInt64(capacity) {
+            _ = fls_atomic_sub_u64(used, UInt64(bytes))
+            return false
+        }
+        return true
+    }
+
+    /// Counts `bytes` out.
+    func release(bytes: Int) { _ = fls_atomic_sub_u64(used, UInt64(bytes)) }
+
+    // MARK: Resolution announcements
+
+    /// Bumped on every resolution while somebody waits in `fl_wait`; a futex word.
+    private static let resolutions: UnsafeMutablePointer<UInt32> = {
+        let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 32)  // word and waiters, own line
+        word.initialize(repeating: 0, count: 32)
+        return word
+    }()
+    private static var waiters: UnsafeMutablePointer<UInt32> { resolutions + 16 }
+
+    static func announceResolution() {
+        guard fls_atomic_load_u32(waiters) != 0 else { return }
+        _ = fls_atomic_add_u32(resolutions, 1)
+        fls_futex_wake(resolutions, Int32.max)
+    }
+
+    /// Waits until `isDone()` or the deadline, waking on every resolution. Returns isDone().
+    static func waitForResolutions(until deadline: Deadline, isDone: () -> Bool) -> Bool {
+        while true {
+            _ = fls_atomic_add_u32(waiters, 1)
+            let seen = fls_atomic_load_u32(resolutions)
+            if isDone() {
+                _ = fls_atomic_sub_u32(waiters, 1)
+                return true
+            }
+            let remaining = deadline.remainingNanoseconds
+            if remaining == 0 {
+                _ = fls_atomic_sub_u32(waiters, 1)
+                return isDone()
+            }
+            _ = fls_futex_wait(resolutions, seen, remaining)
+            _ = fls_atomic_sub_u32(waiters, 1)
+        }
+    }
+}

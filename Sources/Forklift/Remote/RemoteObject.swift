@@ -1,0 +1,96 @@
+import CForklift
+
+/// An object of a remote runtime (what an `fl_ref` names): pending until its task finishes
+/// or its value is put, then ready with bytes or failed with a status, code and message —
+/// the outcome lives in a result slot, as a pool task's does.
+///
+/// Tasks that take the object as an argument register as dependents while it is pending and
+/// are told when it resolves. Resolution happens once; later attempts are ignored (a task
+/// finishing after its runtime shut down the object as cancelled, for instance).
+final class RemoteObject {
+    /// The outcome: pending, then the value or the failure.
+    let slot: UnsafeMutablePointer<fls_slot>
+    /// Set once resolved; `wait` sleeps on it.
+    private let ready: OneShotEvent
+    private let lock = Lock()
+    private var dependents: [RemoteTask] = []
+    private var resolved = false
+    /// The store whose capacity the value's bytes count against.
+    private let store: ObjectStore
+
+    init(store: ObjectStore) {
+        self.store = store
+        slot = .allocate(capacity: 1)
+        slot.initialize(to: ResultSlot.pending)
+        ready = OneShotEvent(word: .allocate(capacity: 1))
+        store.objectCreated()
+    }
+
+    deinit {
+        if slot.pointee.status == FL_OK { store.release(bytes: slot.pointee.len) }
+        store.objectFreed()
+        ResultSlot.clear(slot)
+        slot.deallocate()
+        ready.word.deallocate()
+    }
+
+    var isReady: Bool { ready.isSet }
+
+    /// The bytes of a ready value (valid while the object lives).
+    var bytes: (data: UnsafeRawPointer?, length: Int) {
+        (ResultSlot.data(slot), slot.pointee.len)
+    }
+
+    /// The failure of a failed object, or nil.
+    var failure: Failure? { isReady ? ResultSlot.failure(slot) : nil }
+
+    /// Resolves with `outcome` (a filled slot, which this takes over) unless already resolved,
+    /// and tells the dependents. Returns whether this call resolved it.
+    @discardableResult
+    func resolve(taking outcome: UnsafeMutablePointer<fls_slot>) -> Bool {
+        let waiting: [RemoteTask]? = lock.withLock {
+            guard !resolved else { return nil }
+            resolved = true
+            if outcome.pointee.status == FL_OK, !store.reserve(bytes: outcome.pointee.len) {
+                ResultSlot.clear(outcome)
+                ResultSlot.fail(outcome, status: FL_ENOMEM, code: FL_ENOMEM,
+                                message: "object store full (capacity \(store.capacity) bytes)")
+            }
+            slot.pointee = outcome.pointee
+            outcome.pointee = ResultSlot.pending
+            let taken = dependents
+            dependents = []
+            return taken
+        }
+        guard let waiting else {
+            ResultSlot.clear(outcome)
+            return false
+        }
+        ready.signal()
+        ObjectStore.announceResolution()
+        for task in waiting { task.dependencyResolved() }
+        return true
+    }
+
+    /// Resolves as failed, unless already resolved.
+    @discardableResult
+    func fail(_ status: Int32, code: Int32, message: String) -> Bool {
+        var outcome = ResultSlot.pending
+        ResultSlot.fail(&outcome, status: status, code: code, message: message)
+        return resolve(taking: &outcome)
+    }
+
+    /// Registers `task` to be told when this resolves. False if it already has.
+    func addDependent(_ task: RemoteTask) -> Bool {
+        lock.withLock {
+            guard !resolved else { return false }
+            dependents.append(task)
+            return true
+        }
+    }
+
+    /// Waits until resolved or the deadline passes; returns whether resolved.
+    func wait(until deadline: Deadline) -> Bool {
+        ready.wait(until: deadline)
+    }
+}

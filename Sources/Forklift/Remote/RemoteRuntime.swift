@@ -1,0 +1,134 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CForklift
+
+/// A runtime of remote tasks (`fl_runtime`): a pool of worker threads (the shared scheduler)
+/// that runs tasks once their arguments are ready, and the store their objects count against.
+///
+/// The runtime keeps every unfinished task (strongly); a scheduled task's pool node points to
+/// it unretained. `shutDown` refuses new work, terminates and joins the pool (so no node can
+/// run any more), then fails the objects of the tasks that never ran as cancelled.
+final class RemoteRuntime {
+    let pool: Pool
+    let store: ObjectStore
+    private let lock = Lock()
+    private var unfinished: [ObjectIdentifier: RemoteTask] = [:]
+    private let closed: UnsafeMutablePointer<UInt32>
+    /// submitted, running, finished, failed.
+    private let counters: UnsafeMutablePointer<UInt64>
+
+    init(workers: Int, storeCapacity: Int) throws(Failure) {
+        pool = try Pool.create(workers: workers, name: "forklift-remote", initializer: nil, initializerUser: nil,
+                               initargs: [])
+        store = ObjectStore(capacity: storeCapacity)
+        closed = .allocate(capacity: 1)
+        closed.initialize(to: 0)
+        counters = .allocate(capacity: 4)
+        counters.initialize(repeating: 0, count: 4)
+    }
+
+    deinit {
+        closed.deallocate()
+        counters.deallocate()
+    }
+
+    var stats: fl_runtime_stats {
+        fl_runtime_stats(tasks_submitted: fls_atomic_load_u64(counters), tasks_running: fls_atomic_load_u64(counters + 1),
+                         tasks_finished: fls_atomic_load_u64(counters + 2), tasks_failed: fls_atomic_load_u64(counters + 3),
+                         objects: store.objectCount, object_bytes: store.bytesHeld)
+    }
+
+    /// A task starts or ends running.
+    func taskRunning(_ delta: Int) {
+        if delta > 0 { _ = fls_atomic_add_u64(counters + 1, 1) } else { _ = fls_atomic_sub_u64(counters + 1, 1) }
+    }
+
+    var isShutDown: Bool { fls_atomic_load_u32(closed) != 0 }
+    /// Read by running tasks through fl_task_cancelled.
+    var cancelledFlag: UnsafePointer<UInt32> { UnsafePointer(closed) }
+
+    /// Submits a task: it runs once its arguments are ready.
+    func submit(_ task: RemoteTask) throws(Failure) {
+        try lock.withLock { () throws(Failure) in
+            guard !isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
+            unfinished[ObjectIdentifier(task)] = task
+        }
+        _ = fls_atomic_add_u64(counters, 1)
+        task.start()
+    }
+
+    /// Queues a task whose arguments are ready.
+    func schedule(_ task: RemoteTask) {
+        do throws(Failure) {
+            let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask,
+                                          user: Unmanaged.passUnretained(task).toOpaque(), arg: nil, length: 0)
+            do throws(Failure) {
+                try pool.submit(node)
+            } catch {
+                TaskNodes.free(node)
+                throw error
+            }
+        } catch {
+            task.finish(status: error.code == FL_ESTATE ? FL_ECANCELED : error.code, code: error.code,
+                        message: error.code == FL_ESTATE ? "runtime shut down before the task ran" : error.message)
+        }
+    }
+
+    private static let runTask: fl_task_fn = { user, _, _, _ in
+        Unmanaged<RemoteTask>.fromOpaque(user!).takeUnretainedValue().run()
+        return 0
+    }
+
+    /// A task is about to resolve its output: it is counted, and the runtime lets go of it.
+    func finished(_ task: RemoteTask, failed: Bool) {
+        if task.markFinished() {
+            _ = fls_atomic_add_u64(counters + 2, 1)
+            if failed { _ = fls_atomic_add_u64(counters + 3, 1) }
+        }
+        _ = lock.withLock { unfinished.removeValue(forKey: ObjectIdentifier(task)) }
+    }
+
+    /// Waits for `object`; on a worker of this runtime, runs other tasks meanwhile (so a task
+    /// may wait for the tasks it submitted without tying up the runtime).
+    func wait(for object: RemoteObject, until deadline: Deadline) -> Bool {
+        if object.isReady { return true }
+        return pool.helpWhileWaiting(until: deadline, isDone: { object.isReady }) { slice in object.wait(until: slice) }
+    }
+
+    /// Refuses new work, stops the workers, and resolves every unfinished task's object as
+    /// cancelled.
+    func shutDown() throws(Failure) {
+        guard !pool.isOwnThread else { throw Failure(FL_EDEADLK, "shutdown called from a task of the same runtime") }
+        lock.withLock { fls_atomic_store_u32(closed, 1) }
+        try pool.shutDown()
+        let left: [RemoteTask] = lock.withLock {
+            defer { unfinished.removeAll() }
+            return Array(unfinished.values)
+        }
+        for task in left {
+            task.output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
+            if task.markFinished() {
+                _ = fls_atomic_add_u64(counters + 2, 1)
+                _ = fls_atomic_add_u64(counters + 3, 1)
+            }
+        }
+    }
+
+    // MARK: The default runtime
+
+    private static let defaultLock = Lock()
+    private static var defaultHandle: UInt64 = 0
+
+    /// The handle of the default runtime, created on first use (again after a shutdown).
+    static func defaultRuntime() throws(Failure) -> UInt64 {
+        try defaultLock.withLock { () throws(Failure) -> UInt64 in
+            if defaultHandle != 0, (try? Registry.runtimes.with(cHandle(defaultHandle), "runtime") { _ in true }) == true {
+                return defaultHandle
+            }
+            let runtime = try RemoteRuntime(workers: Int(fls_cpu_count()), storeCapacity: 0)
+            defaultHandle = try Registry.runtimes.register(runtime)
+            return defaultHandle
+        }
+    }
+}

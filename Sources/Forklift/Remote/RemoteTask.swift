@@ -1,0 +1,137 @@
+import CForklift
+
+/// One remote task: its function, its arguments (copied blobs and objects), and the object
+/// its outcome goes to.
+///
+/// Dataflow: `pending` counts the argument objects not yet resolved, plus one held by the
+/// submission itself. Each resolving argument takes one off; whoever takes the last one
+/// schedules the task — so it waits for its arguments without holding a worker. An argument
+/// that failed fails the task with that cause, without running it.
+final class RemoteTask {
+    /// An argument: bytes copied at submission (at `offset` in `blobBytes`), or an object.
+    enum Argument {
+        case blob(offset: Int, length: Int)
+        case object(RemoteObject)
+    }
+
+    let fn: fl_remote_fn
+    let user: UnsafeMutableRawPointer?
+    private(set) var arguments: [Argument]
+    /// The copied blob arguments, back to back.
+    private let blobBytes: UnsafeMutableRawPointer?
+    let output: RemoteObject
+    let options: RemoteOptions
+    /// Not retained: the runtime keeps its unfinished tasks and outlives them.
+    unowned(unsafe) let runtime: RemoteRuntime
+    private let pending: UnsafeMutablePointer<UInt32>
+
+    init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
+         output: RemoteObject, options: RemoteOptions, runtime: RemoteRuntime) {
+        self.fn = fn
+        self.user = user
+        self.arguments = arguments
+        self.blobBytes = blobBytes
+        self.output = output
+        self.options = options
+        self.runtime = runtime
+        pending = .allocate(capacity: 2)
+        pending.initialize(to: 1)
+        (pending + 1).initialize(to: 0)
+    }
+
+    /// Marks the task finished; true for the first caller only (so it is counted once).
+    func markFinished() -> Bool {
+        var expected: UInt32 = 0
+        return fls_atomic_cas_u32(pending + 1, &expected, 1)
+    }
+
+    deinit {
+        pending.deallocate()
+        blobBytes?.deallocate()
+    }
+
+    /// Registers with every pending argument, then drops the submission's own count: the task
+    /// is scheduled now if nothing is pending, else by the last argument to resolve.
+    func start() {
+        for case .object(let object) in arguments where object.addDependent(self) {
+            _ = fls_atomic_add_u32(pending, 1)
+        }
+        dependencyResolved()
+    }
+
+    /// One argument resolved (or the submission finished registering).
+    func dependencyResolved() {
+        guard fls_atomic_sub_u32(pending, 1) == 1 else { return }
+        for (index, argument) in arguments.enumerated() {
+            guard case .object(let object) = argument, let failure = object.failure else { continue }
+            // The cause travels on: same status and code, its message behind this one.
+            finish(status: ResultSlot.status(object.slot), code: failure.code,
+                   message: "argument \(index) failed: \(failure.message)")
+            return
+        }
+        runtime.schedule(self)
+    }
+
+    /// Runs the function on the calling worker thread and resolves the output.
+    func run() {
+        runtime.taskRunning(1)
+        defer { runtime.taskRunning(-1) }
+        var blobs = [fl_blob](repeating: fl_blob(data: nil, len: 0), count: arguments.count)
+        for (index, argument) in arguments.enumerated() {
+            switch argument {
+            case .blob(let offset, let length):
+                blobs[index] = fl_blob(data: blobBytes.map { UnsafeRawPointer($0 + offset) }, len: length)
+            case .object(let object):
+                let bytes = object.bytes
+                blobs[index] = fl_blob(data: bytes.data, len: bytes.length)
+            }
+        }
+        var outcome = ResultSlot.pending
+        var attempts = 0
+        blobs.withUnsafeBufferPointer { args in
+            var call = Call(fn: fn, user: user, args: args.baseAddress, count: args.count)
+            while true {
+                withUnsafeMutablePointer(to: &call) { call in
+                    TaskRunner.run(Self.trampoline, user: UnsafeMutableRawPointer(call), arg: nil, length: 0,
+                                   slot: &outcome, index: 0, cancelled: runtime.cancelledFlag)
+                }
+                attempts += 1
+                guard outcome.status != FL_OK, options.retryOnError, attempts <= options.maxRetries,
+                      !runtime.isShutDown else { break }
+                ResultSlot.clear(&outcome)
+                outcome = ResultSlot.pending
+            }
+        }
+        // Counted and let go of before the output resolves, so whoever sees the output
+        // ready also sees the counters and the argument objects' references updated.
+        runtime.finished(self, failed: outcome.status != FL_OK)
+        arguments = []
+        output.resolve(taking: &outcome)
+    }
+
+    /// Resolves the output as failed without running.
+    func finish(status: Int32, code: Int32, message: String) {
+        runtime.finished(self, failed: true)
+        arguments = []
+        output.fail(status, code: code, message: message)
+    }
+
+    /// What the blob-convention trampoline needs to call a remote function.
+    private struct Call {
+        let fn: fl_remote_fn
+        let user: UnsafeMutableRawPointer?
+        let args: UnsafePointer<fl_blob>?
+        let count: Int
+    }
+
+    private static let trampoline: fl_task_fn = { raw, _, _, ctx in
+        let call = raw!.assumingMemoryBound(to: Call.self)
+        return call.pointee.fn(call.pointee.user, call.pointee.args, call.pointee.count, ctx)
+    }
+}
+
+/// The options of one remote task (from `fl_remote_options`).
+struct RemoteOptions {
+    var maxRetries = 0
+    var retryOnError = false
+}

@@ -1,0 +1,76 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CForklift
+import XCTest
+@testable import Forklift
+
+/// The Remote engine driven through the C entry points from several threads (so the sanitizer
+/// runs of this suite cover dataflow, resolution and shutdown races).
+final class RemoteTests: XCTestCase {
+    private final class Body: ThreadBody {
+        let work: () -> Void
+        init(_ work: @escaping () -> Void) { self.work = work }
+        func run() { work() }
+    }
+
+    /// The sum of the int64 arguments.
+    private static let sum: fl_remote_fn = { _, args, count, ctx in
+        var total: Int64 = 0
+        for i in 0..<count { total += args![i].data!.loadUnaligned(as: Int64.self) }
+        return fl_task_return(ctx, &total, 8)
+    }
+
+    private static func value(_ ref: fl_ref?) -> Int64 {
+        var data: UnsafeRawPointer?
+        guard fl_get(ref, 30, &data, nil) == FL_OK else { return -1 }
+        return data!.loadUnaligned(as: Int64.self)
+    }
+
+    func testChainsFromSeveralThreadsThenShutdown() {
+        var options = fl_runtime_options()
+        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
+        options.workers = 2
+        var runtime: fl_runtime?
+        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
+        let wrong = UnsafeMutablePointer<Int>.allocate(capacity: 3)
+        wrong.initialize(repeating: 0, count: 3)
+        defer { wrong.deallocate() }
+        let wrongAddress = UInt(bitPattern: wrong)
+        let threads = (0..<3).map { t in
+            try! OSThread.start(Body {
+                let runtime = fl_runtime(bitPattern: address)
+                let wrong = UnsafeMutablePointer<Int>(bitPattern: wrongAddress)!
+                var one: Int64 = 1
+                var start: Int64 = 0
+                var chain: fl_ref?
+                _ = fl_put(runtime, &start, 8, &chain)
+                for _ in 0..<300 {
+                    var next: fl_ref?
+                    withUnsafePointer(to: &one) { one in
+                        var args = [fl_arg(data: nil, len: 0, ref: chain), fl_arg(data: one, len: 8, ref: nil)]
+                        _ = fl_remote(runtime, Self.sum, nil, &args, 2, nil, &next)
+                    }
+                    _ = fl_ref_release(chain)
+                    chain = next
+                }
+                if Self.value(chain) != 300 { wrong[t] += 1 }
+                _ = fl_ref_release(chain)
+            })
+        }
+        threads.forEach(OSThread.join)
+        XCTAssertEqual(wrong[0] + wrong[1] + wrong[2], 0)
+        // A finishing task lets go of its objects just after its result is seen: wait for it.
+        var stats = fl_runtime_stats()
+        for _ in 0..<5000 {
+            XCTAssertEqual(fl_runtime_get_stats(runtime, &stats), FL_OK)
+            if stats.objects == 0 && stats.tasks_running == 0 { break }
+            usleep(1000)
+        }
+        XCTAssertEqual(stats.tasks_finished, 900)
+        XCTAssertEqual(stats.objects, 0)
+        XCTAssertEqual(stats.object_bytes, 0)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
+}

@@ -1,0 +1,347 @@
+/* Remote tasks and objects through the public C ABI (Ray's remote, put, get, wait). */
+#define _GNU_SOURCE
+#include "check.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+static void pause_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t as_int(const fl_blob *b) {
+    int64_t v = 0;
+    if (b->len == sizeof v) memcpy(&v, b->data, sizeof v);
+    return v;
+}
+
+static fl_arg int_arg(const int64_t *v) { return (fl_arg){v, sizeof *v, NULL}; }
+static fl_arg ref_arg(fl_ref r) { return (fl_arg){NULL, 0, r}; }
+
+static int64_t get_int(fl_ref r) {
+    const void *data = NULL;
+    size_t len = 0;
+    if (fl_get(r, 30, &data, &len) != FL_OK || len != 8) return -999999;
+    int64_t v;
+    memcpy(&v, data, 8);
+    return v;
+}
+
+/* ---- task functions ---- */
+
+/* The seed's f(x): sleep, return x. */
+static int sleep_then_echo(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)nargs;
+    pause_ms(100);
+    int64_t x = as_int(&args[0]);
+    return fl_task_return(ctx, &x, sizeof x);
+}
+
+/* The sum of all int64 arguments. */
+static int sum_args(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user;
+    int64_t total = 0;
+    for (size_t i = 0; i < nargs; i++) total += as_int(&args[i]);
+    return fl_task_return(ctx, &total, sizeof total);
+}
+
+static int fail_seven(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    return fl_task_fail(ctx, 7, "seven is not allowed");
+}
+
+/* Submits two sum tasks from inside a task and waits for both (nested tasks). */
+static int nested(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    fl_runtime rt = user;
+    int64_t a = 20, b = 22;
+    fl_arg one[1] = {int_arg(&a)}, two[1] = {int_arg(&b)};
+    fl_ref ra = NULL, rb = NULL;
+    if (fl_remote(rt, sum_args, NULL, one, 1, NULL, &ra) != FL_OK) return 1;
+    if (fl_remote(rt, sum_args, NULL, two, 1, NULL, &rb) != FL_OK) return 2;
+    int64_t total = get_int(ra) + get_int(rb);
+    fl_ref_release(ra);
+    fl_ref_release(rb);
+    return fl_task_return(ctx, &total, sizeof total);
+}
+
+static volatile int gate_open;
+
+static int wait_for_gate(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    while (!__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE)) pause_ms(1);
+    int64_t one = 1;
+    return fl_task_return(ctx, &one, sizeof one);
+}
+
+/* Fails until it has been called `*(int *)user` times. */
+static int flaky(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    int *calls = user;
+    int n = __atomic_add_fetch(&calls[0], 1, __ATOMIC_SEQ_CST);
+    if (n < calls[1]) return fl_task_fail(ctx, 5, "not yet");
+    int64_t v = n;
+    return fl_task_return(ctx, &v, sizeof v);
+}
+
+/* ---- tests ---- */
+
+static void test_seed_example(fl_runtime rt) {
+    /* futures = [f.remote(i) for i in range(4)]; print(ray.get(futures)) */
+    fl_ref futures[4];
+    for (int64_t i = 0; i < 4; i++) {
+        fl_arg arg = int_arg(&i);
+        CHECK_OK(fl_remote(rt, sleep_then_echo, NULL, &arg, 1, NULL, &futures[i]));
+    }
+    for (int64_t i = 0; i < 4; i++) {
+        CHECK(get_int(futures[i]) == i);
+        CHECK_OK(fl_ref_release(futures[i]));
+    }
+}
+
+static void test_dataflow(fl_runtime rt) {
+    /* A chain of 200 tasks, each taking the previous one's ref, submitted before any ran. */
+    int64_t zero = 0, one = 1;
+    fl_ref chain = NULL;
+    CHECK_OK(fl_put(rt, &zero, sizeof zero, &chain));
+    for (int i = 0; i < 200; i++) {
+        fl_arg args[2] = {ref_arg(chain), int_arg(&one)};
+        fl_ref next = NULL;
+        CHECK_OK(fl_remote(rt, sum_args, NULL, args, 2, NULL, &next));
+        CHECK_OK(fl_ref_release(chain)); /* the task keeps its argument alive */
+        chain = next;
+    }
+    CHECK(get_int(chain) == 200);
+    CHECK_OK(fl_ref_release(chain));
+
+    /* A tree: the sum of 64 leaves by pairs. */
+    fl_ref level[64];
+    for (int64_t i = 0; i < 64; i++) {
+        fl_arg arg = int_arg(&i);
+        CHECK_OK(fl_remote(rt, sum_args, NULL, &arg, 1, NULL, &level[i]));
+    }
+    for (int width = 64; width > 1; width /= 2) {
+        for (int i = 0; i < width / 2; i++) {
+            fl_arg args[2] = {ref_arg(level[2 * i]), ref_arg(level[2 * i + 1])};
+            fl_ref parent = NULL;
+            CHECK_OK(fl_remote(rt, sum_args, NULL, args, 2, NULL, &parent));
+            fl_ref_release(level[2 * i]);
+            fl_ref_release(level[2 * i + 1]);
+            level[i] = parent;
+        }
+    }
+    CHECK(get_int(level[0]) == 63 * 64 / 2);
+    fl_ref_release(level[0]);
+}
+
+static void test_waiting_does_not_hold_a_worker(void) {
+    /* One worker: a task waiting for an argument must not occupy it, and a task waiting
+     * for tasks it submitted runs them itself. */
+    fl_runtime_options o;
+    CHECK_OK(fl_runtime_options_init(&o));
+    o.workers = 1;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&o, &rt));
+    gate_open = 0;
+    fl_ref gate = NULL, after = NULL, independent = NULL;
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &gate));
+    fl_arg dep = ref_arg(gate);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &dep, 1, NULL, &after));
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    CHECK(get_int(after) == 1);
+    CHECK_OK(fl_remote(rt, nested, rt, NULL, 0, NULL, &independent));
+    CHECK(get_int(independent) == 42);
+    fl_ref_release(gate);
+    fl_ref_release(after);
+    fl_ref_release(independent);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
+static void test_failures_travel(fl_runtime rt) {
+    fl_ref bad = NULL, child = NULL, grandchild = NULL;
+    CHECK_OK(fl_remote(rt, fail_seven, NULL, NULL, 0, NULL, &bad));
+    CHECK_RC(FL_ETASK, fl_get(bad, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "seven is not allowed") != NULL);
+    int64_t one = 1;
+    fl_arg args[2] = {int_arg(&one), ref_arg(bad)};
+    CHECK_OK(fl_remote(rt, sum_args, NULL, args, 2, NULL, &child));
+    CHECK_RC(FL_ETASK, fl_get(child, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "argument 1 failed") != NULL && strstr(fl_last_error(), "seven") != NULL);
+    fl_arg again = ref_arg(child);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &again, 1, NULL, &grandchild));
+    CHECK_RC(FL_ETASK, fl_get(grandchild, 30, NULL, NULL));
+    fl_ref_release(bad);
+    fl_ref_release(child);
+    fl_ref_release(grandchild);
+
+    /* Retries on error, when asked. */
+    fl_remote_options ro;
+    CHECK_OK(fl_remote_options_init(&ro));
+    ro.retry_on_error = 1;
+    ro.max_retries = 2;
+    int calls[2] = {0, 3}; /* succeeds on the third call */
+    fl_ref r = NULL;
+    CHECK_OK(fl_remote(rt, flaky, calls, NULL, 0, &ro, &r));
+    CHECK(get_int(r) == 3);
+    fl_ref_release(r);
+    ro.max_retries = 1;
+    calls[0] = 0;
+    CHECK_OK(fl_remote(rt, flaky, calls, NULL, 0, &ro, &r));
+    CHECK_RC(FL_ETASK, fl_get(r, 30, NULL, NULL));
+    CHECK(calls[0] == 2);
+    fl_ref_release(r);
+}
+
+static void test_wait(fl_runtime rt) {
+    gate_open = 0;
+    int64_t a = 5;
+    fl_ref refs[3];
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &refs[0]));
+    fl_arg arg = int_arg(&a);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &arg, 1, NULL, &refs[1]));
+    CHECK_OK(fl_put(rt, &a, sizeof a, &refs[2]));
+    unsigned char ready[3] = {9, 9, 9};
+    CHECK_OK(fl_wait(refs, 3, 2, 30, ready));
+    CHECK(ready[0] == 0 && ready[1] == 1 && ready[2] == 1);
+    CHECK_RC(FL_ETIMEDOUT, fl_wait(refs, 3, 3, 0.05, ready));
+    CHECK(ready[0] == 0 && ready[1] == 1);
+    CHECK_RC(FL_ETIMEDOUT, fl_get(refs[0], 0.01, NULL, NULL));
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    CHECK_OK(fl_wait(refs, 3, 3, 30, ready));
+    CHECK(ready[0] == 1 && ready[1] == 1 && ready[2] == 1);
+    CHECK_RC(FL_EINVAL, fl_wait(refs, 3, 4, 0, ready));
+    CHECK_RC(FL_EINVAL, fl_wait(refs, 3, 1, 0, NULL));
+    for (int i = 0; i < 3; i++) fl_ref_release(refs[i]);
+}
+
+static void test_objects_and_refcounts(void) {
+    fl_runtime_options o;
+    fl_runtime_options_init(&o);
+    o.workers = 2;
+    o.store_capacity = 1000;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&o, &rt));
+    char block[600];
+    memset(block, 'b', sizeof block);
+    fl_ref first = NULL, second = NULL, copy = NULL;
+    CHECK_OK(fl_put(rt, block, sizeof block, &first));
+    CHECK_RC(FL_ENOMEM, fl_put(rt, block, sizeof block, &second)); /* store full */
+    CHECK(strstr(fl_last_error(), "object store full") != NULL);
+    CHECK(second == NULL);
+    CHECK_OK(fl_ref_clone(first, &copy));
+    CHECK_OK(fl_ref_release(first));
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK_OK(fl_get(copy, 0, &data, &len)); /* the clone keeps it */
+    CHECK(len == sizeof block && memcmp(data, block, len) == 0);
+    CHECK_OK(fl_ref_release(copy));
+    CHECK_RC(FL_EHANDLE, fl_ref_release(copy));
+    CHECK_OK(fl_put(rt, block, sizeof block, &second)); /* room again */
+    CHECK_OK(fl_ref_release(second));
+
+    /* 1M put/get/release cycles leave nothing behind. */
+    int ok = 1;
+    for (int64_t i = 0; i < 1000000; i++) {
+        fl_ref r = NULL;
+        ok &= fl_put(rt, &i, sizeof i, &r) == FL_OK;
+        ok &= fl_get(r, 0, &data, &len) == FL_OK && len == 8 && memcmp(data, &i, 8) == 0;
+        ok &= fl_ref_release(r) == FL_OK;
+    }
+    CHECK(ok);
+    /* And 10,000 tasks. */
+    for (int64_t i = 0; i < 10000; i++) {
+        fl_arg arg = int_arg(&i);
+        fl_ref r = NULL;
+        ok &= fl_remote(rt, sum_args, NULL, &arg, 1, NULL, &r) == FL_OK;
+        ok &= get_int(r) == i;
+        ok &= fl_ref_release(r) == FL_OK;
+    }
+    CHECK(ok);
+    /* A finishing task lets go of its objects just after its result is seen: wait for it. */
+    fl_runtime_stats stats;
+    for (int i = 0; i < 5000; i++) {
+        CHECK_OK(fl_runtime_get_stats(rt, &stats));
+        if (stats.objects == 0 && stats.tasks_running == 0) break;
+        pause_ms(1);
+    }
+    CHECK(stats.objects == 0 && stats.object_bytes == 0);
+    CHECK(stats.tasks_submitted == 10000 && stats.tasks_finished == 10000 && stats.tasks_failed == 0);
+    CHECK(stats.tasks_running == 0);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
+static void *open_gate_later(void *unused) {
+    (void)unused;
+    pause_ms(100);
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void test_shutdown_with_work_in_flight(void) {
+    fl_runtime_options o;
+    fl_runtime_options_init(&o);
+    o.workers = 1;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&o, &rt));
+    gate_open = 0;
+    fl_ref running = NULL, queued = NULL, dependent = NULL;
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &running));
+    int64_t x = 1;
+    fl_arg arg = int_arg(&x);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &arg, 1, NULL, &queued));
+    fl_arg dep = ref_arg(running);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &dep, 1, NULL, &dependent));
+    pause_ms(50);
+    /* The running task ends a little after shutdown has begun waiting for it. */
+    pthread_t opener;
+    pthread_create(&opener, NULL, open_gate_later, NULL);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    pthread_join(opener, NULL);
+    CHECK(get_int(running) == 1); /* it was running: it finished */
+    int rc_queued = fl_get(queued, 0, NULL, NULL);
+    CHECK(rc_queued == FL_OK || rc_queued == FL_ECANCELED);
+    int rc_dep = fl_get(dependent, 0, NULL, NULL);
+    CHECK(rc_dep == FL_OK || rc_dep == FL_ECANCELED);
+    CHECK_RC(FL_EHANDLE, fl_remote(rt, sum_args, NULL, NULL, 0, NULL, &queued));
+    fl_ref_release(running);
+    fl_ref_release(queued);
+    fl_ref_release(dependent);
+}
+
+static void test_bad_input(fl_runtime rt) {
+    fl_ref r = NULL;
+    CHECK_RC(FL_EINVAL, fl_remote(rt, NULL, NULL, NULL, 0, NULL, &r));
+    CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, NULL, 2, NULL, &r));
+    fl_arg bad_blob = {NULL, 4, NULL};
+    CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, &bad_blob, 1, NULL, &r));
+    fl_arg bad_ref = {NULL, 0, (fl_ref)(uintptr_t)0x4F00000012345678ull};
+    CHECK_RC(FL_EHANDLE, fl_remote(rt, sum_args, NULL, &bad_ref, 1, NULL, &r));
+    fl_remote_options ro = {0, 0, 0};
+    CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, NULL, 0, &ro, &r));
+    CHECK_RC(FL_EHANDLE, fl_get(NULL, 0, NULL, NULL));
+    CHECK_RC(FL_EINVAL, fl_put(rt, NULL, 3, &r));
+    CHECK_RC(FL_EHANDLE, fl_put(NULL, "x", 1, &r));
+    CHECK(r == NULL);
+}
+
+int main(void) {
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_default(&rt));
+    fl_runtime again = NULL;
+    CHECK_OK(fl_runtime_default(&again));
+    CHECK(again == rt);
+    test_seed_example(rt);
+    test_dataflow(rt);
+    test_failures_travel(rt);
+    test_wait(rt);
+    test_bad_input(rt);
+    test_waiting_does_not_hold_a_worker();
+    test_objects_and_refcounts();
+    test_shutdown_with_work_in_flight();
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK_RC(FL_EHANDLE, fl_runtime_shutdown(rt));
+    return check_finish("remote");
+}
