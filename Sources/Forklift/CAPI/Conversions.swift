@@ -68,3 +68,15 @@ func finishSynchronous(_ handle: UInt64) throws(Failure) -> Int32 {
     Registry.results.retire(handle)
     return status
 }
+
+/// Fills an options struct with its zero defaults and its own size (the `fl_*_options_init`
+/// calls whose defaults are all zero).
+func initializeOptions<Options>(_ options: UnsafeMutablePointer<Options>?, _ empty: Options,
+                                size: WritableKeyPath<Options, Int>) -> Int32 {
+    withStatus { () throws(Failure) in
+        let options = try Check.required(options, "options")
+        options.pointee = empty
+        options.pointee[keyPath: size] = MemoryLayout<Options>.size
+        return FL_OK
+    }
+}

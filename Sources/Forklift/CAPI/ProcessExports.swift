@@ -7,12 +7,7 @@ import CForklift
 /// NULL. Thread-safe.
 @_cdecl("fl_process_options_init")
 public func fl_process_options_init(_ options: UnsafeMutablePointer<fl_process_options>?) -> CInt {
-    withStatus { () throws(Failure) in
-        let options = try Check.required(options, "options")
-        options.pointee = fl_process_options()
-        options.pointee.size = MemoryLayout<fl_process_options>.size
-        return FL_OK
-    }
+    initializeOptions(options, fl_process_options(), size: \.size)
 }
 
 /// Starts `fn(user, arg, arg_len, ctx)` in a new process (multiprocessing.Process) and stores

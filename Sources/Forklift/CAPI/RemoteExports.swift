@@ -4,12 +4,7 @@ import CForklift
 /// FL_EINVAL if options is NULL. Thread-safe.
 @_cdecl("fl_runtime_options_init")
 public func fl_runtime_options_init(_ options: UnsafeMutablePointer<fl_runtime_options>?) -> CInt {
-    withStatus { () throws(Failure) in
-        let options = try Check.required(options, "options")
-        options.pointee = fl_runtime_options()
-        options.pointee.size = MemoryLayout<fl_runtime_options>.size
-        return FL_OK
-    }
+    initializeOptions(options, fl_runtime_options(), size: \.size)
 }
 
 /// Starts a runtime of remote tasks (ray.init) and stores its handle in `*runtime`. `options`
@@ -70,12 +65,7 @@ public func fl_runtime_shutdown(_ runtime: fl_runtime?) -> CInt {
 /// NULL. Thread-safe.
 @_cdecl("fl_remote_options_init")
 public func fl_remote_options_init(_ options: UnsafeMutablePointer<fl_remote_options>?) -> CInt {
-    withStatus { () throws(Failure) in
-        let options = try Check.required(options, "options")
-        options.pointee = fl_remote_options()
-        options.pointee.size = MemoryLayout<fl_remote_options>.size
-        return FL_OK
-    }
+    initializeOptions(options, fl_remote_options(), size: \.size)
 }
 
 /// Submits `fn(user, args, nargs, ctx)` as a remote task (f.remote(...)) and stores a
