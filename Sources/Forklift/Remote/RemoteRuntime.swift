@@ -6,14 +6,14 @@ import CForklift
 /// A runtime of remote tasks (`fl_runtime`): a pool of worker threads (the shared scheduler)
 /// that runs tasks once their arguments are ready, and the store their objects count against.
 ///
-/// The runtime keeps every unfinished task (strongly); a scheduled task's pool node points to
-/// it unretained. `shutDown` refuses new work, terminates and joins the pool (so no node can
-/// run any more), then fails the objects of the tasks that never ran as cancelled.
+/// Who keeps a task alive: the objects it waits for (as a dependent), then its pool node
+/// (retained), then the worker running it. Every task ends exactly once, in `RemoteTask.run`
+/// or `RemoteTask.finish`. `shutDown` marks the runtime closed, then closes and drains the
+/// pool: queued tasks see the mark and resolve as cancelled without running, tasks whose
+/// arguments resolve later cannot be queued any more and resolve as cancelled too.
 final class RemoteRuntime {
     let pool: Pool
     let store: ObjectStore
-    private let lock = Lock()
-    private var unfinished: [ObjectIdentifier: RemoteTask] = [:]
     private let closed: UnsafeMutablePointer<UInt32>
     /// submitted, running, finished, failed.
     private let counters: UnsafeMutablePointer<UInt64>
@@ -50,10 +50,7 @@ final class RemoteRuntime {
 
     /// Submits a task: it runs once its arguments are ready.
     func submit(_ task: RemoteTask) throws(Failure) {
-        try lock.withLock { () throws(Failure) in
-            guard !isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
-            unfinished[ObjectIdentifier(task)] = task
-        }
+        guard !isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
         _ = fls_atomic_add_u64(counters, 1)
         task.start()
     }
@@ -61,12 +58,20 @@ final class RemoteRuntime {
     /// Queues a task whose arguments are ready.
     func schedule(_ task: RemoteTask) {
         do throws(Failure) {
-            let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask,
-                                          user: Unmanaged.passUnretained(task).toOpaque(), arg: nil, length: 0)
+            let retained = Unmanaged.passRetained(task)
+            let node: UnsafeMutablePointer<fls_node>
+            do throws(Failure) {
+                node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask, user: retained.toOpaque(),
+                                          arg: nil, length: 0)
+            } catch {
+                retained.release()
+                throw error
+            }
             do throws(Failure) {
                 try pool.submit(node)
             } catch {
                 TaskNodes.free(node)
+                retained.release()
                 throw error
             }
         } catch {
@@ -75,18 +80,17 @@ final class RemoteRuntime {
         }
     }
 
+    /// Runs the task a node carries (the node's reference comes with it). The pool is only
+    /// ever closed and drained, never terminated, so every node runs.
     private static let runTask: fl_task_fn = { user, _, _, _ in
-        Unmanaged<RemoteTask>.fromOpaque(user!).takeUnretainedValue().run()
+        Unmanaged<RemoteTask>.fromOpaque(user!).takeRetainedValue().run()
         return 0
     }
 
-    /// A task is about to resolve its output: it is counted, and the runtime lets go of it.
-    func finished(_ task: RemoteTask, failed: Bool) {
-        if task.markFinished() {
-            _ = fls_atomic_add_u64(counters + 2, 1)
-            if failed { _ = fls_atomic_add_u64(counters + 3, 1) }
-        }
-        _ = lock.withLock { unfinished.removeValue(forKey: ObjectIdentifier(task)) }
+    /// A task is about to resolve its output: count it.
+    func finished(failed: Bool) {
+        _ = fls_atomic_add_u64(counters + 2, 1)
+        if failed { _ = fls_atomic_add_u64(counters + 3, 1) }
     }
 
     /// Waits for `object`; on a worker of this runtime, runs other tasks meanwhile (so a task
@@ -96,23 +100,13 @@ final class RemoteRuntime {
         return pool.helpWhileWaiting(until: deadline, isDone: { object.isReady }) { slice in object.wait(until: slice) }
     }
 
-    /// Refuses new work, stops the workers, and resolves every unfinished task's object as
-    /// cancelled.
+    /// Refuses new work, lets running tasks finish and resolves every task that has not run
+    /// as cancelled, then stops the workers.
     func shutDown() throws(Failure) {
         guard !pool.isOwnThread else { throw Failure(FL_EDEADLK, "shutdown called from a task of the same runtime") }
-        lock.withLock { fls_atomic_store_u32(closed, 1) }
-        try pool.shutDown()
-        let left: [RemoteTask] = lock.withLock {
-            defer { unfinished.removeAll() }
-            return Array(unfinished.values)
-        }
-        for task in left {
-            task.output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
-            if task.markFinished() {
-                _ = fls_atomic_add_u64(counters + 2, 1)
-                _ = fls_atomic_add_u64(counters + 3, 1)
-            }
-        }
+        fls_atomic_store_u32(closed, 1)
+        pool.close()
+        try pool.join(until: .forever)
     }
 
     // MARK: The default runtime

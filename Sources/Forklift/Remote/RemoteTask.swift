@@ -21,8 +21,7 @@ final class RemoteTask {
     private let blobBytes: UnsafeMutableRawPointer?
     let output: RemoteObject
     let options: RemoteOptions
-    /// Not retained: the runtime keeps its unfinished tasks and outlives them.
-    unowned(unsafe) let runtime: RemoteRuntime
+    let runtime: RemoteRuntime
     private let pending: UnsafeMutablePointer<UInt32>
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
@@ -34,15 +33,8 @@ final class RemoteTask {
         self.output = output
         self.options = options
         self.runtime = runtime
-        pending = .allocate(capacity: 2)
+        pending = .allocate(capacity: 1)
         pending.initialize(to: 1)
-        (pending + 1).initialize(to: 0)
-    }
-
-    /// Marks the task finished; true for the first caller only (so it is counted once).
-    func markFinished() -> Bool {
-        var expected: UInt32 = 0
-        return fls_atomic_cas_u32(pending + 1, &expected, 1)
     }
 
     deinit {
@@ -53,8 +45,11 @@ final class RemoteTask {
     /// Registers with every pending argument, then drops the submission's own count: the task
     /// is scheduled now if nothing is pending, else by the last argument to resolve.
     func start() {
-        for case .object(let object) in arguments where object.addDependent(self) {
+        for case .object(let object) in arguments {
+            // Counted before registering: the object may resolve (and take its count off)
+            // the moment it has the task. The submission's own count keeps this above zero.
             _ = fls_atomic_add_u32(pending, 1)
+            if !object.addDependent(self) { _ = fls_atomic_sub_u32(pending, 1) }
         }
         dependencyResolved()
     }
@@ -74,6 +69,10 @@ final class RemoteTask {
 
     /// Runs the function on the calling worker thread and resolves the output.
     func run() {
+        if runtime.isShutDown {
+            finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
+            return
+        }
         runtime.taskRunning(1)
         defer { runtime.taskRunning(-1) }
         var blobs = [fl_blob](repeating: fl_blob(data: nil, len: 0), count: arguments.count)
@@ -104,14 +103,14 @@ final class RemoteTask {
         }
         // Counted and let go of before the output resolves, so whoever sees the output
         // ready also sees the counters and the argument objects' references updated.
-        runtime.finished(self, failed: outcome.status != FL_OK)
+        runtime.finished(failed: outcome.status != FL_OK)
         arguments = []
         output.resolve(taking: &outcome)
     }
 
     /// Resolves the output as failed without running.
     func finish(status: Int32, code: Int32, message: String) {
-        runtime.finished(self, failed: true)
+        runtime.finished(failed: true)
         arguments = []
         output.fail(status, code: code, message: message)
     }
