@@ -118,6 +118,9 @@ typedef struct fl_pipe_ *fl_pipe;
 /** A runtime of remote tasks and objects (Ray's ray.init()). Create with fl_runtime_create()
  *  or take the default one (fl_runtime_default); end with fl_runtime_shutdown(). */
 typedef struct fl_runtime_ *fl_runtime;
+/** An actor of a runtime: state built by a constructor, and method calls that run against
+ *  it in order (Ray's actor handle). End it with fl_actor_kill(). */
+typedef struct fl_actor_ *fl_actor;
 /** A reference to an object of a runtime: the future result of a remote task, or a value put
  *  into the store (Ray's ObjectRef). Each handle is one reference: release it with
  *  fl_ref_release(); the object is freed when its last reference and last task using it are
@@ -326,6 +329,29 @@ typedef struct fl_remote_options {
      *  `max_retries` times (Ray's retry_exceptions). Default 0. */
     int retry_on_error;
 } fl_remote_options;
+
+/**
+ * An actor's constructor (fl_actor_create): builds the state from `args` (as for a remote
+ * task) and stores it in `*state`. Return 0, or a non-zero code: then every call of the actor
+ * fails with FL_ESTATE ("the actor's constructor failed: ..."). Runs on a worker thread.
+ */
+typedef int (*fl_actor_init_fn)(void *user, const fl_blob *args, size_t nargs, void **state);
+
+/** Frees an actor's state when the actor ends (after fl_actor_kill and its last running call). */
+typedef void (*fl_actor_free_fn)(void *user, void *state);
+
+/**
+ * Options of fl_actor_create(). Fill with fl_actor_options_init() first; NULL means the
+ * defaults.
+ */
+typedef struct fl_actor_options {
+    /** sizeof(fl_actor_options), set by fl_actor_options_init(). */
+    size_t size;
+    /** How many calls may run at once (Ray's max_concurrency). 1 (the default): one at a time,
+     *  in submission order. Above 1, calls start in submission order and may overlap, so the
+     *  methods must synchronize their use of the state. */
+    int max_concurrency;
+} fl_actor_options;
 
 /** Counters of a runtime (fl_runtime_get_stats). */
 typedef struct fl_runtime_stats {
@@ -1199,7 +1225,7 @@ int fl_semaphore_open(const char *name, fl_semaphore *semaphore);
 int fl_semaphore_destroy(fl_semaphore semaphore);
 
 /* ---------------------------------------------------------------------------------------- */
-/* Remote tasks and objects (Ray): remote, put, get, wait                                   */
+/* Remote tasks, objects and actors (Ray): remote, put, get, wait, actors                   */
 /* ---------------------------------------------------------------------------------------- */
 
 /**
@@ -1294,6 +1320,43 @@ int fl_ref_release(fl_ref ref);
  * FL_EINVAL. Thread-safe.
  */
 int fl_runtime_get_stats(fl_runtime runtime, fl_runtime_stats *stats);
+
+/**
+ * Fills `options` with the defaults (max_concurrency 1). Returns FL_OK, or FL_EINVAL if
+ * options is NULL. Thread-safe.
+ */
+int fl_actor_options_init(fl_actor_options *options);
+
+/**
+ * Creates an actor (Actor.remote(...)) and stores its handle in `*actor`, at once: its
+ * constructor `init(user, args, nargs, &state)` runs on a worker as the actor's first call
+ * (arguments as for fl_remote, references included). Calls then run against the state, one
+ * at a time in submission order unless options.max_concurrency says otherwise. `free_state`
+ * (may be NULL) frees the state after fl_actor_kill. `options` may be NULL.
+ * Errors: FL_EINVAL (init or actor NULL, bad arguments or options), FL_EHANDLE, FL_ESTATE
+ * (runtime shut down), FL_ENOMEM. Thread-safe.
+ */
+int fl_actor_create(fl_runtime runtime, fl_actor_init_fn initialize, fl_actor_free_fn free_state,
+                    void *user, const fl_arg *args, size_t nargs, const fl_actor_options *options,
+                    fl_actor *actor);
+
+/**
+ * Calls `method(state, args, nargs, ctx)` on the actor (actor.method.remote(...)) and stores
+ * a reference to its result in `*ref`, at once. Calls run after the constructor, in the order
+ * they were made (each waits for its reference arguments without holding a worker or letting
+ * later calls pass). Errors: FL_EINVAL, FL_EHANDLE (actor, or a reference argument; also after
+ * fl_actor_kill), FL_ESTATE (runtime shut down), FL_ENOMEM. Thread-safe: calls from several
+ * threads are ordered as they enter.
+ */
+int fl_actor_call(fl_actor actor, fl_remote_fn method, const fl_arg *args, size_t nargs,
+                  fl_ref *ref);
+
+/**
+ * Ends the actor (ray.kill): calls that have not started resolve as FL_ECANCELED, running ones
+ * finish, then `free_state` frees the state; the handle is freed at once. References to its
+ * calls stay valid until released. Errors: FL_EHANDLE. Thread-safe.
+ */
+int fl_actor_kill(fl_actor actor);
 
 #ifdef __cplusplus
 }

@@ -34,7 +34,7 @@ SECTIONS = [
     ("SharedMemoryExports.swift", "Queues and shared memory between processes"),
     ("PipeExports.swift", "Pipes: two-way message channels between processes"),
     ("SyncExports.swift", "Locks, events and semaphores between processes"),
-    ("RemoteExports.swift", "Remote tasks and objects (Ray): remote, put, get, wait"),
+    ("RemoteExports.swift", "Remote tasks, objects and actors (Ray): remote, put, get, wait, actors"),
 ]
 
 

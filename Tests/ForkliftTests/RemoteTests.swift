@@ -73,4 +73,60 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(stats.object_bytes, 0)
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
     }
+
+    /// An actor called from three threads, then killed while calls are queued.
+    func testActorOrderUnderConcurrentCallersThenKill() {
+        var runtime: fl_runtime?
+        XCTAssertEqual(fl_runtime_create(nil, &runtime), FL_OK)
+        let initialize: fl_actor_init_fn = { _, _, _, state in
+            let cell = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+            cell.initialize(to: 0)
+            state!.pointee = UnsafeMutableRawPointer(cell)
+            return 0
+        }
+        let release: fl_actor_free_fn = { _, state in state?.deallocate() }
+        var actor: fl_actor?
+        XCTAssertEqual(fl_actor_create(runtime, initialize, release, nil, nil, 0, nil, &actor), FL_OK)
+        let increment: fl_remote_fn = { state, _, _, ctx in
+            let cell = state!.assumingMemoryBound(to: Int64.self)
+            cell.pointee += 1
+            var value = cell.pointee
+            return fl_task_return(ctx, &value, 8)
+        }
+        let address = UInt(bitPattern: UnsafeRawPointer(actor!))
+        let disorder = UnsafeMutablePointer<Int>.allocate(capacity: 3)
+        disorder.initialize(repeating: 0, count: 3)
+        defer { disorder.deallocate() }
+        let disorderAddress = UInt(bitPattern: disorder)
+        let threads = (0..<3).map { t in
+            try! OSThread.start(Body {
+                let actor = fl_actor(bitPattern: address)
+                let disorder = UnsafeMutablePointer<Int>(bitPattern: disorderAddress)!
+                var refs: [fl_ref?] = Array(repeating: nil, count: 200)
+                for i in 0..<200 { _ = fl_actor_call(actor, increment, nil, 0, &refs[i]) }
+                var last: Int64 = 0
+                for ref in refs {
+                    let value = Self.value(ref)
+                    if value <= last { disorder[t] += 1 }
+                    last = value
+                    _ = fl_ref_release(ref)
+                }
+            })
+        }
+        threads.forEach(OSThread.join)
+        XCTAssertEqual(disorder[0] + disorder[1] + disorder[2], 0)
+        var last: fl_ref?
+        XCTAssertEqual(fl_actor_call(actor, increment, nil, 0, &last), FL_OK)
+        XCTAssertEqual(Self.value(last), 601)
+        _ = fl_ref_release(last)
+        var queued: [fl_ref?] = Array(repeating: nil, count: 50)
+        for i in 0..<50 { XCTAssertEqual(fl_actor_call(actor, increment, nil, 0, &queued[i]), FL_OK) }
+        XCTAssertEqual(fl_actor_kill(actor), FL_OK)
+        for ref in queued {
+            let status = fl_get(ref, 30, nil, nil)
+            XCTAssertTrue(status == FL_OK || status == FL_ECANCELED)
+            _ = fl_ref_release(ref)
+        }
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
 }

@@ -3,6 +3,7 @@
 #include "check.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -327,6 +328,176 @@ static void test_bad_input(fl_runtime rt) {
     CHECK(r == NULL);
 }
 
+/* ---- actors ---- */
+
+typedef struct {
+    int64_t value;
+    int64_t inside, most; /* calls running at once, and the most seen */
+} counter_state;
+
+static int freed_states;
+
+static int counter_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    (void)user;
+    if (nargs == 1 && as_int(&args[0]) < 0) return 9; /* a constructor that fails */
+    counter_state *c = calloc(1, sizeof *c);
+    c->value = nargs == 1 ? as_int(&args[0]) : 0;
+    *state = c;
+    return 0;
+}
+
+static void counter_free(void *user, void *state) {
+    (void)user;
+    __atomic_add_fetch(&freed_states, 1, __ATOMIC_SEQ_CST);
+    free(state);
+}
+
+/* value += args[0] (a blob or a ref), returns the new value. Not thread-safe on purpose. */
+static int counter_add(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    counter_state *c = state;
+    int64_t by = nargs ? as_int(&args[0]) : 1;
+    int64_t seen = c->value;
+    if ((seen & 63) == 0) sched_yield();
+    c->value = seen + by;
+    return fl_task_return(ctx, &c->value, sizeof c->value);
+}
+
+/* Waits for the gate, counting how many calls are inside at once. */
+static int counter_wait_gate(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    counter_state *c = state;
+    int64_t inside = __atomic_add_fetch(&c->inside, 1, __ATOMIC_SEQ_CST);
+    int64_t most = __atomic_load_n(&c->most, __ATOMIC_SEQ_CST);
+    while (inside > most && !__atomic_compare_exchange_n(&c->most, &most, inside, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
+    while (!__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE)) pause_ms(1);
+    __atomic_sub_fetch(&c->inside, 1, __ATOMIC_SEQ_CST);
+    int64_t most_now = __atomic_load_n(&c->most, __ATOMIC_SEQ_CST);
+    return fl_task_return(ctx, &most_now, sizeof most_now);
+}
+
+typedef struct {
+    fl_actor actor;
+    int calls;
+    int64_t results[500];
+    int ok;
+} caller;
+
+static void *call_many(void *raw) {
+    caller *c = raw;
+    fl_ref refs[500];
+    c->ok = 1;
+    for (int i = 0; i < c->calls; i++) c->ok &= fl_actor_call(c->actor, counter_add, NULL, 0, &refs[i]) == FL_OK;
+    for (int i = 0; i < c->calls; i++) {
+        c->results[i] = get_int(refs[i]);
+        fl_ref_release(refs[i]);
+    }
+    return NULL;
+}
+
+static void test_actors(fl_runtime rt) {
+    /* A counter called from 4 threads at once: one call at a time, in the order they entered. */
+    int64_t start = 1000;
+    fl_arg init_arg = int_arg(&start);
+    fl_actor counter = NULL;
+    freed_states = 0;
+    CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, &init_arg, 1, NULL, &counter));
+    caller callers[4];
+    pthread_t threads[4];
+    for (int t = 0; t < 4; t++) {
+        callers[t].actor = counter;
+        callers[t].calls = 500;
+        pthread_create(&threads[t], NULL, call_many, &callers[t]);
+    }
+    static unsigned char seen[2001];
+    memset(seen, 0, sizeof seen);
+    int ordered = 1, unique = 1;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(threads[t], NULL);
+        CHECK(callers[t].ok);
+        for (int i = 0; i < 500; i++) {
+            int64_t v = callers[t].results[i];
+            if (i > 0 && v <= callers[t].results[i - 1]) ordered = 0;
+            if (v < 1001 || v > 3000 || seen[v - 1000]++) unique = 0;
+        }
+    }
+    CHECK(ordered); /* each thread's calls ran in its order */
+    CHECK(unique);  /* no lost or doubled update: never two calls at once */
+
+    /* A call waiting for a reference does not let a later call pass it. */
+    gate_open = 0;
+    fl_ref gate = NULL, first = NULL, second = NULL;
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &gate)); /* returns 1 */
+    fl_arg by_gate = ref_arg(gate);
+    int64_t hundred = 100;
+    fl_arg by_hundred = int_arg(&hundred);
+    CHECK_OK(fl_actor_call(counter, counter_add, &by_gate, 1, &first));
+    CHECK_OK(fl_actor_call(counter, counter_add, &by_hundred, 1, &second));
+    pause_ms(20);
+    unsigned char ready[1] = {9};
+    CHECK_RC(FL_ETIMEDOUT, fl_wait(&second, 1, 1, 0, ready)); /* still behind the first */
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    CHECK(get_int(first) == 3001);
+    CHECK(get_int(second) == 3101);
+    fl_ref_release(gate);
+    fl_ref_release(first);
+    fl_ref_release(second);
+
+    /* Kill: calls not started are cancelled; the state is freed once. */
+    gate_open = 0;
+    fl_ref blocked = NULL, pending = NULL;
+    CHECK_OK(fl_actor_call(counter, counter_wait_gate, NULL, 0, &blocked));
+    CHECK_OK(fl_actor_call(counter, counter_add, NULL, 0, &pending));
+    pause_ms(20);
+    CHECK_OK(fl_actor_kill(counter));
+    fl_ref too_late = NULL;
+    CHECK_RC(FL_EHANDLE, fl_actor_call(counter, counter_add, NULL, 0, &too_late));
+    CHECK(too_late == NULL);
+    CHECK_RC(FL_ECANCELED, fl_get(pending, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "killed") != NULL);
+    CHECK(freed_states == 0); /* a call still runs */
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    CHECK_OK(fl_get(blocked, 30, NULL, NULL));
+    for (int i = 0; i < 2000 && __atomic_load_n(&freed_states, __ATOMIC_SEQ_CST) == 0; i++) pause_ms(1);
+    CHECK(freed_states == 1);
+    fl_ref_release(blocked);
+    fl_ref_release(pending);
+
+    /* A failing constructor fails every call, with its message. */
+    int64_t negative = -1;
+    fl_arg bad = int_arg(&negative);
+    fl_actor broken = NULL;
+    fl_ref r = NULL;
+    CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, &bad, 1, NULL, &broken));
+    CHECK_OK(fl_actor_call(broken, counter_add, NULL, 0, &r));
+    CHECK_RC(FL_ESTATE, fl_get(r, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "constructor failed") != NULL);
+    fl_ref_release(r);
+    CHECK_OK(fl_actor_kill(broken));
+
+    /* max_concurrency 2: two calls run at once. */
+    fl_actor_options ao;
+    CHECK_OK(fl_actor_options_init(&ao));
+    CHECK(ao.max_concurrency == 1);
+    ao.max_concurrency = 2;
+    fl_actor pair = NULL;
+    CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, NULL, 0, &ao, &pair));
+    gate_open = 0;
+    fl_ref a = NULL, b = NULL;
+    CHECK_OK(fl_actor_call(pair, counter_wait_gate, NULL, 0, &a));
+    CHECK_OK(fl_actor_call(pair, counter_wait_gate, NULL, 0, &b));
+    pause_ms(50);
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    int64_t most = get_int(a) > get_int(b) ? get_int(a) : get_int(b);
+    CHECK(most == 2);
+    fl_ref_release(a);
+    fl_ref_release(b);
+    CHECK_OK(fl_actor_kill(pair));
+    ao.max_concurrency = 0;
+    CHECK_RC(FL_EINVAL, fl_actor_create(rt, counter_init, NULL, NULL, NULL, 0, &ao, &pair));
+    CHECK_RC(FL_EINVAL, fl_actor_create(rt, NULL, NULL, NULL, NULL, 0, NULL, &pair));
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -338,6 +509,7 @@ int main(void) {
     test_failures_travel(rt);
     test_wait(rt);
     test_bad_input(rt);
+    test_actors(rt);
     test_waiting_does_not_hold_a_worker();
     test_objects_and_refcounts();
     test_shutdown_with_work_in_flight();

@@ -115,6 +115,9 @@ typedef struct fl_pipe_ *fl_pipe;
 /** A runtime of remote tasks and objects (Ray's ray.init()). Create with fl_runtime_create()
  *  or take the default one (fl_runtime_default); end with fl_runtime_shutdown(). */
 typedef struct fl_runtime_ *fl_runtime;
+/** An actor of a runtime: state built by a constructor, and method calls that run against
+ *  it in order (Ray's actor handle). End it with fl_actor_kill(). */
+typedef struct fl_actor_ *fl_actor;
 /** A reference to an object of a runtime: the future result of a remote task, or a value put
  *  into the store (Ray's ObjectRef). Each handle is one reference: release it with
  *  fl_ref_release(); the object is freed when its last reference and last task using it are
@@ -323,6 +326,29 @@ typedef struct fl_remote_options {
      *  `max_retries` times (Ray's retry_exceptions). Default 0. */
     int retry_on_error;
 } fl_remote_options;
+
+/**
+ * An actor's constructor (fl_actor_create): builds the state from `args` (as for a remote
+ * task) and stores it in `*state`. Return 0, or a non-zero code: then every call of the actor
+ * fails with FL_ESTATE ("the actor's constructor failed: ..."). Runs on a worker thread.
+ */
+typedef int (*fl_actor_init_fn)(void *user, const fl_blob *args, size_t nargs, void **state);
+
+/** Frees an actor's state when the actor ends (after fl_actor_kill and its last running call). */
+typedef void (*fl_actor_free_fn)(void *user, void *state);
+
+/**
+ * Options of fl_actor_create(). Fill with fl_actor_options_init() first; NULL means the
+ * defaults.
+ */
+typedef struct fl_actor_options {
+    /** sizeof(fl_actor_options), set by fl_actor_options_init(). */
+    size_t size;
+    /** How many calls may run at once (Ray's max_concurrency). 1 (the default): one at a time,
+     *  in submission order. Above 1, calls start in submission order and may overlap, so the
+     *  methods must synchronize their use of the state. */
+    int max_concurrency;
+} fl_actor_options;
 
 /** Counters of a runtime (fl_runtime_get_stats). */
 typedef struct fl_runtime_stats {

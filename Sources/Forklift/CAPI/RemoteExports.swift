@@ -234,3 +234,101 @@ public func fl_runtime_get_stats(_ runtime: fl_runtime?, _ stats: UnsafeMutableP
         return FL_OK
     }
 }
+
+/// Fills `options` with the defaults (max_concurrency 1). Returns FL_OK, or FL_EINVAL if
+/// options is NULL. Thread-safe.
+@_cdecl("fl_actor_options_init")
+public func fl_actor_options_init(_ options: UnsafeMutablePointer<fl_actor_options>?) -> CInt {
+    var defaults = fl_actor_options()
+    defaults.max_concurrency = 1
+    return initializeOptions(options, defaults, size: \.size)
+}
+
+/// Creates an actor (Actor.remote(...)) and stores its handle in `*actor`, at once: its
+/// constructor `init(user, args, nargs, &state)` runs on a worker as the actor's first call
+/// (arguments as for fl_remote, references included). Calls then run against the state, one
+/// at a time in submission order unless options.max_concurrency says otherwise. `free_state`
+/// (may be NULL) frees the state after fl_actor_kill. `options` may be NULL.
+/// Errors: FL_EINVAL (init or actor NULL, bad arguments or options), FL_EHANDLE, FL_ESTATE
+/// (runtime shut down), FL_ENOMEM. Thread-safe.
+@_cdecl("fl_actor_create")
+public func fl_actor_create(_ runtime: fl_runtime?, _ initialize: fl_actor_init_fn?, _ free_state: fl_actor_free_fn?,
+                            _ user: UnsafeMutableRawPointer?, _ args: UnsafePointer<fl_arg>?, _ nargs: size_t,
+                            _ options: UnsafePointer<fl_actor_options>?,
+                            _ actor: UnsafeMutablePointer<fl_actor?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(actor, "actor")
+        out.pointee = nil
+        let initialize = try Check.required(initialize, "init")
+        if nargs > 0 { _ = try Check.required(args, "args") }
+        var concurrency = 1
+        if let options {
+            guard options.pointee.size == MemoryLayout<fl_actor_options>.size else {
+                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_actor_options_init")
+            }
+            guard options.pointee.max_concurrency >= 1 else { throw Failure(FL_EINVAL, "max_concurrency must be at least 1") }
+            concurrency = Int(options.pointee.max_concurrency)
+        }
+        return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
+            var arguments = try RemoteArguments(args, nargs)
+            let created = RemoteActor(runtime: runtime, maxConcurrency: concurrency, construct: initialize,
+                                      freeState: free_state, user: user)
+            let constructor = RemoteTask(fn: RemoteActor.constructorTask, user: Unmanaged.passUnretained(created).toOpaque(),
+                                         arguments: arguments.list, blobBytes: arguments.takeBytes(),
+                                         output: RemoteObject(store: runtime.store), options: RemoteOptions(),
+                                         runtime: runtime, actor: created, constructsActor: true)
+            let handle = try Registry.actors.register(created)
+            do throws(Failure) {
+                try created.submit(constructor)
+            } catch {
+                try? Registry.actors.destroy(cHandle(handle), "actor")
+                throw error
+            }
+            out.pointee = cHandle(handle)
+            return FL_OK
+        }
+    }
+}
+
+/// Calls `method(state, args, nargs, ctx)` on the actor (actor.method.remote(...)) and stores
+/// a reference to its result in `*ref`, at once. Calls run after the constructor, in the order
+/// they were made (each waits for its reference arguments without holding a worker or letting
+/// later calls pass). Errors: FL_EINVAL, FL_EHANDLE (actor, or a reference argument; also after
+/// fl_actor_kill), FL_ESTATE (runtime shut down), FL_ENOMEM. Thread-safe: calls from several
+/// threads are ordered as they enter.
+@_cdecl("fl_actor_call")
+public func fl_actor_call(_ actor: fl_actor?, _ method: fl_remote_fn?, _ args: UnsafePointer<fl_arg>?, _ nargs: size_t,
+                          _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(ref, "ref")
+        out.pointee = nil
+        let method = try Check.required(method, "method")
+        if nargs > 0 { _ = try Check.required(args, "args") }
+        return try Registry.actors.with(actor, "actor") { actor throws(Failure) in
+            var arguments = try RemoteArguments(args, nargs)
+            let output = RemoteObject(store: actor.runtime.store)
+            let call = RemoteTask(fn: method, user: nil, arguments: arguments.list, blobBytes: arguments.takeBytes(),
+                                  output: output, options: RemoteOptions(), runtime: actor.runtime, actor: actor)
+            let handle = try Registry.refs.register(output)
+            do throws(Failure) {
+                try actor.submit(call)
+            } catch {
+                try? Registry.refs.destroy(cHandle(handle), "ref")
+                throw error
+            }
+            out.pointee = cHandle(handle)
+            return FL_OK
+        }
+    }
+}
+
+/// Ends the actor (ray.kill): calls that have not started resolve as FL_ECANCELED, running ones
+/// finish, then `free_state` frees the state; the handle is freed at once. References to its
+/// calls stay valid until released. Errors: FL_EHANDLE. Thread-safe.
+@_cdecl("fl_actor_kill")
+public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
+    withStatus { () throws(Failure) in
+        try Registry.actors.destroy(actor, "actor") { actor in actor.kill() }
+        return FL_OK
+    }
+}

@@ -17,6 +17,7 @@ enum HandleKind: UInt64 {
     case pipe = 0x43  // 'C'
     case runtime = 0x54  // 'T'
     case ref = 0x4F  // 'O'
+    case actor = 0x41  // 'A'
 }
 
 /// Maps opaque C handles to live objects and validates every handle on use.

@@ -28,4 +28,6 @@ enum Registry {
     static let runtimes = HandleTable<RemoteRuntime>(kind: .runtime)
     /// References to remote objects held by the caller.
     static let refs = HandleTable<RemoteObject>(kind: .ref)
+    /// Actors not killed.
+    static let actors = HandleTable<RemoteActor>(kind: .actor)
 }

@@ -55,28 +55,31 @@ final class RemoteRuntime {
         task.start()
     }
 
-    /// Queues a task whose arguments are ready.
+    /// Queues a task whose arguments are ready; if the pool refuses it, the task resolves as
+    /// cancelled (shut down) or failed.
     func schedule(_ task: RemoteTask) {
+        if let failure = enqueue(task) {
+            task.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
+                        message: failure.code == FL_ESTATE ? "runtime shut down before the task ran" : failure.message)
+        }
+    }
+
+    /// Hands a task to the pool; returns why not, if it could not.
+    func enqueue(_ task: RemoteTask) -> Failure? {
+        let retained = Unmanaged.passRetained(task)
         do throws(Failure) {
-            let retained = Unmanaged.passRetained(task)
-            let node: UnsafeMutablePointer<fls_node>
-            do throws(Failure) {
-                node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask, user: retained.toOpaque(),
+            let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask, user: retained.toOpaque(),
                                           arg: nil, length: 0)
-            } catch {
-                retained.release()
-                throw error
-            }
             do throws(Failure) {
                 try pool.submit(node)
             } catch {
                 TaskNodes.free(node)
-                retained.release()
                 throw error
             }
+            return nil
         } catch {
-            task.finish(status: error.code == FL_ESTATE ? FL_ECANCELED : error.code, code: error.code,
-                        message: error.code == FL_ESTATE ? "runtime shut down before the task ran" : error.message)
+            retained.release()
+            return error
         }
     }
 

@@ -22,10 +22,17 @@ final class RemoteTask {
     let output: RemoteObject
     let options: RemoteOptions
     let runtime: RemoteRuntime
+    /// The actor this is a call (or the constructor) of; nil for a plain task.
+    let actor: RemoteActor?
+    /// Whether this is the actor's constructor rather than a method call.
+    let constructsActor: Bool
     private let pending: UnsafeMutablePointer<UInt32>
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
-         output: RemoteObject, options: RemoteOptions, runtime: RemoteRuntime) {
+         output: RemoteObject, options: RemoteOptions, runtime: RemoteRuntime, actor: RemoteActor? = nil,
+         constructsActor: Bool = false) {
+        self.actor = actor
+        self.constructsActor = constructsActor
         self.fn = fn
         self.user = user
         self.arguments = arguments
@@ -57,21 +64,42 @@ final class RemoteTask {
     /// One argument resolved (or the submission finished registering).
     func dependencyResolved() {
         guard fls_atomic_sub_u32(pending, 1) == 1 else { return }
-        for (index, argument) in arguments.enumerated() {
-            guard case .object(let object) = argument, let failure = object.failure else { continue }
-            // The cause travels on: same status and code, its message behind this one.
-            finish(status: ResultSlot.status(object.slot), code: failure.code,
-                   message: "argument \(index) failed: \(failure.message)")
+        // An actor runs its calls in order: the actor decides when (it checks arguments then).
+        if let actor {
+            actor.argumentsReady(self)
             return
         }
+        if failArgumentCause() { return }
         runtime.schedule(self)
+    }
+
+    /// If an argument failed, fails the task with that cause (same status and code, its message
+    /// behind this one) and returns true.
+    func failArgumentCause() -> Bool {
+        for (index, argument) in arguments.enumerated() {
+            guard case .object(let object) = argument, let failure = object.failure else { continue }
+            finish(status: ResultSlot.status(object.slot), code: failure.code,
+                   message: "argument \(index) failed: \(failure.message)")
+            return true
+        }
+        return false
     }
 
     /// Runs the function on the calling worker thread and resolves the output.
     func run() {
+        defer { actor?.callEnded() }
         if runtime.isShutDown {
             finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
             return
+        }
+        if actor != nil && failArgumentCause() { return }
+        var user = self.user
+        if let actor, !constructsActor {
+            if let failure = actor.constructorFailure {
+                finish(status: FL_ESTATE, code: failure.code, message: "the actor's constructor failed: \(failure.message)")
+                return
+            }
+            user = actor.state
         }
         runtime.taskRunning(1)
         defer { runtime.taskRunning(-1) }
@@ -105,6 +133,7 @@ final class RemoteTask {
         // ready also sees the counters and the argument objects' references updated.
         runtime.finished(failed: outcome.status != FL_OK)
         arguments = []
+        if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
         output.resolve(taking: &outcome)
     }
 
@@ -112,6 +141,7 @@ final class RemoteTask {
     func finish(status: Int32, code: Int32, message: String) {
         runtime.finished(failed: true)
         arguments = []
+        if constructsActor, let actor { actor.constructed(failure: Failure(status, message)) }
         output.fail(status, code: code, message: message)
     }
 

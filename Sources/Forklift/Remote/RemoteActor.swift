@@ -1,0 +1,146 @@
+import CForklift
+
+/// An actor (`fl_actor`): state built by a constructor, and calls that run against it one at a
+/// time in submission order (or up to `maxConcurrency` at once), each a remote task whose
+/// `user` is the state.
+///
+/// Calls (the constructor first) wait in `queue` in submission order. A call whose arguments
+/// have resolved is marked ready; `pump` starts calls from the head while the head is ready and
+/// fewer than `maxConcurrency` run, so a call never overtakes an earlier one. A call that
+/// ends lets `pump` start the next. `kill` cancels the calls that have not started and frees
+/// the state once the running ones have ended.
+final class RemoteActor {
+    let runtime: RemoteRuntime
+    private let maxConcurrency: Int
+    private let construct: fl_actor_init_fn
+    private let freeState: fl_actor_free_fn?
+    private let user: UnsafeMutableRawPointer?
+    private let lock = Lock()
+    private var queue: [RemoteTask] = []
+    private var head = 0
+    private var ready: Set<ObjectIdentifier> = []
+    private var running = 0
+    private var killed = false
+    private var stateFreed = false
+    /// The state the constructor made (valid once it has run).
+    private(set) var state: UnsafeMutableRawPointer?
+    /// Set when the constructor failed.
+    private(set) var constructorFailure: Failure?
+    /// Whether the constructor has ended: no call starts before.
+    private var constructorDone = false
+
+    init(runtime: RemoteRuntime, maxConcurrency: Int, construct: fl_actor_init_fn, freeState: fl_actor_free_fn?,
+         user: UnsafeMutableRawPointer?) {
+        self.runtime = runtime
+        self.maxConcurrency = maxConcurrency
+        self.construct = construct
+        self.freeState = freeState
+        self.user = user
+    }
+
+    /// Queues a call (or the constructor) behind the earlier ones, then lets its arguments
+    /// resolve. Throws if the actor was killed.
+    func submit(_ call: RemoteTask) throws(Failure) {
+        try lock.withLock { () throws(Failure) in
+            guard !killed else { throw Failure(FL_ESTATE, "the actor was killed") }
+            queue.append(call)
+        }
+        try runtime.submit(call)
+    }
+
+    /// The constructor ran: keep its failure, if any.
+    func constructed(failure: Failure?) {
+        lock.withLock {
+            constructorFailure = failure
+            constructorDone = true
+        }
+    }
+
+    /// The constructor's task function: `user` is the actor (kept alive by the task).
+    static let constructorTask: fl_remote_fn = { user, args, count, _ in
+        let actor = Unmanaged<RemoteActor>.fromOpaque(user!).takeUnretainedValue()
+        var made: UnsafeMutableRawPointer?
+        let code = actor.construct(actor.user, args, count, &made)
+        // Calls start only after the constructor has ended, so they see the state.
+        actor.lock.withLock { actor.state = made }
+        return code
+    }
+
+    /// A queued call's arguments have resolved.
+    func argumentsReady(_ call: RemoteTask) {
+        let known: Bool = lock.withLock {
+            guard !killed else { return false }
+            ready.insert(ObjectIdentifier(call))
+            return true
+        }
+        if known { pump() }
+    }
+
+    /// A call started by `pump` has ended.
+    func callEnded() {
+        let free: Bool = lock.withLock {
+            running -= 1
+            return killed && running == 0 && takeStateForFreeing()
+        }
+        if free { freeNow() }
+        pump()
+    }
+
+    /// Starts calls from the head of the queue while allowed.
+    private func pump() {
+        while true {
+            let next: RemoteTask? = lock.withLock {
+                // Until the constructor (the first call) has ended, it runs alone.
+                guard !killed, running < (constructorDone ? maxConcurrency : 1), head < queue.count,
+                      ready.remove(ObjectIdentifier(queue[head])) != nil else { return nil }
+                let call = queue[head]
+                head += 1
+                if head > 64 && head * 2 > queue.count {
+                    queue.removeFirst(head)
+                    head = 0
+                }
+                running += 1
+                return call
+            }
+            guard let next else { return }
+            if let failure = runtime.enqueue(next) {
+                next.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
+                            message: failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message)
+                let free: Bool = lock.withLock {
+                    running -= 1
+                    return killed && running == 0 && takeStateForFreeing()
+                }
+                if free { freeNow() }
+            }
+        }
+    }
+
+    /// Ends the actor: calls not started resolve as cancelled; the state is freed once the
+    /// running calls have ended.
+    func kill() {
+        let (cancelled, free): ([RemoteTask], Bool) = lock.withLock {
+            guard !killed else { return ([], false) }
+            killed = true
+            let waiting = Array(queue[head...])
+            queue = []
+            head = 0
+            ready.removeAll()
+            return (waiting, running == 0 && takeStateForFreeing())
+        }
+        for call in cancelled {
+            call.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "the actor was killed before the call ran")
+        }
+        if free { freeNow() }
+    }
+
+    /// Whether the state is to be freed now (once). Call with `lock` held.
+    private func takeStateForFreeing() -> Bool {
+        guard !stateFreed else { return false }
+        stateFreed = true
+        return true
+    }
+
+    private func freeNow() {
+        if let freeState, let state, constructorFailure == nil { freeState(user, state) }
+    }
+}
