@@ -227,6 +227,15 @@ def main():
              native("forklift", "R2", n_r), n_r,
              [("ray", [python, ray_script, "W2", n_w2_ray], ray_runs, n_w2_ray)],
              "Forklift: fl_remote + fl_get + fl_ref_release per task; Ray: ray.get(f.remote())")
+    n_w6_ray = 1_000 if quick else 5_000
+    workload("W6s", "actor calls, one at a time (call, get)", "calls/s", True,
+             native("forklift", "W6s", n_r), n_r,
+             [("ray", [python, ray_script, "W6s", n_w6_ray], ray_runs, n_w6_ray)],
+             "Forklift: fl_actor_call + fl_get + fl_ref_release on a counter actor; Ray: ray.get(c.increment.remote())")
+    workload("W6p", "actor calls, pipelined (all calls, then get each)", "calls/s", True,
+             native("forklift", "W6p", n_r), n_r,
+             [("ray", [python, ray_script, "W6p", n_w6_ray], ray_runs, n_w6_ray)],
+             "Forklift: N fl_actor_call, then fl_get each; Ray: ray.get([c.increment.remote() for _ in range(N)])")
     workload("W8", "put then get of a small object", "µs", False,
              native("forklift", "W8", n_r * 10), n_r * 10,
              [("ray", [python, ray_script, "W8", n_w8_ray], ray_runs, n_w8_ray)],

@@ -229,6 +229,54 @@ static int remote_noop(void *user, const fl_blob *args, size_t nargs, fl_task_ct
     return 0;
 }
 
+static int actor_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    (void)user; (void)args; (void)nargs;
+    *state = calloc(1, sizeof(int64_t));
+    return 0;
+}
+
+static void actor_free(void *user, void *state) {
+    (void)user;
+    free(state);
+}
+
+static int actor_increment(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    int64_t *count = state;
+    ++*count;
+    return fl_task_return(ctx, count, sizeof *count);
+}
+
+/* W6: calls on one actor: W6s one call at a time (call, get), W6p all calls first, then get
+ * each (calls/s). */
+static double actor_bench(const char *mode, long n) {
+    fl_runtime rt = NULL;
+    fl_runtime_create(NULL, &rt);
+    fl_actor actor = NULL;
+    fl_actor_create(rt, actor_init, actor_free, NULL, NULL, 0, NULL, &actor);
+    double t0 = bench_now();
+    if (strcmp(mode, "W6s") == 0) {
+        for (long i = 0; i < n; i++) {
+            fl_ref r = NULL;
+            fl_actor_call(actor, actor_increment, NULL, 0, &r);
+            fl_get(r, FL_FOREVER, NULL, NULL);
+            fl_ref_release(r);
+        }
+    } else {
+        fl_ref *refs = malloc((size_t)n * sizeof *refs);
+        for (long i = 0; i < n; i++) fl_actor_call(actor, actor_increment, NULL, 0, &refs[i]);
+        for (long i = 0; i < n; i++) {
+            fl_get(refs[i], FL_FOREVER, NULL, NULL);
+            fl_ref_release(refs[i]);
+        }
+        free(refs);
+    }
+    double value = n / (bench_now() - t0);
+    fl_actor_kill(actor);
+    fl_runtime_shutdown(rt);
+    return value;
+}
+
 static double remote_bench(const char *mode, long n) {
     fl_runtime rt = NULL;
     fl_runtime_create(NULL, &rt);
@@ -278,6 +326,10 @@ int main(int argc, char **argv) {
         uint64_t s = 0;
         for (int i = 0; i < 200; i++) s += bench_spin((uint64_t)i, (uint64_t)n);
         printf("%.9f\n", (bench_now() - t0) / 200 + (double)(s & 1) * 1e-12);
+        return 0;
+    }
+    if (strcmp(argv[1], "W6s") == 0 || strcmp(argv[1], "W6p") == 0) {
+        printf("%.6g\n", actor_bench(argv[1], n));
         return 0;
     }
     if (strcmp(argv[1], "R1") == 0 || strcmp(argv[1], "R2") == 0 || strcmp(argv[1], "W8") == 0) {

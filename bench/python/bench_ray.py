@@ -1,4 +1,4 @@
-"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4|W5|W8 N   prints one number."""
+"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4|W5|W6s|W6p|W8 N   prints one number."""
 import os
 import sys
 import time
@@ -9,6 +9,16 @@ import ray
 @ray.remote
 def checksum(array):
     return int(array.sum(dtype="uint64"))
+
+
+@ray.remote
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    def increment(self):
+        self.count += 1
+        return self.count
 
 
 @ray.remote
@@ -70,6 +80,16 @@ def main():
         got = ray.get(checksum.remote(data))  # put into the object store, mapped by the worker
         value = n / (time.perf_counter() - t0) / 2**30
         assert got == expected
+    elif workload in ("W6s", "W6p"):
+        counter = Counter.remote()
+        ray.get(counter.increment.remote())
+        t0 = time.perf_counter()
+        if workload == "W6s":
+            for _ in range(n):
+                ray.get(counter.increment.remote())
+        else:
+            ray.get([counter.increment.remote() for _ in range(n)])
+        value = n / (time.perf_counter() - t0)
     elif workload == "W8":
         t0 = time.perf_counter()
         for i in range(n):

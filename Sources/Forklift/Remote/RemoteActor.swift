@@ -18,7 +18,6 @@ final class RemoteActor {
     private let lock = Lock()
     private var queue: [RemoteTask] = []
     private var head = 0
-    private var ready: Set<ObjectIdentifier> = []
     private var running = 0
     private var killed = false
     private var stateFreed = false
@@ -70,38 +69,45 @@ final class RemoteActor {
     func argumentsReady(_ call: RemoteTask) {
         let known: Bool = lock.withLock {
             guard !killed else { return false }
-            ready.insert(ObjectIdentifier(call))
+            call.argumentsAreReady = true
             return true
         }
         if known { pump() }
     }
 
-    /// A call started by `pump` has ended.
-    func callEnded() {
-        let free: Bool = lock.withLock {
+    /// A call has ended on a worker: returns the next call for that worker to run right away,
+    /// if the head is ready (so a busy actor does not pay a queue hop per call), else nil after
+    /// starting what may start.
+    func callEnded() -> RemoteTask? {
+        let (next, free): (RemoteTask?, Bool) = lock.withLock {
             running -= 1
-            return killed && running == 0 && takeStateForFreeing()
+            if let call = takeHead() { return (call, false) }
+            return (nil, killed && running == 0 && takeStateForFreeing())
         }
         if free { freeNow() }
-        pump()
+        if next == nil { pump() }
+        return next
+    }
+
+    /// Pops the head call if it may start now, counting it as running. Call with `lock` held.
+    private func takeHead() -> RemoteTask? {
+        // Until the constructor (the first call) has ended, it runs alone.
+        guard !killed, running < (constructorDone ? maxConcurrency : 1), head < queue.count,
+              queue[head].argumentsAreReady else { return nil }
+        let call = queue[head]
+        head += 1
+        if head > 64 && head * 2 > queue.count {
+            queue.removeFirst(head)
+            head = 0
+        }
+        running += 1
+        return call
     }
 
     /// Starts calls from the head of the queue while allowed.
     private func pump() {
         while true {
-            let next: RemoteTask? = lock.withLock {
-                // Until the constructor (the first call) has ended, it runs alone.
-                guard !killed, running < (constructorDone ? maxConcurrency : 1), head < queue.count,
-                      ready.remove(ObjectIdentifier(queue[head])) != nil else { return nil }
-                let call = queue[head]
-                head += 1
-                if head > 64 && head * 2 > queue.count {
-                    queue.removeFirst(head)
-                    head = 0
-                }
-                running += 1
-                return call
-            }
+            let next: RemoteTask? = lock.withLock { takeHead() }
             guard let next else { return }
             if let failure = runtime.enqueue(next) {
                 next.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
@@ -124,7 +130,6 @@ final class RemoteActor {
             let waiting = Array(queue[head...])
             queue = []
             head = 0
-            ready.removeAll()
             return (waiting, running == 0 && takeStateForFreeing())
         }
         for call in cancelled {

@@ -85,8 +85,13 @@ final class RemoteRuntime {
 
     /// Runs the task a node carries (the node's reference comes with it). The pool is only
     /// ever closed and drained, never terminated, so every node runs.
+    /// An actor's calls go on running here while its next one is ready.
     private static let runTask: fl_task_fn = { user, _, _, _ in
-        Unmanaged<RemoteTask>.fromOpaque(user!).takeRetainedValue().run()
+        var task: RemoteTask? = Unmanaged<RemoteTask>.fromOpaque(user!).takeRetainedValue()
+        while let current = task {
+            current.run()
+            task = current.actor?.callEnded()
+        }
         return 0
     }
 

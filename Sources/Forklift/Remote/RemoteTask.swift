@@ -26,6 +26,8 @@ final class RemoteTask {
     let actor: RemoteActor?
     /// Whether this is the actor's constructor rather than a method call.
     let constructsActor: Bool
+    /// An actor call whose arguments have resolved (guarded by the actor's lock).
+    var argumentsAreReady = false
     private let pending: UnsafeMutablePointer<UInt32>
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
@@ -87,7 +89,6 @@ final class RemoteTask {
 
     /// Runs the function on the calling worker thread and resolves the output.
     func run() {
-        defer { actor?.callEnded() }
         if runtime.isShutDown {
             finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
             return
