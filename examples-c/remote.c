@@ -1,4 +1,4 @@
-/* The seed's Ray example, and a small task graph passing references.
+/* The seed's Ray example, a small task graph passing references, and an actor counter.
  *
  *   ray.init()
  *   @ray.remote
@@ -14,6 +14,7 @@
 #include <forklift.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -43,6 +44,25 @@ static int add(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     (void)user; (void)nargs;
     int64_t sum = value_of(&args[0]) + value_of(&args[1]);
     return fl_task_return(ctx, &sum, sizeof sum);
+}
+
+/* An actor: a counter whose state lives between calls. */
+static int counter_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    (void)user; (void)args; (void)nargs;
+    *state = calloc(1, sizeof(int64_t));
+    return *state ? 0 : 1;
+}
+
+static void counter_free(void *user, void *state) {
+    (void)user;
+    free(state);
+}
+
+static int counter_increment(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    int64_t *count = state;
+    ++*count;
+    return fl_task_return(ctx, count, sizeof *count);
 }
 
 int main(void) {
@@ -85,6 +105,23 @@ int main(void) {
     int64_t sum;
     memcpy(&sum, data, sizeof sum);
     printf("add(add(f(0), f(1)), f(2)) = %lld\n", (long long)sum);
+
+    /* counter = Counter.remote(); [counter.increment.remote() for _ in range(5)] */
+    fl_actor counter = NULL;
+    fl_actor_create(ray, counter_init, counter_free, NULL, NULL, 0, NULL, &counter);
+    fl_ref calls[5];
+    for (int i = 0; i < 5; i++) fl_actor_call(counter, counter_increment, NULL, 0, &calls[i]);
+    printf("counter = [");
+    for (int i = 0; i < 5; i++) {
+        const void *count = NULL;
+        fl_get(calls[i], FL_FOREVER, &count, NULL);
+        int64_t value;
+        memcpy(&value, count, sizeof value);
+        printf("%s%lld", i ? ", " : "", (long long)value);
+        fl_ref_release(calls[i]);
+    }
+    printf("]\n");
+    fl_actor_kill(counter);
 
     for (int i = 0; i < 4; i++) fl_ref_release(result_ids[i]);
     fl_ref_release(partial);
