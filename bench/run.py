@@ -266,7 +266,7 @@ def main():
 
 
 def fmt(value, unit):
-    if unit in ("tasks/s", "elements/s"):
+    if unit in ("tasks/s", "elements/s", "calls/s"):
         for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if value >= scale:
                 return f"{value / scale:.3g} {suffix}{unit}"
