@@ -204,30 +204,31 @@ void fls_event_clear(fls_sync *sync) {
 
 int fls_event_is_set(fls_sync *sync) { return __atomic_load_n(&sync->value, __ATOMIC_ACQUIRE) != 0; }
 
-int fls_event_wait(fls_sync *sync, int64_t deadline_ns) {
+/* Takes the mutex and waits until `value` is non-zero: FL_OK (the mutex held) or
+ * FL_ETIMEDOUT (released). */
+static int take_when_positive(fls_sync *sync, int64_t deadline_ns) {
     take(&sync->mutex, -1);
-    int status = FL_OK;
     while (sync->value == 0) {
         if (wait_changed(sync, deadline_ns) == ETIMEDOUT && sync->value == 0) {
-            status = FL_ETIMEDOUT;
-            break;
+            pthread_mutex_unlock(&sync->mutex);
+            return FL_ETIMEDOUT;
         }
     }
-    pthread_mutex_unlock(&sync->mutex);
+    return FL_OK;
+}
+
+int fls_event_wait(fls_sync *sync, int64_t deadline_ns) {
+    int status = take_when_positive(sync, deadline_ns);
+    if (status == FL_OK) pthread_mutex_unlock(&sync->mutex);
     return status;
 }
 
 int fls_semaphore_acquire(fls_sync *sync, int64_t deadline_ns) {
-    take(&sync->mutex, -1);
-    int status = FL_OK;
-    while (sync->value == 0) {
-        if (wait_changed(sync, deadline_ns) == ETIMEDOUT && sync->value == 0) {
-            status = FL_ETIMEDOUT;
-            break;
-        }
+    int status = take_when_positive(sync, deadline_ns);
+    if (status == FL_OK) {
+        sync->value--;
+        pthread_mutex_unlock(&sync->mutex);
     }
-    if (status == FL_OK) sync->value--;
-    pthread_mutex_unlock(&sync->mutex);
     return status;
 }
 
