@@ -8,14 +8,6 @@ import XCTest
 /// The process backend and the inter-process objects, driven through the C entry points from
 /// several threads (so the sanitizer runs of this suite cover the parent's side of them).
 final class ProcessTests: XCTestCase {
-    /// A thread running a closure.
-    private final class Body: ThreadBody {
-        let work: () -> Void
-        init(_ work: @escaping () -> Void) { self.work = work }
-        func run() { work() }
-    }
-
-    private func thread(_ work: @escaping () -> Void) -> UInt64 { try! OSThread.start(Body(work)) }
 
     /// Squares an Int64; a negative argument kills the worker process.
     private static let square: fl_task_fn = { _, arg, _, ctx in
@@ -41,7 +33,7 @@ final class ProcessTests: XCTestCase {
         let outcome = Outcome()
         let pointer = UInt(bitPattern: UnsafeRawPointer(pool!))
         let threads = (0..<3).map { t in
-            thread {
+            startThread {
                 let pool = fl_pool(bitPattern: pointer)
                 for i in 0..<200 {
                     var x = Int64(t * 1000 + i)
@@ -83,7 +75,7 @@ final class ProcessTests: XCTestCase {
         let counterAddress = UInt(bitPattern: counter)
         // Two threads add under the lock; one echoes pipe messages; all report on the semaphore.
         var workers = (0..<2).map { _ in
-            thread {
+            startThread {
                 let lock = fl_lock(bitPattern: handles.1)
                 let counter = UnsafeMutablePointer<Int>(bitPattern: counterAddress)!
                 _ = fl_event_wait(fl_event(bitPattern: handles.2), FL_FOREVER)
@@ -95,7 +87,7 @@ final class ProcessTests: XCTestCase {
                 _ = fl_semaphore_release(fl_semaphore(bitPattern: handles.3))
             }
         }
-        workers.append(thread {
+        workers.append(startThread {
             let end = fl_pipe(bitPattern: handles.0)
             var value: Int64 = 0
             var length = 0

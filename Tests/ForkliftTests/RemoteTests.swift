@@ -8,12 +8,6 @@ import XCTest
 /// The Remote engine driven through the C entry points from several threads (so the sanitizer
 /// runs of this suite cover dataflow, resolution and shutdown races).
 final class RemoteTests: XCTestCase {
-    private final class Body: ThreadBody {
-        let work: () -> Void
-        init(_ work: @escaping () -> Void) { self.work = work }
-        func run() { work() }
-    }
-
     /// The sum of the int64 arguments.
     private static let sum: fl_remote_fn = { _, args, count, ctx in
         var total: Int64 = 0
@@ -39,7 +33,7 @@ final class RemoteTests: XCTestCase {
         defer { wrong.deallocate() }
         let wrongAddress = UInt(bitPattern: wrong)
         let threads = (0..<3).map { t in
-            try! OSThread.start(Body {
+            startThread {
                 let runtime = fl_runtime(bitPattern: address)
                 let wrong = UnsafeMutablePointer<Int>(bitPattern: wrongAddress)!
                 var one: Int64 = 1
@@ -57,7 +51,7 @@ final class RemoteTests: XCTestCase {
                 }
                 if Self.value(chain) != 300 { wrong[t] += 1 }
                 _ = fl_ref_release(chain)
-            })
+            }
         }
         threads.forEach(OSThread.join)
         XCTAssertEqual(wrong[0] + wrong[1] + wrong[2], 0)
@@ -99,7 +93,7 @@ final class RemoteTests: XCTestCase {
         defer { disorder.deallocate() }
         let disorderAddress = UInt(bitPattern: disorder)
         let threads = (0..<3).map { t in
-            try! OSThread.start(Body {
+            startThread {
                 let actor = fl_actor(bitPattern: address)
                 let disorder = UnsafeMutablePointer<Int>(bitPattern: disorderAddress)!
                 var refs: [fl_ref?] = Array(repeating: nil, count: 200)
@@ -111,7 +105,7 @@ final class RemoteTests: XCTestCase {
                     last = value
                     _ = fl_ref_release(ref)
                 }
-            })
+            }
         }
         threads.forEach(OSThread.join)
         XCTAssertEqual(disorder[0] + disorder[1] + disorder[2], 0)
