@@ -1358,6 +1358,16 @@ int fl_actor_call(fl_actor actor, fl_remote_fn method, const fl_arg *args, size_
  */
 int fl_actor_kill(fl_actor actor);
 
+/**
+ * Cancels the task whose result `ref` names (ray.cancel): its object resolves as FL_ECANCELED
+ * at once ("the task was cancelled"); a task that has not started never runs (an actor call
+ * is skipped in its turn); a running task finishes on its own, and fl_task_cancelled() tells
+ * it to stop early. No effect once the task has finished. Tasks depending on the object fail
+ * with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
+ * FL_EHANDLE. Thread-safe.
+ */
+int fl_cancel(fl_ref ref);
+
 #ifdef __cplusplus
 }
 #endif

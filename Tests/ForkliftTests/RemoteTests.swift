@@ -123,4 +123,31 @@ final class RemoteTests: XCTestCase {
         }
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
     }
+
+    /// Cancels from another thread while tasks are submitted and run: every task ends once.
+    func testCancelWhileTasksRun() {
+        var runtime: fl_runtime?
+        XCTAssertEqual(fl_runtime_create(nil, &runtime), FL_OK)
+        var refs: [fl_ref?] = Array(repeating: nil, count: 400)
+        var one: Int64 = 1
+        var previous: fl_ref?
+        for i in 0..<400 {
+            withUnsafePointer(to: &one) { one in
+                var args = [fl_arg(data: nil, len: 0, ref: previous), fl_arg(data: one, len: 8, ref: nil)]
+                _ = fl_remote(runtime, Self.sum, nil, &args, previous == nil ? 0 : 2, nil, &refs[i])
+            }
+            previous = refs[i]
+        }
+        let addresses = refs.map { UInt(bitPattern: UnsafeRawPointer($0!)) }
+        let canceller = startThread {
+            for i in stride(from: 399, through: 0, by: -7) { _ = fl_cancel(fl_ref(bitPattern: addresses[i])) }
+        }
+        OSThread.join(canceller)
+        for ref in refs {
+            let status = fl_get(ref, 30, nil, nil)
+            XCTAssertTrue(status == FL_OK || status == FL_ECANCELED)
+        }
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        for ref in refs { _ = fl_ref_release(ref) }
+    }
 }

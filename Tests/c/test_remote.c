@@ -498,6 +498,66 @@ static void test_actors(fl_runtime rt) {
     CHECK_RC(FL_EINVAL, fl_actor_create(rt, NULL, NULL, NULL, NULL, 0, NULL, &pair));
 }
 
+/* ---- cancel ---- */
+
+static int ran_count;
+
+static int count_run(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    __atomic_add_fetch(&ran_count, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+/* Runs until fl_task_cancelled says stop (or 30 s). */
+static int until_cancelled(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    for (int i = 0; i < 30000 && !fl_task_cancelled(ctx); i++) pause_ms(1);
+    int64_t stopped = fl_task_cancelled(ctx);
+    return fl_task_return(ctx, &stopped, sizeof stopped);
+}
+
+static void test_cancel(void) {
+    fl_runtime_options o;
+    fl_runtime_options_init(&o);
+    o.workers = 1;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&o, &rt));
+    gate_open = 0;
+    ran_count = 0;
+    fl_ref blocker = NULL, queued = NULL, waiting = NULL, dependent = NULL, value = NULL;
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &blocker)); /* holds the one worker */
+    CHECK_OK(fl_remote(rt, count_run, NULL, NULL, 0, NULL, &queued));     /* queued behind it */
+    fl_arg dep = ref_arg(blocker);
+    CHECK_OK(fl_remote(rt, count_run, NULL, &dep, 1, NULL, &waiting));    /* waits for its argument */
+    CHECK_OK(fl_cancel(queued));
+    CHECK_OK(fl_cancel(waiting));
+    CHECK_RC(FL_ECANCELED, fl_get(queued, 0, NULL, NULL)); /* at once */
+    CHECK(strstr(fl_last_error(), "cancelled") != NULL);
+    CHECK_RC(FL_ECANCELED, fl_get(waiting, 0, NULL, NULL));
+    fl_arg on_cancelled = ref_arg(queued);
+    CHECK_OK(fl_remote(rt, count_run, NULL, &on_cancelled, 1, NULL, &dependent));
+    CHECK_RC(FL_ECANCELED, fl_get(dependent, 30, NULL, NULL)); /* the cause travels */
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    CHECK(get_int(blocker) == 1);
+    /* A running task sees fl_task_cancelled and stops early. */
+    fl_ref running = NULL;
+    CHECK_OK(fl_remote(rt, until_cancelled, NULL, NULL, 0, NULL, &running));
+    pause_ms(20);
+    CHECK_OK(fl_cancel(running));
+    CHECK_RC(FL_ECANCELED, fl_get(running, 30, NULL, NULL));
+    /* Cancelling a finished task changes nothing; a put object cannot be cancelled. */
+    CHECK_OK(fl_cancel(blocker));
+    CHECK(get_int(blocker) == 1);
+    int64_t x = 3;
+    CHECK_OK(fl_put(rt, &x, sizeof x, &value));
+    CHECK_RC(FL_EINVAL, fl_cancel(value));
+    CHECK_RC(FL_EHANDLE, fl_cancel(NULL));
+    CHECK_OK(fl_runtime_shutdown(rt)); /* drains: every task has ended */
+    CHECK(ran_count == 0); /* neither cancelled task ran, nor the dependent */
+    fl_ref refs[6] = {blocker, queued, waiting, dependent, value, running};
+    for (int i = 0; i < 6; i++) CHECK_OK(fl_ref_release(refs[i]));
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -513,6 +573,7 @@ int main(void) {
     test_waiting_does_not_hold_a_worker();
     test_objects_and_refcounts();
     test_shutdown_with_work_in_flight();
+    test_cancel();
     CHECK_OK(fl_runtime_shutdown(rt));
     CHECK_RC(FL_EHANDLE, fl_runtime_shutdown(rt));
     return check_finish("remote");

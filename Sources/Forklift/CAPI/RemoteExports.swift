@@ -332,3 +332,20 @@ public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
         return FL_OK
     }
 }
+
+/// Cancels the task whose result `ref` names (ray.cancel): its object resolves as FL_ECANCELED
+/// at once ("the task was cancelled"); a task that has not started never runs (an actor call
+/// is skipped in its turn); a running task finishes on its own, and fl_task_cancelled() tells
+/// it to stop early. No effect once the task has finished. Tasks depending on the object fail
+/// with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
+/// FL_EHANDLE. Thread-safe.
+@_cdecl("fl_cancel")
+public func fl_cancel(_ ref: fl_ref?) -> CInt {
+    withStatus { () throws(Failure) in
+        try Registry.refs.with(ref, "ref") { object throws(Failure) in
+            guard object.isTaskResult else { throw Failure(FL_EINVAL, "the object was put, not produced by a task") }
+            object.producer?.cancel()  // nil: the task has finished and gone
+        }
+        return FL_OK
+    }
+}

@@ -17,6 +17,12 @@ final class RemoteObject {
     private var resolved = false
     /// The store whose capacity the value's bytes count against.
     private let store: ObjectStore
+    /// The task whose result this is, while it lives (for fl_cancel).
+    weak var producer: RemoteTask? {
+        didSet { isTaskResult = true }
+    }
+    /// Whether a task produces this object (false for a put).
+    private(set) var isTaskResult = false
 
     init(store: ObjectStore) {
         self.store = store

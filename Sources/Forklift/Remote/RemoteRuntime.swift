@@ -45,8 +45,6 @@ final class RemoteRuntime {
     }
 
     var isShutDown: Bool { fls_atomic_load_u32(closed) != 0 }
-    /// Read by running tasks through fl_task_cancelled.
-    var cancelledFlag: UnsafePointer<UInt32> { UnsafePointer(closed) }
 
     /// Submits a task: it runs once its arguments are ready.
     func submit(_ task: RemoteTask) throws(Failure) {

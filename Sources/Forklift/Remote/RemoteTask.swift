@@ -42,8 +42,21 @@ final class RemoteTask {
         self.output = output
         self.options = options
         self.runtime = runtime
-        pending = .allocate(capacity: 1)
+        pending = .allocate(capacity: 2)  // the count, then the cancel flag
         pending.initialize(to: 1)
+        (pending + 1).initialize(to: 0)
+        output.producer = self
+    }
+
+    /// Set by fl_cancel; a running task reads it through fl_task_cancelled.
+    private var cancelFlag: UnsafeMutablePointer<UInt32> { pending + 1 }
+    var isCancelled: Bool { fls_atomic_load_u32(cancelFlag) != 0 }
+
+    /// Cancels the task (fl_cancel): its output resolves as cancelled now unless it already
+    /// has; a task not yet running never runs, a running one sees fl_task_cancelled.
+    func cancel() {
+        fls_atomic_store_u32(cancelFlag, 1)
+        output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
     }
 
     deinit {
@@ -93,6 +106,10 @@ final class RemoteTask {
             finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
             return
         }
+        if isCancelled {
+            finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
+            return
+        }
         if actor != nil && failArgumentCause() { return }
         var user = self.user
         if let actor, !constructsActor {
@@ -121,18 +138,18 @@ final class RemoteTask {
             while true {
                 withUnsafeMutablePointer(to: &call) { call in
                     TaskRunner.run(Self.trampoline, user: UnsafeMutableRawPointer(call), arg: nil, length: 0,
-                                   slot: &outcome, index: 0, cancelled: runtime.cancelledFlag)
+                                   slot: &outcome, index: 0, cancelled: cancelFlag)
                 }
                 attempts += 1
                 guard outcome.status != FL_OK, options.retryOnError, attempts <= options.maxRetries,
-                      !runtime.isShutDown else { break }
+                      !runtime.isShutDown, !isCancelled else { break }
                 ResultSlot.clear(&outcome)
                 outcome = ResultSlot.pending
             }
         }
         // Counted and let go of before the output resolves, so whoever sees the output
         // ready also sees the counters and the argument objects' references updated.
-        runtime.finished(failed: outcome.status != FL_OK)
+        runtime.finished(failed: outcome.status != FL_OK || isCancelled)
         arguments = []
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
         output.resolve(taking: &outcome)
