@@ -829,8 +829,8 @@ int fl_task_fail(fl_task_ctx ctx, int code, const char *message);
 int fl_task_index(fl_task_ctx ctx, size_t *index);
 
 /**
- * Returns 1 if the running task's pool has been terminated (a long task may stop early), 0 if
- * not, or FL_EHANDLE.
+ * Returns 1 if the running task should stop early — its pool has been terminated, or, for a
+ * remote task, its result was cancelled with fl_cancel() — 0 if not, or FL_EHANDLE.
  */
 int fl_task_cancelled(fl_task_ctx ctx);
 

@@ -73,8 +73,8 @@ public func fl_task_index(_ ctx: fl_task_ctx?, _ index: UnsafeMutablePointer<siz
     }
 }
 
-/// Returns 1 if the running task's pool has been terminated (a long task may stop early), 0 if
-/// not, or FL_EHANDLE.
+/// Returns 1 if the running task should stop early — its pool has been terminated, or, for a
+/// remote task, its result was cancelled with fl_cancel() — 0 if not, or FL_EHANDLE.
 @_cdecl("fl_task_cancelled")
 public func fl_task_cancelled(_ ctx: fl_task_ctx?) -> CInt {
     if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 { return fls_child_task_cancelled(UnsafeRawPointer(ctx)) }
