@@ -6,6 +6,7 @@
 #include "forklift_sync.h"
 #include "forklift_types.h"
 #include "forklift_fdpass.h"
+#include "forklift_worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -285,29 +286,12 @@ static int wait_fd(int fd, short events, int64_t deadline_ns) {
     }
 }
 
-/* Writes `data` into a new memfd. Returns the fd or -1. */
-static int memfd_holding(const void *data, size_t len) {
-    int fd = memfd_create("forklift-pipe", MFD_CLOEXEC);
-    if (fd < 0) return -1;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pwrite(fd, (const char *)data + done, len - done, (off_t)done);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) continue;
-            close(fd);
-            return -1;
-        }
-        done += (size_t)n;
-    }
-    return fd;
-}
-
 int fls_pipe_send(int fd, const void *data, size_t len, int64_t deadline_ns) {
     pipe_header header = {PIPE_MAGIC, len > FLS_PIPE_INLINE ? PIPE_MEMFD : PIPE_INLINE, len};
     struct iovec iov[2] = {{&header, sizeof header}, {(void *)data, header.kind == PIPE_INLINE ? len : 0}};
     int memfd = -1;
     if (header.kind == PIPE_MEMFD) {
-        memfd = memfd_holding(data, len);
+        memfd = fls_memfd_with(data, len, "forklift-pipe");
         if (memfd < 0) return FL_ENOMEM;
     }
     int status;

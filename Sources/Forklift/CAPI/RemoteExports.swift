@@ -152,15 +152,7 @@ public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePoint
         len?.pointee = 0
         let deadline = try Check.deadline(timeout)
         return try Registry.refs.with(ref, "ref") { object throws(Failure) in
-            let ready: Bool
-            if let worker = PoolWorker.current {
-                ready = object.isReady || worker.pool.helpWhileWaiting(until: deadline, isDone: { object.isReady }) { slice in
-                    object.wait(until: slice)
-                }
-            } else {
-                ready = object.wait(until: deadline)
-            }
-            guard ready else { throw Failure(FL_ETIMEDOUT, "object not ready at the deadline") }
+            guard object.waitHelping(until: deadline) else { throw Failure(FL_ETIMEDOUT, "object not ready at the deadline") }
             if let failure = object.failure { throw Failure(ResultSlot.status(object.slot), failure.message) }
             let bytes = object.bytes
             data?.pointee = bytes.data

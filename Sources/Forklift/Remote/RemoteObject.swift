@@ -99,4 +99,12 @@ final class RemoteObject {
     func wait(until deadline: Deadline) -> Bool {
         ready.wait(until: deadline)
     }
+
+    /// `wait`, but on a pool worker (a remote task waiting for tasks it submitted) it runs
+    /// other queued tasks meanwhile, so the runtime cannot starve itself.
+    func waitHelping(until deadline: Deadline) -> Bool {
+        if isReady { return true }
+        guard let worker = PoolWorker.current else { return wait(until: deadline) }
+        return worker.pool.helpWhileWaiting(until: deadline, isDone: { isReady }) { slice in wait(until: slice) }
+    }
 }

@@ -99,13 +99,6 @@ final class RemoteRuntime {
         if failed { _ = fls_atomic_add_u64(counters + 3, 1) }
     }
 
-    /// Waits for `object`; on a worker of this runtime, runs other tasks meanwhile (so a task
-    /// may wait for the tasks it submitted without tying up the runtime).
-    func wait(for object: RemoteObject, until deadline: Deadline) -> Bool {
-        if object.isReady { return true }
-        return pool.helpWhileWaiting(until: deadline, isDone: { object.isReady }) { slice in object.wait(until: slice) }
-    }
-
     /// Refuses new work, lets running tasks finish and resolves every task that has not run
     /// as cancelled, then stops the workers.
     func shutDown() throws(Failure) {

@@ -121,19 +121,20 @@ final class RemoteTask {
         }
         runtime.taskRunning(1)
         defer { runtime.taskRunning(-1) }
-        var blobs = [fl_blob](repeating: fl_blob(data: nil, len: 0), count: arguments.count)
-        for (index, argument) in arguments.enumerated() {
-            switch argument {
-            case .blob(let offset, let length):
-                blobs[index] = fl_blob(data: blobBytes.map { UnsafeRawPointer($0 + offset) }, len: length)
-            case .object(let object):
-                let bytes = object.bytes
-                blobs[index] = fl_blob(data: bytes.data, len: bytes.length)
-            }
-        }
         var outcome = ResultSlot.pending
         var attempts = 0
-        blobs.withUnsafeBufferPointer { args in
+        // The argument views live on the stack for the call: no allocation per task.
+        withUnsafeTemporaryAllocation(of: fl_blob.self, capacity: max(1, arguments.count)) { blobs in
+            for (index, argument) in arguments.enumerated() {
+                switch argument {
+                case .blob(let offset, let length):
+                    blobs[index] = fl_blob(data: blobBytes.map { UnsafeRawPointer($0 + offset) }, len: length)
+                case .object(let object):
+                    let bytes = object.bytes
+                    blobs[index] = fl_blob(data: bytes.data, len: bytes.length)
+                }
+            }
+            let args = UnsafeBufferPointer(start: blobs.baseAddress, count: arguments.count)
             var call = Call(fn: fn, user: user, args: args.baseAddress, count: args.count)
             while true {
                 withUnsafeMutablePointer(to: &call) { call in
