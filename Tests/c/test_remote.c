@@ -362,15 +362,26 @@ static int counter_add(void *state, const fl_blob *args, size_t nargs, fl_task_c
     return fl_task_return(ctx, &c->value, sizeof c->value);
 }
 
+static int init_gate_open = 1;
+static int gate_waiters; /* calls waiting at the gate, across actors */
+
+/* counter_init once init_gate_open is set: calls queue up while the constructor runs. */
+static int gated_counter_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    while (!__atomic_load_n(&init_gate_open, __ATOMIC_ACQUIRE)) pause_ms(1);
+    return counter_init(user, args, nargs, state);
+}
+
 /* Waits for the gate, counting how many calls are inside at once. */
 static int counter_wait_gate(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     (void)args; (void)nargs;
     counter_state *c = state;
+    __atomic_add_fetch(&gate_waiters, 1, __ATOMIC_SEQ_CST);
     int64_t inside = __atomic_add_fetch(&c->inside, 1, __ATOMIC_SEQ_CST);
     int64_t most = __atomic_load_n(&c->most, __ATOMIC_SEQ_CST);
     while (inside > most && !__atomic_compare_exchange_n(&c->most, &most, inside, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
     }
     while (!__atomic_load_n(&gate_open, __ATOMIC_ACQUIRE)) pause_ms(1);
+    __atomic_sub_fetch(&gate_waiters, 1, __ATOMIC_SEQ_CST);
     __atomic_sub_fetch(&c->inside, 1, __ATOMIC_SEQ_CST);
     int64_t most_now = __atomic_load_n(&c->most, __ATOMIC_SEQ_CST);
     return fl_task_return(ctx, &most_now, sizeof most_now);
@@ -475,24 +486,31 @@ static void test_actors(fl_runtime rt) {
     fl_ref_release(r);
     CHECK_OK(fl_actor_kill(broken));
 
-    /* max_concurrency 2: two calls run at once. */
+    /* max_concurrency 2: two calls run at once, whether they were queued while the
+       constructor ran (round 0) or after it had ended (round 1). */
     fl_actor_options ao;
     CHECK_OK(fl_actor_options_init(&ao));
     CHECK(ao.max_concurrency == 1);
     ao.max_concurrency = 2;
     fl_actor pair = NULL;
-    CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, NULL, 0, &ao, &pair));
-    gate_open = 0;
-    fl_ref a = NULL, b = NULL;
-    CHECK_OK(fl_actor_call(pair, counter_wait_gate, NULL, 0, &a));
-    CHECK_OK(fl_actor_call(pair, counter_wait_gate, NULL, 0, &b));
-    pause_ms(50);
-    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
-    int64_t most = get_int(a) > get_int(b) ? get_int(a) : get_int(b);
-    CHECK(most == 2);
-    fl_ref_release(a);
-    fl_ref_release(b);
-    CHECK_OK(fl_actor_kill(pair));
+    for (int round = 0; round < 2; round++) {
+        __atomic_store_n(&init_gate_open, round, __ATOMIC_RELEASE);
+        gate_open = 0;
+        CHECK_OK(fl_actor_create(rt, gated_counter_init, counter_free, NULL, NULL, 0, &ao, &pair));
+        if (round == 1) pause_ms(20);
+        fl_ref a = NULL, b = NULL;
+        CHECK_OK(fl_actor_call(pair, counter_wait_gate, NULL, 0, &a));
+        CHECK_OK(fl_actor_call(pair, counter_wait_gate, NULL, 0, &b));
+        __atomic_store_n(&init_gate_open, 1, __ATOMIC_RELEASE);
+        for (int i = 0; i < 5000 && __atomic_load_n(&gate_waiters, __ATOMIC_SEQ_CST) < 2; i++) pause_ms(1);
+        CHECK(__atomic_load_n(&gate_waiters, __ATOMIC_SEQ_CST) == 2);
+        __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+        int64_t most = get_int(a) > get_int(b) ? get_int(a) : get_int(b);
+        CHECK(most == 2);
+        fl_ref_release(a);
+        fl_ref_release(b);
+        CHECK_OK(fl_actor_kill(pair));
+    }
     ao.max_concurrency = 0;
     CHECK_RC(FL_EINVAL, fl_actor_create(rt, counter_init, NULL, NULL, NULL, 0, &ao, &pair));
     CHECK_RC(FL_EINVAL, fl_actor_create(rt, NULL, NULL, NULL, NULL, 0, NULL, &pair));

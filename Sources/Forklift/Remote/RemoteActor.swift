@@ -76,8 +76,8 @@ final class RemoteActor {
     }
 
     /// A call has ended on a worker: returns the next call for that worker to run right away,
-    /// if the head is ready (so a busy actor does not pay a queue hop per call), else nil after
-    /// starting what may start.
+    /// if the head is ready (so a busy actor does not pay a queue hop per call), and starts on
+    /// other workers whatever else may start now (after the constructor, up to `maxConcurrency`).
     func callEnded() -> RemoteTask? {
         let (next, free): (RemoteTask?, Bool) = lock.withLock {
             running -= 1
@@ -85,7 +85,8 @@ final class RemoteActor {
             return (nil, killed && running == 0 && takeStateForFreeing())
         }
         if free { freeNow() }
-        if next == nil { pump() }
+        // With room for more than one call at once (or nothing for this worker), others may start.
+        if next == nil || maxConcurrency > 1 { pump() }
         return next
     }
 
