@@ -1,0 +1,226 @@
+"""The process engine of a Pool: Python worker processes fed through shared-memory queues.
+
+Each worker has its own request queue, so every task is held by exactly one worker at a
+time; answers come back on one shared result queue, read by a collector thread. When a
+worker dies, the answers it sent are taken first, then the task it was running fails with
+WorkerLostError naming the signal or exit status, the tasks queued behind it go to the
+other workers, and a fresh worker replaces it. Nothing hangs and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+
+from . import _lib
+from ._channel import Channel
+from ._results import attach_traceback
+from ._worker import TASK_ID, serve
+
+#: Requests queued at one worker at a time: one running, the next one ready.
+DEPTH = 2
+#: How often the collector checks that every worker is still alive.
+LIVENESS_SECONDS = 0.05
+
+
+def describe_exit(code) -> str:
+    if code is None:
+        return "is running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class _Worker:
+    def __init__(self, index: int, process, requests: Channel):
+        self.index = index
+        self.process = process
+        self.requests = requests
+        self.inflight: collections.deque = collections.deque()
+        self.assigned = 0
+
+
+class ProcessEngine:
+    """Runs Python callables in ``processes`` worker interpreters."""
+
+    def __init__(self, processes: int, initializer=None, initargs=(), maxtasksperchild=None,
+                 start_method: str = "forkserver"):
+        self.workers = processes
+        self._context = multiprocessing.get_context(start_method)
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasks = maxtasksperchild
+        self._results = Channel.create(4 << 20)
+        self._result_name = self._results.name
+        self._lock = threading.Lock()
+        self._tasks: dict = {}
+        self._backlog: collections.deque = collections.deque()
+        self._ids = itertools.count(1)
+        self._indices = itertools.count()
+        self._running = True
+        self._workers: list[_Worker] = []
+        for _ in range(processes):
+            self._workers.append(self._start_worker())
+        self._collector = threading.Thread(target=self._collect, name="forklift-collector", daemon=True)
+        self._collector.start()
+
+    def _start_worker(self) -> _Worker:
+        requests = Channel.create(1 << 20)
+        index = next(self._indices)
+        process = self._context.Process(
+            target=serve, name=f"ForkliftPoolWorker-{index}", daemon=True,
+            args=(requests.name, self._result_name, index, os.getpid(), self._initializer, self._initargs,
+                  self._maxtasks))
+        process.start()
+        return _Worker(index, process, requests)
+
+    # ---- submission ----
+
+    def submit(self, function, args, kwds, finish):
+        """Runs ``function(*args, **kwds)`` in a worker process; ``finish(success, value)`` once."""
+        payload_parts = (function, args, kwds)
+        pickle.dumps(payload_parts, pickle.HIGHEST_PROTOCOL)  # fail here, in the caller, if it cannot travel
+        with self._lock:
+            if not self._running:
+                raise _lib.ForkliftError("the pool is not running", _lib.ESTATE)
+            task_id = next(self._ids)
+            self._tasks[task_id] = (payload_parts, finish)
+            self._backlog.append(task_id)
+            self._dispatch()
+
+    def _dispatch(self):
+        """Hands backlog tasks to workers with room. Call with the lock held."""
+        while self._backlog:
+            worker = min((w for w in self._workers if self._has_room(w)), key=lambda w: len(w.inflight),
+                         default=None)
+            if worker is None:
+                return
+            task_id = self._backlog.popleft()
+            entry = self._tasks.get(task_id)
+            if entry is None:
+                continue
+            (function, args, kwds), _ = entry
+            data = TASK_ID.pack(task_id) + pickle.dumps((function, args, kwds), pickle.HIGHEST_PROTOCOL)
+            code = worker.requests.send_bytes(data, 0)
+            if code != _lib.OK:
+                self._backlog.appendleft(task_id)
+                return
+            worker.inflight.append(task_id)
+            worker.assigned += 1
+
+    def _has_room(self, worker: _Worker) -> bool:
+        if self._maxtasks is not None and worker.assigned >= self._maxtasks:
+            return False
+        return len(worker.inflight) < DEPTH
+
+    # ---- results and deaths ----
+
+    def _collect(self):
+        last_check = time.monotonic()
+        while True:
+            code, data = self._results.recv_bytes(LIVENESS_SECONDS)
+            if code == _lib.OK:
+                self._answer(pickle.loads(data))
+            elif code != _lib.ETIMEDOUT:
+                return
+            now = time.monotonic()
+            if code == _lib.ETIMEDOUT or now - last_check >= LIVENESS_SECONDS:
+                last_check = now
+                if not self._check_workers():
+                    return
+
+    def _answer(self, answer):
+        worker_index, task_id, success, value, text = answer
+        with self._lock:
+            entry = self._tasks.pop(task_id, None)
+            for worker in self._workers:
+                if worker.index == worker_index:
+                    if task_id in worker.inflight:
+                        worker.inflight.remove(task_id)
+                    break
+            self._dispatch()
+        if entry is not None:
+            entry[1](success, value if success else attach_traceback(value, text))
+
+    def _check_workers(self) -> bool:
+        """Replaces dead workers; returns False once the engine has stopped and all are gone."""
+        with self._lock:
+            dead = [w for w in self._workers if w.process.exitcode is not None]
+            if not dead:
+                return True
+        # Answers a dead worker sent before it died are taken first.
+        while True:
+            code, data = self._results.recv_bytes(0)
+            if code != _lib.OK:
+                break
+            self._answer(pickle.loads(data))
+        failed = []
+        with self._lock:
+            for worker in dead:
+                self._workers.remove(worker)
+                worker.requests.destroy()
+                if worker.inflight:
+                    lost = worker.inflight.popleft()
+                    entry = self._tasks.pop(lost, None)
+                    if entry is not None:
+                        failed.append((entry[1], worker))
+                    self._backlog.extendleft(reversed(worker.inflight))
+                worker.process.join(0)
+                if self._running:
+                    self._workers.append(self._start_worker())
+            self._dispatch()
+            stopped = not self._running and not self._workers
+        for finish, worker in failed:
+            message = (f"worker process {worker.process.pid} {describe_exit(worker.process.exitcode)} "
+                       "while running the task")
+            finish(False, _lib.WorkerLostError(message, _lib.EWORKER))
+        return not stopped
+
+    # ---- life cycle ----
+
+    def wait_idle(self):
+        """Nothing to do: Pool tracks completion itself."""
+
+    def close(self):
+        pass
+
+    def terminate(self):
+        with self._lock:
+            self._running = False
+            pending = list(self._tasks.values())
+            self._tasks.clear()
+            self._backlog.clear()
+            workers = list(self._workers)
+        for worker in workers:
+            if worker.process.exitcode is None:
+                worker.process.kill()
+        for _, finish in pending:
+            finish(False, _lib.CancelledError("the pool was terminated before the task finished", _lib.ECANCELED))
+        self._shutdown(workers)
+
+    def join(self):
+        with self._lock:
+            self._running = False
+            workers = list(self._workers)
+        for worker in workers:
+            worker.requests.close()
+        self._shutdown(workers)
+
+    def _shutdown(self, workers):
+        for worker in workers:
+            worker.process.join()
+        self._results.close()
+        if self._collector is not threading.current_thread():
+            self._collector.join()
+        for worker in workers:
+            worker.requests.destroy()
+        self._results.destroy()

@@ -1,0 +1,258 @@
+"""AsyncResult and friends, and the one thread per pool that runs callbacks."""
+
+from __future__ import annotations
+
+import collections
+import queue
+import sys
+import threading
+import traceback
+
+from . import _lib
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised in a worker process; set as ``__cause__``."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+def attach_traceback(error: BaseException, text: str | None) -> BaseException:
+    if text:
+        error.__cause__ = RemoteTraceback('\n"""\n' + text + '"""')
+    return error
+
+
+class Dispatcher:
+    """One thread that runs a pool's callbacks, one at a time, in completion order.
+
+    A callback that raises is reported on stderr and never stops the thread.
+    """
+
+    def __init__(self, name: str):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def post(self, function, *args):
+        self._queue.put((function, args))
+
+    def _run(self):
+        while True:
+            function, args = self._queue.get()
+            if function is None:
+                return
+            try:
+                function(*args)
+            except BaseException:  # a callback's failure is reported, never fatal to the pool
+                print("forklift: exception in a pool callback:", file=sys.stderr)
+                traceback.print_exc()
+
+    def stop(self):
+        if self._thread.is_alive():
+            self._queue.put((None, ()))
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
+
+    @property
+    def thread(self):
+        return self._thread
+
+
+class Tracker:
+    """Counts results not yet delivered, so join() can wait for callbacks to have run."""
+
+    def __init__(self):
+        self._pending = 0
+        self._idle = threading.Condition()
+
+    def add(self, count=1):
+        with self._idle:
+            self._pending += count
+
+    def done(self):
+        with self._idle:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout=None):
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+
+class AsyncResult:
+    """The pending result of ``apply_async`` (multiprocessing.pool.AsyncResult)."""
+
+    def __init__(self, dispatcher: Dispatcher | None, tracker: Tracker | None,
+                 callback=None, error_callback=None):
+        self._event = threading.Event()
+        self._dispatcher = dispatcher
+        self._tracker = tracker
+        self._callback = callback
+        self._error_callback = error_callback
+        self._success = None
+        self._value = None
+        if tracker is not None:
+            tracker.add()
+
+    def ready(self) -> bool:
+        """Whether the call has completed."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising; ValueError if it is not ready."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout=None):
+        """Waits until the result is available or ``timeout`` seconds pass."""
+        self._event.wait(timeout)
+
+    def get(self, timeout=None):
+        """The value; re-raises the task's exception; TimeoutError if not ready in time."""
+        if not self._event.wait(timeout):
+            raise _lib.TimeoutError("the result is not ready", _lib.ETIMEDOUT)
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _set(self, success: bool, value):
+        """Completes the result once (any thread); callbacks run on the dispatcher thread."""
+        self._success = success
+        self._value = value
+        hook = self._callback if success else self._error_callback
+        if hook is not None and self._dispatcher is not None:
+            self._dispatcher.post(self._deliver, hook, value)
+        else:
+            self._finish()
+
+    def _deliver(self, hook, value):
+        try:
+            hook(value)
+        finally:
+            self._finish()
+
+    def _finish(self):
+        self._event.set()
+        if self._tracker is not None:
+            self._tracker.done()
+
+
+ApplyResult = AsyncResult
+
+
+class MapResult(AsyncResult):
+    """The pending result of ``map_async``/``starmap_async``: a list once every chunk is done."""
+
+    def __init__(self, dispatcher, tracker, chunks: int, length: int, callback=None, error_callback=None):
+        super().__init__(dispatcher, tracker, callback, error_callback)
+        self._items = [None] * length
+        self._remaining = chunks
+        self._lock = threading.Lock()
+        self._failed = False
+        if chunks == 0:
+            self._set(True, [])
+
+    def _chunk_done(self, start: int, success: bool, values):
+        with self._lock:
+            if self._failed:
+                return
+            if not success:
+                self._failed = True
+                last = True
+            else:
+                self._items[start:start + len(values)] = values
+                self._remaining -= 1
+                last = self._remaining == 0
+        if last:
+            if success:
+                self._set(True, self._items)
+            else:
+                self._set(False, values)
+
+
+class IMapIterator:
+    """The iterator of ``imap`` (in order) and ``imap_unordered`` (completion order).
+
+    Chunks are submitted as the iterator is consumed, at most ``read_ahead`` ahead, so an
+    endless input works; ``next(timeout)`` raises TimeoutError when nothing came in time.
+    """
+
+    def __init__(self, submit_chunk, items, chunksize: int, read_ahead: int, ordered: bool):
+        self._submit_chunk = submit_chunk
+        self._items = iter(items)
+        self._chunksize = max(1, chunksize)
+        self._read_ahead = max(1, read_ahead)
+        self._ordered = ordered
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._done_chunks: dict[int, tuple] = {}
+        self._completion = collections.deque()
+        self._submitted = 0
+        self._next_chunk = 0
+        self._exhausted = False
+        self._buffer = collections.deque()
+        self._fill()
+
+    def _fill(self):
+        while not self._exhausted and self._submitted - self._next_chunk < self._read_ahead:
+            chunk = []
+            for item in self._items:
+                chunk.append(item)
+                if len(chunk) == self._chunksize:
+                    break
+            if not chunk:
+                self._exhausted = True
+                return
+            index = self._submitted
+            self._submitted += 1
+            self._submit_chunk(chunk, lambda success, values, index=index: self._chunk_done(index, success, values))
+            if len(chunk) < self._chunksize:
+                self._exhausted = True
+
+    def _chunk_done(self, index, success, values):
+        with self._arrived:
+            if self._ordered:
+                self._done_chunks[index] = (success, values)
+            else:
+                self._completion.append((success, values))
+            self._arrived.notify_all()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.next()
+
+    def next(self, timeout=None):
+        if self._buffer:
+            return self._buffer.popleft()
+        with self._arrived:
+            while True:
+                if self._ordered and self._next_chunk in self._done_chunks:
+                    success, values = self._done_chunks.pop(self._next_chunk)
+                    break
+                if not self._ordered and self._completion:
+                    success, values = self._completion.popleft()
+                    break
+                if self._exhausted and self._next_chunk >= self._submitted:
+                    raise StopIteration
+                if not self._arrived.wait(timeout):
+                    raise _lib.TimeoutError("no result arrived in time", _lib.ETIMEDOUT)
+            self._next_chunk += 1
+        self._fill()
+        if not success:
+            raise values
+        self._buffer.extend(values)
+        if not self._buffer:
+            return self.next(timeout)
+        return self._buffer.popleft()
+
+    __next__ = next

@@ -1,0 +1,71 @@
+"""forklift.futures.Executor: a concurrent.futures.Executor on a Forklift Pool.
+
+Works with ``concurrent.futures.as_completed``/``wait`` and ``asyncio.wrap_future``, like
+ProcessPoolExecutor and ThreadPoolExecutor.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from ._engine import native_function
+from ._native import is_native
+from ._results import Tracker
+from .pool import Pool
+
+
+class Executor(concurrent.futures.Executor):
+    """Runs calls on ``max_workers`` workers: processes (``backend="process"``, the default)
+    or threads (``backend="thread"``). Native ctypes functions run without the GIL."""
+
+    def __init__(self, max_workers=None, backend="process", initializer=None, initargs=(),
+                 max_tasks_per_child=None, start_method="forkserver"):
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        self._pool = Pool(max_workers, initializer, initargs, max_tasks_per_child, backend, start_method)
+        self._tracker = Tracker()
+        self._shutdown = False
+
+    def submit(self, fn, /, *args, **kwargs):
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        future = concurrent.futures.Future()
+        self._tracker.add()
+
+        def finish(success, value):
+            try:
+                if future.set_running_or_notify_cancel():
+                    if success:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+            finally:
+                self._tracker.done()
+        try:
+            if is_native(fn) and not kwargs:
+                self._pool._native().apply_native_async(native_function(fn), tuple(args), finish)
+            else:
+                self._pool._engine.submit(fn, tuple(args), dict(kwargs), finish)
+        except BaseException:
+            self._tracker.done()
+            raise
+        return future
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """Like Executor.map; with chunksize > 1 the calls travel in chunks."""
+        if chunksize > 1:
+            result = self._pool.starmap_async(fn, list(zip(*iterables)), chunksize)
+            return iter(result.get(timeout))
+        return super().map(fn, *iterables, timeout=timeout)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self._shutdown = True
+        if cancel_futures:
+            self._pool.terminate()
+            return
+        if wait:
+            self._tracker.wait_idle()
+            self._pool.close()
+            self._pool.join()
+        else:
+            self._pool.close()

@@ -1,0 +1,438 @@
+"""Ray-style tasks, objects and actors on Forklift's Remote runtime.
+
+``@forklift.remote`` functions return ObjectRefs at once; refs passed as arguments are
+resolved by the runtime before the task runs (the task waits without holding a worker);
+``get``, ``wait``, ``put`` and ``cancel`` work as in Ray. Values travel pickled through the
+runtime's object store. Tasks run on the runtime's worker threads: Python code among them
+shares the GIL, while sleeping, I/O and native code that releases the GIL run in parallel
+(use ``Pool(backend="process")`` for CPU-bound Python).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import pickle
+import struct
+import threading
+import traceback
+from ctypes import byref, c_size_t, c_uint8, c_void_p
+
+from . import _lib
+from ._results import attach_traceback
+
+_state_lock = threading.Lock()
+_runtime = None
+
+
+class _Failure:
+    """A task's exception, stored as the task's object so that get re-raises it."""
+
+    def __init__(self, error: BaseException, text: str):
+        self.error = error
+        self.text = text
+
+    def raise_it(self):
+        raise attach_traceback(self.error, self.text)
+
+
+class _Runtime:
+    def __init__(self, num_workers=None, store_capacity=0):
+        options = _lib.RuntimeOptions()
+        _lib.lib.fl_runtime_options_init(byref(options))
+        if num_workers:
+            options.workers = num_workers
+        options.store_capacity = store_capacity
+        handle = c_void_p()
+        _lib.check(_lib.lib.fl_runtime_create(byref(options), byref(handle)), "init")
+        self.handle = handle
+        self.calls: dict = {}
+        self.actors: dict = {}
+        self.ids = itertools.count(1)
+        self.task_trampoline = _lib.fl_remote_fn(self._run_task)
+        self.method_trampoline = _lib.fl_remote_fn(self._run_method)
+        self.init_trampoline = _lib.fl_actor_init_fn(self._construct)
+        self.free_trampoline = _lib.fl_actor_free_fn(self._free_actor)
+
+    @staticmethod
+    def _resolve(template, blobs, count: int, first: int):
+        """The call's arguments with each ObjectRef replaced by its value; a failed
+        argument comes back as its _Failure."""
+        args, kwargs, positions = template
+        values = []
+        for i in range(first, count):
+            blob = blobs[i]
+            value = pickle.loads(ctypes.string_at(blob.data, blob.len)) if blob.len else None
+            if isinstance(value, _Failure):
+                return value
+            values.append(value)
+        if not positions:
+            return args, kwargs
+        args = list(args)
+        kwargs = dict(kwargs)
+        for (where, key), value in zip(positions, values):
+            if where == "a":
+                args[key] = value
+            else:
+                kwargs[key] = value
+        return args, kwargs
+
+    @staticmethod
+    def _finish(ctx, value):
+        try:
+            data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as error:
+            data = pickle.dumps(_Failure(TypeError(f"the result could not be pickled: {error}"), ""))
+        return _lib.lib.fl_task_return(ctx, data, len(data))
+
+    @staticmethod
+    def _call(function, resolved, retries: int):
+        if isinstance(resolved, _Failure):
+            return resolved
+        args, kwargs = resolved
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except BaseException as error:
+                if retries > 0:
+                    retries -= 1
+                    continue
+                return _Failure(error, traceback.format_exc())
+
+    def _run_task(self, user, blobs, count, ctx):
+        try:
+            function, template, retries = self.calls.pop(user)
+            return self._finish(ctx, self._call(function, self._resolve(template, blobs, count, 0), retries))
+        except BaseException as error:  # a fault of the binding itself: fail the task, say why
+            return _lib.lib.fl_task_fail(ctx, 1, f"forklift: {error!r}".encode())
+
+    def _run_method(self, state, blobs, count, ctx):
+        try:
+            call_id = struct.unpack("q", ctypes.string_at(blobs[0].data, 8))[0]
+            name, template = self.calls.pop(call_id)
+            instance = self.actors[state]
+            if isinstance(instance, _Failure):
+                return self._finish(ctx, instance)
+            method = getattr(instance, name)
+            return self._finish(ctx, self._call(method, self._resolve(template, blobs, count, 1), 0))
+        except BaseException as error:
+            return _lib.lib.fl_task_fail(ctx, 1, f"forklift: {error!r}".encode())
+
+    def _construct(self, user, blobs, count, state_out):
+        cls, template = self.calls.pop(user)
+        resolved = self._resolve(template, blobs, count, 0)
+        made = self._call(cls, resolved, 0)
+        self.actors[user] = made  # a failed constructor is kept: its calls raise its error
+        state_out[0] = user
+        return 0
+
+    def _free_actor(self, user, state):
+        self.actors.pop(state, None)
+
+    def shutdown(self):
+        _lib.lib.fl_runtime_shutdown(self.handle)
+
+
+def init(num_cpus=None, num_workers=None, object_store_memory=None, ignore_reinit_error=False):
+    """Starts the runtime (ray.init): ``num_workers`` threads (default: the CPU count) and an
+    object store of ``object_store_memory`` bytes (default: no limit)."""
+    global _runtime
+    with _state_lock:
+        if _runtime is not None:
+            if ignore_reinit_error:
+                return
+            raise RuntimeError("forklift.init() was already called; call shutdown() first")
+        _runtime = _Runtime(num_workers or num_cpus, object_store_memory or 0)
+
+
+def is_initialized() -> bool:
+    return _runtime is not None
+
+
+def shutdown():
+    """Ends the runtime: tasks not started resolve as cancelled; refs stay readable."""
+    global _runtime
+    with _state_lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.shutdown()
+
+
+def _current() -> _Runtime:
+    if _runtime is None:
+        init(ignore_reinit_error=True)
+    return _runtime
+
+
+class ObjectRef:
+    """A reference to an object of the store: a task's future result or a put value."""
+
+    __slots__ = ("_handle", "__weakref__")
+
+    def __init__(self, handle: c_void_p):
+        self._handle = handle
+
+    def __del__(self):
+        if self._handle:
+            _lib.lib.fl_ref_release(self._handle)
+            self._handle = None
+
+    def __repr__(self):
+        return f"ObjectRef({self._handle.value:#x})"
+
+    def __reduce__(self):
+        raise TypeError("an ObjectRef cannot be pickled; pass it as a task argument instead")
+
+    def future(self):
+        """A concurrent.futures.Future resolved with this object's value."""
+        from concurrent.futures import Future
+        future = Future()
+
+        def wait():
+            try:
+                future.set_result(get(self))
+            except BaseException as error:
+                future.set_exception(error)
+        threading.Thread(target=wait, daemon=True).start()
+        return future
+
+
+def _split(args, kwargs):
+    """Plain arguments stay in Python; refs become runtime arguments (dataflow)."""
+    positions, refs = [], []
+    for i, value in enumerate(args):
+        if isinstance(value, ObjectRef):
+            positions.append(("a", i))
+            refs.append(value)
+    for key, value in kwargs.items():
+        if isinstance(value, ObjectRef):
+            positions.append(("k", key))
+            refs.append(value)
+    return (tuple(args), dict(kwargs), positions), refs
+
+
+def _arg_array(refs, leading: bytes | None = None):
+    count = len(refs) + (1 if leading is not None else 0)
+    array = (_lib.Arg * max(count, 1))()
+    offset = 0
+    if leading is not None:
+        array[0].data = ctypes.cast(ctypes.c_char_p(leading), c_void_p)
+        array[0].len = len(leading)
+        offset = 1
+    for i, ref in enumerate(refs):
+        array[offset + i].ref = ref._handle
+    return array, count
+
+
+_TASK_OPTIONS = {"max_retries", "retry_exceptions", "num_returns", "name"}
+
+
+class RemoteFunction:
+    """A function made remote by ``@forklift.remote``: ``f.remote(*args)`` returns an ObjectRef."""
+
+    def __init__(self, function, options=None):
+        self._function = function
+        self._options = dict(options or {})
+        unknown = set(self._options) - _TASK_OPTIONS
+        if unknown:
+            raise ValueError(f"unsupported task options: {', '.join(sorted(unknown))}")
+        if self._options.get("num_returns", 1) != 1:
+            raise ValueError("num_returns other than 1 is not supported yet")
+        self.__name__ = getattr(function, "__name__", "remote_function")
+        self.__doc__ = getattr(function, "__doc__", None)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"remote function {self.__name__} cannot be called directly; use {self.__name__}.remote()")
+
+    def options(self, **options):
+        """A copy with other options (max_retries, retry_exceptions)."""
+        return RemoteFunction(self._function, {**self._options, **options})
+
+    def remote(self, *args, **kwargs) -> ObjectRef:
+        runtime = _current()
+        template, refs = _split(args, kwargs)
+        retry = self._options.get("retry_exceptions", False)
+        retries = self._options.get("max_retries", 3) if retry else 0
+        call_id = next(runtime.ids)
+        runtime.calls[call_id] = (self._function, template, retries)
+        array, count = _arg_array(refs)
+        handle = c_void_p()
+        code = _lib.lib.fl_remote(runtime.handle, runtime.task_trampoline, call_id, array, count, None, byref(handle))
+        if code != _lib.OK:
+            runtime.calls.pop(call_id, None)
+            raise _lib.error(code, self.__name__ + ".remote")
+        return ObjectRef(handle)
+
+
+class ActorMethod:
+    def __init__(self, actor: "ActorHandle", name: str):
+        self._actor = actor
+        self._name = name
+
+    def remote(self, *args, **kwargs) -> ObjectRef:
+        actor = self._actor
+        runtime = actor._runtime
+        template, refs = _split(args, kwargs)
+        call_id = next(runtime.ids)
+        runtime.calls[call_id] = (self._name, template)
+        leading = struct.pack("q", call_id)
+        array, count = _arg_array(refs, leading)
+        handle = c_void_p()
+        code = _lib.lib.fl_actor_call(actor._handle, runtime.method_trampoline, array, count, byref(handle))
+        if code != _lib.OK:
+            runtime.calls.pop(call_id, None)
+            raise _lib.error(code, f"{actor._class_name}.{self._name}.remote")
+        return ObjectRef(handle)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"actor method {self._name} cannot be called directly; use .{self._name}.remote()")
+
+
+class ActorHandle:
+    """A live actor: ``handle.method.remote(*args)`` returns an ObjectRef; calls run one at a
+    time in the order they were made (``max_concurrency`` at once if asked)."""
+
+    def __init__(self, runtime, handle, class_name, methods):
+        self._runtime = runtime
+        self._handle = handle
+        self._class_name = class_name
+        self._methods = methods
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in self._methods:
+            raise AttributeError(f"actor {self._class_name} has no method {name!r}")
+        return ActorMethod(self, name)
+
+    def __repr__(self):
+        return f"Actor({self._class_name}, {self._handle.value:#x})"
+
+
+class ActorClass:
+    """A class made remote by ``@forklift.remote``: ``Cls.remote(*args)`` starts an actor."""
+
+    def __init__(self, cls, options=None):
+        self._cls = cls
+        self._options = dict(options or {})
+        unknown = set(self._options) - {"max_concurrency", "name"}
+        if unknown:
+            raise ValueError(f"unsupported actor options: {', '.join(sorted(unknown))}")
+        self.__name__ = cls.__name__
+
+    def options(self, **options):
+        return ActorClass(self._cls, {**self._options, **options})
+
+    def remote(self, *args, **kwargs) -> ActorHandle:
+        runtime = _current()
+        template, refs = _split(args, kwargs)
+        call_id = next(runtime.ids)
+        runtime.calls[call_id] = (self._cls, template)
+        array, count = _arg_array(refs)
+        options = _lib.ActorOptions()
+        _lib.lib.fl_actor_options_init(byref(options))
+        options.max_concurrency = self._options.get("max_concurrency", 1)
+        handle = c_void_p()
+        code = _lib.lib.fl_actor_create(runtime.handle, runtime.init_trampoline, runtime.free_trampoline, call_id,
+                                        array, count, byref(options), byref(handle))
+        if code != _lib.OK:
+            runtime.calls.pop(call_id, None)
+            raise _lib.error(code, self.__name__ + ".remote")
+        methods = {name for name in dir(self._cls) if callable(getattr(self._cls, name)) and not name.startswith("_")}
+        return ActorHandle(runtime, handle, self.__name__, methods)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use {self.__name__}.remote()")
+
+
+def remote(*args, **options):
+    """Decorator: ``@remote`` or ``@remote(max_retries=..., max_concurrency=...)`` on a
+    function (remote task) or a class (actor)."""
+    def wrap(target):
+        if isinstance(target, type):
+            return ActorClass(target, options)
+        return RemoteFunction(target, options)
+    if len(args) == 1 and not options and callable(args[0]):
+        return wrap(args[0])
+    if args:
+        raise TypeError("@remote takes keyword options only")
+    return wrap
+
+
+def put(value) -> ObjectRef:
+    """Stores a copy of ``value`` in the object store (pickled) and returns its ref."""
+    runtime = _current()
+    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    handle = c_void_p()
+    _lib.check(_lib.lib.fl_put(runtime.handle, data, len(data), byref(handle)), "put")
+    return ObjectRef(handle)
+
+
+def _get_one(ref: ObjectRef, timeout: float):
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"get() expects ObjectRefs, got {type(ref).__name__}")
+    data, length = c_void_p(), c_size_t()
+    code = _lib.lib.fl_get(ref._handle, timeout, byref(data), byref(length))
+    if code != _lib.OK:
+        if code == _lib.ETIMEDOUT:
+            raise GetTimeoutError("the object is not ready yet", code)
+        raise _lib.error(code, "get")
+    value = pickle.loads(ctypes.string_at(data, length.value)) if length.value else None
+    if isinstance(value, _Failure):
+        value.raise_it()
+    return value
+
+
+class GetTimeoutError(_lib.TimeoutError):
+    """get() ran out of time (Ray's GetTimeoutError)."""
+
+
+def get(refs, *, timeout=None):
+    """The value of a ref, or the list of values of a list of refs (ray.get); re-raises a
+    task's exception; GetTimeoutError if not ready within ``timeout`` seconds overall."""
+    import time
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def remaining():
+        return _lib.FOREVER if deadline is None else max(0.0, deadline - time.monotonic())
+    if isinstance(refs, ObjectRef):
+        return _get_one(refs, remaining())
+    return [_get_one(ref, remaining()) for ref in refs]
+
+
+def wait(refs, *, num_returns=1, timeout=None):
+    """(ready, not_ready): waits until ``num_returns`` refs are resolved or ``timeout``
+    passes (ray.wait); both lists keep the input order."""
+    refs = list(refs)
+    if not all(isinstance(ref, ObjectRef) for ref in refs):
+        raise TypeError("wait() expects a list of ObjectRefs")
+    if num_returns > len(refs):
+        raise ValueError("num_returns cannot be larger than the number of refs")
+    if not refs:
+        return [], []
+    handles = (c_void_p * len(refs))(*[ref._handle.value for ref in refs])
+    flags = (c_uint8 * len(refs))()
+    code = _lib.lib.fl_wait(handles, len(refs), num_returns, _lib.FOREVER if timeout is None else timeout, flags)
+    if code not in (_lib.OK, _lib.ETIMEDOUT):
+        raise _lib.error(code, "wait")
+    ready = [ref for ref, flag in zip(refs, flags) if flag]
+    if len(ready) > num_returns:
+        ready = ready[:num_returns]
+    chosen = {id(ref) for ref in ready}
+    return ready, [ref for ref in refs if id(ref) not in chosen]
+
+
+def cancel(ref: ObjectRef):
+    """Cancels the task behind ``ref``: not started, it never runs; get raises CancelledError."""
+    _lib.check(_lib.lib.fl_cancel(ref._handle), "cancel")
+
+
+def kill(actor: ActorHandle):
+    """Ends an actor: calls not started are cancelled."""
+    _lib.check(_lib.lib.fl_actor_kill(actor._handle), "kill")
+
+
+def stats() -> dict:
+    """The runtime's counters: tasks submitted/running/finished/failed, objects and bytes."""
+    runtime = _current()
+    counters = _lib.RuntimeStats()
+    _lib.check(_lib.lib.fl_runtime_get_stats(runtime.handle, byref(counters)), "stats")
+    return {name: getattr(counters, name) for name, _ in _lib.RuntimeStats._fields_}
