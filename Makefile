@@ -1,7 +1,8 @@
 # Forklift — build, test, demo, bench, install.
 #
 #   make demo      set up, build the library, build and run the C examples
-#   make test      set up, then every test suite (swift test, C ABI tests, header check, sanitizers)
+#   make test      set up, then every test suite (swift test, C ABI tests, header check, sanitizers,
+#                  Python binding tests)
 #   make header    regenerate include/forklift.h from the Swift sources
 #   make bench     the benchmark suite (QUICK=1 for a short run)
 #   make install PREFIX=/usr/local
@@ -21,7 +22,7 @@ CFLAGS_C  := -std=c99 -Wall -Wextra -pedantic -Werror -O2 -g -Iinclude
 LDFLAGS_C := -L$(LIBDIR) -Wl,-rpath,$(abspath $(LIBDIR)) -lforklift -lpthread -lm
 SOURCES   := $(shell find Sources -name '*.swift' -o -name '*.c' -o -name '*.h') Package.swift
 
-.PHONY: all setup lib header check-header demo examples test test-swift test-c test-sanitize bench install clean
+.PHONY: all setup lib header check-header demo examples test test-swift test-c test-sanitize test-python bench install clean
 
 all: lib
 
@@ -65,7 +66,7 @@ examples: lib
 demo: setup examples
 	$(MAKE) -C examples-c run LIBDIR=$(abspath $(LIBDIR)) INCLUDE=$(abspath include)
 
-test: setup test-swift test-sanitize test-c
+test: setup test-swift test-sanitize test-c test-python
 
 test-swift:
 	swift test --disable-swift-testing
@@ -73,6 +74,10 @@ test-swift:
 # The black-box suite: C programs that include the header and link the .so like a user.
 test-c: lib check-header $(AR_LIB)
 	bash Tests/c/run.sh $(LIBDIR) include
+
+# The Python binding (bindings/python) against the library just built, with pytest.
+test-python: lib
+	cd bindings/python && python3 -m pytest -q -p no:cacheprovider tests
 
 # ThreadSanitizer and AddressSanitizer over the swift test suite (its concurrency tests call
 # the C entry points from many threads).

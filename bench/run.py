@@ -241,6 +241,42 @@ def main():
              [("ray", [python, ray_script, "W8", n_w8_ray], ray_runs, n_w8_ray)],
              "Forklift: fl_put of 8 bytes, fl_get (a view), fl_ref_release; Ray: ray.get(ray.put(i))")
 
+    # The Python binding, as a Python program uses it (bench/python/bench_forklift.py).
+    fl_py = lambda *a: [python, str(BENCH / "python" / "bench_forklift.py"), *map(str, a)]
+    workload("PY1", "Python: no-op Python callables, apply_async N times, wait", "tasks/s", True,
+             fl_py("W1", n_w1_py), n_w1_py,
+             [("mp", [python, mp_script, "mp", "W1", n_w1_py], runs, n_w1_py),
+              ("cf", [python, mp_script, "cf", "W1", n_w1_py], runs, n_w1_py),
+              ("ray", [python, ray_script, "W1", n_w1_py], ray_runs, n_w1_py)],
+             "forklift.Pool (worker processes fed through shared-memory queues) vs the same script "
+             "on multiprocessing.Pool, ProcessPoolExecutor and Ray")
+    workload("PY2", "Python: apply of a no-op Python callable, repeated", "µs", False,
+             fl_py("W2", n_w2_py), n_w2_py,
+             [("mp", [python, mp_script, "mp", "W2", n_w2_py], runs, n_w2_py),
+              ("cf", [python, mp_script, "cf", "W2", n_w2_py], runs, n_w2_py),
+              ("ray", [python, ray_script, "W2", n_w2_ray], ray_runs, n_w2_ray)],
+             "forklift.Pool.apply vs Pool.apply / submit().result() / ray.get(f.remote())")
+    workload("PY4", "Python: ~1 ms pure-Python function over N items: speed-up over serial", "× serial", True,
+             fl_py("W4", n_w4), n_w4,
+             [("mp", [python, mp_script, "mp", "W4", n_w4], runs, n_w4),
+              ("ray", [python, ray_script, "W4", n_w4], ray_runs, n_w4)],
+             "forklift.Pool.map on worker processes")
+    n_n1 = 64 if quick else 256
+    workload("PYN", "Python: a native C function (zlib crc32 via ctypes) over N MiB: speed-up over serial",
+             "× serial", True, fl_py("N1", n_n1), n_n1,
+             [("mp", [python, mp_script, "mp", "N1", n_n1], runs, n_n1)],
+             "forklift: Pool(backend='thread').starmap of the ctypes function, called through libffi "
+             "without the GIL, pointers into one buffer (no copy); multiprocessing: Pool.map(zlib.crc32) "
+             "over 1 MiB bytes pieces (pickled)")
+    workload("PYR1", "Python: no-op @remote tasks, then get all", "tasks/s", True,
+             fl_py("R1", n_w1_py), n_w1_py,
+             [("ray", [python, ray_script, "W1", n_w1_py], ray_runs, n_w1_py)],
+             "forklift.remote (runtime threads) vs ray.remote")
+    workload("PYR2", "Python: get(f.remote()) repeated", "µs", False,
+             fl_py("R2", n_w2_py), n_w2_py,
+             [("ray", [python, ray_script, "W2", n_w2_ray], ray_runs, n_w2_ray)],
+             "forklift.remote vs ray.remote")
+
     n_t1 = 200_000 if quick else 1_000_000
     workload("T1", "typed starmap (libffi) vs blob starmap, same work", "ns/call", False,
              native("forklift", "T1typed", n_t1), n_t1,

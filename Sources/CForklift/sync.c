@@ -72,18 +72,28 @@ void *fls_shared_open(const char *token, uint32_t kinds, int *fd, int *error) {
         close(memfd);
         return NULL;
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    if (map == MAP_FAILED) {
+    /* A queue's memfd grows past map_len while it holds large messages out of line, so the
+       file may be longer than the object: only its first map_len bytes are the object. */
+    fls_shared_header *peek = mmap(NULL, sizeof(fls_shared_header), PROT_READ, MAP_SHARED, memfd, 0);
+    if (peek == MAP_FAILED) {
         *error = errno;
         close(memfd);
         return NULL;
     }
-    fls_shared_header *header = map;
-    if (__atomic_load_n(&header->magic, __ATOMIC_ACQUIRE) != SHARED_MAGIC || header->kind >= 32 ||
-        !(kinds & (1u << header->kind)) || header->map_len != (uint64_t)st.st_size) {
-        munmap(map, (size_t)st.st_size);
+    uint64_t map_len = peek->map_len;
+    int valid = __atomic_load_n(&peek->magic, __ATOMIC_ACQUIRE) == SHARED_MAGIC && peek->kind < 32 &&
+                (kinds & (1u << peek->kind)) && map_len >= sizeof(fls_shared_header) &&
+                map_len <= (uint64_t)st.st_size;
+    munmap(peek, sizeof(fls_shared_header));
+    if (!valid) {
         close(memfd);
         *error = EPROTOTYPE;
+        return NULL;
+    }
+    void *map = mmap(NULL, (size_t)map_len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (map == MAP_FAILED) {
+        *error = errno;
+        close(memfd);
         return NULL;
     }
     *fd = memfd;

@@ -442,6 +442,25 @@ static void test_open_by_name(void) {
     fl_semaphore bad_semaphore = NULL;
     CHECK_RC(FL_EINVAL, fl_semaphore_open(NULL, &bad_semaphore));
     CHECK(bad == NULL && bad_semaphore == NULL);
+    /* A queue still opens by name after a large message has grown its memory. */
+    {
+        fl_queue grown = NULL, reopened = NULL;
+        CHECK_OK(fl_queue_create(4096, 0, &grown));
+        size_t big_len = 1 << 20;
+        char *big = malloc(big_len), *back = malloc(big_len);
+        memset(big, 0x5a, big_len);
+        CHECK_OK(fl_queue_put(grown, big, big_len, 0));
+        char grown_name[64];
+        CHECK_OK(fl_queue_name(grown, grown_name, sizeof grown_name));
+        CHECK_OK(fl_queue_open(grown_name, &reopened));
+        size_t got = 0;
+        CHECK_OK(fl_queue_get(reopened, back, big_len, &got, 5));
+        CHECK(got == big_len && memcmp(big, back, big_len) == 0);
+        CHECK_OK(fl_queue_destroy(reopened));
+        CHECK_OK(fl_queue_destroy(grown));
+        free(big);
+        free(back);
+    }
     CHECK_OK(fl_queue_destroy(q));
     CHECK_OK(fl_lock_destroy(l));
     CHECK_OK(fl_event_destroy(e));

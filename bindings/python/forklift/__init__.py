@@ -24,8 +24,6 @@ __all__ = ["Pool", "AsyncResult", "futures", "init", "shutdown", "is_initialized
            "CancelledError", "WorkerLostError", "TaskError", "InvalidArgumentError", "GetTimeoutError",
            "RemoteTraceback", "version", "cpu_count"]
 
-import importlib.util as _util  # TEMPORARY-GUARD
-if _util.find_spec(__name__ + ".process"):  # TEMPORARY-GUARD
-    from .process import *  # noqa: F401,F403,E402  (Process, Queue, Pipe, SharedMemory, locks)
-    from .process import __all__ as _process_names  # noqa: E402
-    __all__ += list(_process_names)
+from .process import *  # noqa: F401,F403,E402  (Process, Queue, Pipe, SharedMemory, locks)
+from .process import __all__ as _process_names  # noqa: E402
+__all__ += list(_process_names)

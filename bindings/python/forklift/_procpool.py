@@ -23,8 +23,12 @@ from ._channel import Channel
 from ._results import attach_traceback
 from ._worker import TASK_ID, serve
 
-#: Requests queued at one worker at a time: one running, the next one ready.
-DEPTH = 2
+#: Requests queued at one worker: at least 2 (one running, the next one ready), and as many
+#: of its recent tasks as fit in DEPTH_BUDGET seconds, up to MAX_DEPTH, so that short tasks
+#: stream without a round trip each while long ones are not hoarded by one worker.
+MIN_DEPTH = 2
+MAX_DEPTH = 64
+DEPTH_BUDGET = 0.002
 #: How often the collector checks that every worker is still alive.
 LIVENESS_SECONDS = 0.05
 
@@ -47,6 +51,13 @@ class _Worker:
         self.requests = requests
         self.inflight: collections.deque = collections.deque()
         self.assigned = 0
+        self.last_answer = 0.0
+        self.average = None  # seconds per task, measured while the worker was kept busy
+
+    def depth(self) -> int:
+        if self.average is None:
+            return MIN_DEPTH
+        return max(MIN_DEPTH, min(MAX_DEPTH, int(DEPTH_BUDGET / max(self.average, 1e-6))))
 
 
 class ProcessEngine:
@@ -87,13 +98,13 @@ class ProcessEngine:
 
     def submit(self, function, args, kwds, finish):
         """Runs ``function(*args, **kwds)`` in a worker process; ``finish(success, value)`` once."""
-        payload_parts = (function, args, kwds)
-        pickle.dumps(payload_parts, pickle.HIGHEST_PROTOCOL)  # fail here, in the caller, if it cannot travel
+        # Pickled here, in the caller, so a call that cannot travel fails at once.
+        payload = pickle.dumps((function, args, kwds), pickle.HIGHEST_PROTOCOL)
         with self._lock:
             if not self._running:
                 raise _lib.ForkliftError("the pool is not running", _lib.ESTATE)
             task_id = next(self._ids)
-            self._tasks[task_id] = (payload_parts, finish)
+            self._tasks[task_id] = (payload, finish)
             self._backlog.append(task_id)
             self._dispatch()
 
@@ -108,8 +119,7 @@ class ProcessEngine:
             entry = self._tasks.get(task_id)
             if entry is None:
                 continue
-            (function, args, kwds), _ = entry
-            data = TASK_ID.pack(task_id) + pickle.dumps((function, args, kwds), pickle.HIGHEST_PROTOCOL)
+            data = TASK_ID.pack(task_id) + entry[0]
             code = worker.requests.send_bytes(data, 0)
             if code != _lib.OK:
                 self._backlog.appendleft(task_id)
@@ -120,7 +130,7 @@ class ProcessEngine:
     def _has_room(self, worker: _Worker) -> bool:
         if self._maxtasks is not None and worker.assigned >= self._maxtasks:
             return False
-        return len(worker.inflight) < DEPTH
+        return len(worker.inflight) < worker.depth()
 
     # ---- results and deaths ----
 
@@ -144,7 +154,15 @@ class ProcessEngine:
             entry = self._tasks.pop(task_id, None)
             for worker in self._workers:
                 if worker.index == worker_index:
-                    if task_id in worker.inflight:
+                    now = time.monotonic()
+                    if len(worker.inflight) > 1 and worker.last_answer:
+                        # The worker went straight from the previous task to this one.
+                        sample = now - worker.last_answer
+                        worker.average = sample if worker.average is None else 0.8 * worker.average + 0.2 * sample
+                    worker.last_answer = now
+                    if worker.inflight and worker.inflight[0] == task_id:
+                        worker.inflight.popleft()
+                    elif task_id in worker.inflight:
                         worker.inflight.remove(task_id)
                     break
             self._dispatch()

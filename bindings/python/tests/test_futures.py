@@ -1,0 +1,55 @@
+import asyncio
+import concurrent.futures as cf
+import ctypes
+import ctypes.util
+
+import pytest
+
+import forklift
+from tasks import fail, sleep_then, square
+
+
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_executor_is_a_concurrent_futures_executor(backend):
+    with forklift.futures.Executor(2, backend=backend) as executor:
+        assert isinstance(executor, cf.Executor)
+        futures = [executor.submit(square, i) for i in range(20)]
+        assert sorted(f.result() for f in cf.as_completed(futures, timeout=30)) == [i * i for i in range(20)]
+        done, not_done = cf.wait(futures, timeout=30)
+        assert len(done) == 20 and not not_done
+        assert list(executor.map(square, range(10))) == [i * i for i in range(10)]
+        assert list(executor.map(square, range(10), chunksize=3)) == [i * i for i in range(10)]
+        with pytest.raises(ValueError, match="oops"):
+            executor.submit(fail, "oops").result(timeout=30)
+
+        async def main():
+            return await asyncio.wrap_future(executor.submit(square, 12))
+        assert asyncio.run(main()) == 144
+    with pytest.raises(RuntimeError):
+        executor.submit(square, 1)
+
+
+def test_executor_native_and_first_completed():
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.pow.argtypes = [ctypes.c_double, ctypes.c_double]
+    libm.pow.restype = ctypes.c_double
+    with forklift.futures.Executor(2) as executor:
+        assert executor.submit(libm.pow, 2.0, 8.0).result(timeout=30) == 256.0
+        slow = executor.submit(sleep_then, "slow", 0.5)
+        fast = executor.submit(square, 3)
+        done, _ = cf.wait([slow, fast], return_when=cf.FIRST_COMPLETED, timeout=30)
+        assert fast in done
+        assert slow.result(timeout=30) == "slow"
+
+
+def test_shutdown_cancel_futures():
+    executor = forklift.futures.Executor(1)
+    futures = [executor.submit(sleep_then, i, 0.1) for i in range(10)]
+    executor.shutdown(cancel_futures=True)
+    outcomes = []
+    for f in futures:
+        try:
+            outcomes.append(f.result(timeout=10))
+        except (forklift.CancelledError, cf.CancelledError):
+            outcomes.append("cancelled")
+    assert "cancelled" in outcomes

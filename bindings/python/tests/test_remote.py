@@ -1,0 +1,207 @@
+import threading
+import time
+
+import pytest
+
+import forklift
+
+
+@pytest.fixture(autouse=True)
+def runtime():
+    forklift.init(num_workers=2)
+    yield
+    forklift.shutdown()
+
+
+@forklift.remote
+def identity(x):
+    return x
+
+
+@forklift.remote
+def add(a, b):
+    return a + b
+
+
+@forklift.remote
+def slow(x, seconds=0.2):
+    time.sleep(seconds)
+    return x
+
+
+@forklift.remote
+def broken(message):
+    raise KeyError(message)
+
+
+@forklift.remote
+class Counter:
+    def __init__(self, start=0):
+        self.value = start
+
+    def add(self, by=1):
+        seen = self.value
+        time.sleep(0)  # invite a race if calls were not serialized
+        self.value = seen + by
+        return self.value
+
+    def get(self):
+        return self.value
+
+
+def test_seed_example_results():
+    @forklift.remote
+    def f(x):
+        time.sleep(1)
+        return x
+    result_ids = [f.remote(i) for i in range(4)]
+    assert forklift.get(result_ids) == [0, 1, 2, 3]
+
+
+def test_refs_flow_into_tasks():
+    total = add.remote(forklift.put(2), add.remote(3, 4))
+    assert forklift.get(total) == 9
+    assert forklift.get(add.remote(a=forklift.put("x"), b="y")) == "xy"
+    chain = forklift.put(0)
+    for _ in range(100):
+        chain = add.remote(chain, 1)
+    assert forklift.get(chain) == 100
+    # Only top-level arguments are resolved; a ref inside a value cannot be stored.
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        forklift.get(identity.remote([forklift.put(5)]))
+
+
+def test_errors_travel_as_objects():
+    failed = broken.remote("lost key")
+    with pytest.raises(KeyError, match="lost key") as info:
+        forklift.get(failed)
+    assert "raise KeyError(message)" in str(info.value.__cause__)
+    with pytest.raises(KeyError):
+        forklift.get(add.remote(failed, 1))  # a task whose argument failed fails with that cause
+
+
+def test_retry_exceptions():
+    attempts = []
+
+    @forklift.remote(max_retries=3, retry_exceptions=True)
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+        return "ok"
+    assert forklift.get(flaky.remote()) == "ok" and len(attempts) == 3
+    attempts.clear()
+    with pytest.raises(RuntimeError):
+        forklift.get(flaky.options(max_retries=1).remote())
+    assert len(attempts) == 2
+
+
+def test_get_timeout_and_wait():
+    late = slow.remote("late", 0.5)
+    with pytest.raises(forklift.GetTimeoutError):
+        forklift.get(late, timeout=0.01)
+    ready_now = forklift.put(1)
+    ready, not_ready = forklift.wait([late, ready_now], num_returns=1, timeout=10)
+    assert ready == [ready_now] and not_ready == [late]
+    ready, not_ready = forklift.wait([late, ready_now], num_returns=2)
+    assert ready == [late, ready_now] and not_ready == []
+    assert forklift.get(late) == "late"
+    with pytest.raises(ValueError):
+        forklift.wait([late], num_returns=2)
+
+
+def test_put_get_and_no_leak():
+    value = {"a": [1, 2, 3], "b": b"bytes"}
+    assert forklift.get(forklift.put(value)) == value
+    before = forklift.stats()["objects"]
+    for i in range(20000):
+        ref = forklift.put(i)
+        assert forklift.get(ref) == i
+        del ref
+    assert forklift.stats()["objects"] == before
+
+
+def test_cancel():
+    blockers = [slow.remote(i, 0.3) for i in range(2)]
+    victim = slow.remote("never", 0)
+    forklift.cancel(victim)
+    with pytest.raises(forklift.CancelledError):
+        forklift.get(victim)
+    assert forklift.get(blockers) == [0, 1]
+
+
+def test_actor_state_and_order_under_many_callers():
+    counter = Counter.remote(10)
+    assert forklift.get([counter.add.remote() for _ in range(5)]) == [11, 12, 13, 14, 15]
+    assert forklift.get(counter.add.remote(by=forklift.put(100))) == 115
+    results = {}
+
+    def caller(name):
+        results[name] = forklift.get([counter.add.remote() for _ in range(200)])
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert forklift.get(counter.get.remote()) == 115 + 800
+    for values in results.values():
+        assert values == sorted(values)  # each caller's calls ran in its submission order
+    with pytest.raises(AttributeError):
+        counter.missing
+    forklift.kill(counter)
+    with pytest.raises(forklift.ForkliftError):
+        counter.add.remote()
+
+
+def test_actor_constructor_failure_and_max_concurrency():
+    @forklift.remote
+    class Broken:
+        def __init__(self):
+            raise OSError("no state")
+
+        def ping(self):
+            return "pong"
+    with pytest.raises(OSError, match="no state"):
+        forklift.get(Broken.remote().ping.remote())
+
+    @forklift.remote
+    class Gate:
+        def __init__(self):
+            self.event = threading.Event()
+            self.inside = 0
+
+        def wait(self):
+            self.inside += 1
+            return self.event.wait(10)
+
+        def open(self):
+            self.event.set()
+            return True
+    gate = Gate.options(max_concurrency=2).remote()
+    waiting = gate.wait.remote()
+    assert forklift.get(gate.open.remote(), timeout=10)  # ran beside the waiting call
+    assert forklift.get(waiting) is True
+
+
+def test_misuse_is_reported():
+    with pytest.raises(TypeError):
+        identity(1)
+    with pytest.raises(TypeError):
+        forklift.get(3)
+    with pytest.raises(ValueError):
+        forklift.remote(num_gpus=1)(lambda: 0)
+    with pytest.raises(RuntimeError):
+        forklift.init()
+
+
+def test_shutdown_with_work_in_flight():
+    started = [slow.remote(i, 0.2) for i in range(6)]
+    forklift.shutdown()
+    outcomes = []
+    for ref in started:
+        try:
+            outcomes.append(forklift.get(ref, timeout=10))
+        except forklift.CancelledError:
+            outcomes.append("cancelled")
+    assert "cancelled" in outcomes and len(outcomes) == 6
+    forklift.init(num_workers=2)  # the fixture shuts this one down
