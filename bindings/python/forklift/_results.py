@@ -199,23 +199,34 @@ class IMapIterator:
         self._next_chunk = 0
         self._exhausted = False
         self._buffer = collections.deque()
+        self._source_error = None  # raised by the input: delivered after the items before it
         self._fill()
 
     def _fill(self):
         while not self._exhausted and self._submitted - self._next_chunk < self._read_ahead:
             chunk = []
-            for item in self._items:
-                chunk.append(item)
-                if len(chunk) == self._chunksize:
-                    break
+            try:
+                for item in self._items:
+                    chunk.append(item)
+                    if len(chunk) == self._chunksize:
+                        break
+            except Exception as error:
+                self._source_error = error
+                self._exhausted = True
+                if chunk:
+                    self._submit(chunk)
+                return
             if not chunk:
                 self._exhausted = True
                 return
-            index = self._submitted
-            self._submitted += 1
-            self._submit_chunk(chunk, lambda success, values, index=index: self._chunk_done(index, success, values))
+            self._submit(chunk)
             if len(chunk) < self._chunksize:
                 self._exhausted = True
+
+    def _submit(self, chunk):
+        index = self._submitted
+        self._submitted += 1
+        self._submit_chunk(chunk, lambda success, values, index=index: self._chunk_done(index, success, values))
 
     def _chunk_done(self, index, success, values):
         with self._arrived:
@@ -243,6 +254,9 @@ class IMapIterator:
                     success, values = self._completion.popleft()
                     break
                 if self._exhausted and self._next_chunk >= self._submitted:
+                    if self._source_error is not None:
+                        error, self._source_error = self._source_error, None
+                        raise error
                     raise StopIteration
                 if not self._arrived.wait(timeout):
                     raise _lib.TimeoutError("no result arrived in time", _lib.ETIMEDOUT)

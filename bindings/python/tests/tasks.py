@@ -57,3 +57,28 @@ def sleep_pair(pair):
     value, seconds = pair
     time.sleep(seconds)
     return value
+
+
+class SayWhenError(ValueError):
+    pass
+
+
+def exception_throwing_generator(total, when):
+    for i in range(total):
+        if i == when:
+            raise SayWhenError("Somebody said when")
+        yield i
+
+
+def identity(x):
+    return x
+
+
+class CustomError(Exception):
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+def raise_custom(code):
+    raise CustomError(code)
