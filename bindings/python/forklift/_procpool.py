@@ -29,6 +29,8 @@ from ._worker import TASK_ID, serve
 MIN_DEPTH = 2
 MAX_DEPTH = 64
 DEPTH_BUDGET = 0.002
+#: Answers the collector settles per lock section when several have arrived.
+ANSWER_BATCH = 64
 #: How often the collector checks that every worker is still alive.
 LIVENESS_SECONDS = 0.05
 
@@ -111,8 +113,11 @@ class ProcessEngine:
     def _dispatch(self):
         """Hands backlog tasks to workers with room. Call with the lock held."""
         while self._backlog:
-            worker = min((w for w in self._workers if self._has_room(w)), key=lambda w: len(w.inflight),
-                         default=None)
+            worker, load = None, MAX_DEPTH + 1
+            for candidate in self._workers:
+                held = len(candidate.inflight)
+                if held < load and self._has_room(candidate):
+                    worker, load = candidate, held
             if worker is None:
                 return
             task_id = self._backlog.popleft()
@@ -139,7 +144,14 @@ class ProcessEngine:
         while True:
             code, data = self._results.recv_bytes(LIVENESS_SECONDS)
             if code == _lib.OK:
-                self._answer(pickle.loads(data))
+                # Take what else has arrived too, and settle it all under one lock.
+                answers = [pickle.loads(data)]
+                while len(answers) < ANSWER_BATCH:
+                    more, data = self._results.recv_bytes(0)
+                    if more != _lib.OK:
+                        break
+                    answers.append(pickle.loads(data))
+                self._answer(answers)
             elif code != _lib.ETIMEDOUT:
                 return
             now = time.monotonic()
@@ -148,26 +160,33 @@ class ProcessEngine:
                 if not self._check_workers():
                     return
 
-    def _answer(self, answer):
-        worker_index, task_id, success, value, text = answer
+    def _answer(self, answers):
+        """Settles answers (in arrival order) and hands the freed room to the backlog."""
+        finished = []
+        now = time.monotonic()
         with self._lock:
-            entry = self._tasks.pop(task_id, None)
-            for worker in self._workers:
-                if worker.index == worker_index:
-                    now = time.monotonic()
-                    if len(worker.inflight) > 1 and worker.last_answer:
-                        # The worker went straight from the previous task to this one.
-                        sample = now - worker.last_answer
-                        worker.average = sample if worker.average is None else 0.8 * worker.average + 0.2 * sample
+            by_index = {worker.index: worker for worker in self._workers}
+            counts = collections.Counter(answer[0] for answer in answers)
+            for index, count in counts.items():
+                worker = by_index.get(index)
+                if worker is not None and len(worker.inflight) > count and worker.last_answer:
+                    # The worker was kept busy since its previous answer: `count` tasks ran since.
+                    sample = (now - worker.last_answer) / count
+                    worker.average = sample if worker.average is None else 0.8 * worker.average + 0.2 * sample
+            for worker_index, task_id, success, value, text in answers:
+                entry = self._tasks.pop(task_id, None)
+                worker = by_index.get(worker_index)
+                if worker is not None:
                     worker.last_answer = now
                     if worker.inflight and worker.inflight[0] == task_id:
                         worker.inflight.popleft()
                     elif task_id in worker.inflight:
                         worker.inflight.remove(task_id)
-                    break
+                if entry is not None:
+                    finished.append((entry[1], success, value if success else attach_traceback(value, text)))
             self._dispatch()
-        if entry is not None:
-            entry[1](success, value if success else attach_traceback(value, text))
+        for finish, success, value in finished:
+            finish(success, value)
 
     def _check_workers(self) -> bool:
         """Replaces dead workers; returns False once the engine has stopped and all are gone."""
@@ -180,7 +199,7 @@ class ProcessEngine:
             code, data = self._results.recv_bytes(0)
             if code != _lib.OK:
                 break
-            self._answer(pickle.loads(data))
+            self._answer([pickle.loads(data)])
         failed = []
         with self._lock:
             for worker in dead:

@@ -213,6 +213,8 @@ def _split(args, kwargs):
 
 def _arg_array(refs, leading: bytes | None = None):
     count = len(refs) + (1 if leading is not None else 0)
+    if count == 0:
+        return None, 0
     array = (_lib.Arg * max(count, 1))()
     offset = 0
     if leading is not None:
@@ -240,6 +242,8 @@ class RemoteFunction:
             raise ValueError("num_returns other than 1 is not supported yet")
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__doc__ = getattr(function, "__doc__", None)
+        retry = self._options.get("retry_exceptions", False)
+        self._retries = self._options.get("max_retries", 3) if retry else 0
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self.__name__} cannot be called directly; use {self.__name__}.remote()")
@@ -251,10 +255,8 @@ class RemoteFunction:
     def remote(self, *args, **kwargs) -> ObjectRef:
         runtime = _current()
         template, refs = _split(args, kwargs)
-        retry = self._options.get("retry_exceptions", False)
-        retries = self._options.get("max_retries", 3) if retry else 0
         call_id = next(runtime.ids)
-        runtime.calls[call_id] = (self._function, template, retries)
+        runtime.calls[call_id] = (self._function, template, self._retries)
         array, count = _arg_array(refs)
         handle = c_void_p()
         code = _lib.lib.fl_remote(runtime.handle, runtime.task_trampoline, call_id, array, count, None, byref(handle))
