@@ -1277,6 +1277,50 @@ int fl_remote(fl_runtime runtime, fl_remote_fn fn, void *user, const fl_arg *arg
               const fl_remote_options *options, fl_ref *ref);
 
 /**
+ * Registers `fn` (called with `user`) under `name` (1 to 255 bytes; copied), process-wide:
+ * fl_remote_named() submits it by name, and traces show the name. Registering the same
+ * function and user under the same name again is allowed. Errors: FL_EINVAL (name or fn
+ * NULL, empty or too long name), FL_ESTATE (another function has that name). Thread-safe.
+ */
+int fl_function_register(const char *name, fl_remote_fn fn, void *user);
+
+/**
+ * Removes the function registered under `name`; tasks already submitted are unaffected.
+ * Errors: FL_EINVAL (name NULL, or nothing registered under it). Thread-safe.
+ */
+int fl_function_unregister(const char *name);
+
+/**
+ * fl_remote() with the function registered under `name` (and its user pointer). Errors: as
+ * fl_remote(), and FL_EINVAL when nothing is registered under `name`. Thread-safe.
+ */
+int fl_remote_named(fl_runtime runtime, const char *name, const fl_arg *args, size_t nargs,
+                    const fl_remote_options *options, fl_ref *ref);
+
+/**
+ * Starts recording the runtime's task events (clearing earlier ones): each run of a task
+ * or actor call with its function's name (registered name, else symbol, else address),
+ * thread, start, duration and status. At most 1,048,576 events are kept. Errors:
+ * FL_EHANDLE. Thread-safe.
+ */
+int fl_runtime_trace_start(fl_runtime runtime);
+
+/**
+ * Stops recording task events; those recorded stay for fl_runtime_trace_write(). Errors:
+ * FL_EHANDLE. Thread-safe.
+ */
+int fl_runtime_trace_stop(fl_runtime runtime);
+
+/**
+ * Writes the recorded events to the file at `path` (created or replaced) as Chrome-trace
+ * JSON, which Perfetto (ui.perfetto.dev) and chrome://tracing open: one complete event per
+ * run, one track per worker thread. Recording may go on meanwhile. Errors: FL_EHANDLE,
+ * FL_EINVAL (path NULL), FL_ESYSTEM (the file could not be written; errno in the message).
+ * Thread-safe.
+ */
+int fl_runtime_trace_write(fl_runtime runtime, const char *path);
+
+/**
  * Copies `len` bytes of `data` into the runtime's store (ray.put) and stores a reference to
  * the new, ready object in `*ref`. Errors: FL_EINVAL, FL_EHANDLE, FL_ESTATE (shut down),
  * FL_ENOMEM (no memory, or "object store full" beyond store_capacity). Thread-safe.

@@ -34,6 +34,10 @@ int64_t fls_monotonic_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t fls_thread_id(void) {
+    return (int64_t)syscall(SYS_gettid);
+}
+
 int fls_cpu_count(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) {

@@ -576,6 +576,91 @@ static void test_cancel(void) {
     for (int i = 0; i < 6; i++) CHECK_OK(fl_ref_release(refs[i]));
 }
 
+/* ---- functions by name, and the trace ---- */
+
+/* Exported (not static): the trace names it by its symbol. */
+int remote_test_product(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx);
+int remote_test_product(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user;
+    int64_t product = 1;
+    for (size_t i = 0; i < nargs; i++) product *= as_int(&args[i]);
+    return fl_task_return(ctx, &product, sizeof product);
+}
+
+static size_t count_of(const char *text, const char *needle) {
+    size_t count = 0;
+    for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle)) count++;
+    return count;
+}
+
+static void test_names_and_trace(fl_runtime rt) {
+    /* Registration and submission by name. */
+    int64_t offset = 1000;
+    CHECK_OK(fl_function_register("sum", sum_args, NULL));
+    CHECK_OK(fl_function_register("sum", sum_args, NULL)); /* the same again: fine */
+    CHECK_RC(FL_ESTATE, fl_function_register("sum", fail_seven, NULL));
+    CHECK(strstr(fl_last_error(), "already registered") != NULL);
+    CHECK_RC(FL_ESTATE, fl_function_register("sum", sum_args, &offset)); /* another user */
+    CHECK_RC(FL_EINVAL, fl_function_register("", sum_args, NULL));
+    CHECK_RC(FL_EINVAL, fl_function_register(NULL, sum_args, NULL));
+    CHECK_RC(FL_EINVAL, fl_function_register("x", NULL, NULL));
+    char long_name[300];
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = 0;
+    CHECK_RC(FL_EINVAL, fl_function_register(long_name, sum_args, NULL));
+
+    CHECK_OK(fl_runtime_trace_start(rt));
+    int64_t a = 40, b = 2;
+    fl_arg two[2] = {int_arg(&a), int_arg(&b)};
+    fl_ref named = NULL, missing = (fl_ref)1, products[8];
+    CHECK_OK(fl_remote_named(rt, "sum", two, 2, NULL, &named));
+    CHECK(get_int(named) == 42);
+    CHECK_RC(FL_EINVAL, fl_remote_named(rt, "no such function", two, 2, NULL, &missing));
+    CHECK(missing == NULL);
+    CHECK(strstr(fl_last_error(), "no such function") != NULL);
+    CHECK_RC(FL_EINVAL, fl_remote_named(rt, NULL, two, 2, NULL, &missing));
+    for (int i = 0; i < 8; i++) CHECK_OK(fl_remote(rt, remote_test_product, NULL, two, 2, NULL, &products[i]));
+    for (int i = 0; i < 8; i++) CHECK(get_int(products[i]) == 80);
+    fl_actor counter = NULL;
+    fl_ref call = NULL;
+    CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, NULL, 0, NULL, &counter));
+    CHECK_OK(fl_actor_call(counter, counter_add, NULL, 0, &call));
+    CHECK(get_int(call) == 1);
+    CHECK_OK(fl_runtime_trace_stop(rt));
+    fl_ref after = NULL;
+    CHECK_OK(fl_remote_named(rt, "sum", two, 2, NULL, &after)); /* not recorded */
+    CHECK(get_int(after) == 42);
+
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/forklift-trace-%d.json", (int)getpid());
+    CHECK_OK(fl_runtime_trace_write(rt, path));
+    FILE *file = fopen(path, "r");
+    CHECK(file != NULL);
+    static char text[1 << 16];
+    size_t length = file ? fread(text, 1, sizeof text - 1, file) : 0;
+    text[length] = 0;
+    if (file) fclose(file);
+    unlink(path);
+    CHECK(strstr(text, "\"traceEvents\"") != NULL);
+    CHECK(count_of(text, "\"ph\":\"X\"") == 11); /* 1 + 8 tasks, a constructor, a call */
+    CHECK(count_of(text, "\"name\":\"sum\"") == 1);
+    CHECK(count_of(text, "\"name\":\"remote_test_product\"") == 8);
+    CHECK(count_of(text, "\"name\":\"actor constructor\"") == 1);
+    CHECK(count_of(text, "\"cat\":\"actor\"") == 1);
+    CHECK_RC(FL_ESYSTEM, fl_runtime_trace_write(rt, "/nonexistent-dir/trace.json"));
+    CHECK_RC(FL_EINVAL, fl_runtime_trace_write(rt, NULL));
+    CHECK_RC(FL_EHANDLE, fl_runtime_trace_start(NULL));
+
+    CHECK_OK(fl_function_unregister("sum"));
+    CHECK_RC(FL_EINVAL, fl_function_unregister("sum"));
+    CHECK_RC(FL_EINVAL, fl_remote_named(rt, "sum", two, 2, NULL, &missing));
+    fl_ref_release(named);
+    fl_ref_release(after);
+    fl_ref_release(call);
+    for (int i = 0; i < 8; i++) fl_ref_release(products[i]);
+    CHECK_OK(fl_actor_kill(counter));
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -588,6 +673,7 @@ int main(void) {
     test_wait(rt);
     test_bad_input(rt);
     test_actors(rt);
+    test_names_and_trace(rt);
     test_waiting_does_not_hold_a_worker();
     test_objects_and_refcounts();
     test_shutdown_with_work_in_flight();

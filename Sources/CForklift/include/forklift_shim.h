@@ -69,6 +69,8 @@ int fls_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
 void fls_futex_wake(uint32_t *addr, int n);
 /** CLOCK_MONOTONIC in nanoseconds. */
 int64_t fls_monotonic_ns(void);
+/** The kernel's id of the calling thread (gettid). */
+int64_t fls_thread_id(void);
 /** Online CPUs (sched_getaffinity first, then sysconf); at least 1. */
 int fls_cpu_count(void);
 /** Names the calling thread (truncated to 15 bytes). */

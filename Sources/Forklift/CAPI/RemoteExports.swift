@@ -82,34 +82,114 @@ public func fl_remote(_ runtime: fl_runtime?, _ fn: fl_remote_fn?, _ user: Unsaf
                       _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
                       _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
     withStatus { () throws(Failure) in
-        let out = try Check.required(ref, "ref")
-        out.pointee = nil
-        let fn = try Check.required(fn, "fn")
-        if nargs > 0 { _ = try Check.required(args, "args") }
-        var settings = RemoteOptions()
-        if let options {
-            guard options.pointee.size == MemoryLayout<fl_remote_options>.size else {
-                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_remote_options_init")
-            }
-            guard options.pointee.max_retries >= 0 else { throw Failure(FL_EINVAL, "max_retries must not be negative") }
-            settings.maxRetries = Int(options.pointee.max_retries)
-            settings.retryOnError = options.pointee.retry_on_error != 0
+        if let ref { ref.pointee = nil }
+        return try submitRemote(runtime, try Check.required(fn, "fn"), user, args, nargs, options, ref)
+    }
+}
+
+/// Submits `fn` as a remote task: the body of fl_remote and fl_remote_named.
+private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMutableRawPointer?,
+                          _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
+                          _ ref: UnsafeMutablePointer<fl_ref?>?) throws(Failure) -> CInt {
+    let out = try Check.required(ref, "ref")
+    out.pointee = nil
+    if nargs > 0 { _ = try Check.required(args, "args") }
+    var settings = RemoteOptions()
+    if let options {
+        guard options.pointee.size == MemoryLayout<fl_remote_options>.size else {
+            throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_remote_options_init")
         }
-        return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
-            var arguments = try RemoteArguments(args, nargs)
-            let output = RemoteObject(store: runtime.store)
-            let task = RemoteTask(fn: fn, user: user, arguments: arguments.list, blobBytes: arguments.takeBytes(),
-                                  output: output, options: settings, runtime: runtime)
-            let handle = try Registry.refs.register(output)
-            do throws(Failure) {
-                try runtime.submit(task)
-            } catch {
-                try? Registry.refs.destroy(cHandle(handle), "ref")
-                throw error
-            }
-            out.pointee = cHandle(handle)
-            return FL_OK
+        guard options.pointee.max_retries >= 0 else { throw Failure(FL_EINVAL, "max_retries must not be negative") }
+        settings.maxRetries = Int(options.pointee.max_retries)
+        settings.retryOnError = options.pointee.retry_on_error != 0
+    }
+    return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
+        var arguments = try RemoteArguments(args, nargs)
+        let output = RemoteObject(store: runtime.store)
+        let task = RemoteTask(fn: fn, user: user, arguments: arguments.list, blobBytes: arguments.takeBytes(),
+                              output: output, options: settings, runtime: runtime)
+        let handle = try Registry.refs.register(output)
+        do throws(Failure) {
+            try runtime.submit(task)
+        } catch {
+            try? Registry.refs.destroy(cHandle(handle), "ref")
+            throw error
         }
+        out.pointee = cHandle(handle)
+        return FL_OK
+    }
+}
+
+/// Registers `fn` (called with `user`) under `name` (1 to 255 bytes; copied), process-wide:
+/// fl_remote_named() submits it by name, and traces show the name. Registering the same
+/// function and user under the same name again is allowed. Errors: FL_EINVAL (name or fn
+/// NULL, empty or too long name), FL_ESTATE (another function has that name). Thread-safe.
+@_cdecl("fl_function_register")
+public func fl_function_register(_ name: UnsafePointer<CChar>?, _ fn: fl_remote_fn?,
+                                 _ user: UnsafeMutableRawPointer?) -> CInt {
+    withStatus { () throws(Failure) in
+        let name = String(cString: try Check.required(name, "name"))
+        try FunctionRegistry.register(name, .init(fn: try Check.required(fn, "fn"), user: user))
+        return FL_OK
+    }
+}
+
+/// Removes the function registered under `name`; tasks already submitted are unaffected.
+/// Errors: FL_EINVAL (name NULL, or nothing registered under it). Thread-safe.
+@_cdecl("fl_function_unregister")
+public func fl_function_unregister(_ name: UnsafePointer<CChar>?) -> CInt {
+    withStatus { () throws(Failure) in
+        try FunctionRegistry.unregister(String(cString: try Check.required(name, "name")))
+        return FL_OK
+    }
+}
+
+/// fl_remote() with the function registered under `name` (and its user pointer). Errors: as
+/// fl_remote(), and FL_EINVAL when nothing is registered under `name`. Thread-safe.
+@_cdecl("fl_remote_named")
+public func fl_remote_named(_ runtime: fl_runtime?, _ name: UnsafePointer<CChar>?, _ args: UnsafePointer<fl_arg>?,
+                            _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
+                            _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        if let ref { ref.pointee = nil }
+        let entry = try FunctionRegistry.lookup(String(cString: try Check.required(name, "name")))
+        return try submitRemote(runtime, entry.fn, entry.user, args, nargs, options, ref)
+    }
+}
+
+/// Starts recording the runtime's task events (clearing earlier ones): each run of a task
+/// or actor call with its function's name (registered name, else symbol, else address),
+/// thread, start, duration and status. At most 1,048,576 events are kept. Errors:
+/// FL_EHANDLE. Thread-safe.
+@_cdecl("fl_runtime_trace_start")
+public func fl_runtime_trace_start(_ runtime: fl_runtime?) -> CInt {
+    withStatus { () throws(Failure) in
+        try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in runtime.timeline.start() }
+        return FL_OK
+    }
+}
+
+/// Stops recording task events; those recorded stay for fl_runtime_trace_write(). Errors:
+/// FL_EHANDLE. Thread-safe.
+@_cdecl("fl_runtime_trace_stop")
+public func fl_runtime_trace_stop(_ runtime: fl_runtime?) -> CInt {
+    withStatus { () throws(Failure) in
+        try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in runtime.timeline.stop() }
+        return FL_OK
+    }
+}
+
+/// Writes the recorded events to the file at `path` (created or replaced) as Chrome-trace
+/// JSON, which Perfetto (ui.perfetto.dev) and chrome://tracing open: one complete event per
+/// run, one track per worker thread. Recording may go on meanwhile. Errors: FL_EHANDLE,
+/// FL_EINVAL (path NULL), FL_ESYSTEM (the file could not be written; errno in the message).
+/// Thread-safe.
+@_cdecl("fl_runtime_trace_write")
+public func fl_runtime_trace_write(_ runtime: fl_runtime?, _ path: UnsafePointer<CChar>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let path = String(cString: try Check.required(path, "path"))
+        try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in try runtime.timeline.write(to: path) }
+        return FL_OK
     }
 }
 

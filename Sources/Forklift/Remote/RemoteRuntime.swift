@@ -14,6 +14,8 @@ import CForklift
 final class RemoteRuntime {
     let pool: Pool
     let store: ObjectStore
+    /// Task events for fl_runtime_trace_*.
+    let timeline = Timeline()
     private let closed: UnsafeMutablePointer<UInt32>
     /// submitted, running, finished, failed.
     private let counters: UnsafeMutablePointer<UInt64>

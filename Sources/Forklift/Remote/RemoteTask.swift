@@ -123,6 +123,8 @@ final class RemoteTask {
         defer { runtime.taskRunning(-1) }
         var outcome = ResultSlot.pending
         var attempts = 0
+        let tracing = runtime.timeline.isRecording
+        let started = tracing ? fls_monotonic_ns() : 0
         // The argument views live on the stack for the call: no allocation per task.
         withUnsafeTemporaryAllocation(of: fl_blob.self, capacity: max(1, arguments.count)) { blobs in
             for (index, argument) in arguments.enumerated() {
@@ -147,6 +149,12 @@ final class RemoteTask {
                 ResultSlot.clear(&outcome)
                 outcome = ResultSlot.pending
             }
+        }
+        if tracing {
+            runtime.timeline.record(Timeline.Event(fn: fn, thread: fls_thread_id(), startNanoseconds: started,
+                                                   endNanoseconds: fls_monotonic_ns(), status: outcome.status,
+                                                   isActorCall: actor != nil && !constructsActor,
+                                                   label: constructsActor ? "actor constructor" : nil))
         }
         // Counted and let go of before the output resolves, so whoever sees the output
         // ready also sees the counters and the argument objects' references updated.

@@ -15,12 +15,12 @@ from ._results import AsyncResult, RemoteTraceback
 from .pool import Pool
 from . import futures
 from .remote import (init, shutdown, is_initialized, remote, get, wait, put, cancel, kill, stats,
-                     ObjectRef, ActorHandle, GetTimeoutError)
+                     timeline, start_timeline, stop_timeline, ObjectRef, ActorHandle, GetTimeoutError)
 
 __version__ = version()
 
 __all__ = ["Pool", "AsyncResult", "futures", "init", "shutdown", "is_initialized", "remote", "get", "wait",
-           "put", "cancel", "kill", "stats", "ObjectRef", "ActorHandle", "ForkliftError", "TimeoutError",
+           "put", "cancel", "kill", "stats", "timeline", "start_timeline", "stop_timeline", "ObjectRef", "ActorHandle", "ForkliftError", "TimeoutError",
            "CancelledError", "WorkerLostError", "TaskError", "InvalidArgumentError", "GetTimeoutError",
            "RemoteTraceback", "version", "cpu_count"]
 

@@ -276,6 +276,12 @@ _declare("fl_actor_create", I, P, fl_actor_init_fn, fl_actor_free_fn, P, POINTER
          POINTER(ActorOptions), PP)
 _declare("fl_actor_call", I, P, fl_remote_fn, POINTER(Arg), SZ, PP)
 _declare("fl_actor_kill", I, P)
+_declare("fl_function_register", I, c_char_p, fl_remote_fn, P)
+_declare("fl_function_unregister", I, c_char_p)
+_declare("fl_remote_named", I, P, c_char_p, POINTER(Arg), SZ, POINTER(RemoteOptions), PP)
+_declare("fl_runtime_trace_start", I, P)
+_declare("fl_runtime_trace_stop", I, P)
+_declare("fl_runtime_trace_write", I, P, c_char_p)
 
 
 def version() -> str:

@@ -23,6 +23,9 @@ from ._results import attach_traceback
 
 _state_lock = threading.Lock()
 _runtime = None
+_calls: dict = {}  # call id -> what the C entry point runs (shared by every runtime)
+_ids = itertools.count(1)
+_named_entries: dict = {}  # qualified name -> its registered C entry point
 
 
 class _Failure:
@@ -46,9 +49,7 @@ class _Runtime:
         handle = c_void_p()
         _lib.check(_lib.lib.fl_runtime_create(byref(options), byref(handle)), "init")
         self.handle = handle
-        self.calls: dict = {}
         self.actors: dict = {}
-        self.ids = itertools.count(1)
         self.task_trampoline = _lib.fl_remote_fn(self._run_task)
         self.method_trampoline = _lib.fl_remote_fn(self._run_method)
         self.init_trampoline = _lib.fl_actor_init_fn(self._construct)
@@ -99,29 +100,30 @@ class _Runtime:
                     continue
                 return _Failure(error, traceback.format_exc())
 
-    def _run_task(self, user, blobs, count, ctx):
+    @staticmethod
+    def _run_task(user, blobs, count, ctx):
         try:
-            function, template, retries = self.calls.pop(user)
-            return self._finish(ctx, self._call(function, self._resolve(template, blobs, count, 0), retries))
+            function, template, retries = _calls.pop(user)
+            return _Runtime._finish(ctx, _Runtime._call(function, _Runtime._resolve(template, blobs, count, 0), retries))
         except BaseException as error:  # a fault of the binding itself: fail the task, say why
             return _lib.lib.fl_task_fail(ctx, 1, f"forklift: {error!r}".encode())
 
     def _run_method(self, state, blobs, count, ctx):
         try:
             call_id = struct.unpack("q", ctypes.string_at(blobs[0].data, 8))[0]
-            name, template = self.calls.pop(call_id)
+            name, template = _calls.pop(call_id)
             instance = self.actors[state]
             if isinstance(instance, _Failure):
-                return self._finish(ctx, instance)
+                return _Runtime._finish(ctx, instance)
             method = getattr(instance, name)
-            return self._finish(ctx, self._call(method, self._resolve(template, blobs, count, 1), 0))
+            return _Runtime._finish(ctx, _Runtime._call(method, _Runtime._resolve(template, blobs, count, 1), 0))
         except BaseException as error:
             return _lib.lib.fl_task_fail(ctx, 1, f"forklift: {error!r}".encode())
 
     def _construct(self, user, blobs, count, state_out):
-        cls, template = self.calls.pop(user)
-        resolved = self._resolve(template, blobs, count, 0)
-        made = self._call(cls, resolved, 0)
+        cls, template = _calls.pop(user)
+        resolved = _Runtime._resolve(template, blobs, count, 0)
+        made = _Runtime._call(cls, resolved, 0)
         self.actors[user] = made  # a failed constructor is kept: its calls raise its error
         state_out[0] = user
         return 0
@@ -242,11 +244,24 @@ class RemoteFunction:
             raise ValueError("num_returns other than 1 is not supported yet")
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__doc__ = getattr(function, "__doc__", None)
+        self._trampoline = None
         retry = self._options.get("retry_exceptions", False)
         self._retries = self._options.get("max_retries", 3) if retry else 0
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self.__name__} cannot be called directly; use {self.__name__}.remote()")
+
+    def _register(self, runtime):
+        """A C entry point of this function's own, registered (process-wide) under its
+        qualified name so that traces show it; the shared one if the name is taken."""
+        name = f"{getattr(self._function, '__module__', '?')}.{getattr(self._function, '__qualname__', self.__name__)}"
+        trampoline = _named_entries.get(name)
+        if trampoline is None:
+            trampoline = _lib.fl_remote_fn(_Runtime._run_task)
+            if _lib.lib.fl_function_register(name.encode()[:255], trampoline, None) != _lib.OK:
+                return runtime.task_trampoline
+            _named_entries[name] = trampoline  # kept alive: the registration stays
+        return trampoline
 
     def options(self, **options):
         """A copy with other options (max_retries, retry_exceptions)."""
@@ -255,13 +270,16 @@ class RemoteFunction:
     def remote(self, *args, **kwargs) -> ObjectRef:
         runtime = _current()
         template, refs = _split(args, kwargs)
-        call_id = next(runtime.ids)
-        runtime.calls[call_id] = (self._function, template, self._retries)
+        call_id = next(_ids)
+        _calls[call_id] = (self._function, template, self._retries)
         array, count = _arg_array(refs)
         handle = c_void_p()
-        code = _lib.lib.fl_remote(runtime.handle, runtime.task_trampoline, call_id, array, count, None, byref(handle))
+        trampoline = self._trampoline
+        if trampoline is None:
+            trampoline = self._trampoline = self._register(runtime)
+        code = _lib.lib.fl_remote(runtime.handle, trampoline, call_id, array, count, None, byref(handle))
         if code != _lib.OK:
-            runtime.calls.pop(call_id, None)
+            _calls.pop(call_id, None)
             raise _lib.error(code, self.__name__ + ".remote")
         return ObjectRef(handle)
 
@@ -275,14 +293,14 @@ class ActorMethod:
         actor = self._actor
         runtime = actor._runtime
         template, refs = _split(args, kwargs)
-        call_id = next(runtime.ids)
-        runtime.calls[call_id] = (self._name, template)
+        call_id = next(_ids)
+        _calls[call_id] = (self._name, template)
         leading = struct.pack("q", call_id)
         array, count = _arg_array(refs, leading)
         handle = c_void_p()
         code = _lib.lib.fl_actor_call(actor._handle, runtime.method_trampoline, array, count, byref(handle))
         if code != _lib.OK:
-            runtime.calls.pop(call_id, None)
+            _calls.pop(call_id, None)
             raise _lib.error(code, f"{actor._class_name}.{self._name}.remote")
         return ObjectRef(handle)
 
@@ -326,8 +344,8 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> ActorHandle:
         runtime = _current()
         template, refs = _split(args, kwargs)
-        call_id = next(runtime.ids)
-        runtime.calls[call_id] = (self._cls, template)
+        call_id = next(_ids)
+        _calls[call_id] = (self._cls, template)
         array, count = _arg_array(refs)
         options = _lib.ActorOptions()
         _lib.lib.fl_actor_options_init(byref(options))
@@ -336,7 +354,7 @@ class ActorClass:
         code = _lib.lib.fl_actor_create(runtime.handle, runtime.init_trampoline, runtime.free_trampoline, call_id,
                                         array, count, byref(options), byref(handle))
         if code != _lib.OK:
-            runtime.calls.pop(call_id, None)
+            _calls.pop(call_id, None)
             raise _lib.error(code, self.__name__ + ".remote")
         methods = {name for name in dir(self._cls) if callable(getattr(self._cls, name)) and not name.startswith("_")}
         return ActorHandle(runtime, handle, self.__name__, methods)
@@ -430,6 +448,37 @@ def cancel(ref: ObjectRef):
 def kill(actor: ActorHandle):
     """Ends an actor: calls not started are cancelled."""
     _lib.check(_lib.lib.fl_actor_kill(actor._handle), "kill")
+
+
+def timeline(filename=None):
+    """The task events recorded since ``start_timeline()`` (ray.timeline): written to
+    ``filename`` as Chrome-trace JSON (open it in Perfetto), or returned as a list of
+    event dicts when no filename is given."""
+    runtime = _current()
+    if filename is not None:
+        _lib.check(_lib.lib.fl_runtime_trace_write(runtime.handle, str(filename).encode()), "timeline")
+        return None
+    import json
+    import os
+    import tempfile
+    handle, path = tempfile.mkstemp(suffix=".json")
+    os.close(handle)
+    try:
+        _lib.check(_lib.lib.fl_runtime_trace_write(runtime.handle, path.encode()), "timeline")
+        with open(path) as file:
+            return json.load(file)["traceEvents"]
+    finally:
+        os.unlink(path)
+
+
+def start_timeline():
+    """Starts recording task events (clearing earlier ones) for ``timeline()``."""
+    _lib.check(_lib.lib.fl_runtime_trace_start(_current().handle), "start_timeline")
+
+
+def stop_timeline():
+    """Stops recording task events; ``timeline()`` still returns those recorded."""
+    _lib.check(_lib.lib.fl_runtime_trace_stop(_current().handle), "stop_timeline")
 
 
 def stats() -> dict:

@@ -205,3 +205,21 @@ def test_shutdown_with_work_in_flight():
             outcomes.append("cancelled")
     assert "cancelled" in outcomes and len(outcomes) == 6
     forklift.init(num_workers=2)  # the fixture shuts this one down
+
+
+def test_timeline_names_python_functions(tmp_path):
+    forklift.start_timeline()
+    forklift.get([add.remote(i, 1) for i in range(5)])
+    counter = Counter.remote()
+    forklift.get(counter.add.remote())
+    forklift.stop_timeline()
+    forklift.get(add.remote(0, 0))  # not recorded
+    events = [e for e in forklift.timeline() if e["ph"] == "X"]
+    names = [e["name"] for e in events]
+    assert names.count("test_remote.add") == 5
+    assert names.count("actor constructor") == 1
+    assert len(events) == 7 and all(e["dur"] >= 0 for e in events)
+    path = tmp_path / "trace.json"
+    forklift.timeline(str(path))
+    import json
+    assert len([e for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]) == 7
