@@ -1328,6 +1328,39 @@ int fl_runtime_trace_write(fl_runtime runtime, const char *path);
 int fl_put(fl_runtime runtime, const void *data, size_t len, fl_ref *ref);
 
 /**
+ * Creates an object of `len` bytes to be filled in place (the zero-copy form of fl_put):
+ * stores where to write them in `*buffer` and a reference in `*ref`. The object is pending
+ * (fl_get waits, tasks taking it as an argument wait) until fl_seal(); the caller writes the
+ * bytes in between, from any thread, and must not touch the buffer after sealing. Releasing
+ * the last reference without sealing frees it. Views of the sealed object (fl_get) point
+ * into this same buffer, except for objects of a few bytes, which are copied once when
+ * sealed. Errors: FL_EINVAL (buffer or ref NULL),
+ * FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity).
+ * Thread-safe.
+ */
+int fl_create(fl_runtime runtime, size_t len, void **buffer, fl_ref *ref);
+
+/**
+ * Seals an object made by fl_create(): it becomes ready with the bytes written into its
+ * buffer, and whoever waits for it goes on. Errors: FL_EHANDLE, FL_ESTATE (not an unsealed
+ * object of fl_create: sealed already, or a task's result or a put). Thread-safe.
+ */
+int fl_seal(fl_ref ref);
+
+/**
+ * fl_get() of `count` references with one deadline (ray.get of a list): waits at most
+ * `timeout` seconds in all, then for each i stores a read-only view in `data[i]`/`lens[i]`
+ * (NULL/0 when not ready or failed) and its status in `statuses[i]` (FL_OK, the failure's
+ * status, or FL_ETIMEDOUT); `statuses` may be NULL. Returns FL_OK when all are ready; else
+ * the first failure's status in input order (fl_last_error() gives its message), or
+ * FL_ETIMEDOUT. Views stay valid until their reference is released. Errors: FL_EINVAL
+ * (refs, data or lens NULL with a count), FL_EHANDLE (a reference; nothing is waited for).
+ * Thread-safe.
+ */
+int fl_get_many(const fl_ref *refs, size_t count, double timeout, const void **data, size_t *lens,
+                int *statuses);
+
+/**
  * Waits at most `timeout` seconds (FL_FOREVER: no limit; 0: poll) for the object and stores
  * a read-only view of its bytes in `*data` and `*len` (either may be NULL): no copy, valid
  * until this reference is released (ray.get). A failed object returns its status (FL_ETASK

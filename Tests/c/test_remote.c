@@ -661,6 +661,98 @@ static void test_names_and_trace(fl_runtime rt) {
     CHECK_OK(fl_actor_kill(counter));
 }
 
+/* ---- zero-copy create/seal, get of many ---- */
+
+static void test_create_seal_and_get_many(void) {
+    fl_runtime_options options;
+    CHECK_OK(fl_runtime_options_init(&options));
+    options.workers = 2;
+    options.store_capacity = 1 << 20;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&options, &rt));
+    fl_runtime_stats stats;
+
+    /* A buffer filled in place; a task that takes it waits for the seal. */
+    void *buffer = NULL;
+    fl_ref made = NULL, summed = NULL;
+    CHECK_OK(fl_create(rt, sizeof(int64_t), &buffer, &made));
+    CHECK(buffer != NULL && made != NULL);
+    fl_arg arg = ref_arg(made);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &arg, 1, NULL, &summed));
+    CHECK_RC(FL_ETIMEDOUT, fl_get(made, 0.05, NULL, NULL));
+    CHECK_RC(FL_ETIMEDOUT, fl_get(summed, 0, NULL, NULL));
+    int64_t value = 4242;
+    memcpy(buffer, &value, sizeof value);
+    CHECK_OK(fl_seal(made));
+    const void *view = NULL;
+    size_t len = 0;
+    CHECK_OK(fl_get(made, 30, &view, &len));
+    CHECK(len == 8 && memcmp(view, &value, 8) == 0);
+    CHECK(get_int(summed) == 4242); /* ran after the seal, on the sealed bytes */
+    CHECK_RC(FL_ESTATE, fl_seal(made)); /* sealed already */
+    CHECK(strstr(fl_last_error(), "unsealed") != NULL);
+    CHECK_RC(FL_ESTATE, fl_seal(summed)); /* a task's result */
+    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    CHECK(stats.object_bytes >= 16);
+
+    /* A large one, counted against the capacity from the start. */
+    void *big = NULL;
+    fl_ref large = NULL, too_large = NULL;
+    CHECK_OK(fl_create(rt, 600 * 1024, &big, &large));
+    memset(big, 7, 600 * 1024);
+    CHECK_RC(FL_ENOMEM, fl_create(rt, 600 * 1024, &buffer, &too_large));
+    CHECK(too_large == NULL && buffer == NULL);
+    CHECK(strstr(fl_last_error(), "store full") != NULL);
+    CHECK_OK(fl_seal(large));
+    /* Released without a seal: freed, bytes given back. */
+    fl_ref abandoned = NULL;
+    CHECK_OK(fl_create(rt, 1000, &buffer, &abandoned));
+    CHECK_OK(fl_ref_release(abandoned));
+
+    /* Get of many: all ready; then a failure and a timeout among them. */
+    int64_t a = 1, b = 2;
+    fl_arg one = int_arg(&a);
+    fl_ref refs[4] = {NULL, NULL, NULL, NULL};
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &one, 1, NULL, &refs[0]));
+    CHECK_OK(fl_put(rt, &b, sizeof b, &refs[1]));
+    refs[2] = large;
+    const void *views[4];
+    size_t lens[4];
+    int statuses[4];
+    CHECK_OK(fl_get_many(refs, 3, 30, views, lens, statuses));
+    CHECK(lens[0] == 8 && memcmp(views[0], &a, 8) == 0 && memcmp(views[1], &b, 8) == 0);
+    CHECK(lens[2] == 600 * 1024 && ((const char *)views[2])[600 * 1024 - 1] == 7);
+    CHECK(views[2] == big); /* the very buffer that was filled: no copy */
+    CHECK(statuses[0] == FL_OK && statuses[1] == FL_OK && statuses[2] == FL_OK);
+    fl_ref failing = NULL, pending_forever = NULL;
+    CHECK_OK(fl_remote(rt, fail_seven, NULL, NULL, 0, NULL, &failing));
+    CHECK_OK(fl_create(rt, 8, &buffer, &pending_forever));
+    fl_ref mixed[3] = {refs[0], failing, pending_forever};
+    CHECK_RC(FL_ETASK, fl_get_many(mixed, 3, 0.05, views, lens, statuses));
+    CHECK(strstr(fl_last_error(), "seven") != NULL);
+    CHECK(statuses[0] == FL_OK && statuses[1] == FL_ETASK && statuses[2] == FL_ETIMEDOUT);
+    CHECK(views[1] == NULL && lens[2] == 0 && views[0] != NULL);
+    fl_ref only_pending[1] = {pending_forever};
+    CHECK_RC(FL_ETIMEDOUT, fl_get_many(only_pending, 1, 0, views, lens, NULL));
+    fl_ref with_bad[2] = {refs[0], (fl_ref)0x1234};
+    CHECK_RC(FL_EHANDLE, fl_get_many(with_bad, 2, 0, views, lens, NULL));
+    CHECK_RC(FL_EINVAL, fl_get_many(NULL, 2, 0, views, lens, NULL));
+    CHECK_OK(fl_get_many(NULL, 0, 0, NULL, NULL, NULL));
+    CHECK_RC(FL_EINVAL, fl_create(rt, 8, NULL, &too_large));
+    CHECK_RC(FL_EHANDLE, fl_seal(NULL));
+
+    fl_ref_release(made);
+    fl_ref_release(summed);
+    fl_ref_release(large);
+    fl_ref_release(refs[0]);
+    fl_ref_release(refs[1]);
+    fl_ref_release(failing);
+    fl_ref_release(pending_forever);
+    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    CHECK(stats.objects == 0 && stats.object_bytes == 0);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -674,6 +766,7 @@ int main(void) {
     test_bad_input(rt);
     test_actors(rt);
     test_names_and_trace(rt);
+    test_create_seal_and_get_many();
     test_waiting_does_not_hold_a_worker();
     test_objects_and_refcounts();
     test_shutdown_with_work_in_flight();

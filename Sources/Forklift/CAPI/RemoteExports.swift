@@ -218,6 +218,92 @@ public func fl_put(_ runtime: fl_runtime?, _ data: UnsafeRawPointer?, _ len: siz
     }
 }
 
+/// Creates an object of `len` bytes to be filled in place (the zero-copy form of fl_put):
+/// stores where to write them in `*buffer` and a reference in `*ref`. The object is pending
+/// (fl_get waits, tasks taking it as an argument wait) until fl_seal(); the caller writes the
+/// bytes in between, from any thread, and must not touch the buffer after sealing. Releasing
+/// the last reference without sealing frees it. Views of the sealed object (fl_get) point
+/// into this same buffer, except for objects of a few bytes, which are copied once when
+/// sealed. Errors: FL_EINVAL (buffer or ref NULL),
+/// FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity).
+/// Thread-safe.
+@_cdecl("fl_create")
+public func fl_create(_ runtime: fl_runtime?, _ len: size_t, _ buffer: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                      _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(ref, "ref")
+        out.pointee = nil
+        let place = try Check.required(buffer, "buffer")
+        place.pointee = nil
+        return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
+            guard !runtime.isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
+            let object = RemoteObject(store: runtime.store)
+            let target = try object.createBuffer(length: len)
+            out.pointee = cHandle(try Registry.refs.register(object))
+            place.pointee = target
+            return FL_OK
+        }
+    }
+}
+
+/// Seals an object made by fl_create(): it becomes ready with the bytes written into its
+/// buffer, and whoever waits for it goes on. Errors: FL_EHANDLE, FL_ESTATE (not an unsealed
+/// object of fl_create: sealed already, or a task's result or a put). Thread-safe.
+@_cdecl("fl_seal")
+public func fl_seal(_ ref: fl_ref?) -> CInt {
+    withStatus { () throws(Failure) in
+        try Registry.refs.with(ref, "ref") { object throws(Failure) in try object.seal() }
+        return FL_OK
+    }
+}
+
+/// fl_get() of `count` references with one deadline (ray.get of a list): waits at most
+/// `timeout` seconds in all, then for each i stores a read-only view in `data[i]`/`lens[i]`
+/// (NULL/0 when not ready or failed) and its status in `statuses[i]` (FL_OK, the failure's
+/// status, or FL_ETIMEDOUT); `statuses` may be NULL. Returns FL_OK when all are ready; else
+/// the first failure's status in input order (fl_last_error() gives its message), or
+/// FL_ETIMEDOUT. Views stay valid until their reference is released. Errors: FL_EINVAL
+/// (refs, data or lens NULL with a count), FL_EHANDLE (a reference; nothing is waited for).
+/// Thread-safe.
+@_cdecl("fl_get_many")
+public func fl_get_many(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ timeout: Double,
+                        _ data: UnsafeMutablePointer<UnsafeRawPointer?>?, _ lens: UnsafeMutablePointer<size_t>?,
+                        _ statuses: UnsafeMutablePointer<CInt>?) -> CInt {
+    withStatus { () throws(Failure) in
+        guard count > 0 else { return FL_OK }
+        let refs = try Check.required(refs, "refs")
+        let data = try Check.required(data, "data")
+        let lens = try Check.required(lens, "lens")
+        let deadline = try Check.deadline(timeout)
+        var objects: [RemoteObject] = []
+        objects.reserveCapacity(count)
+        for index in 0..<count {
+            objects.append(try Registry.refs.with(refs[index], "ref") { $0 })
+        }
+        var first: Failure?
+        for (index, object) in objects.enumerated() {
+            data[index] = nil
+            lens[index] = 0
+            let status: Int32
+            if !object.waitHelping(until: deadline) {
+                status = FL_ETIMEDOUT
+                if first == nil { first = Failure(FL_ETIMEDOUT, "object \(index) not ready at the deadline") }
+            } else if let failure = object.failure {
+                status = ResultSlot.status(object.slot)
+                if first == nil { first = Failure(status, "object \(index): \(failure.message)") }
+            } else {
+                status = FL_OK
+                let bytes = object.bytes
+                data[index] = bytes.data
+                lens[index] = bytes.length
+            }
+            statuses?[index] = status
+        }
+        if let first { throw first }
+        return FL_OK
+    }
+}
+
 /// Waits at most `timeout` seconds (FL_FOREVER: no limit; 0: poll) for the object and stores
 /// a read-only view of its bytes in `*data` and `*len` (either may be NULL): no copy, valid
 /// until this reference is released (ray.get). A failed object returns its status (FL_ETASK

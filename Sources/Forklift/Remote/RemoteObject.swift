@@ -23,6 +23,8 @@ final class RemoteObject {
     }
     /// Whether a task produces this object (false for a put).
     private(set) var isTaskResult = false
+    /// The buffer fl_create handed out, until fl_seal (its bytes already counted in the store).
+    private var unsealed: UnsafeMutablePointer<fls_slot>?
 
     init(store: ObjectStore) {
         self.store = store
@@ -33,6 +35,11 @@ final class RemoteObject {
     }
 
     deinit {
+        if let unsealed {
+            store.release(bytes: unsealed.pointee.len)
+            ResultSlot.clear(unsealed)
+            unsealed.deallocate()
+        }
         if slot.pointee.status == FL_OK { store.release(bytes: slot.pointee.len) }
         store.objectFreed()
         ResultSlot.clear(slot)
@@ -50,14 +57,46 @@ final class RemoteObject {
     /// The failure of a failed object, or nil.
     var failure: Failure? { isReady ? ResultSlot.failure(slot) : nil }
 
+    /// Makes this new object a buffer of `length` bytes for the caller to fill (fl_create): it
+    /// stays pending, and tasks taking it wait, until `seal`. Returns where to write.
+    func createBuffer(length: Int) throws(Failure) -> UnsafeMutableRawPointer {
+        guard store.reserve(bytes: length) else {
+            throw Failure(FL_ENOMEM, "object store full (capacity \(store.capacity) bytes)")
+        }
+        let buffer = UnsafeMutablePointer<fls_slot>.allocate(capacity: 1)
+        buffer.initialize(to: ResultSlot.pending)
+        do throws(Failure) {
+            let target = try ResultSlot.reserve(buffer, length: length, external: nil, externalCapacity: 0)
+            lock.withLock { unsealed = buffer }
+            return target
+        } catch {
+            store.release(bytes: length)
+            buffer.deallocate()
+            throw error
+        }
+    }
+
+    /// Seals the buffer of `createBuffer`: the object becomes ready with the bytes written.
+    func seal() throws(Failure) {
+        let buffer: UnsafeMutablePointer<fls_slot>? = lock.withLock {
+            defer { unsealed = nil }
+            return unsealed
+        }
+        guard let buffer else { throw Failure(FL_ESTATE, "the object is not an unsealed buffer of fl_create") }
+        buffer.pointee.status = FL_OK
+        resolve(taking: buffer, reserved: true)
+        buffer.deallocate()
+    }
+
     /// Resolves with `outcome` (a filled slot, which this takes over) unless already resolved,
-    /// and tells the dependents. Returns whether this call resolved it.
+    /// and tells the dependents. `reserved`: its bytes are already counted in the store.
+    /// Returns whether this call resolved it.
     @discardableResult
-    func resolve(taking outcome: UnsafeMutablePointer<fls_slot>) -> Bool {
+    func resolve(taking outcome: UnsafeMutablePointer<fls_slot>, reserved: Bool = false) -> Bool {
         let waiting: [RemoteTask]? = lock.withLock {
             guard !resolved else { return nil }
             resolved = true
-            if outcome.pointee.status == FL_OK, !store.reserve(bytes: outcome.pointee.len) {
+            if outcome.pointee.status == FL_OK, !reserved, !store.reserve(bytes: outcome.pointee.len) {
                 ResultSlot.clear(outcome)
                 ResultSlot.fail(outcome, status: FL_ENOMEM, code: FL_ENOMEM,
                                 message: "object store full (capacity \(store.capacity) bytes)")
@@ -69,6 +108,7 @@ final class RemoteObject {
             return taken
         }
         guard let waiting else {
+            if reserved, outcome.pointee.status == FL_OK { store.release(bytes: outcome.pointee.len) }
             ResultSlot.clear(outcome)
             return false
         }
