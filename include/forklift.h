@@ -808,6 +808,14 @@ int fl_iter_destroy(fl_iter iter);
 int fl_task_return(fl_task_ctx ctx, const void *data, size_t len);
 
 /**
+ * Sets result `index` of a remote task submitted with fl_remote_multi() to a copy of
+ * `data` (`len` bytes); index 0 is fl_task_return(). Only inside that task's function.
+ * Errors: FL_EHANDLE (ctx is not the running task's), FL_ERANGE (index beyond the task's
+ * num_returns), FL_EINVAL, FL_ENOMEM.
+ */
+int fl_task_return_at(fl_task_ctx ctx, size_t index, const void *data, size_t len);
+
+/**
  * Reserves a `len`-byte result and stores where to write it in `*buffer` — the caller's own
  * buffer for fl_pool_apply() when it fits (zero-copy), else library memory. The buffer is
  * valid until the task function returns. Errors: FL_EHANDLE, FL_EINVAL, FL_ENOMEM.
@@ -1275,6 +1283,18 @@ int fl_remote_options_init(fl_remote_options *options);
  */
 int fl_remote(fl_runtime runtime, fl_remote_fn fn, void *user, const fl_arg *args, size_t nargs,
               const fl_remote_options *options, fl_ref *ref);
+
+/**
+ * fl_remote() for a task with `num_returns` results (Ray's num_returns): stores a reference
+ * to each in `refs[0 .. num_returns-1]`, at once. The task sets result i with
+ * fl_task_return_at(ctx, i, ...) (fl_task_return() sets result 0); a result it does not set
+ * is empty. A failure of the task fails every result with the same status and message.
+ * Errors: as fl_remote(), and FL_EINVAL for refs NULL or num_returns 0 or above 1024; on
+ * error every refs[i] is NULL. Thread-safe.
+ */
+int fl_remote_multi(fl_runtime runtime, fl_remote_fn fn, void *user, const fl_arg *args,
+                    size_t nargs, const fl_remote_options *options, size_t num_returns,
+                    fl_ref *refs);
 
 /**
  * Registers `fn` (called with `user`) under `name` (1 to 255 bytes; copied), process-wide:

@@ -94,6 +94,10 @@ void fls_tls_set_worker(void *worker) { tls_worker = worker; }
 void *fls_tls_task_ctx(void) { return tls_ctx; }
 void fls_tls_set_task_ctx(void *ctx) { tls_ctx = ctx; }
 
+static __thread void *tls_remote_outputs;
+void *fls_tls_remote_outputs(void) { return tls_remote_outputs; }
+void fls_tls_set_remote_outputs(void *outputs) { tls_remote_outputs = outputs; }
+
 /* ---- Task node allocation ---------------------------------------------------------------- */
 
 enum { NODE_SLAB = 64, NODE_LOCAL_MAX = 256, NODE_BATCH = 128 };

@@ -150,4 +150,55 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
         for ref in refs { _ = fl_ref_release(ref) }
     }
+
+    /// x, x*x as two results.
+    private static let square: fl_remote_fn = { _, args, _, ctx in
+        var x = args![0].data!.loadUnaligned(as: Int64.self)
+        var squared = x * x
+        guard fl_task_return_at(ctx, 1, &squared, 8) == FL_OK else { return 1 }
+        return fl_task_return(ctx, &x, 8)
+    }
+
+    /// Buffers filled and sealed on several threads while tasks with two results consume them.
+    func testCreateSealAndSeveralReturnsFromThreads() {
+        var options = fl_runtime_options()
+        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
+        options.workers = 2
+        var runtime: fl_runtime?
+        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
+        let failures = UnsafeMutablePointer<Int>.allocate(capacity: 3)
+        failures.initialize(repeating: 0, count: 3)
+        defer { failures.deallocate() }
+        let failuresAddress = UInt(bitPattern: failures)
+        let threads = (0..<3).map { t in
+            startThread {
+                let runtime = fl_runtime(bitPattern: address)
+                let failures = UnsafeMutablePointer<Int>(bitPattern: failuresAddress)!
+                for i in 0..<300 {
+                    var buffer: UnsafeMutableRawPointer?
+                    var made: fl_ref?
+                    guard fl_create(runtime, 8, &buffer, &made) == FL_OK else { failures[t] += 1; continue }
+                    var args = [fl_arg(data: nil, len: 0, ref: made)]
+                    var refs: [fl_ref?] = [nil, nil]
+                    guard fl_remote_multi(runtime, Self.square, nil, &args, 1, nil, 2, &refs) == FL_OK else {
+                        failures[t] += 1
+                        continue
+                    }
+                    buffer!.storeBytes(of: Int64(i), as: Int64.self)
+                    _ = fl_seal(made)
+                    fl_ref_release(made)
+                    if Self.value(refs[0]) != Int64(i) || Self.value(refs[1]) != Int64(i * i) { failures[t] += 1 }
+                    fl_ref_release(refs[1])
+                    fl_ref_release(refs[0])
+                }
+            }
+        }
+        threads.forEach(OSThread.join)
+        XCTAssertEqual(failures[0] + failures[1] + failures[2], 0)
+        var stats = fl_runtime_stats()
+        XCTAssertEqual(fl_runtime_get_stats(runtime, &stats), FL_OK)
+        XCTAssertEqual(stats.objects, 0)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
 }

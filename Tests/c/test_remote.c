@@ -753,6 +753,78 @@ static void test_create_seal_and_get_many(void) {
     CHECK_OK(fl_runtime_shutdown(rt));
 }
 
+/* ---- several returns ---- */
+
+/* Returns x, x*x and x*x*x as results 0, 1 and 2; fails for a negative x. */
+static int powers(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)nargs;
+    int64_t x = as_int(&args[0]), square = x * x, cube = square * x;
+    if (x < 0) return fl_task_fail(ctx, 3, "negative input");
+    if (fl_task_return_at(ctx, 3, &x, sizeof x) != FL_ERANGE) return 10; /* only 3 returns */
+    if (fl_task_return_at(ctx, 2, &cube, sizeof cube) != FL_OK) return 11;
+    if (fl_task_return_at(ctx, 1, &square, sizeof square) != FL_OK) return 12;
+    return fl_task_return_at(ctx, 0, &x, sizeof x) == FL_OK ? 0 : 13;
+}
+
+/* A single-return task: fl_task_return_at beyond 0 is out of range. */
+static int one_return_probe(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    int64_t v = 5;
+    int64_t rc = fl_task_return_at(ctx, 1, &v, sizeof v);
+    return fl_task_return(ctx, &rc, sizeof rc);
+}
+
+static void test_several_returns(fl_runtime rt) {
+    int64_t x = 3;
+    fl_arg arg = int_arg(&x);
+    fl_ref out[3] = {NULL, NULL, NULL};
+    CHECK_OK(fl_remote_multi(rt, powers, NULL, &arg, 1, NULL, 3, out));
+    CHECK(get_int(out[0]) == 3 && get_int(out[1]) == 9 && get_int(out[2]) == 27);
+    /* Each result is its own object: it flows into another task by itself. */
+    fl_arg both[2] = {ref_arg(out[1]), ref_arg(out[2])};
+    fl_ref total = NULL;
+    CHECK_OK(fl_remote(rt, sum_args, NULL, both, 2, NULL, &total));
+    CHECK(get_int(total) == 36);
+    fl_ref_release(total);
+    /* Released in any order. */
+    fl_ref_release(out[1]);
+    fl_ref_release(out[0]);
+    fl_ref_release(out[2]);
+
+    /* A failure fails every result. */
+    int64_t negative = -2;
+    fl_arg bad = int_arg(&negative);
+    CHECK_OK(fl_remote_multi(rt, powers, NULL, &bad, 1, NULL, 3, out));
+    for (int i = 0; i < 3; i++) {
+        CHECK_RC(FL_ETASK, fl_get(out[i], 30, NULL, NULL));
+        CHECK(strstr(fl_last_error(), "negative input") != NULL);
+        fl_ref_release(out[i]);
+    }
+    /* Results not set are empty. */
+    fl_ref two[2] = {NULL, NULL};
+    CHECK_OK(fl_remote_multi(rt, sum_args, NULL, &arg, 1, NULL, 2, two));
+    const void *data = NULL;
+    size_t len = 99;
+    CHECK(get_int(two[0]) == 3);
+    CHECK_OK(fl_get(two[1], 30, &data, &len));
+    CHECK(len == 0);
+    fl_ref_release(two[0]);
+    fl_ref_release(two[1]);
+    /* One return: index 1 is out of range. */
+    fl_ref probe = NULL;
+    CHECK_OK(fl_remote(rt, one_return_probe, NULL, NULL, 0, NULL, &probe));
+    CHECK(get_int(probe) == FL_ERANGE);
+    fl_ref_release(probe);
+    /* Bad input. */
+    fl_ref none[2] = {(fl_ref)1, (fl_ref)1};
+    CHECK_RC(FL_EINVAL, fl_remote_multi(rt, powers, NULL, &arg, 1, NULL, 0, none));
+    CHECK_RC(FL_EINVAL, fl_remote_multi(rt, powers, NULL, &arg, 1, NULL, 2000, none));
+    CHECK_RC(FL_EINVAL, fl_remote_multi(rt, powers, NULL, &arg, 1, NULL, 2, NULL));
+    CHECK_RC(FL_EHANDLE, fl_remote_multi(NULL, powers, NULL, &arg, 1, NULL, 2, none));
+    CHECK(none[0] == NULL && none[1] == NULL);
+    CHECK_RC(FL_EHANDLE, fl_task_return_at(NULL, 1, &x, sizeof x));
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -766,6 +838,7 @@ int main(void) {
     test_bad_input(rt);
     test_actors(rt);
     test_names_and_trace(rt);
+    test_several_returns(rt);
     test_create_seal_and_get_many();
     test_waiting_does_not_hold_a_worker();
     test_objects_and_refcounts();

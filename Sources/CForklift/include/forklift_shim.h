@@ -100,6 +100,9 @@ void *fls_tls_worker_process(void);
 void fls_tls_set_worker_process(void *process);
 void *fls_tls_task_ctx(void);
 void fls_tls_set_task_ctx(void *ctx);
+/** The extra outputs of the remote task running on this thread (fl_task_return_at). */
+void *fls_tls_remote_outputs(void);
+void fls_tls_set_remote_outputs(void *outputs);
 
 /* ---- Hot-path records ------------------------------------------------------------------- */
 

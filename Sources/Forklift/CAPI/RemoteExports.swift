@@ -87,10 +87,29 @@ public func fl_remote(_ runtime: fl_runtime?, _ fn: fl_remote_fn?, _ user: Unsaf
     }
 }
 
-/// Submits `fn` as a remote task: the body of fl_remote and fl_remote_named.
+/// fl_remote() for a task with `num_returns` results (Ray's num_returns): stores a reference
+/// to each in `refs[0 .. num_returns-1]`, at once. The task sets result i with
+/// fl_task_return_at(ctx, i, ...) (fl_task_return() sets result 0); a result it does not set
+/// is empty. A failure of the task fails every result with the same status and message.
+/// Errors: as fl_remote(), and FL_EINVAL for refs NULL or num_returns 0 or above 1024; on
+/// error every refs[i] is NULL. Thread-safe.
+@_cdecl("fl_remote_multi")
+public func fl_remote_multi(_ runtime: fl_runtime?, _ fn: fl_remote_fn?, _ user: UnsafeMutableRawPointer?,
+                            _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
+                            _ num_returns: size_t, _ refs: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let refs = try Check.required(refs, "refs")
+        guard num_returns >= 1, num_returns <= 1024 else { throw Failure(FL_EINVAL, "num_returns must be 1 to 1024") }
+        for index in 0..<num_returns { refs[index] = nil }
+        return try submitRemote(runtime, try Check.required(fn, "fn"), user, args, nargs, options, refs,
+                                returns: num_returns)
+    }
+}
+
+/// Submits `fn` as a remote task: the body of fl_remote, fl_remote_named and fl_remote_multi.
 private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMutableRawPointer?,
                           _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
-                          _ ref: UnsafeMutablePointer<fl_ref?>?) throws(Failure) -> CInt {
+                          _ ref: UnsafeMutablePointer<fl_ref?>?, returns: Int = 1) throws(Failure) -> CInt {
     let out = try Check.required(ref, "ref")
     out.pointee = nil
     if nargs > 0 { _ = try Check.required(args, "args") }
@@ -106,16 +125,19 @@ private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: Un
     return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
         var arguments = try RemoteArguments(args, nargs)
         let output = RemoteObject(store: runtime.store)
+        let extras = (1..<max(returns, 1)).map { _ in RemoteObject(store: runtime.store) }
         let task = RemoteTask(fn: fn, user: user, arguments: arguments.list, blobBytes: arguments.takeBytes(),
-                              output: output, options: settings, runtime: runtime)
-        let handle = try Registry.refs.register(output)
+                              output: output, extraOutputs: extras, options: settings, runtime: runtime)
+        var handles: [UInt64] = []
         do throws(Failure) {
+            handles.append(try Registry.refs.register(output))
+            for extra in extras { handles.append(try Registry.refs.register(extra)) }
             try runtime.submit(task)
         } catch {
-            try? Registry.refs.destroy(cHandle(handle), "ref")
+            for handle in handles { try? Registry.refs.destroy(cHandle(handle), "ref") }
             throw error
         }
-        out.pointee = cHandle(handle)
+        for (index, handle) in handles.enumerated() { out[index] = cHandle(handle) }
         return FL_OK
     }
 }

@@ -19,6 +19,23 @@ public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len
     }
 }
 
+/// Sets result `index` of a remote task submitted with fl_remote_multi() to a copy of
+/// `data` (`len` bytes); index 0 is fl_task_return(). Only inside that task's function.
+/// Errors: FL_EHANDLE (ctx is not the running task's), FL_ERANGE (index beyond the task's
+/// num_returns), FL_EINVAL, FL_ENOMEM.
+@_cdecl("fl_task_return_at")
+public func fl_task_return_at(_ ctx: fl_task_ctx?, _ index: size_t, _ data: UnsafeRawPointer?, _ len: size_t) -> CInt {
+    if index == 0 { return fl_task_return(ctx, data, len) }
+    return withStatus { () throws(Failure) in
+        _ = try TaskRunner.current(ctx)
+        try Check.bytes(data, len, "data")
+        let slot = try ExtraOutputs.slot(index)
+        let target = try ResultSlot.reserve(slot, length: len, external: nil, externalCapacity: 0)
+        if len > 0 { target.copyMemory(from: data!, byteCount: len) }
+        return FL_OK
+    }
+}
+
 /// Reserves a `len`-byte result and stores where to write it in `*buffer` — the caller's own
 /// buffer for fl_pool_apply() when it fits (zero-copy), else library memory. The buffer is
 /// valid until the task function returns. Errors: FL_EHANDLE, FL_EINVAL, FL_ENOMEM.

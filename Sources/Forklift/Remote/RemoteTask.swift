@@ -20,6 +20,8 @@ final class RemoteTask {
     /// The copied blob arguments, back to back.
     private let blobBytes: UnsafeMutableRawPointer?
     let output: RemoteObject
+    /// Outputs 1... of a task with several returns (fl_remote_multi); empty for one.
+    let extraOutputs: [RemoteObject]
     let options: RemoteOptions
     let runtime: RemoteRuntime
     /// The actor this is a call (or the constructor) of; nil for a plain task.
@@ -31,8 +33,9 @@ final class RemoteTask {
     private let pending: UnsafeMutablePointer<UInt32>
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
-         output: RemoteObject, options: RemoteOptions, runtime: RemoteRuntime, actor: RemoteActor? = nil,
-         constructsActor: Bool = false) {
+         output: RemoteObject, extraOutputs: [RemoteObject] = [], options: RemoteOptions, runtime: RemoteRuntime,
+         actor: RemoteActor? = nil, constructsActor: Bool = false) {
+        self.extraOutputs = extraOutputs
         self.actor = actor
         self.constructsActor = constructsActor
         self.fn = fn
@@ -46,6 +49,7 @@ final class RemoteTask {
         pending.initialize(to: 1)
         (pending + 1).initialize(to: 0)
         output.producer = self
+        for extra in extraOutputs { extra.producer = self }
     }
 
     /// Set by fl_cancel; a running task reads it through fl_task_cancelled.
@@ -57,6 +61,7 @@ final class RemoteTask {
     func cancel() {
         fls_atomic_store_u32(cancelFlag, 1)
         output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
+        for extra in extraOutputs { extra.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled") }
     }
 
     deinit {
@@ -138,17 +143,25 @@ final class RemoteTask {
             }
             let args = UnsafeBufferPointer(start: blobs.baseAddress, count: arguments.count)
             var call = Call(fn: fn, user: user, args: args.baseAddress, count: args.count)
+            let extras = ExtraOutputs(count: extraOutputs.count)
             while true {
                 withUnsafeMutablePointer(to: &call) { call in
+                    // Set for every task (nil for one return), so a task run while another waits
+                    // on this thread never sees the other's outputs.
+                    let outer = fls_tls_remote_outputs()
+                    fls_tls_set_remote_outputs(extras.header.map { UnsafeMutableRawPointer($0) })
                     TaskRunner.run(Self.trampoline, user: UnsafeMutableRawPointer(call), arg: nil, length: 0,
                                    slot: &outcome, index: 0, cancelled: cancelFlag)
+                    fls_tls_set_remote_outputs(outer)
                 }
                 attempts += 1
                 guard outcome.status != FL_OK, options.retryOnError, attempts <= options.maxRetries,
                       !runtime.isShutDown, !isCancelled else { break }
                 ResultSlot.clear(&outcome)
                 outcome = ResultSlot.pending
+                extras.clear()
             }
+            if extras.count > 0 { resolveExtraOutputs(extras, outcome: &outcome) }
         }
         if tracing {
             runtime.timeline.record(Timeline.Event(fn: fn, thread: fls_thread_id(), startNanoseconds: started,
@@ -169,7 +182,25 @@ final class RemoteTask {
         runtime.finished(failed: true)
         arguments = []
         if constructsActor, let actor { actor.constructed(failure: Failure(status, message)) }
+        for extra in extraOutputs { extra.fail(status, code: code, message: message) }
         output.fail(status, code: code, message: message)
+    }
+
+    /// Outputs 1... get the values returned for them (empty when none was), or the task's
+    /// failure; before output 0, so whoever sees output 0 resolved sees them all resolved.
+    private func resolveExtraOutputs(_ extras: ExtraOutputs, outcome: UnsafeMutablePointer<fls_slot>) {
+        let failure = outcome.pointee.status == FL_OK ? nil : ResultSlot.failure(outcome)
+        for (index, extra) in extraOutputs.enumerated() {
+            let slot = extras.slots! + index
+            if let failure {
+                extra.fail(ResultSlot.status(outcome), code: failure.code, message: failure.message)
+                ResultSlot.clear(slot)
+            } else {
+                if slot.pointee.status == FLS_SLOT_PENDING { slot.pointee.status = FL_OK }
+                extra.resolve(taking: slot)
+            }
+        }
+        extras.release()
     }
 
     /// What the blob-convention trampoline needs to call a remote function.
@@ -190,4 +221,53 @@ final class RemoteTask {
 struct RemoteOptions {
     var maxRetries = 0
     var retryOnError = false
+}
+
+/// The result slots of outputs 1... while their task runs, found by fl_task_return_at
+/// through a thread-local pointer to `header`. Nothing is allocated for a task with one return.
+struct ExtraOutputs {
+    let count: Int
+    let slots: UnsafeMutablePointer<fls_slot>?
+    /// What the thread-local points to: the count, then the slots' address.
+    let header: UnsafeMutablePointer<Int>?
+
+    init(count: Int) {
+        self.count = count
+        guard count > 0 else {
+            slots = nil
+            header = nil
+            return
+        }
+        let slots = UnsafeMutablePointer<fls_slot>.allocate(capacity: count)
+        slots.initialize(repeating: ResultSlot.pending, count: count)
+        let header = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+        header[0] = count
+        header[1] = Int(bitPattern: slots)
+        self.slots = slots
+        self.header = header
+    }
+
+    /// Empties every slot (before a retry).
+    func clear() {
+        guard let slots else { return }
+        for index in 0..<count { ResultSlot.clear(slots + index) }
+    }
+
+    /// Frees the slots (their values taken or cleared).
+    func release() {
+        slots?.deallocate()
+        header?.deallocate()
+    }
+
+    /// The slot of output `index` (1...) of the task running on this thread.
+    static func slot(_ index: Int) throws(Failure) -> UnsafeMutablePointer<fls_slot> {
+        guard let raw = fls_tls_remote_outputs() else {
+            throw Failure(FL_ERANGE, "return index \(index) out of range: the task has one return")
+        }
+        let header = raw.assumingMemoryBound(to: Int.self)
+        guard index <= header[0] else {
+            throw Failure(FL_ERANGE, "return index \(index) out of range: the task has \(header[0] + 1) returns")
+        }
+        return UnsafeMutablePointer<fls_slot>(bitPattern: header[1])! + (index - 1)
+    }
 }

@@ -79,11 +79,14 @@ class _Runtime:
         return args, kwargs
 
     @staticmethod
-    def _finish(ctx, value):
+    def _finish(ctx, value, returns: int = 1):
+        """Stores `value` as result 0 (a failure as every result, so each ref re-raises it)."""
         try:
             data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         except Exception as error:
             data = pickle.dumps(_Failure(TypeError(f"the result could not be pickled: {error}"), ""))
+        for index in range(1, returns):
+            _lib.lib.fl_task_return_at(ctx, index, data, len(data))
         return _lib.lib.fl_task_return(ctx, data, len(data))
 
     @staticmethod
@@ -103,8 +106,22 @@ class _Runtime:
     @staticmethod
     def _run_task(user, blobs, count, ctx):
         try:
-            function, template, retries = _calls.pop(user)
-            return _Runtime._finish(ctx, _Runtime._call(function, _Runtime._resolve(template, blobs, count, 0), retries))
+            function, template, retries, returns = _calls.pop(user)
+            value = _Runtime._call(function, _Runtime._resolve(template, blobs, count, 0), retries)
+            if returns == 1 or isinstance(value, _Failure):
+                return _Runtime._finish(ctx, value, returns)
+            try:
+                values = tuple(value)
+            except TypeError:
+                values = ()
+            if len(values) != returns:
+                return _Runtime._finish(ctx, _Failure(ValueError(
+                    f"the task has num_returns={returns} but returned {type(value).__name__} "
+                    f"{'of ' + str(len(values)) + ' items' if values else 'that is not a sequence'}"), ""), returns)
+            for index in range(returns - 1, -1, -1):
+                data = pickle.dumps(values[index], pickle.HIGHEST_PROTOCOL)
+                _lib.lib.fl_task_return_at(ctx, index, data, len(data))
+            return 0
         except BaseException as error:  # a fault of the binding itself: fail the task, say why
             return _lib.lib.fl_task_fail(ctx, 1, f"forklift: {error!r}".encode())
 
@@ -240,8 +257,9 @@ class RemoteFunction:
         unknown = set(self._options) - _TASK_OPTIONS
         if unknown:
             raise ValueError(f"unsupported task options: {', '.join(sorted(unknown))}")
-        if self._options.get("num_returns", 1) != 1:
-            raise ValueError("num_returns other than 1 is not supported yet")
+        self._returns = self._options.get("num_returns", 1)
+        if not isinstance(self._returns, int) or not 1 <= self._returns <= 1024:
+            raise ValueError("num_returns must be an int from 1 to 1024")
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__doc__ = getattr(function, "__doc__", None)
         self._trampoline = None
@@ -271,17 +289,26 @@ class RemoteFunction:
         runtime = _current()
         template, refs = _split(args, kwargs)
         call_id = next(_ids)
-        _calls[call_id] = (self._function, template, self._retries)
+        _calls[call_id] = (self._function, template, self._retries, self._returns)
         array, count = _arg_array(refs)
-        handle = c_void_p()
         trampoline = self._trampoline
         if trampoline is None:
             trampoline = self._trampoline = self._register(runtime)
-        code = _lib.lib.fl_remote(runtime.handle, trampoline, call_id, array, count, None, byref(handle))
+        if self._returns == 1:
+            handle = c_void_p()
+            code = _lib.lib.fl_remote(runtime.handle, trampoline, call_id, array, count, None, byref(handle))
+            handles = [handle]
+        else:
+            out = (c_void_p * self._returns)()
+            code = _lib.lib.fl_remote_multi(runtime.handle, trampoline, call_id, array, count, None,
+                                            self._returns, out)
+            handles = [c_void_p(value) for value in out]
         if code != _lib.OK:
             _calls.pop(call_id, None)
             raise _lib.error(code, self.__name__ + ".remote")
-        return ObjectRef(handle)
+        if self._returns == 1:
+            return ObjectRef(handles[0])
+        return [ObjectRef(handle) for handle in handles]
 
 
 class ActorMethod:

@@ -223,3 +223,24 @@ def test_timeline_names_python_functions(tmp_path):
     forklift.timeline(str(path))
     import json
     assert len([e for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]) == 7
+
+
+def test_num_returns():
+    @forklift.remote(num_returns=3)
+    def split(x):
+        return x, x * x, str(x)
+    first, second, third = split.remote(4)
+    assert forklift.get([first, second, third]) == [4, 16, "4"]
+    assert forklift.get(add.remote(first, second)) == 20  # each result flows on by itself
+    wrong = split.options(num_returns=2).remote(1)
+    with pytest.raises(ValueError, match="num_returns=2"):
+        forklift.get(wrong[1])
+
+    @forklift.remote(num_returns=2)
+    def fails():
+        raise LookupError("both refs see it")
+    for ref in fails.remote():
+        with pytest.raises(LookupError):
+            forklift.get(ref)
+    with pytest.raises(ValueError):
+        split.options(num_returns=0)
