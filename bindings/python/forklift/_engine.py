@@ -17,6 +17,8 @@ _signatures_lock = threading.Lock()
 
 def native_function(function) -> NativeFunction:
     """The prepared form of a ctypes function (cached per function and signature)."""
+    from ._native import as_ctypes
+    function = as_ctypes(function)
     key = (id(function), tuple(function.argtypes or ()), function.restype)
     with _signatures_lock:
         entry = _signatures.get(key)

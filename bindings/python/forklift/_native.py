@@ -20,8 +20,74 @@ _CODES = {"b": "i8", "B": "u8", "h": "i16", "H": "u16", "i": "i32", "I": "u32", 
 
 
 def is_native(function) -> bool:
-    """Whether ``function`` is a ctypes function pointer (called natively, not as Python)."""
-    return isinstance(function, ctypes._CFuncPtr)
+    """Whether ``function`` is a ctypes function pointer or a cffi function (called natively,
+    not as Python)."""
+    return isinstance(function, ctypes._CFuncPtr) or _is_cffi_function(function)
+
+
+_CFFI_PRIMITIVES = {
+    "char": ctypes.c_byte, "signed char": ctypes.c_byte, "unsigned char": ctypes.c_ubyte,
+    "short": ctypes.c_short, "unsigned short": ctypes.c_ushort, "int": ctypes.c_int,
+    "unsigned int": ctypes.c_uint, "long": ctypes.c_long, "unsigned long": ctypes.c_ulong,
+    "long long": ctypes.c_longlong, "unsigned long long": ctypes.c_ulonglong, "float": ctypes.c_float,
+    "double": ctypes.c_double, "_Bool": ctypes.c_bool, "size_t": ctypes.c_size_t, "ssize_t": ctypes.c_ssize_t,
+    "int8_t": ctypes.c_int8, "uint8_t": ctypes.c_uint8, "int16_t": ctypes.c_int16, "uint16_t": ctypes.c_uint16,
+    "int32_t": ctypes.c_int32, "uint32_t": ctypes.c_uint32, "int64_t": ctypes.c_int64, "uint64_t": ctypes.c_uint64,
+    "intptr_t": ctypes.c_ssize_t, "uintptr_t": ctypes.c_size_t,
+}
+_cffi_ffi = None
+_cffi_converted: dict = {}
+
+
+try:  # cffi is optional: without it, nothing is a cffi function
+    import _cffi_backend
+    _CFFI_DATA = _cffi_backend._CDataBase
+except ImportError:
+    _cffi_backend = None
+    _CFFI_DATA = ()
+
+
+def _is_cffi_function(function) -> bool:
+    if not isinstance(function, _CFFI_DATA):
+        return False
+    global _cffi_ffi
+    if _cffi_ffi is None:
+        _cffi_ffi = _cffi_backend.FFI()
+    try:
+        return _cffi_ffi.typeof(function).kind == "function"
+    except (TypeError, AttributeError):
+        return False
+
+
+def _ctypes_of(ctype):
+    if ctype.kind == "void":
+        return None
+    if ctype.kind == "pointer":
+        return c_void_p
+    if ctype.kind == "primitive" and ctype.cname in _CFFI_PRIMITIVES:
+        return _CFFI_PRIMITIVES[ctype.cname]
+    raise TypeError(f"cffi type {ctype.cname!r} has no Forklift typed-call equivalent")
+
+
+def as_ctypes(function):
+    """The ctypes function pointer for a native function: itself, or the same address with
+    the signature of a cffi function."""
+    if isinstance(function, ctypes._CFuncPtr):
+        return function
+    ctype = _cffi_ffi.typeof(function)
+    if ctype.ellipsis:
+        raise TypeError("variadic functions cannot be called through typed calls")
+    address = int(_cffi_ffi.cast("uintptr_t", function))
+    key = (address, ctype.cname)
+    converted = _cffi_converted.get(key)
+    if converted is None:
+        argtypes = [_ctypes_of(arg) for arg in ctype.args]
+        restype = _ctypes_of(ctype.result)
+        converted = ctypes.CFUNCTYPE(restype, *argtypes)(address)
+        converted.argtypes = argtypes
+        converted.restype = restype
+        _cffi_converted[key] = converted
+    return converted
 
 
 def _is_pointer(ctype) -> bool:
@@ -56,7 +122,8 @@ class NativeFunction:
 
     def __init__(self, function):
         if not is_native(function):
-            raise TypeError("a ctypes function pointer is needed")
+            raise TypeError("a ctypes function pointer or a cffi function is needed")
+        function = as_ctypes(function)
         argtypes = function.argtypes
         if argtypes is None:
             raise TypeError(f"{function!r} needs argtypes (and restype) to be called natively")

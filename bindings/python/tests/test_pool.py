@@ -260,3 +260,17 @@ def test_progress_bar(capsys):
         assert pool.map(square, range(40), progress=True) == [x * x for x in range(40)]
     err = capsys.readouterr().err
     assert "40/40" in err
+
+
+def test_cffi_functions_run_natively():
+    cffi = pytest.importorskip("cffi")
+    ffi = cffi.FFI()
+    ffi.cdef("double pow(double, double); long labs(long); void *memset(void *, int, size_t);")
+    m = ffi.dlopen(ctypes.util.find_library("m"))
+    c = ffi.dlopen(None)
+    with forklift.Pool(2, backend="thread") as pool:
+        assert pool.apply(m.pow, (2.0, 5.0)) == 32.0
+        assert pool.map(c.labs, [-3, 4, -5]) == [3, 4, 5]
+        buffer = bytearray(16)
+        pool.apply(c.memset, (buffer, 1, 16))
+        assert buffer == b"\x01" * 16
