@@ -21,12 +21,18 @@ final class RemoteTests: XCTestCase {
         return data!.loadUnaligned(as: Int64.self)
     }
 
-    func testChainsFromSeveralThreadsThenShutdown() {
+    /// A runtime with two workers.
+    private static func twoWorkerRuntime() -> fl_runtime? {
         var options = fl_runtime_options()
         XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
         options.workers = 2
         var runtime: fl_runtime?
         XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        return runtime
+    }
+
+    func testChainsFromSeveralThreadsThenShutdown() {
+        let runtime = Self.twoWorkerRuntime()
         let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
         let wrong = UnsafeMutablePointer<Int>.allocate(capacity: 3)
         wrong.initialize(repeating: 0, count: 3)
@@ -161,11 +167,7 @@ final class RemoteTests: XCTestCase {
 
     /// Buffers filled and sealed on several threads while tasks with two results consume them.
     func testCreateSealAndSeveralReturnsFromThreads() {
-        var options = fl_runtime_options()
-        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
-        options.workers = 2
-        var runtime: fl_runtime?
-        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        let runtime = Self.twoWorkerRuntime()
         let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
         let failures = UnsafeMutablePointer<Int>.allocate(capacity: 3)
         failures.initialize(repeating: 0, count: 3)

@@ -412,7 +412,17 @@ def _rebuild_shared(cls, name):
     return obj
 
 
-class Lock(_Shared):
+class _Acquirable:
+    """``with obj:`` acquires on entry and releases on exit."""
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class Lock(_Acquirable, _Shared):
     """A process-shared lock (``multiprocessing.Lock``); only the holding thread may release it.
 
     If the holder's process dies, the next acquirer gets the lock."""
@@ -450,12 +460,6 @@ class Lock(_Shared):
         if code == _lib.ESTATE:
             raise ValueError("lock is not held by this thread")
         _lib.check(code, "fl_lock_release")
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
 
     def __repr__(self):
         return f"<forklift.{type(self).__name__}>"
@@ -517,7 +521,7 @@ class Event(_Shared):
         return f"<forklift.Event set={self.is_set()}>"
 
 
-class Semaphore(_Shared):
+class Semaphore(_Acquirable, _Shared):
     """A process-shared counting semaphore (``multiprocessing.Semaphore``)."""
 
     _kind = "semaphore"
@@ -557,12 +561,6 @@ class Semaphore(_Shared):
         with self._handle as handle:
             _lib.check(_lib_c.fl_semaphore_value(handle, ctypes.byref(value)), "fl_semaphore_value")
         return value.value
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
 
     def __repr__(self):
         return f"<forklift.{type(self).__name__} value={self.get_value()}>"
