@@ -77,7 +77,7 @@ test-c: lib check-header $(AR_LIB)
 
 # The Python binding (bindings/python) against the library just built, with pytest.
 test-python: lib
-	cd bindings/python && python3 -m pytest -q -p no:cacheprovider tests
+	cd bindings/python && python3 -m pytest -q -p no:cacheprovider -W error::pytest.PytestUnraisableExceptionWarning tests
 
 # ThreadSanitizer and AddressSanitizer over the swift test suite (its concurrency tests call
 # the C entry points from many threads).

@@ -328,6 +328,11 @@ typedef struct fl_remote_options {
     /** Non-zero: a task that fails (non-zero return, fl_task_fail) runs again, up to
      *  `max_retries` times (Ray's retry_exceptions). Default 0. */
     int retry_on_error;
+    /** CPUs the task holds while it runs (Ray's num_cpus), 0 to the runtime's worker count.
+     *  Tasks that ask for CPUs start only while the workers not held by other such tasks
+     *  suffice; until then they wait without holding a worker, in submission order. A task
+     *  waiting in fl_get() lends its CPUs meanwhile. 0 (the default): not counted. */
+    int num_cpus;
 } fl_remote_options;
 
 /**
@@ -1265,8 +1270,8 @@ int fl_runtime_default(fl_runtime *runtime);
 int fl_runtime_shutdown(fl_runtime runtime);
 
 /**
- * Fills `options` with the defaults (no retries). Returns FL_OK, or FL_EINVAL if options is
- * NULL. Thread-safe.
+ * Fills `options` with the defaults (no retries, no CPUs counted). Returns FL_OK, or
+ * FL_EINVAL if options is NULL. Thread-safe.
  */
 int fl_remote_options_init(fl_remote_options *options);
 
@@ -1278,7 +1283,8 @@ int fl_remote_options_init(fl_remote_options *options);
  * (status and code of that cause, message "argument I failed: ..."). `options` may be NULL.
  * A task may submit tasks and wait for them (fl_get runs other tasks meanwhile).
  * Errors: FL_EINVAL (fn or ref NULL, args NULL with nargs, a blob NULL with a length,
- * uninitialized options, a negative max_retries), FL_EHANDLE (runtime, or a reference
+ * uninitialized options, a negative max_retries, num_cpus below 0 or above the runtime's
+ * workers), FL_EHANDLE (runtime, or a reference
  * argument), FL_ESTATE (shut down), FL_ENOMEM. Thread-safe; not in a worker process.
  */
 int fl_remote(fl_runtime runtime, fl_remote_fn fn, void *user, const fl_arg *args, size_t nargs,

@@ -95,6 +95,9 @@ void *fls_tls_task_ctx(void) { return tls_ctx; }
 void fls_tls_set_task_ctx(void *ctx) { tls_ctx = ctx; }
 
 static __thread void *tls_remote_outputs;
+static __thread void *tls_remote_task;
+void *fls_tls_remote_task(void) { return tls_remote_task; }
+void fls_tls_set_remote_task(void *task) { tls_remote_task = task; }
 void *fls_tls_remote_outputs(void) { return tls_remote_outputs; }
 void fls_tls_set_remote_outputs(void *outputs) { tls_remote_outputs = outputs; }
 

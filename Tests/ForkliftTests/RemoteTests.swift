@@ -198,9 +198,62 @@ final class RemoteTests: XCTestCase {
         }
         threads.forEach(OSThread.join)
         XCTAssertEqual(failures[0] + failures[1] + failures[2], 0)
+        // A task lets go of its objects just after its results resolve: wait for the last ones.
         var stats = fl_runtime_stats()
-        XCTAssertEqual(fl_runtime_get_stats(runtime, &stats), FL_OK)
+        for _ in 0..<5000 {
+            XCTAssertEqual(fl_runtime_get_stats(runtime, &stats), FL_OK)
+            if stats.objects == 0 { break }
+            usleep(1000)
+        }
         XCTAssertEqual(stats.objects, 0)
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
+
+    /// Tasks asking for CPUs, submitted from several threads, some waiting for others while
+    /// holding every CPU (they lend them), then a shutdown with tasks still waiting for CPUs.
+    func testCPUCountsFromThreadsThenShutdown() {
+        let runtime = Self.twoWorkerRuntime()
+        let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
+        let failures = UnsafeMutablePointer<Int>.allocate(capacity: 3)
+        failures.initialize(repeating: 0, count: 3)
+        defer { failures.deallocate() }
+        let failuresAddress = UInt(bitPattern: failures)
+        let threads = (0..<3).map { t in
+            startThread {
+                let runtime = fl_runtime(bitPattern: address)
+                let failures = UnsafeMutablePointer<Int>(bitPattern: failuresAddress)!
+                var options = fl_remote_options()
+                _ = fl_remote_options_init(&options)
+                for i in 0..<200 {
+                    options.num_cpus = Int32(1 + (i + t) % 2)
+                    var value = Int64(i)
+                    var args = [fl_arg(data: &value, len: 8, ref: nil)]
+                    var ref: fl_ref?
+                    guard fl_remote(runtime, Self.sum, nil, &args, 1, &options, &ref) == FL_OK,
+                          Self.value(ref) == Int64(i) else {
+                        failures[t] += 1
+                        continue
+                    }
+                    fl_ref_release(ref)
+                }
+            }
+        }
+        threads.forEach(OSThread.join)
+        XCTAssertEqual(failures[0] + failures[1] + failures[2], 0)
+        var options = fl_remote_options()
+        _ = fl_remote_options_init(&options)
+        options.num_cpus = 2
+        var refs = [fl_ref?](repeating: nil, count: 20)
+        var value: Int64 = 1
+        for i in 0..<20 {
+            var args = [fl_arg(data: &value, len: 8, ref: nil)]
+            XCTAssertEqual(fl_remote(runtime, Self.sum, nil, &args, 1, &options, &refs[i]), FL_OK)
+        }
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        for ref in refs {
+            let code = fl_get(ref, 30, nil, nil)
+            XCTAssertTrue(code == FL_OK || code == FL_ECANCELED)
+            fl_ref_release(ref)
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -320,7 +321,7 @@ static void test_bad_input(fl_runtime rt) {
     CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, &bad_blob, 1, NULL, &r));
     fl_arg bad_ref = {NULL, 0, (fl_ref)(uintptr_t)0x4F00000012345678ull};
     CHECK_RC(FL_EHANDLE, fl_remote(rt, sum_args, NULL, &bad_ref, 1, NULL, &r));
-    fl_remote_options ro = {0, 0, 0};
+    fl_remote_options ro = {0, 0, 0, 0};
     CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, NULL, 0, &ro, &r));
     CHECK_RC(FL_EHANDLE, fl_get(NULL, 0, NULL, NULL));
     CHECK_RC(FL_EINVAL, fl_put(rt, NULL, 3, &r));
@@ -748,7 +749,12 @@ static void test_create_seal_and_get_many(void) {
     fl_ref_release(refs[1]);
     fl_ref_release(failing);
     fl_ref_release(pending_forever);
-    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    /* A task lets go of its argument objects just after its result resolves: wait for that. */
+    for (int i = 0; i < 5000; i++) {
+        CHECK_OK(fl_runtime_get_stats(rt, &stats));
+        if (stats.objects == 0) break;
+        pause_ms(1);
+    }
     CHECK(stats.objects == 0 && stats.object_bytes == 0);
     CHECK_OK(fl_runtime_shutdown(rt));
 }
@@ -825,6 +831,109 @@ static void test_several_returns(fl_runtime rt) {
     CHECK_RC(FL_EHANDLE, fl_task_return_at(NULL, 1, &x, sizeof x));
 }
 
+/* ---- CPU counts ---- */
+
+static int cpus_inside, cpus_most;
+
+/* Counts how many counted tasks run at once; args[0] = CPUs it asked for. */
+static int hold_cpus(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)nargs;
+    int64_t cpus = as_int(&args[0]);
+    int inside = __atomic_add_fetch(&cpus_inside, (int)cpus, __ATOMIC_SEQ_CST);
+    int most = __atomic_load_n(&cpus_most, __ATOMIC_SEQ_CST);
+    while (inside > most && !__atomic_compare_exchange_n(&cpus_most, &most, inside, 0, __ATOMIC_SEQ_CST,
+                                                         __ATOMIC_SEQ_CST)) {
+    }
+    pause_ms(5);
+    __atomic_sub_fetch(&cpus_inside, (int)cpus, __ATOMIC_SEQ_CST);
+    return fl_task_return(ctx, &cpus, sizeof cpus);
+}
+
+/* Asks for both CPUs, then waits for a task asking for one: it lends its CPUs meanwhile. */
+static int hold_all_then_wait(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    fl_runtime rt = user;
+    fl_remote_options options;
+    fl_remote_options_init(&options);
+    options.num_cpus = 1;
+    int64_t one = 1;
+    fl_arg arg = int_arg(&one);
+    fl_ref inner = NULL;
+    if (fl_remote(rt, hold_cpus, NULL, &arg, 1, &options, &inner) != FL_OK) return 1;
+    int64_t got = get_int(inner);
+    fl_ref_release(inner);
+    return fl_task_return(ctx, &got, sizeof got);
+}
+
+static void test_cpu_counts(void) {
+    fl_runtime_options ro;
+    CHECK_OK(fl_runtime_options_init(&ro));
+    ro.workers = 2;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&ro, &rt));
+    fl_remote_options options;
+    CHECK_OK(fl_remote_options_init(&options));
+    CHECK(options.num_cpus == 0);
+
+    /* Tasks of 2 CPUs on 2 workers run one at a time; of 1 CPU, two at a time. */
+    int64_t two = 2, one = 1;
+    fl_arg arg2 = int_arg(&two), arg1 = int_arg(&one);
+    fl_ref refs[12];
+    options.num_cpus = 2;
+    for (int i = 0; i < 6; i++) CHECK_OK(fl_remote(rt, hold_cpus, NULL, &arg2, 1, &options, &refs[i]));
+    for (int i = 0; i < 6; i++) CHECK(get_int(refs[i]) == 2);
+    CHECK(cpus_most == 2); /* one task of 2 at a time */
+    cpus_most = 0;
+    options.num_cpus = 1;
+    for (int i = 0; i < 12; i++) CHECK_OK(fl_remote(rt, hold_cpus, NULL, &arg1, 1, &options, &refs[i]));
+    for (int i = 0; i < 12; i++) CHECK(get_int(refs[i]) == 1);
+    CHECK(cpus_most <= 2);
+    for (int i = 0; i < 12; i++) fl_ref_release(refs[i]);
+    /* Mixed: a 2-CPU task never overlaps a 1-CPU one. */
+    cpus_most = 0;
+    for (int i = 0; i < 8; i++) {
+        options.num_cpus = i % 2 ? 2 : 1;
+        CHECK_OK(fl_remote(rt, hold_cpus, NULL, i % 2 ? &arg2 : &arg1, 1, &options, &refs[i]));
+    }
+    for (int i = 0; i < 8; i++) CHECK(get_int(refs[i]) == (i % 2 ? 2 : 1));
+    CHECK(cpus_most <= 2);
+    for (int i = 0; i < 8; i++) fl_ref_release(refs[i]);
+
+    /* A task holding every CPU waits for one that needs a CPU: no deadlock. */
+    options.num_cpus = 2;
+    fl_ref outer = NULL;
+    CHECK_OK(fl_remote(rt, hold_all_then_wait, rt, NULL, 0, &options, &outer));
+    CHECK(get_int(outer) == 1);
+    fl_ref_release(outer);
+
+    /* Bad counts; an options struct of the earlier layout (no num_cpus) still works. */
+    fl_ref bad = NULL;
+    options.num_cpus = 3;
+    CHECK_RC(FL_EINVAL, fl_remote(rt, hold_cpus, NULL, &arg1, 1, &options, &bad));
+    CHECK(strstr(fl_last_error(), "num_cpus") != NULL);
+    options.num_cpus = -1;
+    CHECK_RC(FL_EINVAL, fl_remote(rt, hold_cpus, NULL, &arg1, 1, &options, &bad));
+    options.num_cpus = 0;
+    options.size = offsetof(fl_remote_options, num_cpus);
+    CHECK_OK(fl_remote(rt, hold_cpus, NULL, &arg1, 1, &options, &bad));
+    CHECK(get_int(bad) == 1);
+    fl_ref_release(bad);
+
+    /* Shutdown: tasks still waiting for CPUs resolve as cancelled. */
+    CHECK_OK(fl_remote_options_init(&options));
+    options.num_cpus = 2;
+    for (int i = 0; i < 8; i++) CHECK_OK(fl_remote(rt, hold_cpus, NULL, &arg2, 1, &options, &refs[i]));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    int cancelled = 0;
+    for (int i = 0; i < 8; i++) {
+        int rc = fl_get(refs[i], 30, NULL, NULL);
+        CHECK(rc == FL_OK || rc == FL_ECANCELED);
+        cancelled += rc == FL_ECANCELED;
+        fl_ref_release(refs[i]);
+    }
+    CHECK(cancelled > 0);
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -840,6 +949,7 @@ int main(void) {
     test_names_and_trace(rt);
     test_several_returns(rt);
     test_create_seal_and_get_many();
+    test_cpu_counts();
     test_waiting_does_not_hold_a_worker();
     test_objects_and_refcounts();
     test_shutdown_with_work_in_flight();

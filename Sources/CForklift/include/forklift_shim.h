@@ -103,6 +103,9 @@ void fls_tls_set_task_ctx(void *ctx);
 /** The extra outputs of the remote task running on this thread (fl_task_return_at). */
 void *fls_tls_remote_outputs(void);
 void fls_tls_set_remote_outputs(void *outputs);
+/** The remote task holding CPUs that runs on this thread, if any. */
+void *fls_tls_remote_task(void);
+void fls_tls_set_remote_task(void *task);
 
 /* ---- Hot-path records ------------------------------------------------------------------- */
 

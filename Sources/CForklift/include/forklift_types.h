@@ -325,6 +325,11 @@ typedef struct fl_remote_options {
     /** Non-zero: a task that fails (non-zero return, fl_task_fail) runs again, up to
      *  `max_retries` times (Ray's retry_exceptions). Default 0. */
     int retry_on_error;
+    /** CPUs the task holds while it runs (Ray's num_cpus), 0 to the runtime's worker count.
+     *  Tasks that ask for CPUs start only while the workers not held by other such tasks
+     *  suffice; until then they wait without holding a worker, in submission order. A task
+     *  waiting in fl_get() lends its CPUs meanwhile. 0 (the default): not counted. */
+    int num_cpus;
 } fl_remote_options;
 
 /**

@@ -61,8 +61,8 @@ public func fl_runtime_shutdown(_ runtime: fl_runtime?) -> CInt {
     }
 }
 
-/// Fills `options` with the defaults (no retries). Returns FL_OK, or FL_EINVAL if options is
-/// NULL. Thread-safe.
+/// Fills `options` with the defaults (no retries, no CPUs counted). Returns FL_OK, or
+/// FL_EINVAL if options is NULL. Thread-safe.
 @_cdecl("fl_remote_options_init")
 public func fl_remote_options_init(_ options: UnsafeMutablePointer<fl_remote_options>?) -> CInt {
     initializeOptions(options, fl_remote_options(), size: \.size)
@@ -75,7 +75,8 @@ public func fl_remote_options_init(_ options: UnsafeMutablePointer<fl_remote_opt
 /// (status and code of that cause, message "argument I failed: ..."). `options` may be NULL.
 /// A task may submit tasks and wait for them (fl_get runs other tasks meanwhile).
 /// Errors: FL_EINVAL (fn or ref NULL, args NULL with nargs, a blob NULL with a length,
-/// uninitialized options, a negative max_retries), FL_EHANDLE (runtime, or a reference
+/// uninitialized options, a negative max_retries, num_cpus below 0 or above the runtime's
+/// workers), FL_EHANDLE (runtime, or a reference
 /// argument), FL_ESTATE (shut down), FL_ENOMEM. Thread-safe; not in a worker process.
 @_cdecl("fl_remote")
 public func fl_remote(_ runtime: fl_runtime?, _ fn: fl_remote_fn?, _ user: UnsafeMutableRawPointer?,
@@ -115,14 +116,22 @@ private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: Un
     if nargs > 0 { _ = try Check.required(args, "args") }
     var settings = RemoteOptions()
     if let options {
-        guard options.pointee.size == MemoryLayout<fl_remote_options>.size else {
-            throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_remote_options_init")
+        // Option structs of the earlier, smaller layout (before num_cpus) are accepted too.
+        let size = options.pointee.size
+        let withCPUs = MemoryLayout<fl_remote_options>.size
+        let beforeCPUs = MemoryLayout<fl_remote_options>.offset(of: \fl_remote_options.num_cpus)!
+        guard size == withCPUs || size == beforeCPUs else {
+            throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_remote_options_init")
         }
         guard options.pointee.max_retries >= 0 else { throw Failure(FL_EINVAL, "max_retries must not be negative") }
         settings.maxRetries = Int(options.pointee.max_retries)
         settings.retryOnError = options.pointee.retry_on_error != 0
+        if size == withCPUs { settings.cpus = Int(options.pointee.num_cpus) }
     }
     return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
+        guard settings.cpus >= 0, settings.cpus <= runtime.cpus.capacity else {
+            throw Failure(FL_EINVAL, "num_cpus is \(settings.cpus); the runtime has \(runtime.cpus.capacity) CPUs (workers)")
+        }
         var arguments = try RemoteArguments(args, nargs)
         let output = RemoteObject(store: runtime.store)
         let extras = (1..<max(returns, 1)).map { _ in RemoteObject(store: runtime.store) }

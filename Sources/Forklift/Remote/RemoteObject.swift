@@ -145,6 +145,10 @@ final class RemoteObject {
     func waitHelping(until deadline: Deadline) -> Bool {
         if isReady { return true }
         guard let worker = PoolWorker.current else { return wait(until: deadline) }
+        // A task holding CPUs lends them while it waits, so the tasks it waits for can start.
+        let lender = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }
+        if let lender { lender.runtime.cpus.lend(lender) }
+        defer { if let lender { lender.runtime.cpus.takeBack(lender) } }
         return worker.pool.helpWhileWaiting(until: deadline, isDone: { isReady }) { slice in wait(until: slice) }
     }
 }

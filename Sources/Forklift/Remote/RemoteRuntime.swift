@@ -16,6 +16,8 @@ final class RemoteRuntime {
     let store: ObjectStore
     /// Task events for fl_runtime_trace_*.
     let timeline = Timeline()
+    /// The CPUs that tasks asking for some hold (fl_remote_options.num_cpus).
+    let cpus: CPUAccount
     private let closed: UnsafeMutablePointer<UInt32>
     /// submitted, running, finished, failed.
     private let counters: UnsafeMutablePointer<UInt64>
@@ -24,6 +26,7 @@ final class RemoteRuntime {
         pool = try Pool.create(workers: workers, name: "forklift-remote", initializer: nil, initializerUser: nil,
                                initargs: [])
         store = ObjectStore(capacity: storeCapacity)
+        cpus = CPUAccount(capacity: pool.workerCount)
         closed = .allocate(capacity: 1)
         closed.initialize(to: 0)
         counters = .allocate(capacity: 4)
@@ -58,9 +61,18 @@ final class RemoteRuntime {
     /// Queues a task whose arguments are ready; if the pool refuses it, the task resolves as
     /// cancelled (shut down) or failed.
     func schedule(_ task: RemoteTask) {
+        // A task asking for CPUs waits for them, without a worker, unless they are free.
+        if task.options.cpus > 0 && !cpus.acquire(task) { return }
+        enqueueHoldingCPUs(task)
+    }
+
+    /// Queues a task that has its CPUs (if it asked for any); on failure it resolves as
+    /// cancelled or failed and gives them back.
+    func enqueueHoldingCPUs(_ task: RemoteTask) {
         if let failure = enqueue(task) {
             task.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
                         message: failure.code == FL_ESTATE ? "runtime shut down before the task ran" : failure.message)
+            cpus.release(task)
         }
     }
 
@@ -106,6 +118,9 @@ final class RemoteRuntime {
     func shutDown() throws(Failure) {
         guard !pool.isOwnThread else { throw Failure(FL_EDEADLK, "shutdown called from a task of the same runtime") }
         fls_atomic_store_u32(closed, 1)
+        for task in cpus.drain() {
+            task.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
+        }
         pool.close()
         try pool.join(until: .forever)
     }

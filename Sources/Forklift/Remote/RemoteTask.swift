@@ -30,6 +30,8 @@ final class RemoteTask {
     let constructsActor: Bool
     /// An actor call whose arguments have resolved (guarded by the actor's lock).
     var argumentsAreReady = false
+    /// Whether the task holds `options.cpus` of the runtime's CPUs (see `CPUAccount`).
+    var holdsCPUs = false
     private let pending: UnsafeMutablePointer<UInt32>
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
@@ -105,8 +107,14 @@ final class RemoteTask {
         return false
     }
 
-    /// Runs the function on the calling worker thread and resolves the output.
+    /// Runs the function on the calling worker thread and resolves the output, then gives
+    /// back the CPUs it held.
     func run() {
+        runBody()
+        if holdsCPUs { runtime.cpus.release(self) }
+    }
+
+    private func runBody() {
         if runtime.isShutDown {
             finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
             return
@@ -126,6 +134,10 @@ final class RemoteTask {
         }
         runtime.taskRunning(1)
         defer { runtime.taskRunning(-1) }
+        // A counted task lends its CPUs while it waits in fl_get (see RemoteObject.waitHelping).
+        let outerTask = fls_tls_remote_task()
+        fls_tls_set_remote_task(holdsCPUs ? Unmanaged.passUnretained(self).toOpaque() : nil)
+        defer { fls_tls_set_remote_task(outerTask) }
         var outcome = ResultSlot.pending
         var attempts = 0
         let tracing = runtime.timeline.isRecording
@@ -221,6 +233,8 @@ final class RemoteTask {
 struct RemoteOptions {
     var maxRetries = 0
     var retryOnError = false
+    /// CPUs held while running; 0: not counted.
+    var cpus = 0
 }
 
 /// The result slots of outputs 1... while their task runs, found by fl_task_return_at

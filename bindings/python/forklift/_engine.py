@@ -49,6 +49,7 @@ class CEngine:
         self.handle = handle
         self.workers = _lib.lib.fl_pool_workers(handle)
         self._tasks: dict = {}
+        self._retired: list = []  # entries failed by terminate(), kept until the workers end
         self._ids = itertools.count(1)
         self._task_trampoline = _lib.fl_task_fn(self._run_task)
         self._done_trampoline = _lib.fl_result_cb(self._native_done)
@@ -79,7 +80,10 @@ class CEngine:
             raise _lib.error(code, "submit")
 
     def _run_task(self, user, data, length, ctx):
-        function, args, kwds, finish = self._tasks.pop(user)
+        entry = self._tasks.pop(user, None)
+        if entry is None:  # failed as cancelled by terminate() just before it could start
+            return 0
+        function, args, kwds, finish = entry
         try:
             value = function(*args, **kwds)
         except BaseException as error:
@@ -156,7 +160,10 @@ class CEngine:
             raise _lib.error(code, "map_async")
 
     def _native_done(self, user, result):
-        native, packed, keep, finish, results, count = self._tasks.pop(user)
+        entry = self._tasks.pop(user, None)
+        if entry is None:  # already failed as cancelled by terminate()
+            return
+        native, packed, keep, finish, results, count = entry
         if results is not None or native.Result is None:
             finish(True, self._unpack(native, results, count) if results is not None else
                    ([None] * count if count > 1 or isinstance(packed, ctypes.Array) else None))
@@ -168,7 +175,9 @@ class CEngine:
         finish(True, native.convert(value))
 
     def _native_failed(self, user, result):
-        entry = self._tasks.pop(user)
+        entry = self._tasks.pop(user, None)
+        if entry is None:
+            return
         finish = entry[3]
         code, message = c_int(), c_char_p()
         _lib.lib.fl_result_error(result, byref(code), byref(message))
@@ -187,6 +196,8 @@ class CEngine:
         for task_id in list(self._tasks):
             entry = self._tasks.pop(task_id, None)
             if entry is not None:
+                # A native call may still be writing into its buffers: they live until join().
+                self._retired.append(entry)
                 entry[3](False, _lib.CancelledError("the pool was terminated before the task ran", _lib.ECANCELED))
 
     def close(self):
@@ -202,3 +213,4 @@ class CEngine:
         _lib.lib.fl_pool_close(self.handle)
         _lib.lib.fl_pool_join(self.handle, _lib.FOREVER)
         _lib.lib.fl_pool_destroy(self.handle)
+        self._retired.clear()

@@ -140,7 +140,7 @@ class RuntimeOptions(Structure):
 
 
 class RemoteOptions(Structure):
-    _fields_ = [("size", c_size_t), ("max_retries", c_int), ("retry_on_error", c_int)]
+    _fields_ = [("size", c_size_t), ("max_retries", c_int), ("retry_on_error", c_int), ("num_cpus", c_int)]
 
 
 class ActorOptions(Structure):

@@ -245,7 +245,7 @@ def _arg_array(refs, leading: bytes | None = None):
     return array, count
 
 
-_TASK_OPTIONS = {"max_retries", "retry_exceptions", "num_returns", "name"}
+_TASK_OPTIONS = {"max_retries", "retry_exceptions", "num_returns", "num_cpus", "name"}
 
 
 class RemoteFunction:
@@ -265,6 +265,12 @@ class RemoteFunction:
         self._trampoline = None
         retry = self._options.get("retry_exceptions", False)
         self._retries = self._options.get("max_retries", 3) if retry else 0
+        self._c_options = None
+        cpus = self._options.get("num_cpus", 0)
+        if cpus:
+            self._c_options = _lib.RemoteOptions()
+            _lib.lib.fl_remote_options_init(byref(self._c_options))
+            self._c_options.num_cpus = int(cpus)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self.__name__} cannot be called directly; use {self.__name__}.remote()")
@@ -282,7 +288,7 @@ class RemoteFunction:
         return trampoline
 
     def options(self, **options):
-        """A copy with other options (max_retries, retry_exceptions)."""
+        """A copy with other options (num_returns, num_cpus, max_retries, retry_exceptions)."""
         return RemoteFunction(self._function, {**self._options, **options})
 
     def remote(self, *args, **kwargs) -> ObjectRef:
@@ -296,11 +302,12 @@ class RemoteFunction:
             trampoline = self._trampoline = self._register(runtime)
         if self._returns == 1:
             handle = c_void_p()
-            code = _lib.lib.fl_remote(runtime.handle, trampoline, call_id, array, count, None, byref(handle))
+            code = _lib.lib.fl_remote(runtime.handle, trampoline, call_id, array, count, self._c_options,
+                                      byref(handle))
             handles = [handle]
         else:
             out = (c_void_p * self._returns)()
-            code = _lib.lib.fl_remote_multi(runtime.handle, trampoline, call_id, array, count, None,
+            code = _lib.lib.fl_remote_multi(runtime.handle, trampoline, call_id, array, count, self._c_options,
                                             self._returns, out)
             handles = [c_void_p(value) for value in out]
         if code != _lib.OK:

@@ -244,3 +244,23 @@ def test_num_returns():
             forklift.get(ref)
     with pytest.raises(ValueError):
         split.options(num_returns=0)
+
+
+def test_num_cpus_limits_what_runs_at_once():
+    running = []
+    most = []
+    lock = threading.Lock()
+
+    @forklift.remote(num_cpus=2)
+    def heavy(i):
+        with lock:
+            running.append(i)
+            most.append(len(running))
+        time.sleep(0.02)
+        with lock:
+            running.remove(i)
+        return i
+    assert forklift.get([heavy.remote(i) for i in range(5)]) == list(range(5))
+    assert max(most) == 1  # two CPUs each on two workers: one at a time
+    with pytest.raises(ValueError):
+        forklift.get(heavy.options(num_cpus=3).remote(0))
