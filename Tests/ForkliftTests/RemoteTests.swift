@@ -31,43 +31,57 @@ final class RemoteTests: XCTestCase {
         return runtime
     }
 
-    func testChainsFromSeveralThreadsThenShutdown() {
-        let runtime = Self.twoWorkerRuntime()
+    /// Runs `body(runtime, thread)` on three threads at once and returns the sum of what the
+    /// three calls return (their failures).
+    private static func onThreeThreads(_ runtime: fl_runtime?, _ body: @escaping (fl_runtime?, Int) -> Int) -> Int {
         let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
-        let wrong = UnsafeMutablePointer<Int>.allocate(capacity: 3)
-        wrong.initialize(repeating: 0, count: 3)
-        defer { wrong.deallocate() }
-        let wrongAddress = UInt(bitPattern: wrong)
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: 3)
+        counts.initialize(repeating: 0, count: 3)
+        defer { counts.deallocate() }
+        let countsAddress = UInt(bitPattern: counts)
         let threads = (0..<3).map { t in
             startThread {
-                let runtime = fl_runtime(bitPattern: address)
-                let wrong = UnsafeMutablePointer<Int>(bitPattern: wrongAddress)!
-                var one: Int64 = 1
-                var start: Int64 = 0
-                var chain: fl_ref?
-                _ = fl_put(runtime, &start, 8, &chain)
-                for _ in 0..<300 {
-                    var next: fl_ref?
-                    withUnsafePointer(to: &one) { one in
-                        var args = [fl_arg(data: nil, len: 0, ref: chain), fl_arg(data: one, len: 8, ref: nil)]
-                        _ = fl_remote(runtime, Self.sum, nil, &args, 2, nil, &next)
-                    }
-                    _ = fl_ref_release(chain)
-                    chain = next
-                }
-                if Self.value(chain) != 300 { wrong[t] += 1 }
-                _ = fl_ref_release(chain)
+                UnsafeMutablePointer<Int>(bitPattern: countsAddress)![t] = body(fl_runtime(bitPattern: address), t)
             }
         }
         threads.forEach(OSThread.join)
-        XCTAssertEqual(wrong[0] + wrong[1] + wrong[2], 0)
-        // A finishing task lets go of its objects just after its result is seen: wait for it.
+        return counts[0] + counts[1] + counts[2]
+    }
+
+    /// The runtime's counters once no task runs and every object is gone (a finishing task
+    /// lets go of its objects just after its result is seen), or after 5 s.
+    private static func statsOnceSettled(_ runtime: fl_runtime?) -> fl_runtime_stats {
         var stats = fl_runtime_stats()
         for _ in 0..<5000 {
             XCTAssertEqual(fl_runtime_get_stats(runtime, &stats), FL_OK)
             if stats.objects == 0 && stats.tasks_running == 0 { break }
             usleep(1000)
         }
+        return stats
+    }
+
+    func testChainsFromSeveralThreadsThenShutdown() {
+        let runtime = Self.twoWorkerRuntime()
+        let wrong = Self.onThreeThreads(runtime) { runtime, _ in
+            var one: Int64 = 1
+            var start: Int64 = 0
+            var chain: fl_ref?
+            _ = fl_put(runtime, &start, 8, &chain)
+            for _ in 0..<300 {
+                var next: fl_ref?
+                withUnsafePointer(to: &one) { one in
+                    var args = [fl_arg(data: nil, len: 0, ref: chain), fl_arg(data: one, len: 8, ref: nil)]
+                    _ = fl_remote(runtime, Self.sum, nil, &args, 2, nil, &next)
+                }
+                _ = fl_ref_release(chain)
+                chain = next
+            }
+            let failed = Self.value(chain) != 300 ? 1 : 0
+            _ = fl_ref_release(chain)
+            return failed
+        }
+        XCTAssertEqual(wrong, 0)
+        let stats = Self.statsOnceSettled(runtime)
         XCTAssertEqual(stats.tasks_finished, 900)
         XCTAssertEqual(stats.objects, 0)
         XCTAssertEqual(stats.object_bytes, 0)
@@ -168,44 +182,29 @@ final class RemoteTests: XCTestCase {
     /// Buffers filled and sealed on several threads while tasks with two results consume them.
     func testCreateSealAndSeveralReturnsFromThreads() {
         let runtime = Self.twoWorkerRuntime()
-        let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
-        let failures = UnsafeMutablePointer<Int>.allocate(capacity: 3)
-        failures.initialize(repeating: 0, count: 3)
-        defer { failures.deallocate() }
-        let failuresAddress = UInt(bitPattern: failures)
-        let threads = (0..<3).map { t in
-            startThread {
-                let runtime = fl_runtime(bitPattern: address)
-                let failures = UnsafeMutablePointer<Int>(bitPattern: failuresAddress)!
-                for i in 0..<300 {
-                    var buffer: UnsafeMutableRawPointer?
-                    var made: fl_ref?
-                    guard fl_create(runtime, 8, &buffer, &made) == FL_OK else { failures[t] += 1; continue }
-                    var args = [fl_arg(data: nil, len: 0, ref: made)]
-                    var refs: [fl_ref?] = [nil, nil]
-                    guard fl_remote_multi(runtime, Self.square, nil, &args, 1, nil, 2, &refs) == FL_OK else {
-                        failures[t] += 1
-                        continue
-                    }
-                    buffer!.storeBytes(of: Int64(i), as: Int64.self)
-                    _ = fl_seal(made)
-                    fl_ref_release(made)
-                    if Self.value(refs[0]) != Int64(i) || Self.value(refs[1]) != Int64(i * i) { failures[t] += 1 }
-                    fl_ref_release(refs[1])
-                    fl_ref_release(refs[0])
+        let failures = Self.onThreeThreads(runtime) { runtime, _ in
+            var failures = 0
+            for i in 0..<300 {
+                var buffer: UnsafeMutableRawPointer?
+                var made: fl_ref?
+                guard fl_create(runtime, 8, &buffer, &made) == FL_OK else { failures += 1; continue }
+                var args = [fl_arg(data: nil, len: 0, ref: made)]
+                var refs: [fl_ref?] = [nil, nil]
+                guard fl_remote_multi(runtime, Self.square, nil, &args, 1, nil, 2, &refs) == FL_OK else {
+                    failures += 1
+                    continue
                 }
+                buffer!.storeBytes(of: Int64(i), as: Int64.self)
+                _ = fl_seal(made)
+                _ = fl_ref_release(made)
+                if Self.value(refs[0]) != Int64(i) || Self.value(refs[1]) != Int64(i * i) { failures += 1 }
+                _ = fl_ref_release(refs[1])
+                _ = fl_ref_release(refs[0])
             }
+            return failures
         }
-        threads.forEach(OSThread.join)
-        XCTAssertEqual(failures[0] + failures[1] + failures[2], 0)
-        // A task lets go of its objects just after its results resolve: wait for the last ones.
-        var stats = fl_runtime_stats()
-        for _ in 0..<5000 {
-            XCTAssertEqual(fl_runtime_get_stats(runtime, &stats), FL_OK)
-            if stats.objects == 0 { break }
-            usleep(1000)
-        }
-        XCTAssertEqual(stats.objects, 0)
+        XCTAssertEqual(failures, 0)
+        XCTAssertEqual(Self.statsOnceSettled(runtime).objects, 0)
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
     }
 
@@ -213,33 +212,25 @@ final class RemoteTests: XCTestCase {
     /// holding every CPU (they lend them), then a shutdown with tasks still waiting for CPUs.
     func testCPUCountsFromThreadsThenShutdown() {
         let runtime = Self.twoWorkerRuntime()
-        let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
-        let failures = UnsafeMutablePointer<Int>.allocate(capacity: 3)
-        failures.initialize(repeating: 0, count: 3)
-        defer { failures.deallocate() }
-        let failuresAddress = UInt(bitPattern: failures)
-        let threads = (0..<3).map { t in
-            startThread {
-                let runtime = fl_runtime(bitPattern: address)
-                let failures = UnsafeMutablePointer<Int>(bitPattern: failuresAddress)!
-                var options = fl_remote_options()
-                _ = fl_remote_options_init(&options)
-                for i in 0..<200 {
-                    options.num_cpus = Int32(1 + (i + t) % 2)
-                    var value = Int64(i)
-                    var args = [fl_arg(data: &value, len: 8, ref: nil)]
-                    var ref: fl_ref?
-                    guard fl_remote(runtime, Self.sum, nil, &args, 1, &options, &ref) == FL_OK,
-                          Self.value(ref) == Int64(i) else {
-                        failures[t] += 1
-                        continue
-                    }
-                    fl_ref_release(ref)
+        let failures = Self.onThreeThreads(runtime) { runtime, t in
+            var failures = 0
+            var options = fl_remote_options()
+            _ = fl_remote_options_init(&options)
+            for i in 0..<200 {
+                options.num_cpus = Int32(1 + (i + t) % 2)
+                var value = Int64(i)
+                var args = [fl_arg(data: &value, len: 8, ref: nil)]
+                var ref: fl_ref?
+                guard fl_remote(runtime, Self.sum, nil, &args, 1, &options, &ref) == FL_OK,
+                      Self.value(ref) == Int64(i) else {
+                    failures += 1
+                    continue
                 }
+                _ = fl_ref_release(ref)
             }
+            return failures
         }
-        threads.forEach(OSThread.join)
-        XCTAssertEqual(failures[0] + failures[1] + failures[2], 0)
+        XCTAssertEqual(failures, 0)
         var options = fl_remote_options()
         _ = fl_remote_options_init(&options)
         options.num_cpus = 2
@@ -253,7 +244,7 @@ final class RemoteTests: XCTestCase {
         for ref in refs {
             let code = fl_get(ref, 30, nil, nil)
             XCTAssertTrue(code == FL_OK || code == FL_ECANCELED)
-            fl_ref_release(ref)
+            _ = fl_ref_release(ref)
         }
     }
 }
