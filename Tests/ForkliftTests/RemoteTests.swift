@@ -31,17 +31,17 @@ final class RemoteTests: XCTestCase {
         return runtime
     }
 
-    /// Runs `body(runtime, thread)` on three threads at once and returns the sum of what the
-    /// three calls return (their failures).
-    private static func onThreeThreads(_ runtime: fl_runtime?, _ body: @escaping (fl_runtime?, Int) -> Int) -> Int {
-        let address = UInt(bitPattern: UnsafeRawPointer(runtime!))
+    /// Runs `body(handle, thread)` on three threads at once (`handle`: a runtime or an actor)
+    /// and returns the sum of what the three calls return (their failures).
+    private static func onThreeThreads(_ handle: OpaquePointer?, _ body: @escaping (OpaquePointer?, Int) -> Int) -> Int {
+        let address = UInt(bitPattern: UnsafeRawPointer(handle!))
         let counts = UnsafeMutablePointer<Int>.allocate(capacity: 3)
         counts.initialize(repeating: 0, count: 3)
         defer { counts.deallocate() }
         let countsAddress = UInt(bitPattern: counts)
         let threads = (0..<3).map { t in
             startThread {
-                UnsafeMutablePointer<Int>(bitPattern: countsAddress)![t] = body(fl_runtime(bitPattern: address), t)
+                UnsafeMutablePointer<Int>(bitPattern: countsAddress)![t] = body(OpaquePointer(bitPattern: address), t)
             }
         }
         threads.forEach(OSThread.join)
@@ -107,28 +107,20 @@ final class RemoteTests: XCTestCase {
             var value = cell.pointee
             return fl_task_return(ctx, &value, 8)
         }
-        let address = UInt(bitPattern: UnsafeRawPointer(actor!))
-        let disorder = UnsafeMutablePointer<Int>.allocate(capacity: 3)
-        disorder.initialize(repeating: 0, count: 3)
-        defer { disorder.deallocate() }
-        let disorderAddress = UInt(bitPattern: disorder)
-        let threads = (0..<3).map { t in
-            startThread {
-                let actor = fl_actor(bitPattern: address)
-                let disorder = UnsafeMutablePointer<Int>(bitPattern: disorderAddress)!
-                var refs: [fl_ref?] = Array(repeating: nil, count: 200)
-                for i in 0..<200 { _ = fl_actor_call(actor, increment, nil, 0, &refs[i]) }
-                var last: Int64 = 0
-                for ref in refs {
-                    let value = Self.value(ref)
-                    if value <= last { disorder[t] += 1 }
-                    last = value
-                    _ = fl_ref_release(ref)
-                }
+        let disorder = Self.onThreeThreads(actor) { actor, _ in
+            var disorder = 0
+            var refs: [fl_ref?] = Array(repeating: nil, count: 200)
+            for i in 0..<200 { _ = fl_actor_call(actor, increment, nil, 0, &refs[i]) }
+            var last: Int64 = 0
+            for ref in refs {
+                let value = Self.value(ref)
+                if value <= last { disorder += 1 }
+                last = value
+                _ = fl_ref_release(ref)
             }
+            return disorder
         }
-        threads.forEach(OSThread.join)
-        XCTAssertEqual(disorder[0] + disorder[1] + disorder[2], 0)
+        XCTAssertEqual(disorder, 0)
         var last: fl_ref?
         XCTAssertEqual(fl_actor_call(actor, increment, nil, 0, &last), FL_OK)
         XCTAssertEqual(Self.value(last), 601)

@@ -32,6 +32,17 @@ static int64_t get_int(fl_ref r) {
     return v;
 }
 
+/* A runtime of `workers` threads and a store of `capacity` bytes (0: no limit). */
+static fl_runtime new_runtime(size_t workers, size_t capacity) {
+    fl_runtime_options options;
+    CHECK_OK(fl_runtime_options_init(&options));
+    options.workers = workers;
+    options.store_capacity = capacity;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&options, &rt));
+    return rt;
+}
+
 /* ---- task functions ---- */
 
 /* The seed's f(x): sleep, return x. */
@@ -142,11 +153,7 @@ static void test_dataflow(fl_runtime rt) {
 static void test_waiting_does_not_hold_a_worker(void) {
     /* One worker: a task waiting for an argument must not occupy it, and a task waiting
      * for tasks it submitted runs them itself. */
-    fl_runtime_options o;
-    CHECK_OK(fl_runtime_options_init(&o));
-    o.workers = 1;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&o, &rt));
+    fl_runtime rt = new_runtime(1, 0);
     gate_open = 0;
     fl_ref gate = NULL, after = NULL, independent = NULL;
     CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &gate));
@@ -220,12 +227,7 @@ static void test_wait(fl_runtime rt) {
 }
 
 static void test_objects_and_refcounts(void) {
-    fl_runtime_options o;
-    fl_runtime_options_init(&o);
-    o.workers = 2;
-    o.store_capacity = 1000;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&o, &rt));
+    fl_runtime rt = new_runtime(2, 1000);
     char block[600];
     memset(block, 'b', sizeof block);
     fl_ref first = NULL, second = NULL, copy = NULL;
@@ -283,11 +285,7 @@ static void *open_gate_later(void *unused) {
 }
 
 static void test_shutdown_with_work_in_flight(void) {
-    fl_runtime_options o;
-    fl_runtime_options_init(&o);
-    o.workers = 1;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&o, &rt));
+    fl_runtime rt = new_runtime(1, 0);
     gate_open = 0;
     fl_ref running = NULL, queued = NULL, dependent = NULL;
     CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &running));
@@ -536,11 +534,7 @@ static int until_cancelled(void *user, const fl_blob *args, size_t nargs, fl_tas
 }
 
 static void test_cancel(void) {
-    fl_runtime_options o;
-    fl_runtime_options_init(&o);
-    o.workers = 1;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&o, &rt));
+    fl_runtime rt = new_runtime(1, 0);
     gate_open = 0;
     ran_count = 0;
     fl_ref blocker = NULL, queued = NULL, waiting = NULL, dependent = NULL, value = NULL;
@@ -665,12 +659,7 @@ static void test_names_and_trace(fl_runtime rt) {
 /* ---- zero-copy create/seal, get of many ---- */
 
 static void test_create_seal_and_get_many(void) {
-    fl_runtime_options options;
-    CHECK_OK(fl_runtime_options_init(&options));
-    options.workers = 2;
-    options.store_capacity = 1 << 20;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&options, &rt));
+    fl_runtime rt = new_runtime(2, 1 << 20);
     fl_runtime_stats stats;
 
     /* A buffer filled in place; a task that takes it waits for the seal. */
@@ -866,11 +855,7 @@ static int hold_all_then_wait(void *user, const fl_blob *args, size_t nargs, fl_
 }
 
 static void test_cpu_counts(void) {
-    fl_runtime_options ro;
-    CHECK_OK(fl_runtime_options_init(&ro));
-    ro.workers = 2;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&ro, &rt));
+    fl_runtime rt = new_runtime(2, 0);
     fl_remote_options options;
     CHECK_OK(fl_remote_options_init(&options));
     CHECK(options.num_cpus == 0);

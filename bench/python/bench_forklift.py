@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import forklift  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_mp import calibrate_rounds, noop, spin  # noqa: E402
+from bench_mp import measure_pool, noop  # noqa: E402
 
 
 def main():
@@ -28,27 +28,7 @@ def main():
     if workload in ("W1", "W2", "W4"):
         pool = forklift.Pool(workers)
         pool.map(noop, range(workers * 4))  # every worker started
-        if workload == "W1":
-            t0 = time.perf_counter()
-            results = [pool.apply_async(noop) for _ in range(n)]
-            for r in results:
-                r.wait()
-            value = n / (time.perf_counter() - t0)
-        elif workload == "W2":
-            t0 = time.perf_counter()
-            for _ in range(n):
-                pool.apply(noop)
-            value = (time.perf_counter() - t0) / n * 1e6
-        else:
-            rounds = calibrate_rounds()
-            items = [(i, rounds) for i in range(n)]
-            t0 = time.perf_counter()
-            serial = [spin(a) for a in items]
-            t_serial = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            parallel = pool.map(spin, items)
-            value = t_serial / (time.perf_counter() - t0)
-            assert parallel == serial
+        value = measure_pool(pool, workload, n)
         pool.close()
         pool.join()
     elif workload == "N1":

@@ -43,40 +43,45 @@ def calibrate_rounds():
         rounds *= 2
 
 
+def measure_pool(pool, workload, n):
+    """W1, W2 or W4 on a started pool with multiprocessing.Pool's API (also forklift.Pool)."""
+    if workload == "W1":
+        t0 = time.perf_counter()
+        results = [pool.apply_async(noop) for _ in range(n)]
+        for r in results:
+            r.wait()
+        return n / (time.perf_counter() - t0)
+    if workload == "W2":
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pool.apply(noop)
+        return (time.perf_counter() - t0) / n * 1e6
+    rounds = calibrate_rounds()
+    items = [(i, rounds) for i in range(n)]
+    t0 = time.perf_counter()
+    serial = [spin(a) for a in items]
+    t_serial = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    parallel = pool.map(spin, items)
+    t_parallel = time.perf_counter() - t0
+    assert parallel == serial
+    return t_serial / t_parallel
+
+
 def main():
     kind, workload, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     workers = os.cpu_count()
     if kind == "mp":
         pool = mp.Pool(workers)
         pool.map(noop, range(workers * 4))  # start every worker
-        if workload == "W1":
-            t0 = time.perf_counter()
-            results = [pool.apply_async(noop) for _ in range(n)]
-            for r in results:
-                r.wait()
-            value = n / (time.perf_counter() - t0)
-        elif workload == "W2":
-            t0 = time.perf_counter()
-            for _ in range(n):
-                pool.apply(noop)
-            value = (time.perf_counter() - t0) / n * 1e6
+        if workload in ("W1", "W2", "W4"):
+            value = measure_pool(pool, workload, n)
         elif workload == "W3":
             data = list(range(n))
             t0 = time.perf_counter()
             out = pool.map(square, data)
             value = n / (time.perf_counter() - t0)
             assert out[-1] == (n - 1) ** 2
-        elif workload == "W4":
-            rounds = calibrate_rounds()
-            items = [(i, rounds) for i in range(n)]
-            t0 = time.perf_counter()
-            serial = [spin(a) for a in items]
-            t_serial = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            parallel = pool.map(spin, items)
-            t_parallel = time.perf_counter() - t0
-            assert parallel == serial
-            value = t_serial / t_parallel
         elif workload == "N1":
             import zlib
             piece = 1 << 20

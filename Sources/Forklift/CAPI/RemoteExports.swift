@@ -315,20 +315,15 @@ public func fl_get_many(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ time
         for (index, object) in objects.enumerated() {
             data[index] = nil
             lens[index] = 0
-            let status: Int32
-            if !object.waitHelping(until: deadline) {
-                status = FL_ETIMEDOUT
-                if first == nil { first = Failure(FL_ETIMEDOUT, "object \(index) not ready at the deadline") }
-            } else if let failure = object.failure {
-                status = ResultSlot.status(object.slot)
-                if first == nil { first = Failure(status, "object \(index): \(failure.message)") }
-            } else {
-                status = FL_OK
-                let bytes = object.bytes
+            do throws(Failure) {
+                let bytes = try object.view(until: deadline)
                 data[index] = bytes.data
                 lens[index] = bytes.length
+                statuses?[index] = FL_OK
+            } catch {
+                statuses?[index] = error.code
+                if first == nil { first = Failure(error.code, "object \(index): \(error.message)") }
             }
-            statuses?[index] = status
         }
         if let first { throw first }
         return FL_OK
@@ -349,9 +344,7 @@ public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePoint
         len?.pointee = 0
         let deadline = try Check.deadline(timeout)
         return try Registry.refs.with(ref, "ref") { object throws(Failure) in
-            guard object.waitHelping(until: deadline) else { throw Failure(FL_ETIMEDOUT, "object not ready at the deadline") }
-            if let failure = object.failure { throw Failure(ResultSlot.status(object.slot), failure.message) }
-            let bytes = object.bytes
+            let bytes = try object.view(until: deadline)
             data?.pointee = bytes.data
             len?.pointee = bytes.length
             return FL_OK

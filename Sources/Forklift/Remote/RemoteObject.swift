@@ -140,6 +140,14 @@ final class RemoteObject {
         ready.wait(until: deadline)
     }
 
+    /// The bytes of the value once it is ready (waiting as `waitHelping`, until `deadline`);
+    /// throws FL_ETIMEDOUT, or the failure with its status (which becomes the last error).
+    func view(until deadline: Deadline) throws(Failure) -> (data: UnsafeRawPointer?, length: Int) {
+        guard waitHelping(until: deadline) else { throw Failure(FL_ETIMEDOUT, "object not ready at the deadline") }
+        if let failure { throw Failure(ResultSlot.status(slot), failure.message) }
+        return bytes
+    }
+
     /// `wait`, but on a pool worker (a remote task waiting for tasks it submitted) it runs
     /// other queued tasks meanwhile, so the runtime cannot starve itself.
     func waitHelping(until deadline: Deadline) -> Bool {

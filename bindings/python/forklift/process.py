@@ -453,12 +453,17 @@ class Lock(_Acquirable, _Shared):
             return False
         raise _lib.error(code, "fl_lock_acquire")
 
+    #: What a release by a thread that does not hold the lock raises (as multiprocessing).
+    _not_held = (ValueError, "lock is not held by this thread")
+
     def release(self):
-        """Releases the lock; raises ``ValueError`` if this thread does not hold it."""
+        """Releases the lock (one level of an RLock); raises ``ValueError`` (``AssertionError``
+        for an RLock) if this thread does not hold it."""
         with self._handle as handle:
             code = _lib_c.fl_lock_release(handle)
         if code == _lib.ESTATE:
-            raise ValueError("lock is not held by this thread")
+            error, message = self._not_held
+            raise error(message)
         _lib.check(code, "fl_lock_release")
 
     def __repr__(self):
@@ -469,14 +474,7 @@ class RLock(Lock):
     """A process-shared recursive lock (``multiprocessing.RLock``)."""
 
     _recursive = 1
-
-    def release(self):
-        """Releases one level; raises ``AssertionError`` if this thread does not hold it."""
-        with self._handle as handle:
-            code = _lib_c.fl_lock_release(handle)
-        if code == _lib.ESTATE:
-            raise AssertionError("attempt to release recursive lock not owned by thread")
-        _lib.check(code, "fl_lock_release")
+    _not_held = (AssertionError, "attempt to release recursive lock not owned by thread")
 
 
 class Event(_Shared):
