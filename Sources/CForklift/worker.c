@@ -116,6 +116,19 @@ int fls_memfd_with(const void *data, size_t len, const char *name) {
     return fd;
 }
 
+void *fls_shared_alloc(size_t len, int *fd) {
+    *fd = memfd_create("forklift-object", MFD_CLOEXEC);
+    if (*fd < 0) return NULL;
+    void *map = MAP_FAILED;
+    if (ftruncate(*fd, (off_t)len) == 0) map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+    if (map == MAP_FAILED) {
+        close(*fd);
+        *fd = -1;
+        return NULL;
+    }
+    return map;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The parent's side                                                                          */
 /* ------------------------------------------------------------------------------------------ */

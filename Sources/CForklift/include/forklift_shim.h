@@ -114,6 +114,14 @@ void fls_tls_set_remote_task(void *task);
 /** A slot's status while its task has not completed. */
 #define FLS_SLOT_PENDING 1
 
+/** Kinds of a slot's storage (fls_slot.external). */
+#define FLS_STORAGE_HEAP 0
+#define FLS_STORAGE_EXTERNAL 1
+#define FLS_STORAGE_MAPPED 2
+#define FLS_STORAGE_SHARE_LARGE 3
+/** Bytes from which an object of a runtime with worker processes lives in shared memory. */
+#define FLS_SHARE_MINIMUM (256 * 1024)
+
 /** The outcome of one task (one item of a map). */
 typedef struct fls_slot {
     /** FLS_SLOT_PENDING, FL_OK, or a failure status (FL_ETASK, FL_ECANCELED, FL_EWORKER, ...). */
@@ -122,11 +130,14 @@ typedef struct fls_slot {
     int32_t code;
     /** Result length in bytes. */
     size_t len;
-    /** The result bytes when they do not fit inline (malloc'd), or an external buffer. */
+    /** The result bytes when they do not fit inline: see `storage`. */
     void *heap;
     /** The failure message (malloc'd), or NULL. */
     char *message;
-    /** 1 when heap points into a caller's buffer that the slot does not own. */
+    /** What `heap` is: FLS_STORAGE_HEAP (malloc'd), FLS_STORAGE_EXTERNAL (a caller's buffer the
+     *  slot does not own) or FLS_STORAGE_MAPPED (a shared mapping of a memfd, whose descriptor
+     *  is in `inline_data`). A pending slot marked FLS_STORAGE_SHARE_LARGE puts results of
+     *  FLS_SHARE_MINIMUM bytes or more into a memfd. */
     uint32_t external;
     uint32_t reserved;
     unsigned char inline_data[FLS_SLOT_INLINE];

@@ -310,6 +310,11 @@ typedef struct fl_runtime_options {
     /** Bytes of object data the store may hold at once (results and put values); a put or a
      *  result beyond it fails with FL_ENOMEM ("object store full"). 0 (the default): no limit. */
     size_t store_capacity;
+    /** Worker processes for tasks and actors that ask for isolation (`isolate` in their
+     *  options), forked when the runtime starts; 0 (the default): none, and such tasks are
+     *  refused with FL_EINVAL. With process workers, objects of 256 KiB or more live in shared
+     *  memory that the worker processes map without a copy. */
+    size_t process_workers;
 } fl_runtime_options;
 
 /**
@@ -330,6 +335,15 @@ typedef struct fl_remote_options {
      *  suffice; until then they wait without holding a worker, in submission order. A task
      *  waiting in fl_get() lends its CPUs meanwhile. 0 (the default): not counted. */
     int num_cpus;
+    /** Non-zero: the task runs in one of the runtime's worker processes (its
+     *  `process_workers`), not on a thread of the caller's process: a crash, exit or leak in it
+     *  cannot touch the host. A task whose worker process dies fails with FL_EWORKER (naming
+     *  the signal or exit status) after running again up to `max_retries` times on fresh
+     *  workers (with or without `retry_on_error`). fl_cancel_force() kills it while it runs.
+     *  The function and `user` must be valid in a process forked when the runtime started
+     *  (code and data that existed then); the task cannot submit tasks or get objects, and has
+     *  one return. Default 0. */
+    int isolate;
 } fl_remote_options;
 
 /**
@@ -353,6 +367,19 @@ typedef struct fl_actor_options {
      *  in submission order. Above 1, calls start in submission order and may overlap, so the
      *  methods must synchronize their use of the state. */
     int max_concurrency;
+    /** Non-zero: the actor lives in a worker process of its own (forked for it, not one of the
+     *  runtime's `process_workers`, which need not be set): the constructor runs there and the
+     *  state never leaves it; `free_state` is not called (the state ends with the process).
+     *  max_concurrency must be 1. Default 0. */
+    int isolate;
+    /** For an isolated actor: how many times its process is started again, constructor
+     *  included, after it dies (Ray's max_restarts). Beyond that, calls fail with FL_EWORKER.
+     *  Default 0. */
+    int max_restarts;
+    /** For an isolated actor: how many times a call that was running when the process died
+     *  runs again on the restarted process (Ray's max_task_retries); 0 (the default): it fails
+     *  with FL_EWORKER, and later calls go to the restarted process. */
+    int max_task_retries;
 } fl_actor_options;
 
 /** Counters of a runtime (fl_runtime_get_stats). */

@@ -196,6 +196,43 @@ void *fls_map_fd(int fd, size_t len);
 void *fls_map_peer_fd(pid_t pid, int fd, size_t len);
 /** Creates a memfd holding a copy of `data`; returns the fd or -1. */
 int fls_memfd_with(const void *data, size_t len, const char *name);
+/** Creates a memfd of `len` bytes and maps it for reading and writing (shared): returns the
+ *  mapping and stores the fd in `*fd`, or returns NULL. */
+void *fls_shared_alloc(size_t len, int *fd);
+
+/* ---- remote tasks and actors in worker processes ---- */
+
+/** What a remote task, actor call or actor constructor sends to a worker process: this
+ *  header, `nargs` records, then the arguments' bytes that travel inline. The argument of
+ *  fls_remote_child_task, or the initializer arguments of fls_remote_child_construct. */
+typedef struct fls_remote_call {
+    /** The fl_remote_fn to call (an fl_actor_init_fn for a constructor). */
+    void (*fn)(void);
+    /** Its `user` (ignored for a method: the actor's state is passed instead). */
+    void *user;
+    uint32_t nargs;
+    /** Non-zero: an actor method, called with the state its constructor made in this process. */
+    uint32_t is_method;
+    /** The process whose descriptors the records' `fd` name (the runtime's). */
+    int32_t owner_pid;
+    uint32_t pad;
+} fls_remote_call;
+
+/** One argument of an fls_remote_call. */
+typedef struct fls_remote_arg {
+    /** Inline: where its bytes begin, counted from the start of the call. */
+    uint64_t offset;
+    uint64_t len;
+    /** >= 0: the bytes are the first `len` bytes of the owner's memfd `fd`, mapped read-only. */
+    int32_t fd;
+    uint32_t pad;
+} fls_remote_arg;
+
+/** Runs an fls_remote_call in a worker process (an fl_task_fn: `arg` is the call). */
+int fls_remote_child_task(void *user, const void *arg, size_t len, fl_task_ctx ctx);
+/** Runs an actor's constructor call in its worker process (an fl_init_fn: `args` is the
+ *  call) and keeps the state for the methods; returns the constructor's code. */
+int fls_remote_child_construct(void *user, const void *args, size_t len);
 
 /** The name of a signal ("SIGSEGV"), or "signal". */
 const char *fls_signal_name(int signal);

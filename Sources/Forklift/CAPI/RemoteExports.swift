@@ -18,15 +18,22 @@ public func fl_runtime_create(_ options: UnsafePointer<fl_runtime_options>?,
         out.pointee = nil
         var workers = Int(fls_cpu_count())
         var capacity = 0
+        var processWorkers = 0
         if let options {
-            guard options.pointee.size == MemoryLayout<fl_runtime_options>.size else {
-                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_runtime_options_init")
+            // Option structs of the earlier, smaller layout (before process_workers) are accepted too.
+            let size = options.pointee.size
+            let withProcesses = MemoryLayout<fl_runtime_options>.size
+            let beforeProcesses = MemoryLayout<fl_runtime_options>.offset(of: \fl_runtime_options.process_workers)!
+            guard size == withProcesses || size == beforeProcesses else {
+                throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_runtime_options_init")
             }
             if options.pointee.workers > 0 { workers = options.pointee.workers }
             capacity = options.pointee.store_capacity
+            if size == withProcesses { processWorkers = options.pointee.process_workers }
         }
         guard workers <= 1024 else { throw Failure(FL_EINVAL, "\(workers) workers is more than 1024") }
-        let created = try RemoteRuntime(workers: workers, storeCapacity: capacity)
+        guard processWorkers <= 1024 else { throw Failure(FL_EINVAL, "\(processWorkers) process workers is more than 1024") }
+        let created = try RemoteRuntime(workers: workers, storeCapacity: capacity, processWorkers: processWorkers)
         do throws(Failure) {
             out.pointee = cHandle(try Registry.runtimes.register(created))
         } catch {
@@ -116,21 +123,28 @@ private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: Un
     if nargs > 0 { _ = try Check.required(args, "args") }
     var settings = RemoteOptions()
     if let options {
-        // Option structs of the earlier, smaller layout (before num_cpus) are accepted too.
+        // Option structs of earlier, smaller layouts (before num_cpus, before isolate) are accepted too.
         let size = options.pointee.size
-        let withCPUs = MemoryLayout<fl_remote_options>.size
-        let beforeCPUs = MemoryLayout<fl_remote_options>.offset(of: \fl_remote_options.num_cpus)!
-        guard size == withCPUs || size == beforeCPUs else {
+        let offset = { (field: PartialKeyPath<fl_remote_options>) in MemoryLayout<fl_remote_options>.offset(of: field)! }
+        let layouts = [offset(\.num_cpus), offset(\.isolate), MemoryLayout<fl_remote_options>.size]
+        guard layouts.contains(size) else {
             throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_remote_options_init")
         }
         guard options.pointee.max_retries >= 0 else { throw Failure(FL_EINVAL, "max_retries must not be negative") }
         settings.maxRetries = Int(options.pointee.max_retries)
         settings.retryOnError = options.pointee.retry_on_error != 0
-        if size == withCPUs { settings.cpus = Int(options.pointee.num_cpus) }
+        if size > offset(\.num_cpus) { settings.cpus = Int(options.pointee.num_cpus) }
+        if size > offset(\.isolate) { settings.isolate = options.pointee.isolate != 0 }
     }
     return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
         guard settings.cpus >= 0, settings.cpus <= runtime.cpus.capacity else {
             throw Failure(FL_EINVAL, "num_cpus is \(settings.cpus); the runtime has \(runtime.cpus.capacity) CPUs (workers)")
+        }
+        if settings.isolate {
+            guard runtime.processPool != nil else {
+                throw Failure(FL_EINVAL, "isolate needs a runtime with process workers (fl_runtime_options.process_workers)")
+            }
+            guard returns == 1 else { throw Failure(FL_EINVAL, "an isolated task has one return") }
         }
         var arguments = try RemoteArguments(args, nargs)
         let output = RemoteObject(store: runtime.store)
@@ -237,7 +251,7 @@ public func fl_put(_ runtime: fl_runtime?, _ data: UnsafeRawPointer?, _ len: siz
         return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
             guard !runtime.isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
             let object = RemoteObject(store: runtime.store)
-            var value = ResultSlot.pending
+            var value = runtime.store.newValueSlot
             let target = try ResultSlot.reserve(&value, length: len, external: nil, externalCapacity: 0)
             if len > 0 { target.copyMemory(from: data!, byteCount: len) }
             value.status = FL_OK
@@ -444,17 +458,33 @@ public func fl_actor_create(_ runtime: fl_runtime?, _ initialize: fl_actor_init_
         let initialize = try Check.required(initialize, "init")
         if nargs > 0 { _ = try Check.required(args, "args") }
         var concurrency = 1
+        var isolation: ProcessSettings?
         if let options {
-            guard options.pointee.size == MemoryLayout<fl_actor_options>.size else {
-                throw Failure(FL_EINVAL, "options.size is \(options.pointee.size): initialize options with fl_actor_options_init")
+            // Option structs of the earlier, smaller layout (before isolate) are accepted too.
+            let size = options.pointee.size
+            let beforeIsolation = MemoryLayout<fl_actor_options>.offset(of: \fl_actor_options.isolate)!
+            guard size == MemoryLayout<fl_actor_options>.size || size == beforeIsolation else {
+                throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_actor_options_init")
             }
             guard options.pointee.max_concurrency >= 1 else { throw Failure(FL_EINVAL, "max_concurrency must be at least 1") }
             concurrency = Int(options.pointee.max_concurrency)
+            if size > beforeIsolation {
+                let restarts = options.pointee.max_restarts, retries = options.pointee.max_task_retries
+                guard restarts >= 0, retries >= 0 else {
+                    throw Failure(FL_EINVAL, "max_restarts and max_task_retries must not be negative")
+                }
+                if options.pointee.isolate != 0 {
+                    guard concurrency == 1 else { throw Failure(FL_EINVAL, "an isolated actor has max_concurrency 1") }
+                    isolation = ProcessSettings(retries: Int(retries), pipelines: false, maxStarts: Int(restarts) + 1)
+                } else if restarts > 0 || retries > 0 {
+                    throw Failure(FL_EINVAL, "max_restarts and max_task_retries need isolate")
+                }
+            }
         }
         return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
             var arguments = try RemoteArguments(args, nargs)
             let created = RemoteActor(runtime: runtime, maxConcurrency: concurrency, construct: initialize,
-                                      freeState: free_state, user: user)
+                                      freeState: free_state, user: user, isolation: isolation)
             let constructor = RemoteTask(fn: RemoteActor.constructorTask, user: Unmanaged.passUnretained(created).toOpaque(),
                                          arguments: arguments.list, blobBytes: arguments.takeBytes(),
                                          output: RemoteObject(store: runtime.store), options: RemoteOptions(),
@@ -523,10 +553,25 @@ public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
 /// FL_EHANDLE. Thread-safe.
 @_cdecl("fl_cancel")
 public func fl_cancel(_ ref: fl_ref?) -> CInt {
+    cancel(ref, force: false)
+}
+
+/// fl_cancel(), and a task running in a worker process (fl_remote_options.isolate) is stopped
+/// at once: its process is killed (SIGKILL) and replaced (ray.cancel(force=True)). Tasks on
+/// threads and actor calls are cancelled as by fl_cancel(). Errors: as fl_cancel().
+/// Thread-safe.
+@_cdecl("fl_cancel_force")
+public func fl_cancel_force(_ ref: fl_ref?) -> CInt {
+    cancel(ref, force: true)
+}
+
+/// The body of fl_cancel and fl_cancel_force.
+private func cancel(_ ref: fl_ref?, force: Bool) -> CInt {
     withStatus { () throws(Failure) in
         try Registry.refs.with(ref, "ref") { object throws(Failure) in
             guard object.isTaskResult else { throw Failure(FL_EINVAL, "the object was put, not produced by a task") }
-            object.producer?.cancel()  // nil: the task has finished and gone
+            // nil: the task has finished and gone.
+            if force { object.producer?.cancelByForce() } else { object.producer?.cancel() }
         }
         return FL_OK
     }

@@ -4,8 +4,9 @@ import Glibc
 import CForklift
 
 /// Operations on an `fls_slot`, the record that holds one task's outcome: a result blob
-/// (inline up to `FLS_SLOT_INLINE` bytes, else on the heap or in a caller's buffer) or a failure
-/// code and message. A slot owns its heap buffer and message; `ResultSlot.clear` frees them.
+/// (inline up to `FLS_SLOT_INLINE` bytes, else on the heap, in shared memory or in a caller's
+/// buffer) or a failure code and message. A slot owns its heap buffer or shared mapping and its
+/// message; `ResultSlot.clear` frees them.
 enum ResultSlot {
     private static let inlineOffset = MemoryLayout<fls_slot>.offset(of: \fls_slot.inline_data)!
 
@@ -18,30 +19,78 @@ enum ResultSlot {
 
     /// Frees what the slot owns and makes it pending and empty again.
     static func clear(_ slot: UnsafeMutablePointer<fls_slot>) {
-        if slot.pointee.external == 0, let heap = slot.pointee.heap { free(heap) }
+        releaseStorage(slot)
         if let message = slot.pointee.message { free(message) }
         slot.pointee = pending
     }
 
+    /// Marks a pending slot so that a result of `FLS_SHARE_MINIMUM` bytes or more goes into
+    /// shared memory (a memfd) that worker processes can map.
+    static func shareLarge(_ slot: UnsafeMutablePointer<fls_slot>) {
+        slot.pointee.external = UInt32(FLS_STORAGE_SHARE_LARGE)
+    }
+
+    /// The memfd holding the slot's bytes, if they live in shared memory.
+    static func sharedFile(_ slot: UnsafeMutablePointer<fls_slot>) -> Int32? {
+        guard slot.pointee.external == FLS_STORAGE_MAPPED else { return nil }
+        return (UnsafeRawPointer(slot) + inlineOffset).loadUnaligned(as: Int32.self)
+    }
+
+    /// Takes over `mapping` (`length` bytes of the memfd `file`, both now owned by the slot)
+    /// as the result.
+    static func adopt(_ slot: UnsafeMutablePointer<fls_slot>, mapping: UnsafeMutableRawPointer, length: Int, file: Int32) {
+        releaseStorage(slot)
+        slot.pointee.heap = mapping
+        slot.pointee.len = length
+        slot.pointee.external = UInt32(FLS_STORAGE_MAPPED)
+        (UnsafeMutableRawPointer(slot) + inlineOffset).storeBytes(of: file, as: Int32.self)
+    }
+
+    /// Frees the result storage the slot owns: a heap block, or a shared mapping and its memfd.
+    private static func releaseStorage(_ slot: UnsafeMutablePointer<fls_slot>) {
+        switch UInt32(slot.pointee.external) {
+        case UInt32(FLS_STORAGE_HEAP):
+            if let heap = slot.pointee.heap { free(heap) }
+        case UInt32(FLS_STORAGE_MAPPED):
+            if let heap = slot.pointee.heap { munmap(heap, slot.pointee.len) }
+            if let file = sharedFile(slot) { close(file) }
+            slot.pointee.external = UInt32(FLS_STORAGE_HEAP)
+        default:
+            break
+        }
+        slot.pointee.heap = nil
+    }
+
     /// Reserves `length` bytes for the result and returns where to write them: the caller's
-    /// buffer when one was given and is large enough, else inline storage or a new heap block.
+    /// buffer when one was given and is large enough, else inline storage, shared memory (a
+    /// large result of a slot marked by `shareLarge`) or a new heap block.
     static func reserve(_ slot: UnsafeMutablePointer<fls_slot>, length: Int, external: UnsafeMutableRawPointer?,
                         externalCapacity: Int) throws(Failure) -> UnsafeMutableRawPointer {
-        if slot.pointee.external == 0, let heap = slot.pointee.heap { free(heap) }
-        slot.pointee.heap = nil
-        slot.pointee.external = 0
+        let share = slot.pointee.external == FLS_STORAGE_SHARE_LARGE
+        releaseStorage(slot)
+        slot.pointee.external = UInt32(FLS_STORAGE_HEAP)
         slot.pointee.len = 0
         if let external, length <= externalCapacity {
             slot.pointee.heap = external
-            slot.pointee.external = 1
+            slot.pointee.external = UInt32(FLS_STORAGE_EXTERNAL)
             slot.pointee.len = length
             return external
         }
         if length <= Int(FLS_SLOT_INLINE) {
+            if share { shareLarge(slot) }
             slot.pointee.len = length
             return UnsafeMutableRawPointer(slot) + inlineOffset
         }
+        if share && length >= Int(FLS_SHARE_MINIMUM) {
+            var file: Int32 = -1
+            guard let mapping = fls_shared_alloc(length, &file) else {
+                throw Failure(FL_ENOMEM, "no shared memory for an object of \(length) bytes")
+            }
+            adopt(slot, mapping: mapping, length: length, file: file)
+            return mapping
+        }
         guard let heap = malloc(length) else { throw Failure(FL_ENOMEM, "no memory for a result of \(length) bytes") }
+        if share { shareLarge(slot) }
         slot.pointee.heap = heap
         slot.pointee.len = length
         return heap
@@ -49,9 +98,8 @@ enum ResultSlot {
 
     /// Records a failure, dropping any result written so far.
     static func fail(_ slot: UnsafeMutablePointer<fls_slot>, status: Int32, code: Int32, message: String) {
-        if slot.pointee.external == 0, let heap = slot.pointee.heap { free(heap) }
+        releaseStorage(slot)
         if let old = slot.pointee.message { free(old) }
-        slot.pointee.heap = nil
         slot.pointee.len = 0
         slot.pointee.status = status
         slot.pointee.code = code

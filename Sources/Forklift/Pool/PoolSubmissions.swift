@@ -39,7 +39,7 @@ extension Pool {
         }
         let slot = box.slots
         if let failure = ResultSlot.failure(slot) { throw failure }
-        let fits = slot.pointee.len == 0 || output == nil || slot.pointee.external != 0
+        let fits = slot.pointee.len == 0 || output == nil || slot.pointee.external == FLS_STORAGE_EXTERNAL
         return (slot.pointee.len, fits)
     }
 

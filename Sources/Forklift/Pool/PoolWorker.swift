@@ -73,8 +73,10 @@ final class PoolWorker: ThreadBody {
         if let process {
             fls_tls_set_worker_process(Unmanaged.passUnretained(process).toOpaque())
             // While a task runs in the process, queue the next ones behind it (pipelining).
-            process.runAnother = { [unowned(unsafe) self] in
-                if let node = self.pool.findWork(for: self) { self.pool.execute(node, by: self) }
+            if pool.processSettings?.pipelines == true {
+                process.runAnother = { [unowned(unsafe) self] in
+                    if let node = self.pool.findWork(for: self) { self.pool.execute(node, by: self) }
+                }
             }
         }
         defer {

@@ -8,6 +8,11 @@ struct ProcessSettings {
     var maxTasksPerChild: Int = 0
     /// Runs of a task after its worker died.
     var retries: Int = 0
+    /// Whether a worker queues further tasks behind the running one (see `WorkerProcess`).
+    /// Off where a running task may be killed on its own (fl_cancel_force).
+    var pipelines = true
+    /// How many times a worker process may be started, the first included; 0: no limit.
+    var maxStarts = 0
     /// Requests a pool's worker process has in flight: while one runs, the proxy queues the
     /// next ones behind it, so the child goes from one to the next without sleeping.
     static let pipelineDepth: UInt32 = 32
@@ -16,6 +21,12 @@ struct ProcessSettings {
     static let slotCapacity = 256 << 10
     /// Bytes of result an `fl_process` may return (and of argument carried inline).
     static let processResultCapacity = 1 << 20
+
+    init(retries: Int = 0, pipelines: Bool = true, maxStarts: Int = 0) {
+        self.retries = retries
+        self.pipelines = pipelines
+        self.maxStarts = maxStarts
+    }
 
     /// The process settings of pool options, or nil for a thread pool.
     init?(options: fl_pool_options) throws(Failure) {

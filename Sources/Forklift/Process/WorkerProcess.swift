@@ -72,6 +72,14 @@ final class WorkerProcess {
     private static let lent: UInt32 = 2
     /// The task running now came from a borrower: no pipelining, no forking.
     private var direct = false
+    /// Set (with a wake-up) when the proxy must look at the pool's termination flag or at the
+    /// running request's abort word; the proxy clears it. Its own cache line.
+    private let attention: UnsafeMutablePointer<UInt32>
+    /// The abort word of the request in flight (non-zero: kill the process and fail it), if
+    /// the caller gave one. Only without pipelining.
+    private var abortWord: UnsafePointer<UInt32>?
+    /// Processes started so far (see `ProcessSettings.maxStarts`).
+    private var starts = 0
 
     private static let handOverAttempts = 3
     /// Polls of the response word before the proxy sleeps.
@@ -90,9 +98,10 @@ final class WorkerProcess {
         let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, initargs.count), alignment: 16)
         initargs.withUnsafeBytes { copy.copyMemory(from: $0) }
         self.initargs = copy
-        lease = .allocate(capacity: 16)  // its own cache line
-        lease.initialize(repeating: 0, count: 16)
+        lease = .allocate(capacity: 32)  // its own cache line, then `attention` on the next
+        lease.initialize(repeating: 0, count: 32)
         lease.pointee = Self.held
+        attention = lease + 16
         slotFailures = Array(repeating: nil, count: Int(ProcessSettings.pipelineDepth))
         slotDeaths = Array(repeating: [], count: Int(ProcessSettings.pipelineDepth))
         heldResults = Array(repeating: -1, count: Int(ProcessSettings.pipelineDepth))
@@ -152,12 +161,20 @@ final class WorkerProcess {
     /// Whether request `seq` is at or before `mark`, in wrapping sequence order.
     private static func reached(_ mark: UInt32, _ seq: UInt32) -> Bool { Int32(bitPattern: mark &- seq) >= 0 }
 
+    /// What the initializer of the last process returned.
+    var initializerCode: Int32 { mailbox.pointee.init_code }
+
     /// Forks a process that resumes after the requests settled so far, and waits for its
     /// initializer. Returns the failure, if any.
     func start() -> Failure? { start(resumingAfter: requestSeq) }
 
     private func start(resumingAfter resume: UInt32) -> Failure? {
         fls_worker_prepare(worker, resume)
+        if settings.maxStarts > 0 && starts >= settings.maxStarts {
+            return Failure(FL_EWORKER, "the worker process died and was started \(starts) times already "
+                + "(\(settings.maxStarts - 1) restarts allowed)")
+        }
+        starts += 1
         let error = fls_worker_spawn(worker, &initializer)
         guard error == 0 else { return Failure(FL_ESYSTEM, "could not fork a worker process (errno \(error))") }
         tasksSinceStart = 0
@@ -187,6 +204,15 @@ final class WorkerProcess {
     /// the process. Any thread.
     func interrupt() {
         fls_atomic_store_u32(&mailbox.pointee.cancelled, 1)
+        fls_atomic_store_u32(attention, 1)
+        fls_worker_interrupt(worker)
+    }
+
+    /// Wakes the proxy to look at the abort word of its request (set by the caller first):
+    /// if set, it kills the process and fails the request. Any thread; a wake-up for a request
+    /// that has ended already is ignored.
+    func checkAbort() {
+        fls_atomic_store_u32(attention, 1)
         fls_worker_interrupt(worker)
     }
 
@@ -197,7 +223,7 @@ final class WorkerProcess {
     @discardableResult
     func run(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
              slot: UnsafeMutablePointer<fls_slot>, external: UnsafeMutableRawPointer?, externalCapacity: Int,
-             index: UInt64, direct: Bool = false) -> Bool {
+             index: UInt64, direct: Bool = false, abort: UnsafePointer<UInt32>? = nil) -> Bool {
         let typed: TypedCall? = isTypedTrampoline(fn) ? Unmanaged<TypedCall>.fromOpaque(user!).takeUnretainedValue() : nil
         if fls_atomic_load_u32(cancelled) != 0 {
             ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "pool terminated before the task ran")
@@ -213,6 +239,8 @@ final class WorkerProcess {
         }
         self.direct = direct
         defer { self.direct = false }
+        abortWord = abort
+        defer { abortWord = nil }
         let seq = requestSeq &+ 1
         let mine = freeSlots.trailingZeroBitCount
         let sideFile: Int32
@@ -263,10 +291,14 @@ final class WorkerProcess {
     private func awaitSettled(_ seq: UInt32, slot mine: Int) {
         while slotFailures[mine] == nil {
             if Self.reached(responseSeq, seq) { return }
+            if let abortWord, fls_atomic_load_u32(abortWord) != 0 {
+                settleAbort(seq, slot: mine)
+                continue
+            }
             // Spin only for a lone request (a round trip); behind others, the answer is farther
             // off, and spinning would take the CPU the child needs.
             let spins = seq == fls_atomic_load_u32(&mailbox.pointee.response_seq) &+ 1 ? Self.spins : 0
-            let outcome = fls_worker_await(worker, seq, timeoutDeadline(), spins, cancelled)
+            let outcome = fls_worker_await(worker, seq, timeoutDeadline(), spins, attention)
             switch outcome {
             case FLS_WAIT_READY:
                 continue
@@ -275,7 +307,9 @@ final class WorkerProcess {
             case FLS_WAIT_TIMEOUT:
                 if runningTooLong() { settleDeath(timedOut: true) }
             default:
-                settleTermination()
+                fls_atomic_store_u32(attention, 0)
+                // Woken for the abort word (looked at above) or for the pool's termination.
+                if fls_atomic_load_u32(cancelled) != 0 { settleTermination() }
             }
         }
     }
@@ -402,6 +436,21 @@ final class WorkerProcess {
         fls_worker_prepare(worker, sent)
     }
 
+    /// The request's abort word was set: kill the process and fail the request as cancelled,
+    /// unless it was answered first. Without pipelining it is the only request in flight; the
+    /// next task starts a fresh process.
+    private func settleAbort(_ seq: UInt32, slot mine: Int) {
+        let pid = worker.pointee.pid
+        fls_worker_signal(worker, SIGKILL)
+        _ = fls_worker_reap(worker)
+        let sent = requestSeq
+        if !Self.reached(responseSeq, seq) {
+            slotFailures[mine] = SlotFailure(status: FL_ECANCELED, code: FL_ECANCELED,
+                                             message: "the task was cancelled by force; worker process \(pid) was killed")
+        }
+        fls_worker_prepare(worker, sent)
+    }
+
     /// Writes a request into `slot`. Returns the memfd holding an argument too large for the
     /// slot (the caller closes it once the task is done), or -1.
     private func writeRequest(_ slot: UInt32, _ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?,
@@ -440,8 +489,17 @@ final class WorkerProcess {
         let length = Int(response.pointee.result_len)
         var source: UnsafeRawPointer? = UnsafeRawPointer(fls_worker_result_area(worker, mailboxSlot))
         var mapped: UnsafeMutableRawPointer?
-        let held = response.pointee.result_fd >= 0 ? takeResultFile(seq, slot: Int(mailboxSlot)) : -1
+        var held = response.pointee.result_fd >= 0 ? takeResultFile(seq, slot: Int(mailboxSlot)) : -1
         defer { if held >= 0 { close(held) } }
+        // A large result for a slot that keeps such results in shared memory (a remote
+        // object) keeps the child's memfd: no copy.
+        if held >= 0, typed == nil, external == nil, slot.pointee.external == FLS_STORAGE_SHARE_LARGE,
+           length >= Int(FLS_SHARE_MINIMUM), let mapping = fls_map_fd(held, length) {
+            ResultSlot.adopt(slot, mapping: mapping, length: length, file: held)
+            slot.pointee.status = FL_OK
+            held = -1
+            return
+        }
         if response.pointee.result_fd >= 0 && length > 0 {
             let answeredBy = response.pointee.result_pid
             // The result is in the answering child's memfd: through our own descriptor if we

@@ -10,8 +10,13 @@ final class ObjectStore {
     /// Objects alive now.
     private let live: UnsafeMutablePointer<UInt64>
 
-    init(capacity: Int) {
+    /// Whether objects of `FLS_SHARE_MINIMUM` bytes or more live in shared memory (memfds),
+    /// which worker processes map instead of copying (a runtime with process workers).
+    let sharesLargeObjects: Bool
+
+    init(capacity: Int, sharesLargeObjects: Bool = false) {
         self.capacity = capacity
+        self.sharesLargeObjects = sharesLargeObjects
         used = .allocate(capacity: 1)
         used.initialize(to: 0)
         live = .allocate(capacity: 1)
@@ -39,6 +44,14 @@ final class ObjectStore {
             return false
         }
         return true
+    }
+
+    /// A pending slot for a new object's value: marked to put large values in shared memory
+    /// when the store shares them.
+    var newValueSlot: fls_slot {
+        var slot = ResultSlot.pending
+        if sharesLargeObjects { ResultSlot.shareLarge(&slot) }
+        return slot
     }
 
     /// Counts `bytes` out.

@@ -9,12 +9,21 @@ import CForklift
 /// fewer than `maxConcurrency` run, so a call never overtakes an earlier one. A call that
 /// ends lets `pump` start the next. `kill` cancels the calls that have not started and frees
 /// the state once the running ones have ended.
+///
+/// An isolated actor (`isolation` set) lives in a worker process of its own: its constructor
+/// runs there as the process's initializer (so a restarted process builds the state again),
+/// and each call is a request to that process, made by whichever runtime thread runs the call
+/// (one at a time). Killing it, or shutting the runtime down, ends the process.
 final class RemoteActor {
     let runtime: RemoteRuntime
     private let maxConcurrency: Int
-    private let construct: fl_actor_init_fn
+    let constructor: fl_actor_init_fn
     private let freeState: fl_actor_free_fn?
-    private let user: UnsafeMutableRawPointer?
+    let user: UnsafeMutableRawPointer?
+    /// How an isolated actor's process runs (restarts, retries); nil for an actor on threads.
+    private let isolation: ProcessSettings?
+    /// An isolated actor's process, once its constructor has run there.
+    private var process: WorkerProcess?
     private let lock = Lock()
     private var queue: [RemoteTask] = []
     private var head = 0
@@ -29,12 +38,63 @@ final class RemoteActor {
     private var constructorDone = false
 
     init(runtime: RemoteRuntime, maxConcurrency: Int, construct: fl_actor_init_fn, freeState: fl_actor_free_fn?,
-         user: UnsafeMutableRawPointer?) {
+         user: UnsafeMutableRawPointer?, isolation: ProcessSettings? = nil) {
         self.runtime = runtime
         self.maxConcurrency = maxConcurrency
-        self.construct = construct
+        self.constructor = construct
         self.freeState = freeState
         self.user = user
+        self.isolation = isolation
+    }
+
+    /// Whether the actor lives in a worker process of its own.
+    var isIsolated: Bool { isolation != nil }
+
+    /// Never set: an isolated actor's process is ended by `stopProcess`, not interrupted.
+    private static let neverCancelled: UnsafeMutablePointer<UInt32> = {
+        let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        word.initialize(to: 0)
+        return word
+    }()
+
+    /// Runs an isolated actor's constructor (`call`): starts its process, whose initializer
+    /// it is, and records the outcome.
+    func startProcess(_ call: IsolatedCall, outcome: UnsafeMutablePointer<fls_slot>) {
+        do throws(Failure) {
+            let started = try WorkerProcess(settings: isolation!, initializer: fls_remote_child_construct, user: nil,
+                                            initargs: call.array, cancelled: Self.neverCancelled)
+            if let failure = started.start() {
+                let message = failure.code == FL_EINIT ? "the constructor returned \(started.initializerCode)" : failure.message
+                ResultSlot.fail(outcome, status: FL_ETASK, code: failure.code == FL_EINIT ? started.initializerCode : failure.code,
+                                message: message)
+                return
+            }
+            lock.withLock { process = started }
+            runtime.keep(self)
+            outcome.pointee.status = FL_OK
+        } catch {
+            ResultSlot.fail(outcome, status: error.code, code: error.code, message: error.message)
+        }
+    }
+
+    /// Runs an isolated actor's method call (`call`) in its process and records the outcome.
+    /// A process that died is started again first (constructor included), within its restarts.
+    func runInProcess(_ call: IsolatedCall, outcome: UnsafeMutablePointer<fls_slot>) {
+        guard let process else {
+            ResultSlot.fail(outcome, status: FL_ESTATE, code: FL_ESTATE, message: "the actor's process has ended")
+            return
+        }
+        process.run(fls_remote_child_task, user: nil, arg: UnsafeRawPointer(call.bytes), length: call.length,
+                    slot: outcome, external: nil, externalCapacity: 0, index: 0)
+    }
+
+    /// Ends an isolated actor's process (no call runs): at kill, or at the runtime's shutdown.
+    func stopProcess() {
+        let ending: WorkerProcess? = lock.withLock {
+            defer { process = nil }
+            return process
+        }
+        ending?.stop()
     }
 
     /// Queues a call (or the constructor) behind the earlier ones, then lets its arguments
@@ -59,7 +119,7 @@ final class RemoteActor {
     static let constructorTask: fl_remote_fn = { user, args, count, _ in
         let actor = Unmanaged<RemoteActor>.fromOpaque(user!).takeUnretainedValue()
         var made: UnsafeMutableRawPointer?
-        let code = actor.construct(actor.user, args, count, &made)
+        let code = actor.constructor(actor.user, args, count, &made)
         // Calls start only after the constructor has ended, so they see the state.
         actor.lock.withLock { actor.state = made }
         return code
@@ -147,6 +207,11 @@ final class RemoteActor {
     }
 
     private func freeNow() {
+        if isIsolated {
+            stopProcess()
+            runtime.forget(self)
+            return
+        }
         if let freeState, let state, constructorFailure == nil { freeState(user, state) }
     }
 }

@@ -54,6 +54,12 @@ final class RemoteObject {
         (ResultSlot.data(slot), slot.pointee.len)
     }
 
+    /// A ready value as a worker process receives it: its bytes, and the memfd holding them
+    /// when they live in shared memory.
+    var isolatedArgument: IsolatedCall.Argument {
+        IsolatedCall.Argument(data: ResultSlot.data(slot), length: slot.pointee.len, file: ResultSlot.sharedFile(slot))
+    }
+
     /// The failure of a failed object, or nil.
     var failure: Failure? { isReady ? ResultSlot.failure(slot) : nil }
 
@@ -64,7 +70,7 @@ final class RemoteObject {
             throw Failure(FL_ENOMEM, "object store full (capacity \(store.capacity) bytes)")
         }
         let buffer = UnsafeMutablePointer<fls_slot>.allocate(capacity: 1)
-        buffer.initialize(to: ResultSlot.pending)
+        buffer.initialize(to: store.newValueSlot)
         do throws(Failure) {
             let target = try ResultSlot.reserve(buffer, length: length, external: nil, externalCapacity: 0)
             lock.withLock { unsealed = buffer }

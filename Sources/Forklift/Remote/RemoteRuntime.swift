@@ -11,8 +11,15 @@ import CForklift
 /// or `RemoteTask.finish`. `shutDown` marks the runtime closed, then closes and drains the
 /// pool: queued tasks see the mark and resolve as cancelled without running, tasks whose
 /// arguments resolve later cannot be queued any more and resolve as cancelled too.
+///
+/// Isolated tasks (`fl_remote_options.isolate`) go to `processPool` instead: a process-backed
+/// pool whose worker threads each feed one worker process, without pipelining, so a task can
+/// be killed on its own. Isolated actors have a process of their own (`RemoteActor`); the
+/// runtime keeps them until they are killed, and stops their processes at shutdown.
 final class RemoteRuntime {
     let pool: Pool
+    /// The pool of worker processes for isolated tasks (`process_workers`), if any.
+    let processPool: Pool?
     let store: ObjectStore
     /// Task events for fl_runtime_trace_*.
     let timeline = Timeline()
@@ -22,10 +29,24 @@ final class RemoteRuntime {
     /// submitted, running, finished, failed.
     private let counters: UnsafeMutablePointer<UInt64>
 
-    init(workers: Int, storeCapacity: Int) throws(Failure) {
+    /// Isolated actors not yet killed, whose processes shutdown stops.
+    private let actorsLock = Lock()
+    private var isolatedActors: [ObjectIdentifier: RemoteActor] = [:]
+
+    init(workers: Int, storeCapacity: Int, processWorkers: Int = 0) throws(Failure) {
         pool = try Pool.create(workers: workers, name: "forklift-remote", initializer: nil, initializerUser: nil,
                                initargs: [])
-        store = ObjectStore(capacity: storeCapacity)
+        do throws(Failure) {
+            processPool = processWorkers > 0
+                ? try Pool.create(workers: processWorkers, name: "forklift-isolated", initializer: nil,
+                                  initializerUser: nil, initargs: [], processSettings: ProcessSettings(pipelines: false))
+                : nil
+        } catch {
+            pool.close()
+            try? pool.join(until: .forever)
+            throw error
+        }
+        store = ObjectStore(capacity: storeCapacity, sharesLargeObjects: processWorkers > 0)
         cpus = CPUAccount(capacity: pool.workerCount)
         closed = .allocate(capacity: 1)
         closed.initialize(to: 0)
@@ -78,6 +99,7 @@ final class RemoteRuntime {
 
     /// Hands a task to the pool; returns why not, if it could not.
     func enqueue(_ task: RemoteTask) -> Failure? {
+        if task.options.isolate { return enqueueIsolated(task) }
         let retained = Unmanaged.passRetained(task)
         do throws(Failure) {
             let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask, user: retained.toOpaque(),
@@ -91,6 +113,21 @@ final class RemoteRuntime {
             return nil
         } catch {
             retained.release()
+            return error
+        }
+    }
+
+    /// Hands an isolated task to the process pool as a job node, which the pool's thread runs
+    /// itself (an apply node's function would be sent to the worker process as it is).
+    private func enqueueIsolated(_ task: RemoteTask) -> Failure? {
+        guard let node = TaskNodes.make(kind: UInt32(FLS_NODE_JOB)) else { return Failure(FL_ENOMEM, "no memory for a task") }
+        node.pointee.owner = Unmanaged<PoolJob>.passRetained(task).toOpaque()
+        do throws(Failure) {
+            try processPool!.submit(node)
+            return nil
+        } catch {
+            Unmanaged<PoolJob>.fromOpaque(node.pointee.owner!).release()
+            TaskNodes.free(node)
             return error
         }
     }
@@ -122,7 +159,25 @@ final class RemoteRuntime {
             task.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
         }
         pool.close()
+        processPool?.close()
         try pool.join(until: .forever)
+        try processPool?.join(until: .forever)
+        // No call runs any more: end the isolated actors' processes.
+        let actors = actorsLock.withLock {
+            defer { isolatedActors = [:] }
+            return Array(isolatedActors.values)
+        }
+        for actor in actors { actor.stopProcess() }
+    }
+
+    /// Keeps an isolated actor until it is killed (`forget`) or the runtime shuts down.
+    func keep(_ actor: RemoteActor) {
+        actorsLock.withLock { isolatedActors[ObjectIdentifier(actor)] = actor }
+    }
+
+    /// Lets go of a killed isolated actor.
+    func forget(_ actor: RemoteActor) {
+        actorsLock.withLock { _ = isolatedActors.removeValue(forKey: ObjectIdentifier(actor)) }
     }
 
     // MARK: The default runtime

@@ -7,7 +7,7 @@ import CForklift
 /// submission itself. Each resolving argument takes one off; whoever takes the last one
 /// schedules the task — so it waits for its arguments without holding a worker. An argument
 /// that failed fails the task with that cause, without running it.
-final class RemoteTask {
+final class RemoteTask: PoolJob {
     /// An argument: bytes copied at submission (at `offset` in `blobBytes`), or an object.
     enum Argument {
         case blob(offset: Int, length: Int)
@@ -33,6 +33,8 @@ final class RemoteTask {
     /// Whether the task holds `options.cpus` of the runtime's CPUs (see `CPUAccount`).
     var holdsCPUs = false
     private let pending: UnsafeMutablePointer<UInt32>
+    /// The worker process running the task now (an isolated task), for fl_cancel_force.
+    private let runningIn: UnsafeMutablePointer<UnsafeMutableRawPointer?>
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
          output: RemoteObject, extraOutputs: [RemoteObject] = [], options: RemoteOptions, runtime: RemoteRuntime,
@@ -47,11 +49,20 @@ final class RemoteTask {
         self.output = output
         self.options = options
         self.runtime = runtime
-        pending = .allocate(capacity: 2)  // the count, then the cancel flag
+        pending = .allocate(capacity: 3)  // the count, the cancel flag, the force-cancel flag
         pending.initialize(to: 1)
-        (pending + 1).initialize(to: 0)
+        (pending + 1).initialize(repeating: 0, count: 2)
+        runningIn = .allocate(capacity: 1)
+        runningIn.initialize(to: nil)
+        super.init()
         output.producer = self
         for extra in extraOutputs { extra.producer = self }
+    }
+
+    /// Runs an isolated task from its node in the runtime's process pool: on the pool's thread,
+    /// which sends the function to its worker process.
+    override func run(node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
+        run()
     }
 
     /// Set by fl_cancel; a running task reads it through fl_task_cancelled.
@@ -66,7 +77,21 @@ final class RemoteTask {
         for extra in extraOutputs { extra.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled") }
     }
 
+    /// Cancels the task (fl_cancel_force): as `cancel`, and an isolated task running now has
+    /// its worker process killed.
+    func cancelByForce() {
+        fls_atomic_store_seq_cst_u32(cancelFlag + 1, 1)
+        cancel()
+        // Cancel flag first, then the process: the proxy publishes the process before it looks
+        // at the flag, so one of the two sees the other.
+        fls_fence_seq_cst()
+        if let process = fls_atomic_load_seq_cst_ptr(runningIn) {
+            Unmanaged<WorkerProcess>.fromOpaque(process).takeUnretainedValue().checkAbort()
+        }
+    }
+
     deinit {
+        runningIn.deallocate()
         pending.deallocate()
         blobBytes?.deallocate()
     }
@@ -138,10 +163,32 @@ final class RemoteTask {
         let outerTask = fls_tls_remote_task()
         fls_tls_set_remote_task(holdsCPUs ? Unmanaged.passUnretained(self).toOpaque() : nil)
         defer { fls_tls_set_remote_task(outerTask) }
-        var outcome = ResultSlot.pending
-        var attempts = 0
+        var outcome = runtime.store.newValueSlot
         let tracing = runtime.timeline.isRecording
         let started = tracing ? fls_monotonic_ns() : 0
+        if options.isolate || actor?.isIsolated == true {
+            runIsolated(into: &outcome)
+        } else {
+            runOnThread(user: user, into: &outcome)
+        }
+        if tracing {
+            runtime.timeline.record(Timeline.Event(fn: fn, thread: fls_thread_id(), startNanoseconds: started,
+                                                   endNanoseconds: fls_monotonic_ns(), status: outcome.status,
+                                                   isActorCall: actor != nil && !constructsActor,
+                                                   label: constructsActor ? "actor constructor" : nil))
+        }
+        // Counted and let go of before the output resolves, so whoever sees the output
+        // ready also sees the counters and the argument objects' references updated.
+        runtime.finished(failed: outcome.status != FL_OK || isCancelled)
+        arguments = []
+        if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
+        output.resolve(taking: &outcome)
+    }
+
+    /// Runs the function on this thread (`user`: the task's, or the actor's state), again
+    /// while `shouldRunAgain` says so, and resolves the extra outputs.
+    private func runOnThread(user: UnsafeMutableRawPointer?, into outcome: UnsafeMutablePointer<fls_slot>) {
+        var attempts = 0
         // The argument views live on the stack for the call: no allocation per task.
         withUnsafeTemporaryAllocation(of: fl_blob.self, capacity: max(1, arguments.count)) { blobs in
             for (index, argument) in arguments.enumerated() {
@@ -163,30 +210,68 @@ final class RemoteTask {
                     let outer = fls_tls_remote_outputs()
                     fls_tls_set_remote_outputs(extras.header.map { UnsafeMutableRawPointer($0) })
                     TaskRunner.run(Self.trampoline, user: UnsafeMutableRawPointer(call), arg: nil, length: 0,
-                                   slot: &outcome, index: 0, cancelled: cancelFlag)
+                                   slot: outcome, index: 0, cancelled: cancelFlag)
                     fls_tls_set_remote_outputs(outer)
                 }
                 attempts += 1
-                guard outcome.status != FL_OK, options.retryOnError, attempts <= options.maxRetries,
-                      !runtime.isShutDown, !isCancelled else { break }
-                ResultSlot.clear(&outcome)
-                outcome = ResultSlot.pending
+                guard shouldRunAgain(outcome, attempts: attempts) else { break }
                 extras.clear()
             }
-            if extras.count > 0 { resolveExtraOutputs(extras, outcome: &outcome) }
+            if extras.count > 0 { resolveExtraOutputs(extras, outcome: outcome) }
         }
-        if tracing {
-            runtime.timeline.record(Timeline.Event(fn: fn, thread: fls_thread_id(), startNanoseconds: started,
-                                                   endNanoseconds: fls_monotonic_ns(), status: outcome.status,
-                                                   isActorCall: actor != nil && !constructsActor,
-                                                   label: constructsActor ? "actor constructor" : nil))
+    }
+
+    /// Whether a task that ended with `outcome` after `attempts` runs runs again: a failure,
+    /// with retries left, when it asked for retries on error or its worker process died. If
+    /// so, empties `outcome` for the next run.
+    private func shouldRunAgain(_ outcome: UnsafeMutablePointer<fls_slot>, attempts: Int) -> Bool {
+        let status = outcome.pointee.status
+        guard status != FL_OK, options.retryOnError || status == FL_EWORKER, attempts <= options.maxRetries,
+              !runtime.isShutDown, !isCancelled else { return false }
+        ResultSlot.clear(outcome)
+        outcome.pointee = runtime.store.newValueSlot
+        return true
+    }
+
+    /// Runs the task in a worker process: an isolated task in the process its pool thread
+    /// feeds (killed if fl_cancel_force says so), an isolated actor's constructor or call in
+    /// the actor's own process.
+    private func runIsolated(into outcome: UnsafeMutablePointer<fls_slot>) {
+        let target = constructsActor ? unsafeBitCast(actor!.constructor, to: UnsafeRawPointer.self)
+                                     : unsafeBitCast(fn, to: UnsafeRawPointer.self)
+        let packed = IsolatedCall(fn: target,
+                                  user: constructsActor ? actor!.user : user, isMethod: actor != nil && !constructsActor,
+                                  arguments: arguments.map { argument in
+            switch argument {
+            case .blob(let offset, let length):
+                return IsolatedCall.Argument(data: blobBytes.map { UnsafeRawPointer($0 + offset) }, length: length, file: nil)
+            case .object(let object):
+                return object.isolatedArgument
+            }
+        })
+        defer { packed.deallocate() }
+        if let actor {
+            if constructsActor {
+                actor.startProcess(packed, outcome: outcome)
+            } else {
+                actor.runInProcess(packed, outcome: outcome)
+            }
+            return
         }
-        // Counted and let go of before the output resolves, so whoever sees the output
-        // ready also sees the counters and the argument objects' references updated.
-        runtime.finished(failed: outcome.status != FL_OK || isCancelled)
-        arguments = []
-        if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
-        output.resolve(taking: &outcome)
+        guard let raw = fls_tls_worker_process() else {
+            ResultSlot.fail(outcome, status: FL_ESTATE, code: FL_ESTATE, message: "an isolated task ran outside a worker process")
+            return
+        }
+        let process = Unmanaged<WorkerProcess>.fromOpaque(raw).takeUnretainedValue()
+        var attempts = 0
+        while true {
+            _ = fls_atomic_exchange_ptr(UnsafeMutablePointer(runningIn), raw)
+            process.run(fls_remote_child_task, user: nil, arg: UnsafeRawPointer(packed.bytes), length: packed.length,
+                        slot: outcome, external: nil, externalCapacity: 0, index: 0, abort: cancelFlag + 1)
+            _ = fls_atomic_exchange_ptr(UnsafeMutablePointer(runningIn), nil)
+            attempts += 1
+            guard shouldRunAgain(outcome, attempts: attempts) else { break }
+        }
     }
 
     /// Resolves the output as failed without running.
@@ -233,6 +318,8 @@ final class RemoteTask {
 struct RemoteOptions {
     var maxRetries = 0
     var retryOnError = false
+    /// Runs in one of the runtime's worker processes.
+    var isolate = false
     /// CPUs held while running; 0: not counted.
     var cpus = 0
 }

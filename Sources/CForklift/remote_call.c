@@ -1,0 +1,95 @@
+/*
+ * Remote tasks and actor calls in a worker process: unpacks an fls_remote_call into the
+ * argument blobs of the user's function, mapping large objects from the runtime's shared
+ * memory instead of copying them, and calls the function. Runs in a forked child before the
+ * user's code, so it uses only system calls and the C library.
+ */
+#define _GNU_SOURCE
+#include "forklift_worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* The state an isolated actor's constructor made in this process. */
+static void *actor_state;
+
+/* Arguments kept on the stack up to this many; more are allocated. */
+#define STACK_ARGS 16
+
+typedef int (*call_fn)(const fls_remote_call *call, const fl_blob *args, size_t nargs, void *context);
+
+/* Checks the call, makes the blobs (mapping shared objects), calls `fn`, unmaps. */
+static int with_arguments(const void *bytes, size_t len, call_fn fn, void *context, char *error, size_t error_len) {
+    const fls_remote_call *call = bytes;
+    if (len < sizeof *call || (len - sizeof *call) / sizeof(fls_remote_arg) < call->nargs) {
+        snprintf(error, error_len, "malformed remote call (%zu bytes)", len);
+        return -1;
+    }
+    const fls_remote_arg *records = (const fls_remote_arg *)(call + 1);
+    fl_blob stack[STACK_ARGS];
+    fl_blob *blobs = call->nargs <= STACK_ARGS ? stack : malloc(call->nargs * sizeof *blobs);
+    if (!blobs) {
+        snprintf(error, error_len, "no memory for %u arguments", call->nargs);
+        return -1;
+    }
+    size_t mapped = 0;
+    int failed = 0;
+    for (uint32_t i = 0; i < call->nargs; i++) {
+        const fls_remote_arg *record = &records[i];
+        blobs[i].len = (size_t)record->len;
+        blobs[i].data = NULL;
+        if (record->len == 0) continue;
+        if (record->fd >= 0) {
+            blobs[i].data = fls_map_peer_fd((pid_t)call->owner_pid, record->fd, (size_t)record->len);
+            if (!blobs[i].data) {
+                snprintf(error, error_len, "could not map argument %u (%llu bytes) from process %d", i,
+                         (unsigned long long)record->len, (int)call->owner_pid);
+                failed = 1;
+                break;
+            }
+            mapped = i + 1;
+        } else {
+            if (record->offset > len || record->len > len - record->offset) {
+                snprintf(error, error_len, "malformed remote call: argument %u out of range", i);
+                failed = 1;
+                break;
+            }
+            blobs[i].data = (const char *)bytes + record->offset;
+        }
+    }
+    int code = failed ? -1 : fn(call, blobs, call->nargs, context);
+    for (size_t i = 0; i < mapped; i++) {
+        if (records[i].fd >= 0 && blobs[i].data) munmap((void *)blobs[i].data, blobs[i].len);
+    }
+    if (blobs != stack) free(blobs);
+    return code;
+}
+
+static int call_task(const fls_remote_call *call, const fl_blob *args, size_t nargs, void *context) {
+    fl_remote_fn fn = (fl_remote_fn)call->fn;
+    return fn(call->is_method ? actor_state : call->user, args, nargs, (fl_task_ctx)context);
+}
+
+int fls_remote_child_task(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    char error[FLS_MAILBOX_MESSAGE] = "";
+    int code = with_arguments(arg, len, call_task, ctx, error, sizeof error);
+    if (code == -1 && error[0] != '\0') {
+        fls_child_task_fail(ctx, FL_ESYSTEM, error);
+    }
+    return code;
+}
+
+static int call_constructor(const fls_remote_call *call, const fl_blob *args, size_t nargs, void *context) {
+    (void)context;
+    fl_actor_init_fn fn = (fl_actor_init_fn)call->fn;
+    return fn(call->user, args, nargs, &actor_state);
+}
+
+int fls_remote_child_construct(void *user, const void *args, size_t len) {
+    (void)user;
+    char error[FLS_MAILBOX_MESSAGE] = "";
+    return with_arguments(args, len, call_constructor, NULL, error, sizeof error);
+}

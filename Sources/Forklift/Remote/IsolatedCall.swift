@@ -1,0 +1,52 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CForklift
+
+/// A remote task, actor call or actor constructor packed for a worker process (an
+/// `fls_remote_call`, see `forklift_worker.h`): the header, a record per argument, then the
+/// arguments' bytes. An argument whose object lives in shared memory travels as its memfd
+/// (the worker maps it, no copy); every other one is copied in.
+struct IsolatedCall {
+    /// One argument: its bytes, and the memfd holding them if they live in shared memory.
+    struct Argument {
+        let data: UnsafeRawPointer?
+        let length: Int
+        let file: Int32?
+    }
+
+    let bytes: UnsafeMutableRawPointer
+    let length: Int
+
+    /// Packs a call of `fn` (an `fl_remote_fn`, or an `fl_actor_init_fn` for a constructor).
+    init(fn: UnsafeRawPointer, user: UnsafeMutableRawPointer?, isMethod: Bool, arguments: [Argument]) {
+        let header = MemoryLayout<fls_remote_call>.stride
+        let record = MemoryLayout<fls_remote_arg>.stride
+        var inline = 0
+        for argument in arguments where argument.file == nil { inline += (argument.length + 15) & ~15 }
+        length = header + record * arguments.count + inline
+        bytes = .allocate(byteCount: max(length, 1), alignment: 16)
+        bytes.storeBytes(of: fls_remote_call(fn: unsafeBitCast(fn, to: (@convention(c) () -> Void).self), user: user,
+                                             nargs: UInt32(arguments.count), is_method: isMethod ? 1 : 0,
+                                             owner_pid: getpid(), pad: 0),
+                         as: fls_remote_call.self)
+        var offset = header + record * arguments.count
+        for (index, argument) in arguments.enumerated() {
+            let at = bytes + header + record * index
+            if let file = argument.file {
+                at.storeBytes(of: fls_remote_arg(offset: 0, len: UInt64(argument.length), fd: file, pad: 0),
+                              as: fls_remote_arg.self)
+                continue
+            }
+            at.storeBytes(of: fls_remote_arg(offset: UInt64(offset), len: UInt64(argument.length), fd: -1, pad: 0),
+                          as: fls_remote_arg.self)
+            if argument.length > 0 { (bytes + offset).copyMemory(from: argument.data!, byteCount: argument.length) }
+            offset += (argument.length + 15) & ~15
+        }
+    }
+
+    /// The packed bytes as an array (initializer arguments of an actor's process).
+    var array: [UInt8] { Array(UnsafeRawBufferPointer(start: bytes, count: length)) }
+
+    func deallocate() { bytes.deallocate() }
+}

@@ -1,0 +1,489 @@
+/* Remote tasks and actors in worker processes, through the public C ABI: isolation, crashes,
+ * retries after a killed worker, force-cancel, objects in shared memory, actor restarts. */
+#define _GNU_SOURCE
+#include "check.h"
+#include "children.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Shared with the worker processes: mapped before the runtime forks them. */
+typedef struct shared_counters {
+    uint32_t runs;        /* runs of flaky_task */
+    uint32_t method_runs; /* runs of flaky_method */
+    uint32_t started;     /* set by a task when it starts (force-cancel test) */
+} shared_counters;
+static shared_counters *shared;
+
+/* Written by tasks; in the host it must stay 0. */
+static int host_global;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pause_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t as_int(const fl_blob *b) {
+    int64_t v = 0;
+    if (b->len == sizeof v) memcpy(&v, b->data, sizeof v);
+    return v;
+}
+
+static int64_t get_int(fl_ref r) {
+    const void *data = NULL;
+    size_t len = 0;
+    if (fl_get(r, 30, &data, &len) != FL_OK || len != 8) return -999999;
+    int64_t v;
+    memcpy(&v, data, 8);
+    return v;
+}
+
+static fl_runtime isolated_runtime(size_t process_workers) {
+    fl_runtime_options options;
+    CHECK_OK(fl_runtime_options_init(&options));
+    options.workers = 2;
+    options.process_workers = process_workers;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&options, &rt));
+    return rt;
+}
+
+static fl_remote_options isolated(int max_retries) {
+    fl_remote_options options;
+    fl_remote_options_init(&options);
+    options.isolate = 1;
+    options.max_retries = max_retries;
+    return options;
+}
+
+/* ---- task functions (run in worker processes) ---- */
+
+/* Returns the worker's pid and writes to a global (which the host must not see). */
+static int whoami(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    host_global = 42;
+    int64_t pid = getpid();
+    return fl_task_return(ctx, &pid, sizeof pid);
+}
+
+/* The sum of every argument read as uint64 words (any length). */
+static int sum_words(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user;
+    uint64_t total = 0;
+    for (size_t i = 0; i < nargs; i++) {
+        const uint64_t *words = args[i].data;
+        for (size_t w = 0; w < args[i].len / 8; w++) total += words[w];
+    }
+    return fl_task_return(ctx, &total, sizeof total);
+}
+
+/* A result of args[0] bytes (uint64 words 0, 1, 2, ...) built in place. */
+static int make_words(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)nargs;
+    size_t len = (size_t)as_int(&args[0]);
+    uint64_t *words = NULL;
+    int rc = fl_task_result_buffer(ctx, len, (void **)&words);
+    if (rc != FL_OK) return rc;
+    for (size_t w = 0; w < len / 8; w++) words[w] = w;
+    return 0;
+}
+
+static int crash(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    raise(SIGSEGV);
+    return 0;
+}
+
+static int exit_three(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    _exit(3);
+}
+
+static int fail_seven(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    return fl_task_fail(ctx, 7, "seven");
+}
+
+/* Killed (SIGKILL) on its first two runs, then returns its run count. */
+static int flaky_task(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    int64_t run = __atomic_add_fetch(&shared->runs, 1, __ATOMIC_SEQ_CST);
+    if (run < 3) raise(SIGKILL);
+    return fl_task_return(ctx, &run, sizeof run);
+}
+
+/* Runs until killed. */
+static int forever(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    __atomic_store_n(&shared->started, 1, __ATOMIC_SEQ_CST);
+    for (;;) pause_ms(10);
+    return 0;
+}
+
+/* ---- an isolated actor: a counter ---- */
+
+static int counter_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    (void)user;
+    int64_t start = nargs > 0 ? as_int(&args[0]) : 0;
+    if (start < 0) return (int)-start; /* a negative start value makes the constructor fail with it */
+    int64_t *count = malloc(sizeof *count);
+    if (!count) return 1;
+    *count = start;
+    *state = count;
+    return 0;
+}
+
+static int counter_increment(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    int64_t *count = state;
+    *count += 1;
+    return fl_task_return(ctx, count, sizeof *count);
+}
+
+static int counter_pid(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)state; (void)args; (void)nargs;
+    int64_t pid = getpid();
+    return fl_task_return(ctx, &pid, sizeof pid);
+}
+
+static int counter_die(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)state; (void)args; (void)nargs; (void)ctx;
+    raise(SIGKILL);
+    return 0;
+}
+
+/* Killed on its first run only, then increments. */
+static int flaky_method(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    if (__atomic_add_fetch(&shared->method_runs, 1, __ATOMIC_SEQ_CST) == 1) raise(SIGKILL);
+    return counter_increment(state, args, nargs, ctx);
+}
+
+/* ---- tests ---- */
+
+static void test_isolation_and_objects(void) {
+    fl_runtime rt = isolated_runtime(2);
+    fl_remote_options opts = isolated(0);
+    fl_ref r = NULL;
+    CHECK_OK(fl_remote(rt, whoami, NULL, NULL, 0, &opts, &r));
+    int64_t pid = get_int(r);
+    CHECK(pid > 0 && pid != getpid());
+    CHECK(host_global == 0);
+    fl_ref_release(r);
+
+    /* Arguments: a blob, a small object and a large one (in shared memory), and a large
+     * result made in the worker, fed to the next isolated task. */
+    const size_t big = 8u << 20;
+    uint64_t *words = NULL;
+    fl_ref large = NULL;
+    CHECK_OK(fl_create(rt, big, (void **)&words, &large));
+    uint64_t expected = 0;
+    for (size_t w = 0; w < big / 8; w++) {
+        words[w] = w * 3;
+        expected += w * 3;
+    }
+    CHECK_OK(fl_seal(large));
+    uint64_t small_value = 11, blob_value = 100;
+    fl_ref small = NULL;
+    CHECK_OK(fl_put(rt, &small_value, sizeof small_value, &small));
+    fl_arg args[3] = {{&blob_value, sizeof blob_value, NULL}, {NULL, 0, small}, {NULL, 0, large}};
+    CHECK_OK(fl_remote(rt, sum_words, NULL, args, 3, &opts, &r));
+    CHECK(get_int(r) == (int64_t)(expected + 111));
+    fl_ref_release(r);
+
+    int64_t length = 4 << 20;
+    fl_arg len_arg = {&length, sizeof length, NULL};
+    fl_ref made = NULL;
+    CHECK_OK(fl_remote(rt, make_words, NULL, &len_arg, 1, &opts, &made));
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK_OK(fl_get(made, 30, &data, &len));
+    CHECK(len == (size_t)length);
+    CHECK(data != NULL && ((const uint64_t *)data)[12345] == 12345);
+    uint64_t made_sum = ((uint64_t)length / 8) * ((uint64_t)length / 8 - 1) / 2;
+    fl_arg made_arg = {NULL, 0, made};
+    CHECK_OK(fl_remote(rt, sum_words, NULL, &made_arg, 1, &opts, &r));
+    CHECK(get_int(r) == (int64_t)made_sum);
+    fl_ref_release(r);
+    /* The same large object read by a task on a thread. */
+    CHECK_OK(fl_remote(rt, sum_words, NULL, &made_arg, 1, NULL, &r));
+    CHECK(get_int(r) == (int64_t)made_sum);
+    fl_ref_release(r);
+
+    /* A failure in the worker travels as an object and fails dependents with its cause. */
+    fl_ref failed = NULL;
+    CHECK_OK(fl_remote(rt, fail_seven, NULL, NULL, 0, &opts, &failed));
+    fl_arg failed_arg = {NULL, 0, failed};
+    CHECK_OK(fl_remote(rt, sum_words, NULL, &failed_arg, 1, &opts, &r));
+    CHECK_RC(FL_ETASK, fl_get(failed, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "seven") != NULL);
+    CHECK_RC(FL_ETASK, fl_get(r, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "argument 0 failed") != NULL);
+    fl_ref_release(r);
+    fl_ref_release(failed);
+
+    fl_ref_release(made);
+    fl_ref_release(small);
+    fl_ref_release(large);
+    fl_runtime_stats stats;
+    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    CHECK(stats.objects == 0 && stats.object_bytes == 0);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
+static void test_deaths_and_retries(void) {
+    fl_runtime rt = isolated_runtime(1);
+    fl_remote_options opts = isolated(0);
+    fl_ref r = NULL;
+    CHECK_OK(fl_remote(rt, crash, NULL, NULL, 0, &opts, &r));
+    CHECK_RC(FL_EWORKER, fl_get(r, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "SIGSEGV") != NULL);
+    fl_ref_release(r);
+    CHECK_OK(fl_remote(rt, exit_three, NULL, NULL, 0, &opts, &r));
+    CHECK_RC(FL_EWORKER, fl_get(r, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "exited with status 3") != NULL);
+    fl_ref_release(r);
+    /* The host goes on, and so does the runtime, on a fresh worker process. */
+    CHECK_OK(fl_remote(rt, whoami, NULL, NULL, 0, &opts, &r));
+    CHECK(get_int(r) > 0);
+    fl_ref_release(r);
+
+    /* Killed twice, then done: with two retries it succeeds on its third run... */
+    shared->runs = 0;
+    fl_remote_options retrying = isolated(2);
+    CHECK_OK(fl_remote(rt, flaky_task, NULL, NULL, 0, &retrying, &r));
+    CHECK(get_int(r) == 3);
+    fl_ref_release(r);
+    /* ...with one it fails, naming the signal. */
+    shared->runs = 0;
+    retrying.max_retries = 1;
+    CHECK_OK(fl_remote(rt, flaky_task, NULL, NULL, 0, &retrying, &r));
+    CHECK_RC(FL_EWORKER, fl_get(r, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "SIGKILL") != NULL);
+    CHECK(shared->runs == 2);
+    fl_ref_release(r);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
+static void test_force_cancel(void) {
+    fl_runtime rt = isolated_runtime(1);
+    fl_remote_options opts = isolated(3); /* a cancelled task is not retried */
+    shared->started = 0;
+    fl_ref r = NULL;
+    CHECK_OK(fl_remote(rt, forever, NULL, NULL, 0, &opts, &r));
+    double deadline = now_s() + 30;
+    while (!__atomic_load_n(&shared->started, __ATOMIC_SEQ_CST) && now_s() < deadline) pause_ms(1);
+    CHECK(shared->started == 1);
+    double t0 = now_s();
+    CHECK_OK(fl_cancel_force(r));
+    CHECK_RC(FL_ECANCELED, fl_get(r, 30, NULL, NULL));
+    /* The worker is free again: the next task runs on a fresh process. */
+    fl_ref next = NULL;
+    CHECK_OK(fl_remote(rt, whoami, NULL, NULL, 0, &opts, &next));
+    CHECK(get_int(next) > 0);
+    CHECK(now_s() - t0 < 20);
+    CHECK_OK(fl_cancel_force(next)); /* finished already: no effect */
+    CHECK(get_int(next) > 0);
+    fl_ref_release(next);
+    fl_ref_release(r);
+    /* A put object cannot be cancelled. */
+    int64_t v = 1;
+    CHECK_OK(fl_put(rt, &v, sizeof v, &r));
+    CHECK_RC(FL_EINVAL, fl_cancel_force(r));
+    fl_ref_release(r);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
+static void test_bad_input(void) {
+    /* No process workers: isolated tasks are refused. */
+    fl_runtime_options options;
+    fl_runtime_options_init(&options);
+    options.workers = 1;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&options, &rt));
+    fl_remote_options opts = isolated(0);
+    fl_ref r = (fl_ref)1;
+    CHECK_RC(FL_EINVAL, fl_remote(rt, whoami, NULL, NULL, 0, &opts, &r));
+    CHECK(r == NULL);
+    CHECK(strstr(fl_last_error(), "process_workers") != NULL);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    /* Options of the layout before process_workers are still accepted. */
+    options.size = offsetof(fl_runtime_options, process_workers);
+    CHECK_OK(fl_runtime_create(&options, &rt));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    options.size = sizeof options;
+    options.process_workers = 5000;
+    CHECK_RC(FL_EINVAL, fl_runtime_create(&options, &rt));
+
+    rt = isolated_runtime(1);
+    fl_ref refs[2];
+    CHECK_RC(FL_EINVAL, fl_remote_multi(rt, whoami, NULL, NULL, 0, &opts, 2, refs));
+    /* Remote options of the layout before isolate: a task on a thread. */
+    fl_remote_options old = isolated(0);
+    old.size = offsetof(fl_remote_options, isolate);
+    CHECK_OK(fl_remote(rt, whoami, NULL, NULL, 0, &old, &r));
+    CHECK(get_int(r) == getpid());
+    fl_ref_release(r);
+    host_global = 0; /* that task ran in the host */
+
+    fl_actor_options actor_opts;
+    fl_actor_options_init(&actor_opts);
+    fl_actor a = NULL;
+    actor_opts.isolate = 1;
+    actor_opts.max_concurrency = 2;
+    CHECK_RC(FL_EINVAL, fl_actor_create(rt, counter_init, NULL, NULL, NULL, 0, &actor_opts, &a));
+    actor_opts.max_concurrency = 1;
+    actor_opts.max_restarts = -1;
+    CHECK_RC(FL_EINVAL, fl_actor_create(rt, counter_init, NULL, NULL, NULL, 0, &actor_opts, &a));
+    actor_opts.isolate = 0;
+    actor_opts.max_restarts = 1;
+    CHECK_RC(FL_EINVAL, fl_actor_create(rt, counter_init, NULL, NULL, NULL, 0, &actor_opts, &a));
+    CHECK(strstr(fl_last_error(), "need isolate") != NULL);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
+static fl_actor isolated_counter(fl_runtime rt, int64_t start, int max_restarts, int max_task_retries) {
+    fl_actor_options options;
+    fl_actor_options_init(&options);
+    options.isolate = 1;
+    options.max_restarts = max_restarts;
+    options.max_task_retries = max_task_retries;
+    fl_arg arg = {&start, sizeof start, NULL};
+    fl_actor a = NULL;
+    CHECK_OK(fl_actor_create(rt, counter_init, NULL, NULL, &arg, 1, &options, &a));
+    return a;
+}
+
+static int64_t call_int(fl_actor a, fl_remote_fn method, int *status) {
+    fl_ref r = NULL;
+    int64_t value = -1;
+    *status = fl_actor_call(a, method, NULL, 0, &r);
+    if (*status != FL_OK) return value;
+    const void *data = NULL;
+    size_t len = 0;
+    *status = fl_get(r, 30, &data, &len);
+    if (*status == FL_OK && len == sizeof value) memcpy(&value, data, sizeof value);
+    fl_ref_release(r);
+    return value;
+}
+
+static int pid_alive(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d", (int)pid);
+    return access(path, F_OK) == 0;
+}
+
+static void test_isolated_actor(void) {
+    fl_runtime rt = isolated_runtime(0); /* actors need no process workers */
+    fl_actor a = isolated_counter(rt, 10, 0, 0);
+    /* Calls from the host in order; the state lives in the actor's process. */
+    fl_ref refs[50];
+    for (int i = 0; i < 50; i++) CHECK_OK(fl_actor_call(a, counter_increment, NULL, 0, &refs[i]));
+    int in_order = 1;
+    for (int i = 0; i < 50; i++) {
+        if (get_int(refs[i]) != 11 + i) in_order = 0;
+        fl_ref_release(refs[i]);
+    }
+    CHECK(in_order);
+    int status;
+    int64_t pid = call_int(a, counter_pid, &status);
+    CHECK(status == FL_OK && pid > 0 && pid != getpid());
+    CHECK(call_int(a, counter_pid, &status) == pid);
+    CHECK_OK(fl_actor_kill(a));
+    double deadline = now_s() + 10;
+    while (pid_alive((pid_t)pid) && now_s() < deadline) pause_ms(5);
+    CHECK(!pid_alive((pid_t)pid));
+
+    /* A constructor that fails: every call fails with its code. */
+    a = isolated_counter(rt, -5, 0, 0);
+    call_int(a, counter_increment, &status);
+    CHECK(status == FL_ESTATE);
+    CHECK(strstr(fl_last_error(), "constructor returned 5") != NULL);
+    CHECK_OK(fl_actor_kill(a));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
+static void test_actor_restarts(void) {
+    fl_runtime rt = isolated_runtime(0);
+    /* One restart: the call that died fails, the next runs on a new process with the state
+     * built again by the constructor; a second death ends the actor. */
+    fl_actor a = isolated_counter(rt, 0, 1, 0);
+    int status;
+    CHECK(call_int(a, counter_increment, &status) == 1 && status == FL_OK);
+    int64_t first_pid = call_int(a, counter_pid, &status);
+    call_int(a, counter_die, &status);
+    CHECK(status == FL_EWORKER);
+    CHECK(strstr(fl_last_error(), "SIGKILL") != NULL);
+    CHECK(call_int(a, counter_increment, &status) == 1 && status == FL_OK);
+    int64_t second_pid = call_int(a, counter_pid, &status);
+    CHECK(second_pid > 0 && second_pid != first_pid);
+    call_int(a, counter_die, &status);
+    CHECK(status == FL_EWORKER);
+    call_int(a, counter_increment, &status);
+    CHECK(status == FL_EWORKER);
+    CHECK(strstr(fl_last_error(), "1 restarts allowed") != NULL);
+    CHECK_OK(fl_actor_kill(a));
+
+    /* max_task_retries: the call that was running when the process died runs again. */
+    shared->method_runs = 0;
+    a = isolated_counter(rt, 100, 1, 1);
+    CHECK(call_int(a, flaky_method, &status) == 101 && status == FL_OK);
+    CHECK(shared->method_runs == 2);
+    CHECK(call_int(a, counter_increment, &status) == 102);
+    /* Left alive: shutdown ends its process. */
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(child_pids(NULL, 0) == 0);
+    CHECK_RC(FL_EHANDLE, fl_actor_kill((fl_actor)NULL));
+    fl_actor_kill(a);
+}
+
+static void test_shutdown_with_work_in_flight(void) {
+    fl_runtime rt = isolated_runtime(2);
+    fl_remote_options opts = isolated(0);
+    fl_ref refs[40];
+    int64_t length = 1024;
+    fl_arg arg = {&length, sizeof length, NULL};
+    for (int i = 0; i < 40; i++) CHECK_OK(fl_remote(rt, make_words, NULL, &arg, 1, &opts, &refs[i]));
+    fl_actor a = isolated_counter(rt, 0, 0, 0);
+    fl_ref call = NULL;
+    CHECK_OK(fl_actor_call(a, counter_increment, NULL, 0, &call));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    int settled = 1;
+    for (int i = 0; i < 40; i++) {
+        int rc = fl_get(refs[i], 0, NULL, NULL);
+        if (rc != FL_OK && rc != FL_ECANCELED) settled = 0;
+        fl_ref_release(refs[i]);
+    }
+    CHECK(settled);
+    int rc = fl_get(call, 0, NULL, NULL);
+    CHECK(rc == FL_OK || rc == FL_ECANCELED);
+    fl_ref_release(call);
+    fl_actor_kill(a);
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
+int main(void) {
+    shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) return 1;
+    memset(shared, 0, sizeof *shared);
+    test_isolation_and_objects();
+    test_deaths_and_retries();
+    test_force_cancel();
+    test_bad_input();
+    test_isolated_actor();
+    test_actor_restarts();
+    test_shutdown_with_work_in_flight();
+    return check_finish("test_remote_isolated");
+}
