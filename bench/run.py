@@ -39,6 +39,7 @@ PEER_NAMES = {
     "cf": "ProcessPoolExecutor",
     "ray": "Ray",
     "blob": "Forklift, blob convention",
+    "floor": "a forked child summing its inherited mapping (the floor)",
 }
 
 
@@ -201,6 +202,21 @@ def main():
               ("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5)],
              "Forklift: fl_pool_apply with the whole buffer as its argument: one copy into a memfd "
              "that the worker maps")
+
+    workload("W5r", "W5 through the remote object store into an isolated task", "GiB/s", True,
+             native("forklift", "W5store", n_w5), n_w5,
+             [("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5),
+              ("mp", [python, mp_script, "mp", "W5", n_w5], runs, n_w5),
+              ("floor", native("forklift", "W5floor", n_w5), runs, n_w5)],
+             "Forklift: the buffer is made in place in the store (fl_create, sealed) before the clock starts, a "
+             "remote task with isolate (a worker process) maps it without a copy and returns the checksum; Ray: "
+             "its W5, whose clock includes putting the numpy array into its store; the floor: a child forked "
+             "after the buffer was filled sums the shared mapping it inherited (no handoff, no IPC): a fresh "
+             "process's page faults over the bytes cost the same however they were handed over")
+    workload("W5rput", "W5r with the buffer copied into the store (fl_put) inside the timing", "GiB/s", True,
+             native("forklift", "W5put", n_w5), n_w5,
+             [("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5)],
+             "the same work as Ray's W5: one copy into shared memory, then the isolated task maps it")
 
     n_w7 = 5_000 if quick else 20_000
     workload("W7rt", "process backend: submit one no-op task, wait for its result, repeat", "µs", False,

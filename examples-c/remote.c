@@ -1,5 +1,6 @@
-/* The seed's Ray example, a small task graph passing references, an actor counter, and a
- * 256 MiB array put once and read by several tasks without a copy.
+/* The seed's Ray example, a small task graph passing references, an actor counter, a 256 MiB
+ * array put once and read by tasks in worker processes without a copy, and a crashing task
+ * that fails alone.
  *
  *   ray.init()
  *   @ray.remote
@@ -13,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <forklift.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,10 +79,18 @@ static int quarter_sum(void *user, const fl_blob *args, size_t nargs, fl_task_ct
     return fl_task_return(ctx, &total, sizeof total);
 }
 
+/* A task with a bug: it crashes its process. */
+static int crashing(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    raise(SIGSEGV);
+    return 0;
+}
+
 int main(void) {
     fl_runtime_options options;
     fl_runtime_options_init(&options);
     options.workers = 2;
+    options.process_workers = 2; /* for the isolated tasks below */
     fl_runtime ray = NULL;
     if (fl_runtime_create(&options, &ray) != FL_OK) {
         fprintf(stderr, "runtime: %s\n", fl_last_error());
@@ -135,8 +145,12 @@ int main(void) {
     printf("]\n");
     fl_actor_kill(counter);
 
-    /* array_ref = ray.put(np.arange(32M, dtype=uint64)); four tasks read it, none copies it:
-       the array is written in place into the store (fl_create) and each task sees it. */
+    /* array_ref = ray.put(np.arange(32M, dtype=uint64)); four tasks in worker processes read
+       it, none copies it: the array is written in place into the store's shared memory
+       (fl_create) and each worker process maps it. */
+    fl_remote_options isolated;
+    fl_remote_options_init(&isolated);
+    isolated.isolate = 1;
     size_t count = (size_t)32 << 20; /* 256 MiB of uint64 */
     void *buffer = NULL;
     fl_ref array = NULL;
@@ -152,7 +166,7 @@ int main(void) {
     int64_t quarters[4] = {0, 1, 2, 3};
     for (int i = 0; i < 4; i++) {
         fl_arg args[2] = {{NULL, 0, array}, {&quarters[i], sizeof quarters[i], NULL}};
-        fl_remote(ray, quarter_sum, NULL, args, 2, NULL, &parts[i]);
+        fl_remote(ray, quarter_sum, NULL, args, 2, &isolated, &parts[i]);
     }
     const void *views[4];
     size_t lengths[4];
@@ -166,10 +180,17 @@ int main(void) {
     }
     fl_runtime_stats stats;
     fl_runtime_get_stats(ray, &stats);
-    printf("sum of a 256 MiB array by 4 tasks = %llu (expected %llu), store holds %.0f MiB, %.2f s\n",
+    printf("sum of a 256 MiB array by 4 tasks in worker processes = %llu (expected %llu), store holds %.0f MiB, %.2f s\n",
            (unsigned long long)grand, (unsigned long long)((uint64_t)count * (count - 1) / 2),
            (double)stats.object_bytes / (1 << 20), now() - sum_start);
     fl_ref_release(array);
+
+    /* A crash in an isolated task fails that task alone; the program and the runtime go on. */
+    fl_ref crashed = NULL;
+    fl_remote(ray, crashing, NULL, NULL, 0, &isolated, &crashed);
+    int status = fl_get(crashed, FL_FOREVER, NULL, NULL);
+    printf("isolated task that crashed: %s: %s\n", fl_strerror(status), fl_last_error());
+    fl_ref_release(crashed);
 
     for (int i = 0; i < 4; i++) fl_ref_release(result_ids[i]);
     fl_ref_release(partial);

@@ -18,6 +18,35 @@ static void *actor_state;
 /* Arguments kept on the stack up to this many; more are allocated. */
 #define STACK_ARGS 16
 
+/* Mappings of the last call's shared arguments: unmapped once its answer is out, so tearing
+ * down a large mapping does not delay the answer. */
+static struct {
+    void *data;
+    size_t len;
+} *unmap_later;
+static size_t unmap_count, unmap_capacity;
+
+static void release_later(void *data, size_t len) {
+    if (unmap_count == unmap_capacity) {
+        size_t capacity = unmap_capacity ? unmap_capacity * 2 : 16;
+        void *grown = realloc(unmap_later, capacity * sizeof *unmap_later);
+        if (!grown) {
+            munmap(data, len);
+            return;
+        }
+        unmap_later = grown;
+        unmap_capacity = capacity;
+    }
+    unmap_later[unmap_count].data = data;
+    unmap_later[unmap_count].len = len;
+    unmap_count++;
+}
+
+void fls_remote_child_after_response(void) {
+    for (size_t i = 0; i < unmap_count; i++) munmap(unmap_later[i].data, unmap_later[i].len);
+    unmap_count = 0;
+}
+
 typedef int (*call_fn)(const fls_remote_call *call, const fl_blob *args, size_t nargs, void *context);
 
 /* Checks the call, makes the blobs (mapping shared objects), calls `fn`, unmaps. */
@@ -61,7 +90,7 @@ static int with_arguments(const void *bytes, size_t len, call_fn fn, void *conte
     }
     int code = failed ? -1 : fn(call, blobs, call->nargs, context);
     for (size_t i = 0; i < mapped; i++) {
-        if (records[i].fd >= 0 && blobs[i].data) munmap((void *)blobs[i].data, blobs[i].len);
+        if (records[i].fd >= 0 && blobs[i].data) release_later((void *)blobs[i].data, blobs[i].len);
     }
     if (blobs != stack) free(blobs);
     return code;

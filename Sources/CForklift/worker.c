@@ -80,8 +80,7 @@ const char *fls_signal_name(int signal) {
 /* ------------------------------------------------------------------------------------------ */
 
 void *fls_map_fd(int fd, size_t len) {
-    /* Populated up front: one pass in the kernel instead of a fault per page. */
-    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
     return map == MAP_FAILED ? NULL : map;
 }
 
@@ -657,5 +656,6 @@ _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *
             (void)!write(worker->event_fd, &one, sizeof one);
         }
         if (rq->kind == FLS_REQ_TASK_EXIT) _exit(rq->status == FL_OK ? 0 : (rq->code & 0xff) ? (rq->code & 0xff) : 1);
+        fls_remote_child_after_response();
     }
 }

@@ -119,5 +119,17 @@ final class SyncTests: XCTestCase {
         XCTAssertEqual(ResultSlot.failure(&slot)?.message, "boom (code 5)")
         ResultSlot.clear(&slot)
         XCTAssertEqual(slot.status, FLS_SLOT_PENDING)
+
+        // A slot marked to share large results: small ones stay inline or on the heap, large
+        // ones go to a memfd that clear closes.
+        ResultSlot.shareLarge(&slot)
+        _ = try ResultSlot.reserve(&slot, length: 100, external: nil, externalCapacity: 0)
+        XCTAssertNil(ResultSlot.sharedFile(&slot))
+        let shared = try ResultSlot.reserve(&slot, length: Int(FLS_SHARE_MINIMUM), external: nil, externalCapacity: 0)
+        let file = try XCTUnwrap(ResultSlot.sharedFile(&slot))
+        memset(shared, 9, Int(FLS_SHARE_MINIMUM))
+        XCTAssertEqual(ResultSlot.data(&slot)!.load(fromByteOffset: 1000, as: UInt8.self), 9)
+        ResultSlot.clear(&slot)
+        XCTAssertEqual(fcntl(file, F_GETFD), -1, "the memfd is closed with the slot")
     }
 }

@@ -239,4 +239,69 @@ final class RemoteTests: XCTestCase {
             _ = fl_ref_release(ref)
         }
     }
+
+    /// Returns the worker's pid; a negative argument kills the worker process.
+    private static let pidOrDie: fl_remote_fn = { _, args, _, ctx in
+        if args![0].data!.loadUnaligned(as: Int64.self) < 0 { raise(SIGKILL) }
+        var pid = Int64(getpid())
+        return fl_task_return(ctx, &pid, 8)
+    }
+
+    /// Isolated tasks and an isolated actor called from three threads, with deaths among them,
+    /// then shutdown: every task settles, and the runtime's side of worker processes (the
+    /// proxies, restarts, shared objects) runs under the sanitizers.
+    func testIsolatedTasksAndActorFromThreads() {
+        var options = fl_runtime_options()
+        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
+        options.workers = 2
+        options.process_workers = 2
+        var runtime: fl_runtime?
+        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        var actorOptions = fl_actor_options()
+        XCTAssertEqual(fl_actor_options_init(&actorOptions), FL_OK)
+        actorOptions.isolate = 1
+        actorOptions.max_restarts = 100
+        var actor: fl_actor?
+        XCTAssertEqual(fl_actor_create(runtime, { _, _, _, state in state!.pointee = nil; return 0 }, nil, nil, nil, 0,
+                                       &actorOptions, &actor), FL_OK)
+        let wrong = Self.onThreeThreads(runtime) { handle, thread in
+            var remoteOptions = fl_remote_options()
+            fl_remote_options_init(&remoteOptions)
+            remoteOptions.isolate = 1
+            var wrong = 0
+            for i in 0..<40 {
+                var x = Int64(thread == 0 && i % 10 == 9 ? -1 : i)
+                var arg = fl_arg(data: &x, len: 8, ref: nil)
+                var ref: fl_ref?
+                guard fl_remote(handle, Self.pidOrDie, nil, &arg, 1, &remoteOptions, &ref) == FL_OK else {
+                    wrong += 1
+                    continue
+                }
+                let rc = fl_get(ref, 30, nil, nil)
+                if rc != (x < 0 ? FL_EWORKER : FL_OK) { wrong += 1 }
+                fl_ref_release(ref)
+            }
+            return wrong
+        }
+        XCTAssertEqual(wrong, 0)
+        let wrongCalls = Self.onThreeThreads(actor) { handle, thread in
+            var wrong = 0
+            for i in 0..<30 {
+                var x = Int64(thread == 1 && i % 10 == 5 ? -1 : i)
+                var arg = fl_arg(data: &x, len: 8, ref: nil)
+                var ref: fl_ref?
+                guard fl_actor_call(handle, Self.pidOrDie, &arg, 1, &ref) == FL_OK else {
+                    wrong += 1
+                    continue
+                }
+                let rc = fl_get(ref, 30, nil, nil)
+                if rc != (x < 0 ? FL_EWORKER : FL_OK) { wrong += 1 }
+                fl_ref_release(ref)
+            }
+            return wrong
+        }
+        XCTAssertEqual(wrongCalls, 0)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        XCTAssertEqual(fl_actor_kill(actor), FL_OK)
+    }
 }

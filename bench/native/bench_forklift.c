@@ -1,7 +1,10 @@
 /* Forklift's side of the benchmark workloads, through the public C API. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <forklift.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -222,6 +225,82 @@ static double w5(fl_pool pool, long n, int shared) {
     return (double)n / t / (1024.0 * 1024.0 * 1024.0);
 }
 
+/* W5 through the Remote engine's object store, into a task in a worker process (isolate):
+ * W5store: the buffer is made in place in the store (fl_create, filled, sealed) before the
+ * clock starts; W5put: the clock includes fl_put copying a ready buffer into the store (as
+ * Ray's W5 includes its put). W5floor: a child forked after the buffer was filled sums the
+ * shared mapping it inherited, with no handoff at all: what reading the bytes from another
+ * process costs on this machine. GiB/s. */
+static int remote_checksum(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)nargs;
+    const uint64_t *words = args[0].data;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < args[0].len / 8; i++) sum += words[i];
+    return fl_task_return(ctx, &sum, sizeof sum);
+}
+
+static double w5_remote(const char *mode, long n) {
+    size_t words = (size_t)n / 8;
+    uint64_t expected = 0, got = 0;
+    for (size_t i = 0; i < words; i++) expected += i;
+    if (strcmp(mode, "W5floor") == 0) {
+        /* The floor: the buffer already in shared memory, a child forked after it was filled
+         * (so it needs no handoff at all) sums its inherited mapping and writes the sum to a pipe. */
+        uint64_t *data = mmap(NULL, words * 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (data == MAP_FAILED) exit(3);
+        for (size_t i = 0; i < words; i++) data[i] = i;
+        int fds[2];
+        if (pipe(fds) != 0) exit(3);
+        double t0 = bench_now();
+        pid_t child = fork();
+        if (child == 0) {
+            uint64_t sum = 0;
+            for (size_t i = 0; i < words; i++) sum += data[i];
+            _exit(write(fds[1], &sum, sizeof sum) == (ssize_t)sizeof sum ? 0 : 1);
+        }
+        if (read(fds[0], &got, sizeof got) != (ssize_t)sizeof got) exit(3);
+        double t = bench_now() - t0;
+        waitpid(child, NULL, 0);
+        if (got != expected) exit(4);
+        munmap(data, words * 8);
+        return (double)n / t / (1024.0 * 1024.0 * 1024.0);
+    }
+    fl_runtime_options options;
+    fl_runtime_options_init(&options);
+    options.workers = 1;
+    options.process_workers = 1;
+    fl_runtime rt = NULL;
+    if (fl_runtime_create(&options, &rt) != FL_OK) exit(3);
+    fl_remote_options isolated;
+    fl_remote_options_init(&isolated);
+    isolated.isolate = 1;
+    fl_ref object = NULL, result = NULL;
+    uint64_t *data = NULL;
+    double t0;
+    if (strcmp(mode, "W5store") == 0) {
+        fl_create(rt, words * 8, (void **)&data, &object);
+        for (size_t i = 0; i < words; i++) data[i] = i;
+        fl_seal(object);
+        t0 = bench_now();
+    } else {
+        data = malloc(words * 8);
+        for (size_t i = 0; i < words; i++) data[i] = i;
+        t0 = bench_now();
+        fl_put(rt, data, words * 8, &object);
+    }
+    fl_arg arg = {NULL, 0, object};
+    const void *view = NULL;
+    fl_remote(rt, remote_checksum, NULL, &arg, 1, &isolated, &result);
+    if (fl_get(result, FL_FOREVER, &view, NULL) == FL_OK) memcpy(&got, view, sizeof got);
+    double t = bench_now() - t0;
+    if (got != expected) exit(4);
+    if (strcmp(mode, "W5put") == 0) free(data);
+    fl_ref_release(result);
+    fl_ref_release(object);
+    fl_runtime_shutdown(rt);
+    return (double)n / t / (1024.0 * 1024.0 * 1024.0);
+}
+
 /* The Remote engine: R1 no-op remote tasks, get all (tasks/s); R2 remote + get, repeat (us);
  * W8 put then get of an 8-byte object, released (us). */
 static int remote_noop(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
@@ -330,6 +409,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "W6s") == 0 || strcmp(argv[1], "W6p") == 0) {
         printf("%.6g\n", actor_bench(argv[1], n));
+        return 0;
+    }
+    if (strcmp(argv[1], "W5store") == 0 || strcmp(argv[1], "W5put") == 0 || strcmp(argv[1], "W5floor") == 0) {
+        printf("%.6g\n", w5_remote(argv[1], n));
         return 0;
     }
     if (strcmp(argv[1], "R1") == 0 || strcmp(argv[1], "R2") == 0 || strcmp(argv[1], "W8") == 0) {

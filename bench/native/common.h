@@ -41,7 +41,7 @@ static inline double bench_speedup(double serial, double parallel, uint64_t last
 }
 
 static inline int bench_usage(const char *prog) {
-    fprintf(stderr, "usage: %s W1|W1cb|W2|W3|W4|W6s|W6p|W7rt|W7tp|R1|R2|W8|T1typed|T1blob|calibrate N [ROUNDS]\n", prog);
+    fprintf(stderr, "usage: %s W1|W1cb|W2|W3|W4|W5shm|W5copy|W5store|W5put|W5floor|W6s|W6p|W7rt|W7tp|R1|R2|W8|T1typed|T1blob|calibrate N [ROUNDS]\n", prog);
     return 2;
 }
 

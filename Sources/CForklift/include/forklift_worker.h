@@ -230,6 +230,8 @@ typedef struct fls_remote_arg {
 
 /** Runs an fls_remote_call in a worker process (an fl_task_fn: `arg` is the call). */
 int fls_remote_child_task(void *user, const void *arg, size_t len, fl_task_ctx ctx);
+/** Unmaps the shared arguments of the call just answered (called by the worker's loop). */
+void fls_remote_child_after_response(void);
 /** Runs an actor's constructor call in its worker process (an fl_init_fn: `args` is the
  *  call) and keeps the state for the methods; returns the constructor's code. */
 int fls_remote_child_construct(void *user, const void *args, size_t len);

@@ -136,15 +136,17 @@ class Arg(Structure):
 
 
 class RuntimeOptions(Structure):
-    _fields_ = [("size", c_size_t), ("workers", c_size_t), ("store_capacity", c_size_t)]
+    _fields_ = [("size", c_size_t), ("workers", c_size_t), ("store_capacity", c_size_t), ("process_workers", c_size_t)]
 
 
 class RemoteOptions(Structure):
-    _fields_ = [("size", c_size_t), ("max_retries", c_int), ("retry_on_error", c_int), ("num_cpus", c_int)]
+    _fields_ = [("size", c_size_t), ("max_retries", c_int), ("retry_on_error", c_int), ("num_cpus", c_int),
+                ("isolate", c_int)]
 
 
 class ActorOptions(Structure):
-    _fields_ = [("size", c_size_t), ("max_concurrency", c_int)]
+    _fields_ = [("size", c_size_t), ("max_concurrency", c_int), ("isolate", c_int), ("max_restarts", c_int),
+                ("max_task_retries", c_int)]
 
 
 class RuntimeStats(Structure):
