@@ -98,13 +98,26 @@ final class RemoteActor {
     }
 
     /// Queues a call (or the constructor) behind the earlier ones, then lets its arguments
-    /// resolve. Throws if the actor was killed.
+    /// resolve. A call without object arguments is ready at once: it is queued, flagged and,
+    /// if it may start now, taken in one critical section. Throws if the actor was killed or
+    /// the runtime shut down.
     func submit(_ call: RemoteTask) throws(Failure) {
-        try lock.withLock { () throws(Failure) in
+        guard !call.takesObjects else {
+            try lock.withLock { () throws(Failure) in
+                guard !killed else { throw Failure(FL_ESTATE, "the actor was killed") }
+                queue.append(call)
+            }
+            try runtime.submit(call)
+            return
+        }
+        try runtime.admit()
+        let startable: RemoteTask? = try lock.withLock { () throws(Failure) -> RemoteTask? in
             guard !killed else { throw Failure(FL_ESTATE, "the actor was killed") }
             queue.append(call)
+            call.argumentsAreReady = true
+            return takeHead()
         }
-        try runtime.submit(call)
+        if let startable { start(startable) }
     }
 
     /// The constructor ran: keep its failure, if any.
@@ -170,16 +183,21 @@ final class RemoteActor {
         while true {
             let next: RemoteTask? = lock.withLock { takeHead() }
             guard let next else { return }
-            if let failure = runtime.enqueue(next) {
-                next.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
-                            message: failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message)
-                let free: Bool = lock.withLock {
-                    running -= 1
-                    return killed && running == 0 && takeStateForFreeing()
-                }
-                if free { freeNow() }
-            }
+            start(next)
         }
+    }
+
+    /// Hands a call taken from the head to the runtime; if it is refused, the call resolves as
+    /// cancelled (shut down) or failed and no longer counts as running.
+    private func start(_ call: RemoteTask) {
+        guard let failure = runtime.enqueue(call) else { return }
+        call.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
+                    message: failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message)
+        let free: Bool = lock.withLock {
+            running -= 1
+            return killed && running == 0 && takeStateForFreeing()
+        }
+        if free { freeNow() }
     }
 
     /// Ends the actor: calls not started resolve as cancelled; the state is freed once the

@@ -26,11 +26,15 @@ final class RemoteObject {
     /// The buffer fl_create handed out, until fl_seal (its bytes already counted in the store).
     private var unsealed: UnsafeMutablePointer<fls_slot>?
 
+    private static let slotStride = (MemoryLayout<fls_slot>.stride + 15) & ~15
+
     init(store: ObjectStore) {
         self.store = store
-        slot = .allocate(capacity: 1)
+        // The slot and the ready word in one allocation.
+        let block = UnsafeMutableRawPointer.allocate(byteCount: Self.slotStride + 8, alignment: 16)
+        slot = block.bindMemory(to: fls_slot.self, capacity: 1)
         slot.initialize(to: ResultSlot.pending)
-        ready = OneShotEvent(word: .allocate(capacity: 1))
+        ready = OneShotEvent(word: (block + Self.slotStride).bindMemory(to: UInt32.self, capacity: 1))
         store.objectCreated()
     }
 
@@ -43,8 +47,7 @@ final class RemoteObject {
         if slot.pointee.status == FL_OK { store.release(bytes: slot.pointee.len) }
         store.objectFreed()
         ResultSlot.clear(slot)
-        slot.deallocate()
-        ready.word.deallocate()
+        UnsafeMutableRawPointer(slot).deallocate()  // the ready word with it
     }
 
     var isReady: Bool { ready.isSet }

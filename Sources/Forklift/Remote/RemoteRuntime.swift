@@ -74,9 +74,14 @@ final class RemoteRuntime {
 
     /// Submits a task: it runs once its arguments are ready.
     func submit(_ task: RemoteTask) throws(Failure) {
+        try admit()
+        task.start()
+    }
+
+    /// Counts a submission, unless the runtime is shut down.
+    func admit() throws(Failure) {
         guard !isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
         _ = fls_atomic_add_u64(counters, 1)
-        task.start()
     }
 
     /// Queues a task whose arguments are ready; if the pool refuses it, the task resolves as

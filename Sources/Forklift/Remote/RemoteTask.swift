@@ -49,10 +49,12 @@ final class RemoteTask: PoolJob {
         self.output = output
         self.options = options
         self.runtime = runtime
-        pending = .allocate(capacity: 3)  // the count, the cancel flag, the force-cancel flag
+        // One allocation: the count, the cancel flag, the force-cancel flag, then `runningIn`.
+        let words = UnsafeMutableRawPointer.allocate(byteCount: 24, alignment: 8)
+        pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
-        (pending + 1).initialize(repeating: 0, count: 2)
-        runningIn = .allocate(capacity: 1)
+        (pending + 1).initialize(repeating: 0, count: 3)
+        runningIn = (words + 16).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 1)
         runningIn.initialize(to: nil)
         super.init()
         output.producer = self
@@ -91,9 +93,13 @@ final class RemoteTask: PoolJob {
     }
 
     deinit {
-        runningIn.deallocate()
-        pending.deallocate()
+        UnsafeMutableRawPointer(pending).deallocate()  // `runningIn` with it
         blobBytes?.deallocate()
+    }
+
+    /// Whether any argument is an object (which the task may have to wait for).
+    var takesObjects: Bool {
+        arguments.contains { if case .object = $0 { return true } else { return false } }
     }
 
     /// Registers with every pending argument, then drops the submission's own count: the task
