@@ -247,6 +247,26 @@ final class RemoteTests: XCTestCase {
         return fl_task_return(ctx, &pid, 8)
     }
 
+    /// Submits `count` calls of `pidOrDie` through `submit(argument, ref)` (those `dies` picks
+    /// kill their process) and returns how many did not end as expected: FL_OK, or FL_EWORKER
+    /// for the killed ones.
+    private static func countWrongOutcomes(_ count: Int, dies: (Int) -> Bool,
+                                           submit: (UnsafePointer<fl_arg>, UnsafeMutablePointer<fl_ref?>) -> Int32) -> Int {
+        var wrong = 0
+        for i in 0..<count {
+            var x = Int64(dies(i) ? -1 : i)
+            var arg = fl_arg(data: &x, len: 8, ref: nil)
+            var ref: fl_ref?
+            guard submit(&arg, &ref) == FL_OK else {
+                wrong += 1
+                continue
+            }
+            if fl_get(ref, 30, nil, nil) != (x < 0 ? FL_EWORKER : FL_OK) { wrong += 1 }
+            fl_ref_release(ref)
+        }
+        return wrong
+    }
+
     /// Isolated tasks and an isolated actor called from three threads, with deaths among them,
     /// then shutdown: every task settles, and the runtime's side of worker processes (the
     /// proxies, restarts, shared objects) runs under the sanitizers.
@@ -264,41 +284,20 @@ final class RemoteTests: XCTestCase {
         var actor: fl_actor?
         XCTAssertEqual(fl_actor_create(runtime, { _, _, _, state in state!.pointee = nil; return 0 }, nil, nil, nil, 0,
                                        &actorOptions, &actor), FL_OK)
+        // Thread 0's every tenth task and thread 1's every tenth call kill their process.
         let wrong = Self.onThreeThreads(runtime) { handle, thread in
             var remoteOptions = fl_remote_options()
             fl_remote_options_init(&remoteOptions)
             remoteOptions.isolate = 1
-            var wrong = 0
-            for i in 0..<40 {
-                var x = Int64(thread == 0 && i % 10 == 9 ? -1 : i)
-                var arg = fl_arg(data: &x, len: 8, ref: nil)
-                var ref: fl_ref?
-                guard fl_remote(handle, Self.pidOrDie, nil, &arg, 1, &remoteOptions, &ref) == FL_OK else {
-                    wrong += 1
-                    continue
-                }
-                let rc = fl_get(ref, 30, nil, nil)
-                if rc != (x < 0 ? FL_EWORKER : FL_OK) { wrong += 1 }
-                fl_ref_release(ref)
+            return Self.countWrongOutcomes(40, dies: { thread == 0 && $0 % 10 == 9 }) { arg, ref in
+                fl_remote(handle, Self.pidOrDie, nil, arg, 1, &remoteOptions, ref)
             }
-            return wrong
         }
         XCTAssertEqual(wrong, 0)
         let wrongCalls = Self.onThreeThreads(actor) { handle, thread in
-            var wrong = 0
-            for i in 0..<30 {
-                var x = Int64(thread == 1 && i % 10 == 5 ? -1 : i)
-                var arg = fl_arg(data: &x, len: 8, ref: nil)
-                var ref: fl_ref?
-                guard fl_actor_call(handle, Self.pidOrDie, &arg, 1, &ref) == FL_OK else {
-                    wrong += 1
-                    continue
-                }
-                let rc = fl_get(ref, 30, nil, nil)
-                if rc != (x < 0 ? FL_EWORKER : FL_OK) { wrong += 1 }
-                fl_ref_release(ref)
+            Self.countWrongOutcomes(30, dies: { thread == 1 && $0 % 10 == 5 }) { arg, ref in
+                fl_actor_call(handle, Self.pidOrDie, arg, 1, ref)
             }
-            return wrong
         }
         XCTAssertEqual(wrongCalls, 0)
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)

@@ -1,6 +1,7 @@
 /* Remote tasks and objects through the public C ABI (Ray's remote, put, get, wait). */
 #define _GNU_SOURCE
 #include "check.h"
+#include "remote_helpers.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -9,28 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static void pause_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t as_int(const fl_blob *b) {
-    int64_t v = 0;
-    if (b->len == sizeof v) memcpy(&v, b->data, sizeof v);
-    return v;
-}
-
 static fl_arg int_arg(const int64_t *v) { return (fl_arg){v, sizeof *v, NULL}; }
 static fl_arg ref_arg(fl_ref r) { return (fl_arg){NULL, 0, r}; }
-
-static int64_t get_int(fl_ref r) {
-    const void *data = NULL;
-    size_t len = 0;
-    if (fl_get(r, 30, &data, &len) != FL_OK || len != 8) return -999999;
-    int64_t v;
-    memcpy(&v, data, 8);
-    return v;
-}
 
 /* A runtime of `workers` threads and a store of `capacity` bytes (0: no limit). */
 static fl_runtime new_runtime(size_t workers, size_t capacity) {

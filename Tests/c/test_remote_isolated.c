@@ -2,6 +2,7 @@
  * retries after a killed worker, force-cancel, objects in shared memory, actor restarts. */
 #define _GNU_SOURCE
 #include "check.h"
+#include "remote_helpers.h"
 #include "children.h"
 
 #include <signal.h>
@@ -25,26 +26,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void pause_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t as_int(const fl_blob *b) {
-    int64_t v = 0;
-    if (b->len == sizeof v) memcpy(&v, b->data, sizeof v);
-    return v;
-}
-
-static int64_t get_int(fl_ref r) {
-    const void *data = NULL;
-    size_t len = 0;
-    if (fl_get(r, 30, &data, &len) != FL_OK || len != 8) return -999999;
-    int64_t v;
-    memcpy(&v, data, 8);
-    return v;
 }
 
 static fl_runtime isolated_runtime(size_t process_workers) {
