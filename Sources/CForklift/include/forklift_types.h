@@ -324,7 +324,8 @@ typedef struct fl_runtime_options {
 typedef struct fl_remote_options {
     /** sizeof(fl_remote_options), set by fl_remote_options_init(). */
     size_t size;
-    /** With `retry_on_error`, how many more times a failed task runs before its failure stands.
+    /** How many more times a task runs before its failure stands: after a failure with
+     *  `retry_on_error`, and for an isolated task (`isolate`) after its worker process died.
      *  Default 0. */
     int max_retries;
     /** Non-zero: a task that fails (non-zero return, fl_task_fail) runs again, up to
