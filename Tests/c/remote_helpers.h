@@ -1,4 +1,5 @@
-/* Helpers shared by the remote-engine tests: a sleep, an int64 argument, an int64 result. */
+/* Helpers shared by the remote-engine tests: a sleep, an int64 argument, an int64 result, the
+ * counters once settled. */
 #ifndef FORKLIFT_REMOTE_HELPERS_H
 #define FORKLIFT_REMOTE_HELPERS_H
 
@@ -27,6 +28,18 @@ static int64_t get_int(fl_ref r) {
     int64_t v;
     memcpy(&v, data, 8);
     return v;
+}
+
+/* The runtime's counters once no task runs and every object is gone (a finishing task lets go
+ * of its argument objects just after its result is seen), or after 5 s. */
+static fl_runtime_stats stats_once_settled(fl_runtime rt) {
+    fl_runtime_stats stats;
+    memset(&stats, 0xff, sizeof stats);
+    for (int i = 0; i < 5000; i++) {
+        if (fl_runtime_get_stats(rt, &stats) == FL_OK && stats.objects == 0 && stats.tasks_running == 0) break;
+        pause_ms(1);
+    }
+    return stats;
 }
 
 #endif

@@ -245,13 +245,7 @@ static void test_objects_and_refcounts(void) {
         ok &= fl_ref_release(r) == FL_OK;
     }
     CHECK(ok);
-    /* A finishing task lets go of its objects just after its result is seen: wait for it. */
-    fl_runtime_stats stats;
-    for (int i = 0; i < 5000; i++) {
-        CHECK_OK(fl_runtime_get_stats(rt, &stats));
-        if (stats.objects == 0 && stats.tasks_running == 0) break;
-        pause_ms(1);
-    }
+    fl_runtime_stats stats = stats_once_settled(rt);
     CHECK(stats.objects == 0 && stats.object_bytes == 0);
     CHECK(stats.tasks_submitted == 10000 && stats.tasks_finished == 10000 && stats.tasks_failed == 0);
     CHECK(stats.tasks_running == 0);
@@ -719,12 +713,7 @@ static void test_create_seal_and_get_many(void) {
     fl_ref_release(refs[1]);
     fl_ref_release(failing);
     fl_ref_release(pending_forever);
-    /* A task lets go of its argument objects just after its result resolves: wait for that. */
-    for (int i = 0; i < 5000; i++) {
-        CHECK_OK(fl_runtime_get_stats(rt, &stats));
-        if (stats.objects == 0) break;
-        pause_ms(1);
-    }
+    stats = stats_once_settled(rt);
     CHECK(stats.objects == 0 && stats.object_bytes == 0);
     CHECK_OK(fl_runtime_shutdown(rt));
 }

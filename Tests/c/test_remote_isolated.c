@@ -214,8 +214,7 @@ static void test_isolation_and_objects(void) {
     fl_ref_release(made);
     fl_ref_release(small);
     fl_ref_release(large);
-    fl_runtime_stats stats;
-    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    fl_runtime_stats stats = stats_once_settled(rt);
     CHECK(stats.objects == 0 && stats.object_bytes == 0);
     CHECK_OK(fl_runtime_shutdown(rt));
     CHECK(child_pids(NULL, 0) == 0);

@@ -69,6 +69,25 @@ func finishSynchronous(_ handle: UInt64) throws(Failure) -> Int32 {
     return status
 }
 
+/// The options a caller passed, laid over `defaults`: only the `size` bytes the caller's struct
+/// has are read, so a struct from an older header (smaller, but at least `oldest` bytes: the
+/// first layout) leaves the fields it lacks at their defaults. Throws FL_EINVAL for a size no
+/// header had (an uninitialized struct).
+func readOptions<Options>(_ options: UnsafePointer<Options>, over defaults: Options, oldest: Int,
+                          size: WritableKeyPath<Options, Int>, initializer: String) throws(Failure) -> Options {
+    let given = UnsafeRawPointer(options).loadUnaligned(fromByteOffset: MemoryLayout<Options>.offset(of: size)!,
+                                                        as: Int.self)
+    guard given >= oldest && given <= 4096 else {
+        throw Failure(FL_EINVAL, "options.size is \(given): initialize options with \(initializer)")
+    }
+    var result = defaults
+    withUnsafeMutableBytes(of: &result) { target in
+        target.copyMemory(from: UnsafeRawBufferPointer(start: options, count: min(given, target.count)))
+    }
+    result[keyPath: size] = MemoryLayout<Options>.size
+    return result
+}
+
 /// Fills an options struct with its zero defaults and its own size (the `fl_*_options_init`
 /// calls whose defaults are all zero).
 func initializeOptions<Options>(_ options: UnsafeMutablePointer<Options>?, _ empty: Options,

@@ -29,15 +29,9 @@ public func fl_pool_create(_ options: UnsafePointer<fl_pool_options>?, _ pool: U
         _ = fl_pool_options_init(&settings)
         if let options {
             // Structs from older headers end before the newer fields, which keep their defaults.
-            let given = options.pointee.size
-            let oldest = MemoryLayout<fl_pool_options>.offset(of: \fl_pool_options.backend)!
-            guard given >= oldest && given <= 4096 else {
-                throw Failure(FL_EINVAL, "options.size is \(given): initialize options with fl_pool_options_init")
-            }
-            withUnsafeMutableBytes(of: &settings) { target in
-                target.copyMemory(from: UnsafeRawBufferPointer(start: options, count: min(given, target.count)))
-            }
-            settings.size = MemoryLayout<fl_pool_options>.size
+            settings = try readOptions(options, over: settings,
+                                       oldest: MemoryLayout<fl_pool_options>.offset(of: \fl_pool_options.backend)!,
+                                       size: \.size, initializer: "fl_pool_options_init")
         }
         guard fls_in_worker_process() == 0 else {
             throw Failure(FL_ENOTSUP, "pools cannot be created inside a worker process")

@@ -39,19 +39,16 @@ public func fl_process_start(_ fn: fl_task_fn?, _ user: UnsafeMutableRawPointer?
         var daemon = false
         var method = StartMethod.fork
         if let options {
-            let first = MemoryLayout<fl_process_options>.offset(of: \fl_process_options.start_method)!
-            let size = options.pointee.size
-            guard size >= first && size <= 4096 else {
-                throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_process_options_init")
+            // A struct from before start_method leaves it at the default (fork).
+            let given = try readOptions(options, over: fl_process_options(),
+                                        oldest: MemoryLayout<fl_process_options>.offset(of: \fl_process_options.start_method)!,
+                                        size: \.size, initializer: "fl_process_options_init")
+            daemon = given.daemon != 0
+            guard let chosen = StartMethod(rawValue: given.start_method) else {
+                throw Failure(FL_EINVAL, "start_method is \(given.start_method): use FL_START_FORK, "
+                    + "FL_START_SPAWN or FL_START_FORKSERVER")
             }
-            daemon = options.pointee.daemon != 0
-            if size >= MemoryLayout<fl_process_options>.size {
-                guard let chosen = StartMethod(rawValue: options.pointee.start_method) else {
-                    throw Failure(FL_EINVAL, "start_method is \(options.pointee.start_method): use FL_START_FORK, "
-                        + "FL_START_SPAWN or FL_START_FORKSERVER")
-                }
-                method = chosen
-            }
+            method = chosen
         }
         let started = try ChildProcess.start(fn, user: user, arg: arg, length: arg_len, daemon: daemon, method: method)
         do throws(Failure) {

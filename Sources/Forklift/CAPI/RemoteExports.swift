@@ -20,16 +20,13 @@ public func fl_runtime_create(_ options: UnsafePointer<fl_runtime_options>?,
         var capacity = 0
         var processWorkers = 0
         if let options {
-            // Option structs of the earlier, smaller layout (before process_workers) are accepted too.
-            let size = options.pointee.size
-            let withProcesses = MemoryLayout<fl_runtime_options>.size
-            let beforeProcesses = MemoryLayout<fl_runtime_options>.offset(of: \fl_runtime_options.process_workers)!
-            guard size == withProcesses || size == beforeProcesses else {
-                throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_runtime_options_init")
-            }
-            if options.pointee.workers > 0 { workers = options.pointee.workers }
-            capacity = options.pointee.store_capacity
-            if size == withProcesses { processWorkers = options.pointee.process_workers }
+            // A struct from before process_workers leaves it at 0.
+            let given = try readOptions(options, over: fl_runtime_options(),
+                                        oldest: MemoryLayout<fl_runtime_options>.offset(of: \fl_runtime_options.process_workers)!,
+                                        size: \.size, initializer: "fl_runtime_options_init")
+            if given.workers > 0 { workers = given.workers }
+            capacity = given.store_capacity
+            processWorkers = given.process_workers
         }
         guard workers <= 1024 else { throw Failure(FL_EINVAL, "\(workers) workers is more than 1024") }
         guard processWorkers <= 1024 else { throw Failure(FL_EINVAL, "\(processWorkers) process workers is more than 1024") }
@@ -123,18 +120,15 @@ private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: Un
     if nargs > 0 { _ = try Check.required(args, "args") }
     var settings = RemoteOptions()
     if let options {
-        // Option structs of earlier, smaller layouts (before num_cpus, before isolate) are accepted too.
-        let size = options.pointee.size
-        let offset = { (field: PartialKeyPath<fl_remote_options>) in MemoryLayout<fl_remote_options>.offset(of: field)! }
-        let layouts = [offset(\.num_cpus), offset(\.isolate), MemoryLayout<fl_remote_options>.size]
-        guard layouts.contains(size) else {
-            throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_remote_options_init")
-        }
-        guard options.pointee.max_retries >= 0 else { throw Failure(FL_EINVAL, "max_retries must not be negative") }
-        settings.maxRetries = Int(options.pointee.max_retries)
-        settings.retryOnError = options.pointee.retry_on_error != 0
-        if size > offset(\.num_cpus) { settings.cpus = Int(options.pointee.num_cpus) }
-        if size > offset(\.isolate) { settings.isolate = options.pointee.isolate != 0 }
+        // Structs from before num_cpus or isolate leave them at 0.
+        let given = try readOptions(options, over: fl_remote_options(),
+                                    oldest: MemoryLayout<fl_remote_options>.offset(of: \fl_remote_options.num_cpus)!,
+                                    size: \.size, initializer: "fl_remote_options_init")
+        guard given.max_retries >= 0 else { throw Failure(FL_EINVAL, "max_retries must not be negative") }
+        settings.maxRetries = Int(given.max_retries)
+        settings.retryOnError = given.retry_on_error != 0
+        settings.cpus = Int(given.num_cpus)
+        settings.isolate = given.isolate != 0
     }
     return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
         guard settings.cpus >= 0, settings.cpus <= runtime.cpus.capacity else {
@@ -460,25 +454,21 @@ public func fl_actor_create(_ runtime: fl_runtime?, _ initialize: fl_actor_init_
         var concurrency = 1
         var isolation: ProcessSettings?
         if let options {
-            // Option structs of the earlier, smaller layout (before isolate) are accepted too.
-            let size = options.pointee.size
-            let beforeIsolation = MemoryLayout<fl_actor_options>.offset(of: \fl_actor_options.isolate)!
-            guard size == MemoryLayout<fl_actor_options>.size || size == beforeIsolation else {
-                throw Failure(FL_EINVAL, "options.size is \(size): initialize options with fl_actor_options_init")
+            // A struct from before isolate leaves it and the restart counts at 0.
+            let given = try readOptions(options, over: fl_actor_options(),
+                                        oldest: MemoryLayout<fl_actor_options>.offset(of: \fl_actor_options.isolate)!,
+                                        size: \.size, initializer: "fl_actor_options_init")
+            guard given.max_concurrency >= 1 else { throw Failure(FL_EINVAL, "max_concurrency must be at least 1") }
+            concurrency = Int(given.max_concurrency)
+            let restarts = given.max_restarts, retries = given.max_task_retries
+            guard restarts >= 0, retries >= 0 else {
+                throw Failure(FL_EINVAL, "max_restarts and max_task_retries must not be negative")
             }
-            guard options.pointee.max_concurrency >= 1 else { throw Failure(FL_EINVAL, "max_concurrency must be at least 1") }
-            concurrency = Int(options.pointee.max_concurrency)
-            if size > beforeIsolation {
-                let restarts = options.pointee.max_restarts, retries = options.pointee.max_task_retries
-                guard restarts >= 0, retries >= 0 else {
-                    throw Failure(FL_EINVAL, "max_restarts and max_task_retries must not be negative")
-                }
-                if options.pointee.isolate != 0 {
-                    guard concurrency == 1 else { throw Failure(FL_EINVAL, "an isolated actor has max_concurrency 1") }
-                    isolation = ProcessSettings(retries: Int(retries), pipelines: false, maxStarts: Int(restarts) + 1)
-                } else if restarts > 0 || retries > 0 {
-                    throw Failure(FL_EINVAL, "max_restarts and max_task_retries need isolate")
-                }
+            if given.isolate != 0 {
+                guard concurrency == 1 else { throw Failure(FL_EINVAL, "an isolated actor has max_concurrency 1") }
+                isolation = ProcessSettings(retries: Int(retries), pipelines: false, maxStarts: Int(restarts) + 1)
+            } else if restarts > 0 || retries > 0 {
+                throw Failure(FL_EINVAL, "max_restarts and max_task_retries need isolate")
             }
         }
         return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in

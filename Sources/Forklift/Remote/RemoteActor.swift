@@ -102,22 +102,20 @@ final class RemoteActor {
     /// if it may start now, taken in one critical section. Throws if the actor was killed or
     /// the runtime shut down.
     func submit(_ call: RemoteTask) throws(Failure) {
-        guard !call.takesObjects else {
-            try lock.withLock { () throws(Failure) in
-                guard !killed else { throw Failure(FL_ESTATE, "the actor was killed") }
-                queue.append(call)
-            }
-            try runtime.submit(call)
-            return
-        }
-        try runtime.admit()
+        let readyNow = !call.takesObjects
+        if readyNow { try runtime.admit() }
         let startable: RemoteTask? = try lock.withLock { () throws(Failure) -> RemoteTask? in
             guard !killed else { throw Failure(FL_ESTATE, "the actor was killed") }
             queue.append(call)
+            guard readyNow else { return nil }
             call.argumentsAreReady = true
             return takeHead()
         }
-        if let startable { start(startable) }
+        if !readyNow {
+            try runtime.submit(call)  // registers with its arguments; the last to resolve makes it ready
+        } else if let startable {
+            start(startable)
+        }
     }
 
     /// The constructor ran: keep its failure, if any.
