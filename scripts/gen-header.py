@@ -35,6 +35,7 @@ SECTIONS = [
     ("PipeExports.swift", "Pipes: two-way message channels between processes"),
     ("SyncExports.swift", "Locks, events and semaphores between processes"),
     ("RemoteExports.swift", "Remote tasks, objects and actors (Ray): remote, put, get, wait, actors"),
+    ("RemoteTypedExports.swift", "Typed remote tasks: any C function by signature, as a remote task"),
 ]
 
 

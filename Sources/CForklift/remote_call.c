@@ -57,6 +57,13 @@ static int with_arguments(const void *bytes, size_t len, call_fn fn, void *conte
         return -1;
     }
     const fls_remote_arg *records = (const fls_remote_arg *)(call + 1);
+    if (call->signature_len > 0) {
+        size_t text_at = sizeof *call + call->nargs * sizeof *records;
+        if (call->signature_len > len - text_at || ((const char *)bytes)[text_at + call->signature_len - 1] != '\0') {
+            snprintf(error, error_len, "malformed remote call: bad signature text");
+            return -1;
+        }
+    }
     fl_blob stack[STACK_ARGS];
     fl_blob *blobs = call->nargs <= STACK_ARGS ? stack : malloc(call->nargs * sizeof *blobs);
     if (!blobs) {
@@ -96,7 +103,30 @@ static int with_arguments(const void *bytes, size_t len, call_fn fn, void *conte
     return code;
 }
 
+/* A typed task: the C function through libffi, its return value the task's result. */
+static int call_typed(const fls_remote_call *call, const fl_blob *args, size_t nargs, void *context) {
+    const char *text = (const char *)((const fls_remote_arg *)(call + 1) + call->nargs);
+    char error[256];
+    fls_sig *sig = fls_child_signature(text, error, sizeof error);
+    if (!sig) {
+        fls_child_task_fail(context, FL_EINVAL, error);
+        return -1;
+    }
+    size_t size = fls_sig_result_size(sig);
+    void *result = NULL;
+    if (size > 0 && fls_child_task_result_buffer(context, size, &result) != FL_OK) {
+        fls_child_task_fail(context, FL_ENOMEM, "no memory for a typed result");
+        return -1;
+    }
+    if (fls_sig_call_blobs(sig, call->fn, args, nargs, result, error, sizeof error) != 0) {
+        fls_child_task_fail(context, FL_EINVAL, error);
+        return -1;
+    }
+    return 0;
+}
+
 static int call_task(const fls_remote_call *call, const fl_blob *args, size_t nargs, void *context) {
+    if (call->signature_len > 0) return call_typed(call, args, nargs, context);
     fl_remote_fn fn = (fl_remote_fn)call->fn;
     return fn(call->is_method ? actor_state : call->user, args, nargs, (fl_task_ctx)context);
 }

@@ -217,6 +217,8 @@ size_t fls_sig_nargs(const fls_sig *sig) { return sig->nargs; }
 size_t fls_sig_tuple_size(const fls_sig *sig) { return sig->tuple_size; }
 size_t fls_sig_result_size(const fls_sig *sig) { return sig->result_size; }
 
+size_t fls_sig_arg_size(const fls_sig *sig, size_t index) { return sig->args[index]->size; }
+
 void fls_sig_call(const fls_sig *sig, void (*fn)(void), const void *tuple, void *result) {
     void *values[MAX_ARGS];
     for (size_t i = 0; i < sig->nargs; i++) values[i] = (char *)(uintptr_t)tuple + sig->offsets[i];
@@ -239,4 +241,35 @@ void fls_sig_call(const fls_sig *sig, void (*fn)(void), const void *tuple, void 
     case FFI_TYPE_UINT32: *(uint32_t *)result = (uint32_t)out.integer; break;
     default: memcpy(result, out.bytes, sig->result_size); break;
     }
+}
+
+int fls_sig_call_blobs(const fls_sig *sig, void (*fn)(void), const fl_blob *args, size_t nargs, void *result,
+                       char *error, size_t error_len) {
+    if (nargs != sig->nargs) {
+        snprintf(error, error_len, "%zu arguments given; the signature takes %zu", nargs, sig->nargs);
+        return -1;
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        if (args[i].len != sig->args[i]->size) {
+            snprintf(error, error_len, "argument %zu holds %zu bytes; the signature's argument %zu takes %zu", i,
+                     args[i].len, i, (size_t)sig->args[i]->size);
+            return -1;
+        }
+    }
+    /* The values are packed into a tuple: blobs need not be aligned for their types. */
+    _Alignas(16) unsigned char stack[512];
+    unsigned char *tuple = stack;
+    if (sig->tuple_size > sizeof stack) {
+        tuple = aligned_alloc(16, (sig->tuple_size + 15) / 16 * 16);
+        if (!tuple) {
+            snprintf(error, error_len, "no memory for a %zu-byte argument tuple", sig->tuple_size);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        if (args[i].len > 0) memcpy(tuple + sig->offsets[i], args[i].data, args[i].len);
+    }
+    fls_sig_call(sig, fn, tuple, result);
+    if (tuple != stack) free(tuple);
+    return 0;
 }

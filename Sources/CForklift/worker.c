@@ -483,7 +483,7 @@ static struct {
 } signature_cache[SIGNATURE_CACHE];
 static unsigned signature_next;
 
-static fls_sig *cached_signature(const char *text, char *error, size_t error_len) {
+fls_sig *fls_child_signature(const char *text, char *error, size_t error_len) {
     for (unsigned i = 0; i < SIGNATURE_CACHE; i++) {
         if (signature_cache[i].text && strcmp(signature_cache[i].text, text) == 0) return signature_cache[i].sig;
     }
@@ -533,7 +533,7 @@ static void run_request(fls_worker *worker, uint32_t slot, child_ctx *ctx) {
         const char *text = arg;
         const char *tuple = (const char *)arg + ((rq->signature_len + 15) & ~15u);
         char error[256];
-        fls_sig *sig = cached_signature(text, error, sizeof error);
+        fls_sig *sig = fls_child_signature(text, error, sizeof error);
         if (!sig) {
             fls_child_task_fail(ctx, FL_EINVAL, error);
         } else {

@@ -303,4 +303,49 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
         XCTAssertEqual(fl_actor_kill(actor), FL_OK)
     }
+
+    /// A plain C-convention function for the typed tasks: a + b.
+    private static let add: @convention(c) (Int64, Int64) -> Int64 = { $0 + $1 }
+
+    /// Typed tasks (a C function by signature) in chains from three threads sharing one
+    /// signature, which is destroyed while their tasks may still run.
+    func testTypedChainsFromThreadsWithOneSignature() {
+        let runtime = Self.twoWorkerRuntime()
+        var signature: fl_signature?
+        XCTAssertEqual(fl_signature_create("i64(i64, i64)", &signature), FL_OK)
+        let sigAddress = UInt(bitPattern: UnsafeRawPointer(signature!))
+        let fn = unsafeBitCast(Self.add, to: fl_fn.self)
+        let heads = UnsafeMutablePointer<fl_ref?>.allocate(capacity: 3)
+        heads.initialize(repeating: nil, count: 3)
+        defer { heads.deallocate() }
+        let headsAddress = UInt(bitPattern: heads)
+        let refused = Self.onThreeThreads(runtime) { runtime, thread in
+            let signature = OpaquePointer(bitPattern: sigAddress)
+            var one: Int64 = 1
+            var chain: fl_ref?
+            var failures = 0
+            withUnsafePointer(to: &one) { one in
+                for _ in 0..<300 {
+                    var next: fl_ref?
+                    var args = [chain == nil ? fl_arg(data: one, len: 8, ref: nil) : fl_arg(data: nil, len: 0, ref: chain),
+                                fl_arg(data: one, len: 8, ref: nil)]
+                    if fl_remote_typed(runtime, signature, fn, &args, 2, nil, &next) != FL_OK { failures += 1 }
+                    if chain != nil { _ = fl_ref_release(chain) }
+                    chain = next
+                }
+            }
+            UnsafeMutablePointer<fl_ref?>(bitPattern: headsAddress)![thread] = chain
+            return failures
+        }
+        XCTAssertEqual(refused, 0)
+        XCTAssertEqual(fl_signature_destroy(signature), FL_OK)
+        for thread in 0..<3 {
+            XCTAssertEqual(Self.value(heads[thread]), 301)
+            XCTAssertEqual(fl_ref_release(heads[thread]), FL_OK)
+        }
+        let stats = Self.statsOnceSettled(runtime)
+        XCTAssertEqual(stats.tasks_finished, 900)
+        XCTAssertEqual(stats.objects, 0)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
 }

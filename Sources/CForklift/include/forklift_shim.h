@@ -317,5 +317,12 @@ size_t fls_sig_tuple_size(const fls_sig *sig);
 size_t fls_sig_result_size(const fls_sig *sig);
 /** Calls `fn` with the arguments in `tuple`; writes the result (if any) to `result`. */
 void fls_sig_call(const fls_sig *sig, void (*fn)(void), const void *tuple, void *result);
+/** Bytes of argument `index` (< fls_sig_nargs). */
+size_t fls_sig_arg_size(const fls_sig *sig, size_t index);
+/** Calls `fn` with one argument per blob: each blob holds exactly its argument's bytes (the
+ *  value, as a C variable of that type holds it). Checks the count and every size first: on a
+ *  mismatch nothing is called, a message goes to `error` and -1 is returned; else 0. */
+int fls_sig_call_blobs(const fls_sig *sig, void (*fn)(void), const fl_blob *args, size_t nargs, void *result,
+                       char *error, size_t error_len);
 
 #endif /* FORKLIFT_SHIM_H */

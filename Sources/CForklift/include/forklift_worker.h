@@ -15,7 +15,7 @@
 #ifndef FORKLIFT_WORKER_H
 #define FORKLIFT_WORKER_H
 
-#include "forklift_types.h"
+#include "forklift_shim.h"
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -215,7 +215,10 @@ typedef struct fls_remote_call {
     uint32_t is_method;
     /** The process whose descriptors the records' `fd` name (the runtime's). */
     int32_t owner_pid;
-    uint32_t pad;
+    /** Non-zero: a typed task. `fn` is any C function, called through libffi with one
+     *  argument per blob, and this many bytes of signature text (its NUL included) follow the
+     *  records, padded to 16 bytes. */
+    uint32_t signature_len;
 } fls_remote_call;
 
 /** One argument of an fls_remote_call. */
@@ -235,6 +238,10 @@ void fls_remote_child_after_response(void);
 /** Runs an actor's constructor call in its worker process (an fl_init_fn: `args` is the
  *  call) and keeps the state for the methods; returns the constructor's code. */
 int fls_remote_child_construct(void *user, const void *args, size_t len);
+
+/** The signature parsed from `text`, from a per-process cache (a worker parses each text
+ *  once); NULL with a message in `error` if it does not parse. */
+fls_sig *fls_child_signature(const char *text, char *error, size_t error_len);
 
 /** The name of a signal ("SIGSEGV"), or "signal". */
 const char *fls_signal_name(int signal);

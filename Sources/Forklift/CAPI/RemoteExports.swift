@@ -111,13 +111,15 @@ public func fl_remote_multi(_ runtime: fl_runtime?, _ fn: fl_remote_fn?, _ user:
     }
 }
 
-/// Submits `fn` as a remote task: the body of fl_remote, fl_remote_named and fl_remote_multi.
-private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMutableRawPointer?,
-                          _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
-                          _ ref: UnsafeMutablePointer<fl_ref?>?, returns: Int = 1) throws(Failure) -> CInt {
+/// Submits `fn` as a remote task: the body of fl_remote, fl_remote_named, fl_remote_multi and
+/// fl_remote_typed (`typed`: its signature and C function, `fn` being `typedRemoteTrampoline`).
+func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMutableRawPointer?,
+                  _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
+                  _ ref: UnsafeMutablePointer<fl_ref?>?, returns: Int = 1, typed: TypedCall? = nil) throws(Failure) -> CInt {
     let out = try Check.required(ref, "ref")
     out.pointee = nil
     if nargs > 0 { _ = try Check.required(args, "args") }
+    try typed?.checkRemoteArguments(args, nargs)
     var settings = RemoteOptions()
     if let options {
         // Structs from before num_cpus or isolate leave them at 0.
@@ -144,7 +146,7 @@ private func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: Un
         let output = RemoteObject(store: runtime.store)
         let extras = (1..<max(returns, 1)).map { _ in RemoteObject(store: runtime.store) }
         let task = RemoteTask(fn: fn, user: user, arguments: arguments.list, blobBytes: arguments.takeBytes(),
-                              output: output, extraOutputs: extras, options: settings, runtime: runtime)
+                              output: output, extraOutputs: extras, options: settings, runtime: runtime, typed: typed)
         var handles: [UInt64] = []
         do throws(Failure) {
             handles.append(try Registry.refs.register(output))
@@ -192,7 +194,7 @@ public func fl_remote_named(_ runtime: fl_runtime?, _ name: UnsafePointer<CChar>
     withStatus { () throws(Failure) in
         if let ref { ref.pointee = nil }
         let entry = try FunctionRegistry.lookup(String(cString: try Check.required(name, "name")))
-        return try submitRemote(runtime, entry.fn, entry.user, args, nargs, options, ref)
+        return try submitRemote(runtime, entry.fn, entry.user, args, nargs, options, ref, typed: entry.typed)
     }
 }
 

@@ -4,10 +4,24 @@ import CForklift
 /// how a task is named in traces, and what callers that cannot pass a function pointer use
 /// (`fl_remote_named`).
 enum FunctionRegistry {
-    /// A registered function and the user pointer it is called with.
+    /// A registered function and the user pointer it is called with; for a typed function
+    /// (`fl_function_register_typed`), `fn` is `typedRemoteTrampoline` and `user` is `typed`.
     struct Entry {
         let fn: fl_remote_fn
         let user: UnsafeMutableRawPointer?
+        var typed: TypedCall? = nil
+
+        /// The function traces name: a typed function's C function, else `fn`.
+        var address: UnsafeRawPointer {
+            unsafeBitCast(typed?.fn, to: UnsafeRawPointer?.self) ?? unsafeBitCast(fn, to: UnsafeRawPointer.self)
+        }
+
+        /// Whether `other` registers the same function (re-registering it is allowed).
+        func isSame(as other: Entry) -> Bool {
+            guard address == other.address else { return false }
+            if let typed, let otherTyped = other.typed { return typed.signature.text == otherTyped.signature.text }
+            return typed == nil && other.typed == nil && user == other.user
+        }
     }
 
     /// The longest name accepted, in bytes.
@@ -22,8 +36,7 @@ enum FunctionRegistry {
         try validate(name)
         try lock.withLock { () throws(Failure) in
             if let existing = entries[name] {
-                guard unsafeBitCast(existing.fn, to: UnsafeRawPointer.self) == unsafeBitCast(entry.fn, to: UnsafeRawPointer.self),
-                      existing.user == entry.user else {
+                guard existing.isSame(as: entry) else {
                     throw Failure(FL_ESTATE, "a different function is already registered as \"\(name)\"")
                 }
                 return
@@ -49,12 +62,9 @@ enum FunctionRegistry {
         }
     }
 
-    /// The name `fn` is registered under, if any (for traces).
-    static func name(of fn: fl_remote_fn) -> String? {
-        let address = unsafeBitCast(fn, to: UnsafeRawPointer.self)
-        return lock.withLock {
-            entries.first { unsafeBitCast($0.value.fn, to: UnsafeRawPointer.self) == address }?.key
-        }
+    /// The name the function at `address` is registered under, if any (for traces).
+    static func name(of address: UnsafeRawPointer) -> String? {
+        lock.withLock { entries.first { $0.value.address == address }?.key }
     }
 
     private static func validate(_ name: String) throws(Failure) {

@@ -18,19 +18,26 @@ struct IsolatedCall {
     let bytes: UnsafeMutableRawPointer
     let length: Int
 
-    /// Packs a call of `fn` (an `fl_remote_fn`, or an `fl_actor_init_fn` for a constructor).
-    init(fn: UnsafeRawPointer, user: UnsafeMutableRawPointer?, isMethod: Bool, arguments: [Argument]) {
+    /// Packs a call of `fn` (an `fl_remote_fn`, or an `fl_actor_init_fn` for a constructor; with
+    /// `signature`, any C function called through libffi with the arguments as its values).
+    init(fn: UnsafeRawPointer, user: UnsafeMutableRawPointer?, isMethod: Bool, signature: Signature? = nil,
+         arguments: [Argument]) {
         let header = MemoryLayout<fls_remote_call>.stride
         let record = MemoryLayout<fls_remote_arg>.stride
-        var inline = 0
+        let text = signature.map { Array($0.text.utf8CString) } ?? []
+        var inline = (text.count + 15) & ~15
         for argument in arguments where argument.file == nil { inline += (argument.length + 15) & ~15 }
         length = header + record * arguments.count + inline
         bytes = .allocate(byteCount: max(length, 1), alignment: 16)
         bytes.storeBytes(of: fls_remote_call(fn: unsafeBitCast(fn, to: (@convention(c) () -> Void).self), user: user,
                                              nargs: UInt32(arguments.count), is_method: isMethod ? 1 : 0,
-                                             owner_pid: getpid(), pad: 0),
+                                             owner_pid: getpid(), signature_len: UInt32(text.count)),
                          as: fls_remote_call.self)
         var offset = header + record * arguments.count
+        if !text.isEmpty {
+            text.withUnsafeBytes { (bytes + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        offset += (text.count + 15) & ~15
         for (index, argument) in arguments.enumerated() {
             let at = bytes + header + record * index
             if let file = argument.file {

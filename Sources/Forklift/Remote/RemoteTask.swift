@@ -16,6 +16,9 @@ final class RemoteTask: PoolJob {
 
     let fn: fl_remote_fn
     let user: UnsafeMutableRawPointer?
+    /// A typed task's signature and C function (`fn` is then `typedRemoteTrampoline`, `user`
+    /// this call); kept alive by the task.
+    let typed: TypedCall?
     private(set) var arguments: [Argument]
     /// The copied blob arguments, back to back.
     private let blobBytes: UnsafeMutableRawPointer?
@@ -38,7 +41,8 @@ final class RemoteTask: PoolJob {
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
          output: RemoteObject, extraOutputs: [RemoteObject] = [], options: RemoteOptions, runtime: RemoteRuntime,
-         actor: RemoteActor? = nil, constructsActor: Bool = false) {
+         actor: RemoteActor? = nil, constructsActor: Bool = false, typed: TypedCall? = nil) {
+        self.typed = typed
         self.extraOutputs = extraOutputs
         self.actor = actor
         self.constructsActor = constructsActor
@@ -178,7 +182,7 @@ final class RemoteTask: PoolJob {
             runOnThread(user: user, into: &outcome)
         }
         if tracing {
-            runtime.timeline.record(Timeline.Event(fn: fn, thread: fls_thread_id(), startNanoseconds: started,
+            runtime.timeline.record(Timeline.Event(function: tracedFunction, thread: fls_thread_id(), startNanoseconds: started,
                                                    endNanoseconds: fls_monotonic_ns(), status: outcome.status,
                                                    isActorCall: actor != nil && !constructsActor,
                                                    label: constructsActor ? "actor constructor" : nil))
@@ -189,6 +193,12 @@ final class RemoteTask: PoolJob {
         arguments = []
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
         output.resolve(taking: &outcome)
+    }
+
+    /// The function a trace names and a worker process calls: a typed task's C function,
+    /// else `fn`.
+    private var tracedFunction: UnsafeRawPointer {
+        unsafeBitCast(typed?.fn, to: UnsafeRawPointer?.self) ?? unsafeBitCast(fn, to: UnsafeRawPointer.self)
     }
 
     /// Runs the function on this thread (`user`: the task's, or the actor's state), again
@@ -244,9 +254,9 @@ final class RemoteTask: PoolJob {
     /// the actor's own process.
     private func runIsolated(into outcome: UnsafeMutablePointer<fls_slot>) {
         let target = constructsActor ? unsafeBitCast(actor!.constructor, to: UnsafeRawPointer.self)
-                                     : unsafeBitCast(fn, to: UnsafeRawPointer.self)
-        let packed = IsolatedCall(fn: target,
-                                  user: constructsActor ? actor!.user : user, isMethod: actor != nil && !constructsActor,
+                                     : tracedFunction
+        let packed = IsolatedCall(fn: target, user: constructsActor ? actor!.user : typed == nil ? user : nil,
+                                  isMethod: actor != nil && !constructsActor, signature: typed?.signature,
                                   arguments: arguments.map { argument in
             switch argument {
             case .blob(let offset, let length):

@@ -11,7 +11,8 @@ import CForklift
 final class Timeline {
     /// One run of a task on a worker thread.
     struct Event {
-        let fn: fl_remote_fn
+        /// The function run (its address: a remote function, or a typed task's C function).
+        let function: UnsafeRawPointer
         let thread: Int64
         let startNanoseconds: Int64
         let endNanoseconds: Int64
@@ -71,14 +72,14 @@ final class Timeline {
         fputs("{\"displayTimeUnit\":\"ms\",\"otherData\":{\"dropped_events\":\(snapshot.1)},\"traceEvents\":[\n", file)
         fputs("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":\(pid),\"args\":{\"name\":\"forklift runtime\"}}", file)
         for event in snapshot.0 {
-            let address = unsafeBitCast(event.fn, to: UnsafeRawPointer.self)
+            let address = event.function
             let name: String
             if let label = event.label {
                 name = label.description
             } else if let known = names[address] {
                 name = known
             } else {
-                name = Self.functionName(event.fn)
+                name = Self.functionName(address)
                 names[address] = name
             }
             let start = Double(event.startNanoseconds - origin) / 1000
@@ -96,11 +97,10 @@ final class Timeline {
     }
 
     /// The registered name of a function, else its symbol, else its address.
-    private static func functionName(_ fn: fl_remote_fn) -> String {
-        if let registered = FunctionRegistry.name(of: fn) { return registered }
+    private static func functionName(_ address: UnsafeRawPointer) -> String {
+        if let registered = FunctionRegistry.name(of: address) { return registered }
         var path = [CChar](repeating: 0, count: 4096)
         var symbol = [CChar](repeating: 0, count: 512)
-        let address = unsafeBitCast(fn, to: UnsafeRawPointer.self)
         if fls_function_name(address, &path, path.count, &symbol, symbol.count) == 0 {
             return String(decoding: symbol.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
