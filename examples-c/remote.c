@@ -1,6 +1,6 @@
-/* The seed's Ray example, a small task graph passing references, an actor counter, a 256 MiB
- * array put once and read by tasks in worker processes without a copy, and a crashing task
- * that fails alone.
+/* The seed's Ray example, a small task graph passing references, plain C functions (pow,
+ * hypot) as remote tasks by signature, an actor counter, a 256 MiB array put once and read by
+ * tasks in worker processes without a copy, and a crashing task that fails alone.
  *
  *   ray.init()
  *   @ray.remote
@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <forklift.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -127,6 +128,22 @@ int main(void) {
     int64_t sum;
     memcpy(&sum, data, sizeof sum);
     printf("add(add(f(0), f(1)), f(2)) = %lld\n", (long long)sum);
+
+    /* Plain C functions as remote tasks, no wrapper: pow(hypot(3, 4), 2), wired by a reference. */
+    fl_signature binary = NULL;
+    fl_signature_create("double(double, double)", &binary);
+    double three = 3.0, four = 4.0, two = 2.0;
+    fl_arg sides[2] = {{&three, sizeof three, NULL}, {&four, sizeof four, NULL}};
+    fl_ref hypotenuse = NULL, squared = NULL;
+    fl_remote_typed(ray, binary, (fl_fn)hypot, sides, 2, NULL, &hypotenuse);
+    fl_arg power[2] = {{NULL, 0, hypotenuse}, {&two, sizeof two, NULL}};
+    fl_remote_typed(ray, binary, (fl_fn)pow, power, 2, NULL, &squared);
+    fl_signature_destroy(binary);
+    double typed_result = 0;
+    if (fl_get(squared, FL_FOREVER, &data, NULL) == FL_OK) memcpy(&typed_result, data, sizeof typed_result);
+    printf("pow(hypot(3, 4), 2) as typed remote tasks = %g\n", typed_result);
+    fl_ref_release(hypotenuse);
+    fl_ref_release(squared);
 
     /* counter = Counter.remote(); [counter.increment.remote() for _ in range(5)] */
     fl_actor counter = NULL;

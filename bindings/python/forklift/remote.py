@@ -6,6 +6,12 @@ resolved by the runtime before the task runs (the task waits without holding a w
 runtime's object store. Tasks run on the runtime's worker threads: Python code among them
 shares the GIL, while sleeping, I/O and native code that releases the GIL run in parallel
 (use ``Pool(backend="process")`` for CPU-bound Python).
+
+``@forklift.remote`` on a native function (ctypes with argtypes/restype, or cffi) makes a
+typed remote task: the runtime calls the C function by its signature without the GIL, its
+result is the C value (no pickling), refs of such results can feed other native or Python
+tasks, and ``isolate=True`` runs it in one of the runtime's worker processes
+(``init(num_process_workers=N)``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import threading
 import traceback
 from ctypes import byref, c_size_t, c_uint8, c_void_p
 
-from . import _lib
+from . import _lib, _native
 from ._results import attach_traceback
 
 _state_lock = threading.Lock()
@@ -40,12 +46,13 @@ class _Failure:
 
 
 class _Runtime:
-    def __init__(self, num_workers=None, store_capacity=0):
+    def __init__(self, num_workers=None, store_capacity=0, process_workers=0):
         options = _lib.RuntimeOptions()
         _lib.lib.fl_runtime_options_init(byref(options))
         if num_workers:
             options.workers = num_workers
         options.store_capacity = store_capacity
+        options.process_workers = process_workers
         handle = c_void_p()
         _lib.check(_lib.lib.fl_runtime_create(byref(options), byref(handle)), "init")
         self.handle = handle
@@ -63,6 +70,10 @@ class _Runtime:
         values = []
         for i in range(first, count):
             blob = blobs[i]
+            decode = positions[i - first][2]
+            if decode is not None:  # the C value of a native task
+                values.append(decode(ctypes.string_at(blob.data, blob.len)))
+                continue
             value = pickle.loads(ctypes.string_at(blob.data, blob.len)) if blob.len else None
             if isinstance(value, _Failure):
                 return value
@@ -71,7 +82,7 @@ class _Runtime:
             return args, kwargs
         args = list(args)
         kwargs = dict(kwargs)
-        for (where, key), value in zip(positions, values):
+        for (where, key, _), value in zip(positions, values):
             if where == "a":
                 args[key] = value
             else:
@@ -152,16 +163,19 @@ class _Runtime:
         _lib.lib.fl_runtime_shutdown(self.handle)
 
 
-def init(num_cpus=None, num_workers=None, object_store_memory=None, ignore_reinit_error=False):
-    """Starts the runtime (ray.init): ``num_workers`` threads (default: the CPU count) and an
-    object store of ``object_store_memory`` bytes (default: no limit)."""
+def init(num_cpus=None, num_workers=None, object_store_memory=None, ignore_reinit_error=False,
+         num_process_workers=0):
+    """Starts the runtime (ray.init): ``num_workers`` threads (default: the CPU count), an
+    object store of ``object_store_memory`` bytes (default: no limit), and
+    ``num_process_workers`` worker processes for native functions made remote with
+    ``isolate=True`` (forked now: native code loaded later is not in them)."""
     global _runtime
     with _state_lock:
         if _runtime is not None:
             if ignore_reinit_error:
                 return
             raise RuntimeError("forklift.init() was already called; call shutdown() first")
-        _runtime = _Runtime(num_workers or num_cpus, object_store_memory or 0)
+        _runtime = _Runtime(num_workers or num_cpus, object_store_memory or 0, num_process_workers)
 
 
 def is_initialized() -> bool:
@@ -186,10 +200,12 @@ def _current() -> _Runtime:
 class ObjectRef:
     """A reference to an object of the store: a task's future result or a put value."""
 
-    __slots__ = ("_handle", "__weakref__")
+    __slots__ = ("_handle", "_decode", "__weakref__")
 
-    def __init__(self, handle: c_void_p):
+    def __init__(self, handle: c_void_p, decode=None):
         self._handle = handle
+        # A native task's result holds C bytes: this turns them into the Python value.
+        self._decode = decode
 
     def __del__(self):
         if self._handle:
@@ -221,11 +237,11 @@ def _split(args, kwargs):
     positions, refs = [], []
     for i, value in enumerate(args):
         if isinstance(value, ObjectRef):
-            positions.append(("a", i))
+            positions.append(("a", i, value._decode))
             refs.append(value)
     for key, value in kwargs.items():
         if isinstance(value, ObjectRef):
-            positions.append(("k", key))
+            positions.append(("k", key, value._decode))
             refs.append(value)
     return (tuple(args), dict(kwargs), positions), refs
 
@@ -397,12 +413,88 @@ class ActorClass:
         raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use {self.__name__}.remote()")
 
 
+_NATIVE_OPTIONS = {"max_retries", "retry_exceptions", "num_cpus", "isolate"}
+
+
+class NativeRemoteFunction:
+    """A native function (ctypes or cffi) made remote: ``f.remote(*args)`` submits a typed
+    remote task (fl_remote_typed): the C function runs without the GIL, on a worker thread or
+    (``isolate=True``) in a worker process; its ref holds the C return value."""
+
+    def __init__(self, function, options=None):
+        self._options = dict(options or {})
+        unknown = set(self._options) - _NATIVE_OPTIONS
+        if unknown:
+            raise ValueError(f"unsupported options for a native remote function: {', '.join(sorted(unknown))}")
+        self._native = _native.NativeFunction(function)
+        self._function = function
+        self.__name__ = getattr(function, "__name__", "native_function")
+        self._c_options = _lib.RemoteOptions()
+        _lib.lib.fl_remote_options_init(byref(self._c_options))
+        self._c_options.num_cpus = int(self._options.get("num_cpus", 0))
+        self._c_options.isolate = 1 if self._options.get("isolate") else 0
+        self._c_options.max_retries = int(self._options.get("max_retries", 0))
+        self._c_options.retry_on_error = 1 if self._options.get("retry_exceptions") else 0
+        self._decode = self._decoder()
+
+    def _decoder(self):
+        native = self._native
+        if native.Result is None:
+            return lambda data: None
+        result_type = native.Result
+
+        def decode(data):
+            return native.convert(result_type.from_buffer_copy(data))
+        return decode
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"remote function {self.__name__} cannot be called directly; use {self.__name__}.remote()")
+
+    def options(self, **options):
+        """A copy with other options (num_cpus, isolate, max_retries, retry_exceptions)."""
+        return NativeRemoteFunction(self._function, {**self._options, **options})
+
+    def remote(self, *args) -> ObjectRef:
+        runtime = _current()
+        native = self._native
+        if len(args) != len(native.argtypes):
+            raise TypeError(f"{self.__name__} takes {len(native.argtypes)} arguments ({len(args)} given)")
+        array = (_lib.Arg * max(len(args), 1))()
+        keep = []
+        for i, value in enumerate(args):
+            if isinstance(value, ObjectRef):
+                if value._decode is None:
+                    raise TypeError(f"argument {i} of {self.__name__}: a ref passed to a native function must hold "
+                                    "a native function's result (put() and Python tasks hold pickled values)")
+                array[i].ref = value._handle
+                continue
+            slot = _native._slot_type(native.argtypes[i])
+            if _native._is_pointer(native.argtypes[i]):
+                cell = slot(_native.address_of(value, keep))
+            else:
+                cell = value if isinstance(value, slot) else slot(value)
+            keep.append(cell)
+            array[i].data = ctypes.cast(ctypes.pointer(cell), c_void_p)
+            array[i].len = ctypes.sizeof(cell)
+        handle = c_void_p()
+        code = _lib.lib.fl_remote_typed(runtime.handle, native.signature, native.address, array, len(args),
+                                        byref(self._c_options), byref(handle))
+        if code != _lib.OK:
+            raise _lib.error(code, self.__name__ + ".remote")
+        return ObjectRef(handle, self._decode)
+
+
 def remote(*args, **options):
     """Decorator: ``@remote`` or ``@remote(max_retries=..., max_concurrency=...)`` on a
     function (remote task) or a class (actor)."""
     def wrap(target):
         if isinstance(target, type):
             return ActorClass(target, options)
+        if _native.is_native(target):
+            return NativeRemoteFunction(target, options)
+        if options.get("isolate"):
+            raise ValueError("isolate=True is for native functions (ctypes, cffi): worker processes run "
+                             "C code only; use Pool(backend=\"process\") to isolate Python code")
         return RemoteFunction(target, options)
     if len(args) == 1 and not options and callable(args[0]):
         return wrap(args[0])
@@ -429,6 +521,8 @@ def _get_one(ref: ObjectRef, timeout: float):
         if code == _lib.ETIMEDOUT:
             raise GetTimeoutError("the object is not ready yet", code)
         raise _lib.error(code, "get")
+    if ref._decode is not None:
+        return ref._decode(ctypes.string_at(data, length.value))
     value = pickle.loads(ctypes.string_at(data, length.value)) if length.value else None
     if isinstance(value, _Failure):
         value.raise_it()

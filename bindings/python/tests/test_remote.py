@@ -264,3 +264,78 @@ def test_num_cpus_limits_what_runs_at_once():
     assert max(most) == 1  # two CPUs each on two workers: one at a time
     with pytest.raises(ValueError):
         forklift.get(heavy.options(num_cpus=3).remote(0))
+
+
+# ---- native functions as typed remote tasks ----
+
+import ctypes
+import ctypes.util
+import math
+import os
+
+_libm = ctypes.CDLL(ctypes.util.find_library("m"))
+_libm.pow.argtypes = [ctypes.c_double, ctypes.c_double]
+_libm.pow.restype = ctypes.c_double
+_libm.sqrt.argtypes = [ctypes.c_double]
+_libm.sqrt.restype = ctypes.c_double
+_libc = ctypes.CDLL(None)
+_libc.getpid.argtypes = []
+_libc.getpid.restype = ctypes.c_int
+_libc.labs.argtypes = [ctypes.c_long]
+_libc.labs.restype = ctypes.c_long
+_libc.srand.argtypes = [ctypes.c_uint]
+_libc.srand.restype = None
+_libc.raise_ = _libc["raise"]
+_libc.raise_.argtypes = [ctypes.c_int]
+_libc.raise_.restype = ctypes.c_int
+
+native_pow = forklift.remote(_libm.pow)
+native_sqrt = forklift.remote(_libm.sqrt)
+
+
+def test_native_remote_values_and_graph():
+    power = native_pow.remote(2.0, 10.0)
+    root = native_sqrt.remote(power)
+    assert forklift.get(power) == 1024.0
+    assert forklift.get(root) == 32.0
+    # A native result feeds a Python task, and back.
+    assert forklift.get(add.remote(power, 1)) == 1025.0
+    assert forklift.get(forklift.remote(_libc.labs).remote(-42)) == 42
+    assert forklift.get(forklift.remote(_libc.srand).remote(7)) is None
+    ready, not_ready = forklift.wait([root, power], num_returns=2, timeout=30)
+    assert ready == [root, power] and not_ready == []
+
+
+def test_native_remote_runs_many_without_the_gil():
+    refs = [native_pow.remote(float(i), 0.5) for i in range(2000)]
+    values = forklift.get(refs)
+    assert values == [math.sqrt(i) for i in range(2000)]
+
+
+def test_native_remote_bad_input():
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        native_pow.remote(1.0)
+    with pytest.raises(TypeError, match="native function's result"):
+        native_sqrt.remote(forklift.put(4.0))
+    with pytest.raises(TypeError, match="native function's result"):
+        native_sqrt.remote(identity.remote(4.0))
+    with pytest.raises(ValueError, match="unsupported options"):
+        forklift.remote(num_returns=2)(_libm.pow)
+    with pytest.raises(ValueError, match="native functions"):
+        forklift.remote(isolate=True)(lambda x: x)
+    with pytest.raises(forklift.ForkliftError, match="process workers"):
+        native_pow.options(isolate=True).remote(1.0, 2.0)
+
+
+def test_native_remote_isolated_in_worker_processes():
+    forklift.shutdown()
+    forklift.init(num_workers=2, num_process_workers=2)
+    isolated_pid = forklift.remote(isolate=True)(_libc.getpid)
+    pids = set(forklift.get([isolated_pid.remote() for _ in range(20)]))
+    assert os.getpid() not in pids and all(pid > 0 for pid in pids)
+    assert forklift.get(native_pow.options(isolate=True).remote(3.0, 4.0)) == 81.0
+    # A crash in a worker process fails that task alone.
+    crash = forklift.remote(isolate=True)(_libc.raise_)
+    with pytest.raises(forklift.ForkliftError, match="SIGSEGV"):
+        forklift.get(crash.remote(11))
+    assert forklift.get(native_sqrt.options(isolate=True).remote(native_pow.remote(2.0, 6.0))) == 8.0
