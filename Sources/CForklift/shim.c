@@ -28,6 +28,21 @@ void fls_futex_wake(uint32_t *addr, int n) {
     syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
+void fls_word_lock_contended(uint32_t *word) {
+    /* Spin briefly: the holders of these locks keep them for a few instructions. */
+    for (int i = 0; i < 100; i++) {
+        fls_cpu_relax();
+        uint32_t unlocked = 0;
+        if (__atomic_load_n(word, __ATOMIC_RELAXED) == 0 &&
+            __atomic_compare_exchange_n(word, &unlocked, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            return;
+        }
+    }
+    /* Then sleep, marking the word as waited on (2); whoever takes it this way leaves it at 2,
+     * so its unlock wakes the next sleeper. */
+    while (__atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE) != 0) fls_futex_wait(word, 2, -1);
+}
+
 int64_t fls_monotonic_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -67,6 +67,18 @@ typedef struct fls_ring_cell {
 int fls_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
 /** Wakes up to n waiters of addr. */
 void fls_futex_wake(uint32_t *addr, int n);
+/** A mutex in one 32-bit word of the caller's memory (0: unlocked, 1: locked, 2: locked with
+ *  waiters), for locks embedded in small records: no allocation, one CAS when uncontended.
+ *  Not recursive; process-private. */
+void fls_word_lock_contended(uint32_t *word);
+static inline void fls_word_lock(uint32_t *word) {
+    uint32_t unlocked = 0;
+    if (__atomic_compare_exchange_n(word, &unlocked, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    fls_word_lock_contended(word);
+}
+static inline void fls_word_unlock(uint32_t *word) {
+    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2) fls_futex_wake(word, 1);
+}
 /** CLOCK_MONOTONIC in nanoseconds. */
 int64_t fls_monotonic_ns(void);
 /** The kernel's id of the calling thread (gettid). */
@@ -217,6 +229,19 @@ static inline fls_slot *fls_node_result(fls_node *node) { return &node->result; 
 fls_node *fls_node_alloc(void);
 /** Returns a node to the calling thread's free list (batches go back to the shared stack). */
 void fls_node_free(fls_node *node);
+
+/** A small record's memory: a 128-byte block (16-byte aligned, contents undefined) from the
+ *  task nodes' slabs and per-thread free lists, for records made on one thread and freed on
+ *  another once per task (remote objects and tasks), where malloc would contend for its arena
+ *  lock. NULL only when memory is exhausted. */
+static inline void *fls_block_alloc(void) { return fls_node_alloc(); }
+/** Returns a block of fls_block_alloc (from any thread). */
+static inline void fls_block_free(void *block) { fls_node_free((fls_node *)block); }
+/** Bytes of an fls_block_alloc block. */
+#define FLS_BLOCK_SIZE 128
+_Static_assert(sizeof(fls_node) == FLS_BLOCK_SIZE, "blocks are task nodes");
+/* A remote object's block: its slot (rounded up to 16 bytes), then its ready and lock words. */
+_Static_assert(((sizeof(fls_slot) + 15) & ~(size_t)15) + 8 <= FLS_BLOCK_SIZE, "a slot and two words fit a block");
 
 /* ---- Work-stealing deque ------------------------------------------------------------------- */
 

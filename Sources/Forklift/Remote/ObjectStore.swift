@@ -17,15 +17,16 @@ final class ObjectStore {
     init(capacity: Int, sharesLargeObjects: Bool = false) {
         self.capacity = capacity
         self.sharesLargeObjects = sharesLargeObjects
-        used = .allocate(capacity: 1)
-        used.initialize(to: 0)
-        live = .allocate(capacity: 1)
-        live.initialize(to: 0)
+        // A cache line each: objects are made and freed by submitting threads, bytes counted
+        // by the threads resolving results too.
+        let lines = UnsafeMutableRawPointer.allocate(byteCount: 2 * 64, alignment: 64)
+        lines.initializeMemory(as: UInt8.self, repeating: 0, count: 2 * 64)
+        used = lines.bindMemory(to: UInt64.self, capacity: 1)
+        live = (lines + 64).bindMemory(to: UInt64.self, capacity: 1)
     }
 
     deinit {
-        used.deallocate()
-        live.deallocate()
+        UnsafeMutableRawPointer(used).deallocate()  // `live` with it
     }
 
     /// Bytes held now.

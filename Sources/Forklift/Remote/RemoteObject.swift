@@ -12,31 +12,44 @@ final class RemoteObject {
     let slot: UnsafeMutablePointer<fls_slot>
     /// Set once resolved; `wait` sleeps on it.
     private let ready: OneShotEvent
-    private let lock = Lock()
+    /// Guards `dependents`, `resolved`, `producer` and `unsealed`.
+    private let lock: WordLock
     private var dependents: [RemoteTask] = []
     private var resolved = false
     /// The store whose capacity the value's bytes count against.
     private let store: ObjectStore
-    /// The task whose result this is, while it lives (for fl_cancel).
-    weak var producer: RemoteTask? {
-        didSet { isTaskResult = true }
-    }
+    /// The task whose result this is, until the object resolves (for fl_cancel). A strong
+    /// reference, dropped on resolution: a weak one would give every task a side table.
+    private var producerTask: RemoteTask?
     /// Whether a task produces this object (false for a put).
     private(set) var isTaskResult = false
     /// The buffer fl_create handed out, until fl_seal (its bytes already counted in the store).
     private var unsealed: UnsafeMutablePointer<fls_slot>?
 
+    /// Where the words follow the slot in the block (forklift_shim.h asserts that they fit).
     private static let slotStride = (MemoryLayout<fls_slot>.stride + 15) & ~15
 
     init(store: ObjectStore) {
         self.store = store
-        // The slot and the ready word in one allocation.
-        let block = UnsafeMutableRawPointer.allocate(byteCount: Self.slotStride + 8, alignment: 16)
+        // The slot, the ready word and the lock word in one block from the node slabs (made
+        // here, often freed on another thread: no malloc arena lock either way).
+        guard let block = fls_block_alloc() else { fatalError("out of memory for a remote object") }
         slot = block.bindMemory(to: fls_slot.self, capacity: 1)
         slot.initialize(to: ResultSlot.pending)
-        ready = OneShotEvent(word: (block + Self.slotStride).bindMemory(to: UInt32.self, capacity: 1))
+        let words = (block + Self.slotStride).bindMemory(to: UInt32.self, capacity: 2)
+        ready = OneShotEvent(word: words)
+        lock = WordLock(word: words + 1)
         store.objectCreated()
     }
+
+    /// Makes `task` this object's producer; before the object is shared with anyone.
+    func setProducer(_ task: RemoteTask) {
+        producerTask = task
+        isTaskResult = true
+    }
+
+    /// The task producing this object, if it has not resolved yet.
+    var producer: RemoteTask? { lock.withLock { producerTask } }
 
     deinit {
         if let unsealed {
@@ -47,7 +60,7 @@ final class RemoteObject {
         if slot.pointee.status == FL_OK { store.release(bytes: slot.pointee.len) }
         store.objectFreed()
         ResultSlot.clear(slot)
-        UnsafeMutableRawPointer(slot).deallocate()  // the ready word with it
+        fls_block_free(slot)  // the ready and lock words with it
     }
 
     var isReady: Bool { ready.isSet }
@@ -102,8 +115,9 @@ final class RemoteObject {
     /// Returns whether this call resolved it.
     @discardableResult
     func resolve(taking outcome: UnsafeMutablePointer<fls_slot>, reserved: Bool = false) -> Bool {
-        let waiting: [RemoteTask]? = lock.withLock {
-            guard !resolved else { return nil }
+        // The producer is let go of once the lock is released (by the `_`).
+        let (waiting, _): ([RemoteTask]?, RemoteTask?) = lock.withLock {
+            guard !resolved else { return (nil, nil) }
             resolved = true
             if outcome.pointee.status == FL_OK, !reserved, !store.reserve(bytes: outcome.pointee.len) {
                 ResultSlot.clear(outcome)
@@ -114,7 +128,7 @@ final class RemoteObject {
             outcome.pointee = ResultSlot.pending
             let taken = dependents
             dependents = []
-            return taken
+            return (taken, producerTask.take())
         }
         guard let waiting else {
             if reserved, outcome.pointee.status == FL_OK { store.release(bytes: outcome.pointee.len) }

@@ -25,9 +25,12 @@ final class RemoteRuntime {
     let timeline = Timeline()
     /// The CPUs that tasks asking for some hold (fl_remote_options.num_cpus).
     let cpus: CPUAccount
+    /// The shut-down flag, read by every submission and task run.
     private let closed: UnsafeMutablePointer<UInt32>
-    /// submitted, running, finished, failed.
-    private let counters: UnsafeMutablePointer<UInt64>
+    /// Tasks submitted (written by submitting threads).
+    private let submitted: UnsafeMutablePointer<UInt64>
+    /// Running, finished, failed (written by the threads running tasks).
+    private let outcomes: UnsafeMutablePointer<UInt64>
 
     /// Isolated actors not yet killed, whose processes shutdown stops.
     private let actorsLock = Lock()
@@ -48,26 +51,28 @@ final class RemoteRuntime {
         }
         store = ObjectStore(capacity: storeCapacity, sharesLargeObjects: processWorkers > 0)
         cpus = CPUAccount(capacity: pool.workerCount)
-        closed = .allocate(capacity: 1)
-        closed.initialize(to: 0)
-        counters = .allocate(capacity: 4)
-        counters.initialize(repeating: 0, count: 4)
+        // One cache line each for the flag, the submitters' counter and the runners' counters,
+        // so that submitting and running threads do not take each other's lines at every task.
+        let lines = UnsafeMutableRawPointer.allocate(byteCount: 3 * 64, alignment: 64)
+        lines.initializeMemory(as: UInt8.self, repeating: 0, count: 3 * 64)
+        closed = lines.bindMemory(to: UInt32.self, capacity: 1)
+        submitted = (lines + 64).bindMemory(to: UInt64.self, capacity: 1)
+        outcomes = (lines + 128).bindMemory(to: UInt64.self, capacity: 3)
     }
 
     deinit {
-        closed.deallocate()
-        counters.deallocate()
+        UnsafeMutableRawPointer(closed).deallocate()  // the counters' lines with it
     }
 
     var stats: fl_runtime_stats {
-        fl_runtime_stats(tasks_submitted: fls_atomic_load_u64(counters), tasks_running: fls_atomic_load_u64(counters + 1),
-                         tasks_finished: fls_atomic_load_u64(counters + 2), tasks_failed: fls_atomic_load_u64(counters + 3),
+        fl_runtime_stats(tasks_submitted: fls_atomic_load_u64(submitted), tasks_running: fls_atomic_load_u64(outcomes),
+                         tasks_finished: fls_atomic_load_u64(outcomes + 1), tasks_failed: fls_atomic_load_u64(outcomes + 2),
                          objects: store.objectCount, object_bytes: store.bytesHeld)
     }
 
     /// A task starts or ends running.
     func taskRunning(_ delta: Int) {
-        if delta > 0 { _ = fls_atomic_add_u64(counters + 1, 1) } else { _ = fls_atomic_sub_u64(counters + 1, 1) }
+        if delta > 0 { _ = fls_atomic_add_u64(outcomes, 1) } else { _ = fls_atomic_sub_u64(outcomes, 1) }
     }
 
     var isShutDown: Bool { fls_atomic_load_u32(closed) != 0 }
@@ -81,7 +86,7 @@ final class RemoteRuntime {
     /// Counts a submission, unless the runtime is shut down.
     func admit() throws(Failure) {
         guard !isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
-        _ = fls_atomic_add_u64(counters, 1)
+        _ = fls_atomic_add_u64(submitted, 1)
     }
 
     /// Queues a task whose arguments are ready; if the pool refuses it, the task resolves as
@@ -151,8 +156,8 @@ final class RemoteRuntime {
 
     /// A task is about to resolve its output: count it.
     func finished(failed: Bool) {
-        _ = fls_atomic_add_u64(counters + 2, 1)
-        if failed { _ = fls_atomic_add_u64(counters + 3, 1) }
+        _ = fls_atomic_add_u64(outcomes + 1, 1)
+        if failed { _ = fls_atomic_add_u64(outcomes + 2, 1) }
     }
 
     /// Refuses new work, lets running tasks finish and resolves every task that has not run

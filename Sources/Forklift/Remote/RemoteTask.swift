@@ -54,15 +54,15 @@ final class RemoteTask: PoolJob {
         self.options = options
         self.runtime = runtime
         // One allocation: the count, the cancel flag, the force-cancel flag, then `runningIn`.
-        let words = UnsafeMutableRawPointer.allocate(byteCount: 24, alignment: 8)
+        guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
         (pending + 1).initialize(repeating: 0, count: 3)
         runningIn = (words + 16).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 1)
         runningIn.initialize(to: nil)
         super.init()
-        output.producer = self
-        for extra in extraOutputs { extra.producer = self }
+        output.setProducer(self)
+        for extra in extraOutputs { extra.setProducer(self) }
     }
 
     /// Runs an isolated task from its node in the runtime's process pool: on the pool's thread,
@@ -97,7 +97,7 @@ final class RemoteTask: PoolJob {
     }
 
     deinit {
-        UnsafeMutableRawPointer(pending).deallocate()  // `runningIn` with it
+        fls_block_free(pending)  // `runningIn` with it
         blobBytes?.deallocate()
     }
 
