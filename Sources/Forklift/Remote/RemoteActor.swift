@@ -24,7 +24,10 @@ final class RemoteActor {
     private let isolation: ProcessSettings?
     /// An isolated actor's process, once its constructor has run there.
     private var process: WorkerProcess?
-    private let lock = Lock()
+    /// Guards the queue, the counts and the flags: a word lock, which spins briefly before it
+    /// sleeps (the submitting thread and the thread running the calls hold it for a few
+    /// instructions per call, so a futex sleep there would cost more than the wait).
+    private let lock = WordLock(word: .allocate(capacity: 1))
     private var queue: [RemoteTask] = []
     private var head = 0
     private var running = 0
@@ -46,6 +49,8 @@ final class RemoteActor {
         self.user = user
         self.isolation = isolation
     }
+
+    deinit { lock.word.deallocate() }
 
     /// Whether the actor lives in a worker process of its own.
     var isIsolated: Bool { isolation != nil }
