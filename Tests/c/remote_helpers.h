@@ -21,13 +21,30 @@ static inline int64_t as_int(const fl_blob *b) {
 }
 
 /* The int64 value of an object, waiting up to 30 s; -999999 if it failed or is not 8 bytes. */
-static inline int64_t get_int(fl_ref r) {
+/* Copies the value of an object, `size` bytes, into `out`, waiting up to 30 s; returns 0 (and
+ * leaves `out` alone) if it failed or holds another number of bytes, else 1. */
+static inline int get_value(fl_ref r, void *out, size_t size) {
     const void *data = NULL;
     size_t len = 0;
-    if (fl_get(r, 30, &data, &len) != FL_OK || len != 8) return -999999;
-    int64_t v;
-    memcpy(&v, data, 8);
+    if (fl_get(r, 30, &data, &len) != FL_OK || len != size) return 0;
+    memcpy(out, data, size);
+    return 1;
+}
+
+static inline int64_t get_int(fl_ref r) {
+    int64_t v = -999999;
+    get_value(r, &v, sizeof v);
     return v;
+}
+
+/* A runtime with two worker threads and `process_workers` worker processes, or NULL. */
+static inline fl_runtime runtime_with_processes(size_t process_workers) {
+    fl_runtime_options options;
+    fl_runtime rt = NULL;
+    if (fl_runtime_options_init(&options) != FL_OK) return NULL;
+    options.workers = 2;
+    options.process_workers = process_workers;
+    return fl_runtime_create(&options, &rt) == FL_OK ? rt : NULL;
 }
 
 /* The runtime's counters once no task runs and every object is gone (a finishing task lets go

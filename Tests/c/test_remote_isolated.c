@@ -29,12 +29,8 @@ static double now_s(void) {
 }
 
 static fl_runtime isolated_runtime(size_t process_workers) {
-    fl_runtime_options options;
-    CHECK_OK(fl_runtime_options_init(&options));
-    options.workers = 2;
-    options.process_workers = process_workers;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&options, &rt));
+    fl_runtime rt = runtime_with_processes(process_workers);
+    CHECK(rt != NULL);
     return rt;
 }
 

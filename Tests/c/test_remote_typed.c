@@ -66,30 +66,20 @@ static fl_signature signature(const char *text) {
 }
 
 static double get_double(fl_ref r) {
-    const void *data = NULL;
-    size_t len = 0;
-    if (fl_get(r, 30, &data, &len) != FL_OK || len != sizeof(double)) return -999999.0;
-    double v;
-    memcpy(&v, data, sizeof v);
+    double v = -999999.0;
+    get_value(r, &v, sizeof v);
     return v;
 }
 
 static int32_t get_i32(fl_ref r) {
-    const void *data = NULL;
-    size_t len = 0;
-    if (fl_get(r, 30, &data, &len) != FL_OK || len != sizeof(int32_t)) return -999999;
-    int32_t v;
-    memcpy(&v, data, sizeof v);
+    int32_t v = -999999;
+    get_value(r, &v, sizeof v);
     return v;
 }
 
 static fl_runtime runtime_with(size_t process_workers) {
-    fl_runtime_options options;
-    CHECK_OK(fl_runtime_options_init(&options));
-    options.workers = 2;
-    options.process_workers = process_workers;
-    fl_runtime rt = NULL;
-    CHECK_OK(fl_runtime_create(&options, &rt));
+    fl_runtime rt = runtime_with_processes(process_workers);
+    CHECK(rt != NULL);
     return rt;
 }
 
