@@ -12,9 +12,7 @@ enum FunctionRegistry {
         var typed: TypedCall? = nil
 
         /// The function traces name: a typed function's C function, else `fn`.
-        var address: UnsafeRawPointer {
-            unsafeBitCast(typed?.fn, to: UnsafeRawPointer?.self) ?? unsafeBitCast(fn, to: UnsafeRawPointer.self)
-        }
+        var address: UnsafeRawPointer { calledFunction(fn, typed: typed) }
 
         /// Whether `other` registers the same function (re-registering it is allowed).
         func isSame(as other: Entry) -> Bool {

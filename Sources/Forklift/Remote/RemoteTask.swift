@@ -53,7 +53,7 @@ final class RemoteTask: PoolJob {
         self.output = output
         self.options = options
         self.runtime = runtime
-        // One allocation: the count, the cancel flag, the force-cancel flag, then `runningIn`.
+        // One block: the count, the cancel flag, the force-cancel flag, then `runningIn`.
         guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
@@ -182,8 +182,9 @@ final class RemoteTask: PoolJob {
             runOnThread(user: user, into: &outcome)
         }
         if tracing {
-            runtime.timeline.record(Timeline.Event(function: tracedFunction, thread: fls_thread_id(), startNanoseconds: started,
-                                                   endNanoseconds: fls_monotonic_ns(), status: outcome.status,
+            runtime.timeline.record(Timeline.Event(function: calledFunction(fn, typed: typed), thread: fls_thread_id(),
+                                                   startNanoseconds: started, endNanoseconds: fls_monotonic_ns(),
+                                                   status: outcome.status,
                                                    isActorCall: actor != nil && !constructsActor,
                                                    label: constructsActor ? "actor constructor" : nil))
         }
@@ -193,12 +194,6 @@ final class RemoteTask: PoolJob {
         arguments = []
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
         output.resolve(taking: &outcome)
-    }
-
-    /// The function a trace names and a worker process calls: a typed task's C function,
-    /// else `fn`.
-    private var tracedFunction: UnsafeRawPointer {
-        unsafeBitCast(typed?.fn, to: UnsafeRawPointer?.self) ?? unsafeBitCast(fn, to: UnsafeRawPointer.self)
     }
 
     /// Runs the function on this thread (`user`: the task's, or the actor's state), again
@@ -254,7 +249,7 @@ final class RemoteTask: PoolJob {
     /// the actor's own process.
     private func runIsolated(into outcome: UnsafeMutablePointer<fls_slot>) {
         let target = constructsActor ? unsafeBitCast(actor!.constructor, to: UnsafeRawPointer.self)
-                                     : tracedFunction
+                                     : calledFunction(fn, typed: typed)
         let packed = IsolatedCall(fn: target, user: constructsActor ? actor!.user : typed == nil ? user : nil,
                                   isMethod: actor != nil && !constructsActor, signature: typed?.signature,
                                   arguments: arguments.map { argument in

@@ -27,6 +27,12 @@ let typedRemoteTrampoline: fl_remote_fn = { user, args, count, context in
     }
 }
 
+/// The C function a remote task calls in the end: a typed task's (`typed`), else `fn` itself.
+/// Traces name it and worker processes are sent it.
+func calledFunction(_ fn: fl_remote_fn, typed: TypedCall?) -> UnsafeRawPointer {
+    unsafeBitCast(typed?.fn, to: UnsafeRawPointer?.self) ?? unsafeBitCast(fn, to: UnsafeRawPointer.self)
+}
+
 extension TypedCall {
     /// Checks blob arguments of a typed task at submission: their count and each value's size
     /// (object arguments are checked when the task runs).
