@@ -12,8 +12,7 @@ public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len
     return withStatus { () throws(Failure) in
         let record = try TaskRunner.current(ctx)
         try Check.bytes(data, len, "data")
-        let target = try ResultSlot.reserve(record.pointee.slot, length: len, external: record.pointee.external,
-                                            externalCapacity: record.pointee.external_cap)
+        let target = try ResultSlot.reserve(for: record, length: len)
         if len > 0 { target.copyMemory(from: data!, byteCount: len) }
         return FL_OK
     }
@@ -50,8 +49,7 @@ public func fl_task_result_buffer(_ ctx: fl_task_ctx?, _ len: size_t,
         let out = try Check.required(buffer, "buffer")
         out.pointee = nil
         let record = try TaskRunner.current(ctx)
-        out.pointee = try ResultSlot.reserve(record.pointee.slot, length: len, external: record.pointee.external,
-                                             externalCapacity: record.pointee.external_cap)
+        out.pointee = try ResultSlot.reserve(for: record, length: len)
         return FL_OK
     }
 }

@@ -61,6 +61,13 @@ enum ResultSlot {
         slot.pointee.heap = nil
     }
 
+    /// `reserve` for the task a context record runs: its slot, and its caller's buffer if any.
+    static func reserve(for record: UnsafeMutablePointer<fls_ctx_record>, length: Int) throws(Failure)
+        -> UnsafeMutableRawPointer {
+        try reserve(record.pointee.slot, length: length, external: record.pointee.external,
+                    externalCapacity: record.pointee.external_cap)
+    }
+
     /// Reserves `length` bytes for the result and returns where to write them: the caller's
     /// buffer when one was given and is large enough, else inline storage, shared memory (a
     /// large result of a slot marked by `shareLarge`) or a new heap block.

@@ -28,8 +28,7 @@ let typedTrampoline: fl_task_fn = { user, tuple, _, context in
         target = size > 0 ? results + Int(record.pointee.index) * size : nil
     } else if size > 0 {
         do throws(Failure) {
-            target = try ResultSlot.reserve(record.pointee.slot, length: size, external: record.pointee.external,
-                                            externalCapacity: record.pointee.external_cap)
+            target = try ResultSlot.reserve(for: record, length: size)
         } catch {
             return fl_task_fail(context, FL_ENOMEM, error.message)
         }

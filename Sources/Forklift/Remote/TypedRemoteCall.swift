@@ -12,8 +12,7 @@ let typedRemoteTrampoline: fl_remote_fn = { user, args, count, context in
     var result: UnsafeMutableRawPointer?
     if size > 0 {
         do throws(Failure) {
-            result = try ResultSlot.reserve(record.pointee.slot, length: size, external: record.pointee.external,
-                                            externalCapacity: record.pointee.external_cap)
+            result = try ResultSlot.reserve(for: record, length: size)
         } catch {
             return fl_task_fail(context, FL_ENOMEM, error.message)
         }

@@ -261,6 +261,15 @@ def _arg_array(refs, leading: bytes | None = None):
     return array, count
 
 
+def _checked_options(options, allowed, what: str) -> dict:
+    """A copy of ``options``; ValueError naming any key not in ``allowed``."""
+    options = dict(options or {})
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"unsupported {what}: {', '.join(sorted(unknown))}")
+    return options
+
+
 _TASK_OPTIONS = {"max_retries", "retry_exceptions", "num_returns", "num_cpus", "name"}
 
 
@@ -269,10 +278,7 @@ class RemoteFunction:
 
     def __init__(self, function, options=None):
         self._function = function
-        self._options = dict(options or {})
-        unknown = set(self._options) - _TASK_OPTIONS
-        if unknown:
-            raise ValueError(f"unsupported task options: {', '.join(sorted(unknown))}")
+        self._options = _checked_options(options, _TASK_OPTIONS, "task options")
         self._returns = self._options.get("num_returns", 1)
         if not isinstance(self._returns, int) or not 1 <= self._returns <= 1024:
             raise ValueError("num_returns must be an int from 1 to 1024")
@@ -382,10 +388,7 @@ class ActorClass:
 
     def __init__(self, cls, options=None):
         self._cls = cls
-        self._options = dict(options or {})
-        unknown = set(self._options) - {"max_concurrency", "name"}
-        if unknown:
-            raise ValueError(f"unsupported actor options: {', '.join(sorted(unknown))}")
+        self._options = _checked_options(options, {"max_concurrency", "name"}, "actor options")
         self.__name__ = cls.__name__
 
     def options(self, **options):
@@ -422,10 +425,7 @@ class NativeRemoteFunction:
     (``isolate=True``) in a worker process; its ref holds the C return value."""
 
     def __init__(self, function, options=None):
-        self._options = dict(options or {})
-        unknown = set(self._options) - _NATIVE_OPTIONS
-        if unknown:
-            raise ValueError(f"unsupported options for a native remote function: {', '.join(sorted(unknown))}")
+        self._options = _checked_options(options, _NATIVE_OPTIONS, "options for a native remote function")
         self._native = _native.NativeFunction(function)
         self._function = function
         self.__name__ = getattr(function, "__name__", "native_function")
