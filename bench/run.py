@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The benchmark suite: Forklift against its peers, on the same machine, in the same run.
 
-Builds the native programs in bench/native, runs each (workload, peer) several times, keeps the
-median, and writes bench/results/latest.json, bench/results/latest.md (the table), and
-bench/results/ratios.svg (the plot); then replaces the figures section of README.md.
+Builds the native programs in bench/native, runs each (workload, peer) several times in turns
+(Forklift, each peer, again), keeps the median, and writes bench/results/latest.json,
+bench/results/latest.md (the table) and bench/results/ratios.svg (the plot); then replaces the
+figures section of README.md.
 
 Every ratio reads "how many times better Forklift is": throughput ratios are
 forklift / peer, time ratios peer / forklift, speed-up ratios forklift / peer. Above 1 means
@@ -59,6 +60,7 @@ def build():
         "forklift": ["gcc", "-O2", "-std=c99", f"-I{ROOT / 'include'}", str(native / "bench_forklift.c"),
                      f"-L{LIB}", f"-Wl,-rpath,{LIB}", "-lforklift", "-lpthread", "-o", str(BIN / "forklift")],
         "tbb": ["g++", "-O2", "-std=c++17", str(native / "bench_tbb.cpp"), "-ltbb", "-o", str(BIN / "tbb")],
+        "probe": ["gcc", "-O2", "-std=gnu99", str(native / "probe.c"), "-lpthread", "-o", str(BIN / "probe")],
         "glib": ["gcc", "-O2", "-std=gnu99", str(native / "bench_glib.c")]
         + subprocess.run(["pkg-config", "--cflags", "--libs", "glib-2.0"], capture_output=True, text=True).stdout.split()
         + ["-o", str(BIN / "glib")],
@@ -84,10 +86,34 @@ def run_once(command, timeout):
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def measure(command, runs, timeout=600):
-    command = [str(part) for part in command]
-    values = [run_once(command, timeout) for _ in range(runs)]
-    return {"median": statistics.median(values), "runs": values}
+def measure_interleaved(contenders, timeout=600):
+    """Runs each (name, command, runs) round-robin — Forklift, then each peer, then again —
+    so a change in the machine's state during a workload (this shared machine's cores trade
+    cache lines at about 100 ns or at about 500 ns from one minute to the next) reaches every
+    contender alike instead of one contender's whole series. Returns name -> {median, runs},
+    or {skipped} for a peer whose run failed. Forklift failing is fatal."""
+    values = {name: [] for name, _, _ in contenders}
+    failed = {}
+    for round_index in range(max(runs for _, _, runs in contenders)):
+        for name, command, runs in contenders:
+            if round_index >= runs or name in failed:
+                continue
+            try:
+                values[name].append(run_once([str(part) for part in command], timeout))
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                if name == "forklift":
+                    raise
+                failed[name] = f"failed: {str(error)[:300]}"
+    return {name: {"skipped": failed[name]} if name in failed else {"median": statistics.median(v), "runs": v}
+            for name, v in values.items()}
+
+
+def cache_line_round_trip(built):
+    """The probe's nanoseconds per cache-line round trip between CPUs 0 and 1 (median of 3),
+    or None on one CPU or without the probe."""
+    if "probe" not in built or (os.cpu_count() or 1) < 2:
+        return None
+    return statistics.median(run_once([str(built["probe"])], 60) for _ in range(3))
 
 
 def calibrate_rounds(forklift):
@@ -131,23 +157,26 @@ def main():
     n_w3 = 2_000_000 if quick else 10_000_000
     n_w4 = 200 if quick else 1000
     rounds = calibrate_rounds(fl)
+    round_trip_start = cache_line_round_trip(built)
     log(f"bench: {'quick' if quick else 'full'} mode, {runs} runs, W4 work unit {rounds} rounds (~1 ms)")
 
     workloads = []
 
     def workload(wid, title, unit, higher, forklift_cmd, n, peers, note=""):
-        log(f"bench: {wid} forklift")
+        log(f"bench: {wid}: forklift, {', '.join(p for p, *_ in peers if p not in skipped) or 'no peer'}, interleaved")
         entry = {"id": wid, "title": title, "unit": unit, "higher_is_better": higher, "n": n, "note": note,
-                 "forklift": measure(forklift_cmd, runs), "peers": {}, "ratios": {}}
-        for peer, command, peer_runs, peer_n in peers:
+                 "peers": {}, "ratios": {}}
+        for peer, *_ in peers:
             if peer in skipped:
                 entry["peers"][peer] = {"skipped": skipped[peer]}
+        contenders = [("forklift", forklift_cmd, runs)] + [(p, c, r) for p, c, r, _ in peers if p not in skipped]
+        values = measure_interleaved(contenders)
+        entry["forklift"] = values["forklift"]
+        for peer, command, peer_runs, peer_n in peers:
+            if peer in skipped:
                 continue
-            log(f"bench: {wid} {peer}")
-            try:
-                entry["peers"][peer] = measure(command, peer_runs) | ({"n": peer_n} if peer_n != n else {})
-            except (RuntimeError, subprocess.TimeoutExpired) as error:
-                entry["peers"][peer] = {"skipped": f"failed: {str(error)[:300]}"}
+            entry["peers"][peer] = values[peer] | ({"n": peer_n} if peer_n != n and "median" in values[peer] else {})
+            if "median" not in values[peer]:
                 continue
             a, b = entry["forklift"]["median"], entry["peers"][peer]["median"]
             entry["ratios"][peer] = a / b if higher else b / a
@@ -304,7 +333,8 @@ def main():
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
         "runs": runs,
-        "machine": {"cpus": os.cpu_count(), "system": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
+                    "cache_line_round_trip_ns": {"start": round_trip_start, "end": cache_line_round_trip(built)}},
         "workloads": workloads,
     }
     OUT.mkdir(parents=True, exist_ok=True)
@@ -333,9 +363,16 @@ def fmt(value, unit):
 
 
 def markdown(report):
+    trip = report["machine"].get("cache_line_round_trip_ns") or {}
+    state = ""
+    if trip.get("start") and trip.get("end"):
+        state = (f" A cache line went between the two CPUs and back in {trip['start']:.0f} ns at the start and "
+                 f"{trip['end']:.0f} ns at the end (this shared machine swings between about 100 and 500 ns; "
+                 "every figure of tasks crossing threads follows it, so Forklift and its peers run in turns).")
     lines = [
         f"Measured {report['date']} ({report['mode']} mode, median of {report['runs']} runs; Ray: fewer), "
-        f"{report['machine']['cpus']} CPUs. Ratio = how many times better Forklift is (above 1: Forklift wins).",
+        f"{report['machine']['cpus']} CPUs. Ratio = how many times better Forklift is (above 1: Forklift wins)."
+        + state,
         "",
         "| workload | N | Forklift | peer | peer's figure | ratio |",
         "|---|---|---|---|---|---|",

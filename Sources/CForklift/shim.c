@@ -171,7 +171,8 @@ fls_node *fls_node_alloc(void) {
         node = __atomic_exchange_n(&node_stack, NULL, __ATOMIC_ACQUIRE);
         cache.local_count = NODE_LOCAL_MAX; /* unknown length: treat as full */
         if (!node) {
-            fls_node *slab = malloc(sizeof(fls_node) * NODE_SLAB);
+            /* Line-aligned, so each node spans exactly two cache lines. */
+            fls_node *slab = aligned_alloc(64, sizeof(fls_node) * NODE_SLAB);
             if (!slab) return NULL;
             for (int i = 0; i < NODE_SLAB - 1; i++) slab[i].next = &slab[i + 1];
             slab[NODE_SLAB - 1].next = NULL;
@@ -179,8 +180,15 @@ fls_node *fls_node_alloc(void) {
             cache.local_count = NODE_SLAB;
         }
     }
-    cache.local = node->next;
+    fls_node *next = node->next;
+    cache.local = next;
     if (cache.local_count) cache.local_count--;
+    /* A recycled node was last written by the worker that freed it: fetch the next one for
+     * writing now, so that miss overlaps this submission instead of stalling the next. */
+    if (next) {
+        __builtin_prefetch(next, 1, 3);
+        __builtin_prefetch((char *)next + 64, 1, 3);
+    }
     memset(node, 0, offsetof(fls_node, inline_arg));
     return node;
 }

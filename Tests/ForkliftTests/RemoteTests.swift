@@ -136,6 +136,64 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
     }
 
+    /// Three threads call an actor and submit tasks, each waiting with no limit right away,
+    /// so the waiting threads and the workers race to claim the queued ones: every call runs
+    /// once, one at a time, in each thread's order, and shutdown finds nothing in flight.
+    func testWaitersAndWorkersRaceToRunQueuedTasks() {
+        let runtime = Self.twoWorkerRuntime()
+        let initialize: fl_actor_init_fn = { _, _, _, state in
+            let cell = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+            cell.initialize(to: 0)
+            state!.pointee = UnsafeMutableRawPointer(cell)
+            return 0
+        }
+        let release: fl_actor_free_fn = { _, state in state?.deallocate() }
+        var actor: fl_actor?
+        XCTAssertEqual(fl_actor_create(runtime, initialize, release, nil, nil, 0, nil, &actor), FL_OK)
+        let increment: fl_remote_fn = { state, _, _, ctx in
+            let cell = state!.assumingMemoryBound(to: Int64.self)
+            cell.pointee += 1
+            var value = cell.pointee
+            return fl_task_return(ctx, &value, 8)
+        }
+        let runtimeAddress = UInt(bitPattern: UnsafeRawPointer(runtime!))
+        let problems = Self.onThreeThreads(actor) { actor, thread in
+            let runtime = OpaquePointer(bitPattern: runtimeAddress)
+            var problems = 0
+            var last: Int64 = 0
+            var x = Int64(thread)
+            for _ in 0..<500 {
+                var call: fl_ref?
+                var task: fl_ref?
+                var arg = fl_arg(data: &x, len: 8, ref: nil)
+                if fl_actor_call(actor, increment, nil, 0, &call) != FL_OK { problems += 1 }
+                if fl_remote(runtime, Self.sum, nil, &arg, 1, nil, &task) != FL_OK { problems += 1 }
+                var data: UnsafeRawPointer?
+                if fl_get(call, FL_FOREVER, &data, nil) == FL_OK {
+                    let value = data!.loadUnaligned(as: Int64.self)
+                    if value <= last { problems += 1 }
+                    last = value
+                } else {
+                    problems += 1
+                }
+                if fl_get(task, FL_FOREVER, &data, nil) != FL_OK || data!.loadUnaligned(as: Int64.self) != x { problems += 1 }
+                _ = fl_ref_release(call)
+                _ = fl_ref_release(task)
+            }
+            return problems
+        }
+        XCTAssertEqual(problems, 0)
+        var final: fl_ref?
+        XCTAssertEqual(fl_actor_call(actor, increment, nil, 0, &final), FL_OK)
+        XCTAssertEqual(Self.value(final), 1501)  // 1,500 calls, each once
+        _ = fl_ref_release(final)
+        XCTAssertEqual(fl_actor_kill(actor), FL_OK)
+        let stats = Self.statsOnceSettled(runtime)
+        XCTAssertEqual(stats.tasks_finished, 1 + 1501 + 1500)  // constructor, calls, tasks
+        XCTAssertEqual(stats.objects, 0)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
+
     /// Cancels from another thread while tasks are submitted and run: every task ends once.
     func testCancelWhileTasksRun() {
         var runtime: fl_runtime?

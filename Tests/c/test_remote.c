@@ -380,6 +380,84 @@ static void *call_many(void *raw) {
     return NULL;
 }
 
+/* Returns the id of the thread it runs on. */
+static int thread_id_task(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    uint64_t id = (uint64_t)pthread_self();
+    return fl_task_return(ctx, &id, sizeof id);
+}
+
+/* An actor method returning the id of its thread (the state is unused). */
+static int thread_id_method(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    return thread_id_task(state, args, nargs, ctx);
+}
+
+static uint64_t get_thread_id(fl_ref r, double timeout) {
+    uint64_t id = 0;
+    const void *data = NULL;
+    size_t len = 0;
+    if (fl_get(r, timeout, &data, &len) == FL_OK && len == sizeof id) memcpy(&id, data, sizeof id);
+    return id;
+}
+
+static void test_get_runs_a_queued_task_itself(void) {
+    /* The only worker is held by a task; a task queued behind it is run by fl_get on the
+     * waiting thread when it waits with no limit, never when it waits with a timeout. */
+    fl_runtime rt = new_runtime(1, 0);
+    uint64_t me = (uint64_t)pthread_self();
+    gate_open = 0;
+    fl_ref gate = NULL, queued = NULL;
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &gate));
+    pause_ms(50); /* the worker has taken the gate task */
+    CHECK_OK(fl_remote(rt, thread_id_task, NULL, NULL, 0, NULL, &queued));
+    CHECK_RC(FL_ETIMEDOUT, fl_get(queued, 0.05, NULL, NULL));
+    CHECK(get_thread_id(queued, FL_FOREVER) == me);
+    CHECK_RC(FL_ETIMEDOUT, fl_get(gate, 0, NULL, NULL)); /* the worker is still held */
+    fl_runtime_stats stats;
+    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    CHECK(stats.tasks_finished == 1 && stats.tasks_running == 1);
+
+    /* A task with a reference argument runs inline once its argument is ready. */
+    int64_t five = 5;
+    fl_arg five_arg = int_arg(&five);
+    fl_ref put = NULL, sum = NULL;
+    CHECK_OK(fl_put(rt, &five, sizeof five, &put));
+    fl_arg args[2] = {ref_arg(put), five_arg};
+    CHECK_OK(fl_remote(rt, sum_args, NULL, args, 2, NULL, &sum));
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK_OK(fl_get(sum, FL_FOREVER, &data, &len));
+    CHECK(len == 8 && *(const int64_t *)data == 10);
+
+    /* An actor call queued alone behind the held worker: the same. */
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    CHECK(get_int(gate) == 1);
+    int64_t start = 0;
+    fl_arg init_arg = int_arg(&start);
+    fl_actor actor = NULL;
+    CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, &init_arg, 1, NULL, &actor));
+    fl_ref warm = NULL, call = NULL;
+    CHECK_OK(fl_actor_call(actor, thread_id_method, NULL, 0, &warm));
+    CHECK(get_thread_id(warm, 30) != 0); /* constructed */
+    gate_open = 0;
+    fl_ref gate2 = NULL;
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &gate2));
+    pause_ms(50);
+    CHECK_OK(fl_actor_call(actor, thread_id_method, NULL, 0, &call));
+    CHECK(get_thread_id(call, FL_FOREVER) == me);
+    CHECK_RC(FL_ETIMEDOUT, fl_get(gate2, 0, NULL, NULL));
+
+    /* Shutdown after inline runs: the held worker's task finishes, nothing is lost. */
+    pthread_t opener;
+    pthread_create(&opener, NULL, open_gate_later, NULL);
+    CHECK_OK(fl_actor_kill(actor));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    pthread_join(opener, NULL);
+    CHECK(get_int(gate2) == 1);
+    fl_ref refs[] = {gate, queued, put, sum, warm, call, gate2};
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) fl_ref_release(refs[i]);
+}
+
 static void test_actors(fl_runtime rt) {
     /* A counter called from 4 threads at once: one call at a time, in the order they entered. */
     int64_t start = 1000;
@@ -906,6 +984,7 @@ int main(void) {
     test_create_seal_and_get_many();
     test_cpu_counts();
     test_waiting_does_not_hold_a_worker();
+    test_get_runs_a_queued_task_itself();
     test_objects_and_refcounts();
     test_shutdown_with_work_in_flight();
     test_cancel();

@@ -303,7 +303,8 @@ public func fl_seal(_ ref: fl_ref?) -> CInt {
 /// (NULL/0 when not ready or failed) and its status in `statuses[i]` (FL_OK, the failure's
 /// status, or FL_ETIMEDOUT); `statuses` may be NULL. Returns FL_OK when all are ready; else
 /// the first failure's status in input order (fl_last_error() gives its message), or
-/// FL_ETIMEDOUT. Views stay valid until their reference is released. Errors: FL_EINVAL
+/// FL_ETIMEDOUT. Views stay valid until their reference is released. With FL_FOREVER, queued
+/// tasks of these objects may run on the calling thread, as for fl_get(). Errors: FL_EINVAL
 /// (refs, data or lens NULL with a count), FL_EHANDLE (a reference; nothing is waited for).
 /// Thread-safe.
 @_cdecl("fl_get_many")
@@ -344,7 +345,10 @@ public func fl_get_many(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ time
 /// a read-only view of its bytes in `*data` and `*len` (either may be NULL): no copy, valid
 /// until this reference is released (ray.get). A failed object returns its status (FL_ETASK
 /// with the task's code, FL_ECANCELED, FL_ENOMEM, ...) and fl_last_error() gives its message.
-/// Called from a remote task, it runs other tasks of the runtime while it waits.
+/// With FL_FOREVER, if the object's task is queued and no worker has taken it yet, the
+/// calling thread runs it itself (as a TBB or .NET wait does; not for isolated tasks, nor
+/// for an actor call with others queued behind it). Called from a remote task, it runs other
+/// tasks of the runtime while it waits.
 /// Errors: FL_ETIMEDOUT (not ready yet), FL_EHANDLE, FL_EINVAL. Thread-safe.
 @_cdecl("fl_get")
 public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?,

@@ -29,6 +29,9 @@ struct Deadline {
         return max(0, instant - fls_monotonic_ns())
     }
 
+    /// Whether there is no limit.
+    var isForever: Bool { instant == nil }
+
     /// Whether the deadline has passed.
     var hasPassed: Bool {
         guard let instant else { return false }

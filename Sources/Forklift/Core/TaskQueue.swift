@@ -75,6 +75,9 @@ struct TaskQueue {
                 if fls_atomic_cas_u64(positions, &position, position + 1) {
                     cell.pointee.item = UnsafeMutableRawPointer(node)
                     fls_atomic_store_u64(Self.sequence(of: cell), position + 1)
+                    // The next cell was last written by the consumer that emptied it: start
+                    // fetching it now so the next push does not stall on that miss.
+                    fls_prefetch_for_write(cells + Int((position + 1) & mask))
                     return true
                 }
             } else if difference < 0 {

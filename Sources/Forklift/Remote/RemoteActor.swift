@@ -190,6 +190,16 @@ final class RemoteActor {
         }
     }
 
+    /// Whether calls wait behind the running ones. A thread waiting for a call's output then
+    /// leaves the call to its worker, which runs the waiting ones back to back.
+    var hasWaitingCalls: Bool { lock.withLock { head < queue.count } }
+
+    /// Starts a call that `callEnded` returned to a thread that will not run it (a thread that
+    /// ran the previous call inline while waiting for it).
+    func handOff(_ call: RemoteTask) {
+        start(call)
+    }
+
     /// Hands a call taken from the head to the runtime; if it is refused, the call resolves as
     /// cancelled (shut down) or failed and no longer counts as running.
     private func start(_ call: RemoteTask) {

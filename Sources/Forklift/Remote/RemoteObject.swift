@@ -175,6 +175,8 @@ final class RemoteObject {
     /// other queued tasks meanwhile, so the runtime cannot starve itself.
     func waitHelping(until deadline: Deadline) -> Bool {
         if isReady { return true }
+        // With no deadline, run the producing task here if no worker has taken it yet.
+        if deadline.isForever, let producer, producer.runInlineIfQueued(), isReady { return true }
         guard let worker = PoolWorker.current else { return wait(until: deadline) }
         // A task holding CPUs lends them while it waits, so the tasks it waits for can start.
         let lender = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }

@@ -29,6 +29,9 @@ final class RemoteRuntime {
     private let closed: UnsafeMutablePointer<UInt32>
     /// Tasks submitted (written by submitting threads).
     private let submitted: UnsafeMutablePointer<UInt64>
+    /// Threads running (or about to claim) a task inline in fl_get (`RemoteTask.runInlineIfQueued`),
+    /// which shutdown waits for as it waits for the workers.
+    private let inlineRuns: UnsafeMutablePointer<UInt64>
     /// Running, finished, failed (written by the threads running tasks).
     private let outcomes: UnsafeMutablePointer<UInt64>
 
@@ -53,11 +56,12 @@ final class RemoteRuntime {
         cpus = CPUAccount(capacity: pool.workerCount)
         // One cache line each for the flag, the submitters' counter and the runners' counters,
         // so that submitting and running threads do not take each other's lines at every task.
-        let lines = UnsafeMutableRawPointer.allocate(byteCount: 3 * 64, alignment: 64)
-        lines.initializeMemory(as: UInt8.self, repeating: 0, count: 3 * 64)
+        let lines = UnsafeMutableRawPointer.allocate(byteCount: 4 * 64, alignment: 64)
+        lines.initializeMemory(as: UInt8.self, repeating: 0, count: 4 * 64)
         closed = lines.bindMemory(to: UInt32.self, capacity: 1)
         submitted = (lines + 64).bindMemory(to: UInt64.self, capacity: 1)
         outcomes = (lines + 128).bindMemory(to: UInt64.self, capacity: 3)
+        inlineRuns = (lines + 192).bindMemory(to: UInt64.self, capacity: 1)
     }
 
     deinit {
@@ -115,6 +119,7 @@ final class RemoteRuntime {
             let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask, user: retained.toOpaque(),
                                           arg: nil, length: 0)
             do throws(Failure) {
+                task.markQueued()
                 try pool.submit(node)
             } catch {
                 TaskNodes.free(node)
@@ -147,12 +152,20 @@ final class RemoteRuntime {
     /// An actor's calls go on running here while its next one is ready.
     private static let runTask: fl_task_fn = { user, _, _, _ in
         var task: RemoteTask? = Unmanaged<RemoteTask>.fromOpaque(user!).takeRetainedValue()
+        // A thread waiting for the task's output may have run it already.
+        guard task!.claimForWorker() else { return 0 }
         while let current = task {
             current.run()
             task = current.actor?.callEnded()
         }
         return 0
     }
+
+    /// A thread waiting in fl_get is about to claim a queued task to run it itself.
+    func inlineRunStarted() { _ = fls_atomic_add_u64(inlineRuns, 1) }
+
+    /// That thread is done with the task (or did not get it).
+    func inlineRunEnded() { _ = fls_atomic_sub_u64(inlineRuns, 1) }
 
     /// A task is about to resolve its output: count it.
     func finished(failed: Bool) {
@@ -172,6 +185,9 @@ final class RemoteRuntime {
         processPool?.close()
         try pool.join(until: .forever)
         try processPool?.join(until: .forever)
+        // Tasks that waiting threads took to run themselves end too (rarely any: those threads
+        // hold references, so this only keeps "shutdown lets running tasks finish" true).
+        while fls_atomic_load_u64(inlineRuns) != 0 { usleep(100) }
         // No call runs any more: end the isolated actors' processes.
         let actors = actorsLock.withLock {
             defer { isolatedActors = [:] }

@@ -53,7 +53,8 @@ final class RemoteTask: PoolJob {
         self.output = output
         self.options = options
         self.runtime = runtime
-        // One block: the count, the cancel flag, the force-cancel flag, then `runningIn`.
+        // One block: the count, the cancel flag, the force-cancel flag, the claim word, then
+        // `runningIn`.
         guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
@@ -73,6 +74,49 @@ final class RemoteTask: PoolJob {
 
     /// Set by fl_cancel; a running task reads it through fl_task_cancelled.
     private var cancelFlag: UnsafeMutablePointer<UInt32> { pending + 1 }
+
+    // MARK: Who runs a queued task
+
+    /// `unqueued`, then `queued` while a pool node carries the task, then `claimed` by
+    /// whichever thread takes it first: the worker that pops the node, or a thread waiting in
+    /// fl_get for this task's output (see `claimToRunInline`).
+    private var claimWord: UnsafeMutablePointer<UInt32> { pending + 3 }
+    private static let unqueued: UInt32 = 0
+    private static let queued: UInt32 = 1
+    private static let claimed: UInt32 = 2
+
+    /// The task is about to go into the pool's queue; from now on a waiting thread may claim it.
+    func markQueued() {
+        fls_atomic_store_u32(claimWord, Self.queued)
+    }
+
+    /// Claims the task for the worker that popped its node: false if a waiting thread took
+    /// it first (the node is then dropped). A task that never went through `markQueued` (an
+    /// actor's next call, run at once by the worker that ended the previous one) is the
+    /// caller's already.
+    func claimForWorker() -> Bool {
+        var expected = Self.queued
+        return fls_atomic_load_u32(claimWord) == Self.unqueued || fls_atomic_cas_u32(claimWord, &expected, Self.claimed)
+    }
+
+    /// Runs the task on the calling thread, which waits for its output with no deadline, if
+    /// it sits in the pool's queue and may run on any thread (not isolated); returns whether
+    /// it did. This saves the hand-offs to a worker and back, as a TBB or .NET wait runs a
+    /// task that has not started. An actor call is left to its worker when others wait behind
+    /// it; if one became ready meanwhile, it goes to the pool rather than holding this thread.
+    func runInlineIfQueued() -> Bool {
+        guard !options.isolate, fls_atomic_load_u32(claimWord) == Self.queued else { return false }
+        if let actor, actor.isIsolated || actor.hasWaitingCalls { return false }
+        // Counted before the claim, so a shutdown that saw no inline run also sees the claim
+        // fail or the task find the runtime shut down.
+        runtime.inlineRunStarted()
+        defer { runtime.inlineRunEnded() }
+        var expected = Self.queued
+        guard fls_atomic_cas_u32(claimWord, &expected, Self.claimed) else { return false }
+        run()
+        if let actor, let next = actor.callEnded() { actor.handOff(next) }
+        return true
+    }
     var isCancelled: Bool { fls_atomic_load_u32(cancelFlag) != 0 }
 
     /// Cancels the task (fl_cancel): its output resolves as cancelled now unless it already
