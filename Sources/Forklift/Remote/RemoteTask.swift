@@ -75,11 +75,13 @@ final class RemoteTask: PoolJob {
     /// Set by fl_cancel; a running task reads it through fl_task_cancelled.
     private var cancelFlag: UnsafeMutablePointer<UInt32> { pending + 1 }
 
+    var isCancelled: Bool { fls_atomic_load_u32(cancelFlag) != 0 }
+
     // MARK: Who runs a queued task
 
     /// `unqueued`, then `queued` while a pool node carries the task, then `claimed` by
     /// whichever thread takes it first: the worker that pops the node, or a thread waiting in
-    /// fl_get for this task's output (see `claimToRunInline`).
+    /// fl_get for this task's output (`runInlineIfQueued`).
     private var claimWord: UnsafeMutablePointer<UInt32> { pending + 3 }
     private static let unqueued: UInt32 = 0
     private static let queued: UInt32 = 1
@@ -91,12 +93,10 @@ final class RemoteTask: PoolJob {
     }
 
     /// Claims the task for the worker that popped its node: false if a waiting thread took
-    /// it first (the node is then dropped). A task that never went through `markQueued` (an
-    /// actor's next call, run at once by the worker that ended the previous one) is the
-    /// caller's already.
+    /// it first (the worker then drops the node).
     func claimForWorker() -> Bool {
         var expected = Self.queued
-        return fls_atomic_load_u32(claimWord) == Self.unqueued || fls_atomic_cas_u32(claimWord, &expected, Self.claimed)
+        return fls_atomic_cas_u32(claimWord, &expected, Self.claimed)
     }
 
     /// Runs the task on the calling thread, which waits for its output with no deadline, if
@@ -117,7 +117,6 @@ final class RemoteTask: PoolJob {
         if let actor, let next = actor.callEnded() { actor.handOff(next) }
         return true
     }
-    var isCancelled: Bool { fls_atomic_load_u32(cancelFlag) != 0 }
 
     /// Cancels the task (fl_cancel): its output resolves as cancelled now unless it already
     /// has; a task not yet running never runs, a running one sees fl_task_cancelled.
