@@ -392,6 +392,13 @@ static int thread_id_method(void *state, const fl_blob *args, size_t nargs, fl_t
     return thread_id_task(state, args, nargs, ctx);
 }
 
+/* Tries to shut its own runtime down; returns the status it got. */
+static int shutdown_own_runtime(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    int64_t rc = fl_runtime_shutdown((fl_runtime)user);
+    return fl_task_return(ctx, &rc, sizeof rc);
+}
+
 static uint64_t get_thread_id(fl_ref r, double timeout) {
     uint64_t id = 0;
     const void *data = NULL;
@@ -446,6 +453,13 @@ static void test_get_runs_a_queued_task_itself(void) {
     CHECK_OK(fl_actor_call(actor, thread_id_method, NULL, 0, &call));
     CHECK(get_thread_id(call, FL_FOREVER) == me);
     CHECK_RC(FL_ETIMEDOUT, fl_get(gate2, 0, NULL, NULL));
+
+    /* A task run inline may not shut its runtime down (it would wait for itself). */
+    fl_ref refused = NULL;
+    CHECK_OK(fl_remote(rt, shutdown_own_runtime, rt, NULL, 0, NULL, &refused));
+    CHECK_OK(fl_get(refused, FL_FOREVER, &data, &len));
+    CHECK(len == 8 && *(const int64_t *)data == FL_EDEADLK);
+    fl_ref_release(refused);
 
     /* Shutdown after inline runs: the held worker's task finishes, nothing is lost. */
     pthread_t opener;
@@ -938,6 +952,16 @@ static void test_cpu_counts(void) {
     CHECK_OK(fl_remote(rt, hold_all_then_wait, rt, NULL, 0, &options, &outer));
     CHECK(get_int(outer) == 1);
     fl_ref_release(outer);
+    /* The same when fl_get with no limit runs the outer task on this thread: it lends its
+     * CPUs there too. */
+    for (int i = 0; i < 20; i++) {
+        CHECK_OK(fl_remote(rt, hold_all_then_wait, rt, NULL, 0, &options, &outer));
+        const void *data = NULL;
+        size_t len = 0;
+        CHECK_OK(fl_get(outer, FL_FOREVER, &data, &len));
+        CHECK(len == 8 && *(const int64_t *)data == 1);
+        fl_ref_release(outer);
+    }
 
     /* Bad counts; an options struct of the earlier layout (no num_cpus) still works. */
     fl_ref bad = NULL;

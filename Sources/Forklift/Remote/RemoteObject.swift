@@ -177,11 +177,13 @@ final class RemoteObject {
         if isReady { return true }
         // With no deadline, run the producing task here if no worker has taken it yet.
         if deadline.isForever, let producer, producer.runInlineIfQueued(), isReady { return true }
-        guard let worker = PoolWorker.current else { return wait(until: deadline) }
-        // A task holding CPUs lends them while it waits, so the tasks it waits for can start.
-        let lender = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }
+        // A task holding CPUs lends them while it waits, so the tasks it waits for can start
+        // (on a worker, or on a thread that runs it inline in its own fl_get).
+        let running = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }
+        let lender = running?.holdsCPUs == true ? running : nil
         if let lender { lender.runtime.cpus.lend(lender) }
         defer { if let lender { lender.runtime.cpus.takeBack(lender) } }
+        guard let worker = PoolWorker.current else { return wait(until: deadline) }
         return worker.pool.helpWhileWaiting(until: deadline, isDone: { isReady }) { slice in wait(until: slice) }
     }
 }

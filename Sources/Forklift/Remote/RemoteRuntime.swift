@@ -176,7 +176,12 @@ final class RemoteRuntime {
     /// Refuses new work, lets running tasks finish and resolves every task that has not run
     /// as cancelled, then stops the workers.
     func shutDown() throws(Failure) {
-        guard !pool.isOwnThread else { throw Failure(FL_EDEADLK, "shutdown called from a task of the same runtime") }
+        // From a task of this runtime (on a worker, or run inline by a thread in fl_get), the
+        // wait for running tasks would wait for the caller.
+        let runningTask = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }
+        guard !pool.isOwnThread, runningTask?.runtime !== self else {
+            throw Failure(FL_EDEADLK, "shutdown called from a task of the same runtime")
+        }
         fls_atomic_store_u32(closed, 1)
         for task in cpus.drain() {
             task.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")

@@ -212,9 +212,10 @@ final class RemoteTask: PoolJob {
         }
         runtime.taskRunning(1)
         defer { runtime.taskRunning(-1) }
-        // A counted task lends its CPUs while it waits in fl_get (see RemoteObject.waitHelping).
+        // The running task, for fl_get (a counted task lends its CPUs while it waits: see
+        // RemoteObject.waitHelping) and for shutdown (refused from a task of its runtime).
         let outerTask = fls_tls_remote_task()
-        fls_tls_set_remote_task(holdsCPUs ? Unmanaged.passUnretained(self).toOpaque() : nil)
+        fls_tls_set_remote_task(Unmanaged.passUnretained(self).toOpaque())
         defer { fls_tls_set_remote_task(outerTask) }
         var outcome = runtime.store.newValueSlot
         let tracing = runtime.timeline.isRecording
