@@ -21,6 +21,22 @@ final class RemoteTests: XCTestCase {
         return data!.loadUnaligned(as: Int64.self)
     }
 
+    /// A counter actor's constructor (an Int64 from 0), destructor and method (adds one,
+    /// returns the new count).
+    private static let counterInit: fl_actor_init_fn = { _, _, _, state in
+        let cell = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        cell.initialize(to: 0)
+        state!.pointee = UnsafeMutableRawPointer(cell)
+        return 0
+    }
+    private static let counterFree: fl_actor_free_fn = { _, state in state?.deallocate() }
+    private static let increment: fl_remote_fn = { state, _, _, ctx in
+        let cell = state!.assumingMemoryBound(to: Int64.self)
+        cell.pointee += 1
+        var value = cell.pointee
+        return fl_task_return(ctx, &value, 8)
+    }
+
     /// A runtime with two workers.
     private static func twoWorkerRuntime() -> fl_runtime? {
         var options = fl_runtime_options()
@@ -92,21 +108,9 @@ final class RemoteTests: XCTestCase {
     func testActorOrderUnderConcurrentCallersThenKill() {
         var runtime: fl_runtime?
         XCTAssertEqual(fl_runtime_create(nil, &runtime), FL_OK)
-        let initialize: fl_actor_init_fn = { _, _, _, state in
-            let cell = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
-            cell.initialize(to: 0)
-            state!.pointee = UnsafeMutableRawPointer(cell)
-            return 0
-        }
-        let release: fl_actor_free_fn = { _, state in state?.deallocate() }
         var actor: fl_actor?
-        XCTAssertEqual(fl_actor_create(runtime, initialize, release, nil, nil, 0, nil, &actor), FL_OK)
-        let increment: fl_remote_fn = { state, _, _, ctx in
-            let cell = state!.assumingMemoryBound(to: Int64.self)
-            cell.pointee += 1
-            var value = cell.pointee
-            return fl_task_return(ctx, &value, 8)
-        }
+        XCTAssertEqual(fl_actor_create(runtime, Self.counterInit, Self.counterFree, nil, nil, 0, nil, &actor), FL_OK)
+        let increment = Self.increment
         let disorder = Self.onThreeThreads(actor) { actor, _ in
             var disorder = 0
             var refs: [fl_ref?] = Array(repeating: nil, count: 200)
@@ -141,21 +145,9 @@ final class RemoteTests: XCTestCase {
     /// once, one at a time, in each thread's order, and shutdown finds nothing in flight.
     func testWaitersAndWorkersRaceToRunQueuedTasks() {
         let runtime = Self.twoWorkerRuntime()
-        let initialize: fl_actor_init_fn = { _, _, _, state in
-            let cell = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
-            cell.initialize(to: 0)
-            state!.pointee = UnsafeMutableRawPointer(cell)
-            return 0
-        }
-        let release: fl_actor_free_fn = { _, state in state?.deallocate() }
         var actor: fl_actor?
-        XCTAssertEqual(fl_actor_create(runtime, initialize, release, nil, nil, 0, nil, &actor), FL_OK)
-        let increment: fl_remote_fn = { state, _, _, ctx in
-            let cell = state!.assumingMemoryBound(to: Int64.self)
-            cell.pointee += 1
-            var value = cell.pointee
-            return fl_task_return(ctx, &value, 8)
-        }
+        XCTAssertEqual(fl_actor_create(runtime, Self.counterInit, Self.counterFree, nil, nil, 0, nil, &actor), FL_OK)
+        let increment = Self.increment
         let runtimeAddress = UInt(bitPattern: UnsafeRawPointer(runtime!))
         let problems = Self.onThreeThreads(actor) { actor, thread in
             let runtime = OpaquePointer(bitPattern: runtimeAddress)
