@@ -186,8 +186,8 @@ fls_node *fls_node_alloc(void) {
     /* A recycled node was last written by the worker that freed it: fetch the next one for
      * writing now, so that miss overlaps this submission instead of stalling the next. */
     if (next) {
-        __builtin_prefetch(next, 1, 3);
-        __builtin_prefetch((char *)next + 64, 1, 3);
+        fls_prefetch_for_write(next);
+        fls_prefetch_for_write((char *)next + 64);
     }
     memset(node, 0, offsetof(fls_node, inline_arg));
     return node;

@@ -43,10 +43,9 @@ static inline void fls_atomic_store_ptr(void **p, void *v) { __atomic_store_n(p,
 
 /** A full (sequentially consistent) fence. */
 static inline void fls_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-/** A hint to the CPU inside a spin loop. */
 /** Starts fetching the cache line at `p` for writing (a hint; never faults). */
 static inline void fls_prefetch_for_write(const void *p) { __builtin_prefetch(p, 1, 3); }
-
+/** A hint to the CPU inside a spin loop. */
 static inline void fls_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

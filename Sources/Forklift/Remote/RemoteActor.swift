@@ -194,15 +194,10 @@ final class RemoteActor {
     /// leaves the call to its worker, which runs the waiting ones back to back.
     var hasWaitingCalls: Bool { lock.withLock { head < queue.count } }
 
-    /// Starts a call that `callEnded` returned to a thread that will not run it (a thread that
-    /// ran the previous call inline while waiting for it).
-    func handOff(_ call: RemoteTask) {
-        start(call)
-    }
-
-    /// Hands a call taken from the head to the runtime; if it is refused, the call resolves as
-    /// cancelled (shut down) or failed and no longer counts as running.
-    private func start(_ call: RemoteTask) {
+    /// Hands a call taken from the head (or returned by `callEnded` to a thread that will not
+    /// run it) to the runtime; if it is refused, the call resolves as cancelled (shut down) or
+    /// failed and no longer counts as running.
+    func start(_ call: RemoteTask) {
         guard let failure = runtime.enqueue(call) else { return }
         call.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
                     message: failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message)

@@ -79,11 +79,10 @@ final class RemoteTask: PoolJob {
 
     // MARK: Who runs a queued task
 
-    /// `unqueued`, then `queued` while a pool node carries the task, then `claimed` by
-    /// whichever thread takes it first: the worker that pops the node, or a thread waiting in
-    /// fl_get for this task's output (`runInlineIfQueued`).
+    /// 0 until the task goes into the pool's queue, then `queued` while a pool node carries
+    /// it, then `claimed` by whichever thread takes it first: the worker that pops the node,
+    /// or a thread waiting in fl_get for this task's output (`runInlineIfQueued`).
     private var claimWord: UnsafeMutablePointer<UInt32> { pending + 3 }
-    private static let unqueued: UInt32 = 0
     private static let queued: UInt32 = 1
     private static let claimed: UInt32 = 2
 
@@ -114,7 +113,7 @@ final class RemoteTask: PoolJob {
         var expected = Self.queued
         guard fls_atomic_cas_u32(claimWord, &expected, Self.claimed) else { return false }
         run()
-        if let actor, let next = actor.callEnded() { actor.handOff(next) }
+        if let actor, let next = actor.callEnded() { actor.start(next) }
         return true
     }
 
