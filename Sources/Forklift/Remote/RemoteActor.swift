@@ -161,8 +161,10 @@ final class RemoteActor {
             return (nil, killed && running == 0 && takeStateForFreeing())
         }
         if free { freeNow() }
-        // With room for more than one call at once (or nothing for this worker), others may start.
-        if next == nil || maxConcurrency > 1 { pump() }
+        // With room for more than one call at once, others may start behind the one taken.
+        // (When none was taken, none could start: a call that becomes ready later, or is
+        // submitted later, is started by whoever makes it so.)
+        if next != nil && maxConcurrency > 1 { pump() }
         return next
     }
 
