@@ -20,6 +20,9 @@ SWIFT_STATIC := $(SWIFT_BIN)/../lib/swift_static/linux
 CC        ?= cc
 CFLAGS_C  := -std=c99 -Wall -Wextra -pedantic -Werror -O2 -g -Iinclude
 LDFLAGS_C := -L$(LIBDIR) -Wl,-rpath,$(abspath $(LIBDIR)) -lforklift -lpthread -lm
+# Release builds leave out the run-time exclusivity checks (swift_beginAccess on every class
+# property access): `swift test` builds keep them, so the suites still catch a violation.
+RELEASE_SWIFTC := -Xswiftc -static-stdlib -Xswiftc -enforce-exclusivity=unchecked
 SOURCES   := $(shell find Sources -name '*.swift' -o -name '*.c' -o -name '*.h') Package.swift
 
 .PHONY: all setup lib header check-header demo examples test test-swift test-c test-sanitize test-python bench install clean
@@ -32,7 +35,7 @@ setup:
 # The release library: Swift runtime linked statically, only fl_* exported.
 $(SO) $(RAWHEADER): $(SOURCES) scripts/forklift.map
 	@mkdir -p $(LIBDIR)
-	swift build -c release --product forklift -Xswiftc -static-stdlib \
+	swift build -c release --product forklift $(RELEASE_SWIFTC) \
 	    -Xswiftc -emit-clang-header-path -Xswiftc $(abspath $(RAWHEADER)) \
 	    -Xlinker --version-script=$(abspath scripts/forklift.map)
 	cp .build/release/libforklift.so $(SO)
@@ -41,7 +44,7 @@ $(SO) $(RAWHEADER): $(SOURCES) scripts/forklift.map
 # fl_* left global. Link with: -lforklift -lffi -lstdc++ -lm -lpthread -ldl
 $(AR_LIB): $(SOURCES)
 	@mkdir -p $(LIBDIR)
-	swift build -c release --product forklift-static -Xswiftc -static-stdlib --scratch-path .build-static
+	swift build -c release --product forklift-static $(RELEASE_SWIFTC) --scratch-path .build-static
 	ld -r -o $(BUILD)/forklift-all.o $(SWIFT_STATIC)/x86_64/swiftrt.o \
 	    --whole-archive .build-static/release/libforklift-static.a --no-whole-archive \
 	    $(SWIFT_STATIC)/libswiftCore.a $(SWIFT_STATIC)/libswiftGlibc.a
