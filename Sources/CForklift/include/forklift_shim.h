@@ -38,6 +38,9 @@ static inline bool fls_atomic_cas_u32(uint32_t *p, uint32_t *expected, uint32_t 
 
 static inline void *fls_atomic_load_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void *fls_atomic_exchange_ptr(void **p, void *v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+static inline bool fls_atomic_cas_ptr(void **p, void **expected, void *desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 static inline void *fls_atomic_load_seq_cst_ptr(void *const *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void fls_atomic_store_ptr(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 

@@ -414,7 +414,9 @@ public func fl_ref_clone(_ ref: fl_ref?, _ copy: UnsafeMutablePointer<fl_ref?>?)
 @_cdecl("fl_ref_release")
 public func fl_ref_release(_ ref: fl_ref?) -> CInt {
     withStatus { () throws(Failure) in
-        try Registry.refs.destroy(ref, "ref")
+        // Finished tasks still holding the object let go of it first, so that it is freed
+        // with this reference if this is the last.
+        try Registry.refs.destroy(ref, "ref") { object in object.store.graveyard.releaseAll() }
         return FL_OK
     }
 }

@@ -29,6 +29,10 @@ final class Pool {
     let initargs: [UInt8]
     /// Set for a process-backed pool: each worker thread then feeds a worker process.
     let processSettings: ProcessSettings?
+    /// Called by a worker (with its index) when it has found no work for a while (it spun in
+    /// vain) and is about to park: the owner's chance to tidy up per-worker state while
+    /// nothing waits for it.
+    let whenOutOfWork: ((_ worker: Int) -> Void)?
 
     /// Each on its own cache line: [0] state and [1] the cancelled flag (read by tasks through
     /// fl_task_cancelled); [16..17] nodes submitted (UInt64); [32] workers spinning in search
@@ -62,8 +66,9 @@ final class Pool {
     private var iterators: [ObjectIdentifier: ImapIterator] = [:]
 
     private init(workers: Int, name: String, initializer: fl_init_fn?, initializerUser: UnsafeMutableRawPointer?,
-                 initargs: [UInt8], processSettings: ProcessSettings?) {
+                 initargs: [UInt8], processSettings: ProcessSettings?, whenOutOfWork: ((_ worker: Int) -> Void)?) {
         self.workerCount = workers
+        self.whenOutOfWork = whenOutOfWork
         self.processSettings = processSettings
         self.name = name
         self.initializer = initializer
@@ -84,9 +89,10 @@ final class Pool {
 
     /// Starts a pool and waits until every worker has run its initializer.
     static func create(workers: Int, name: String, initializer: fl_init_fn?, initializerUser: UnsafeMutableRawPointer?,
-                       initargs: [UInt8], processSettings: ProcessSettings? = nil) throws(Failure) -> Pool {
+                       initargs: [UInt8], processSettings: ProcessSettings? = nil,
+                       whenOutOfWork: ((_ worker: Int) -> Void)? = nil) throws(Failure) -> Pool {
         let pool = Pool(workers: workers, name: name, initializer: initializer, initializerUser: initializerUser,
-                        initargs: initargs, processSettings: processSettings)
+                        initargs: initargs, processSettings: processSettings, whenOutOfWork: whenOutOfWork)
         do {
             try pool.callbacks.start()
             // Every worker and its deque exist before any thread starts, so thieves can read

@@ -104,6 +104,7 @@ final class PoolWorker: ThreadBody {
             // Out of work: a caller of fl_pool_apply may borrow the worker process meanwhile.
             process?.releaseHold()
             if spinForWork(pool) { continue }
+            pool.whenOutOfWork?(index)
             if pool.isWindingDown { return }
             let key = idle.prepareWait()
             fls_atomic_store_seq_cst_u32(wakePending, 0)

@@ -14,8 +14,14 @@ final class ObjectStore {
     /// which worker processes map instead of copying (a runtime with process workers).
     let sharesLargeObjects: Bool
 
-    init(capacity: Int, sharesLargeObjects: Bool = false) {
+    /// The runtime's finished tasks waiting for their last release: every object reaches it
+    /// through its store, so releasing a reference releases them first (see `TaskGraveyard`).
+    /// Owned by the store, which outlives the runtime's workers and every object.
+    let graveyard: TaskGraveyard
+
+    init(capacity: Int, sharesLargeObjects: Bool = false, graveyard: TaskGraveyard) {
         self.capacity = capacity
+        self.graveyard = graveyard
         self.sharesLargeObjects = sharesLargeObjects
         // A cache line each: objects are made and freed by submitting threads, bytes counted
         // by the threads resolving results too.
@@ -27,6 +33,7 @@ final class ObjectStore {
 
     deinit {
         UnsafeMutableRawPointer(used).deallocate()  // `live` with it
+        graveyard.destroy()
     }
 
     /// Bytes held now.

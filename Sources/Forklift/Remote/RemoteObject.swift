@@ -17,7 +17,7 @@ final class RemoteObject {
     private var dependents: [RemoteTask] = []
     private var resolved = false
     /// The store whose capacity the value's bytes count against.
-    private let store: ObjectStore
+    let store: ObjectStore
     /// The task whose result this is, until the object resolves (for fl_cancel). A strong
     /// reference, dropped on resolution: a weak one would give every task a side table.
     private var producerTask: RemoteTask?

@@ -40,8 +40,14 @@ final class RemoteRuntime {
     private var isolatedActors: [ObjectIdentifier: RemoteActor] = [:]
 
     init(workers: Int, storeCapacity: Int, processWorkers: Int = 0) throws(Failure) {
-        pool = try Pool.create(workers: workers, name: "forklift-remote", initializer: nil, initializerUser: nil,
-                               initargs: [])
+        let graveyard = TaskGraveyard(workers: workers)
+        do throws(Failure) {
+            pool = try Pool.create(workers: workers, name: "forklift-remote", initializer: nil, initializerUser: nil,
+                                   initargs: [], whenOutOfWork: { worker in graveyard.workerIsOutOfWork(worker) })
+        } catch {
+            graveyard.destroy()
+            throw error
+        }
         do throws(Failure) {
             processPool = processWorkers > 0
                 ? try Pool.create(workers: processWorkers, name: "forklift-isolated", initializer: nil,
@@ -50,9 +56,10 @@ final class RemoteRuntime {
         } catch {
             pool.close()
             try? pool.join(until: .forever)
+            graveyard.destroy()
             throw error
         }
-        store = ObjectStore(capacity: storeCapacity, sharesLargeObjects: processWorkers > 0)
+        store = ObjectStore(capacity: storeCapacity, sharesLargeObjects: processWorkers > 0, graveyard: graveyard)
         cpus = CPUAccount(capacity: pool.workerCount)
         // One cache line each for the flag, the submitters' counter and the runners' counters,
         // so that submitting and running threads do not take each other's lines at every task.
@@ -69,7 +76,9 @@ final class RemoteRuntime {
     }
 
     var stats: fl_runtime_stats {
-        fl_runtime_stats(tasks_submitted: fls_atomic_load_u64(submitted), tasks_running: fls_atomic_load_u64(outcomes),
+        // Objects that only buried tasks still hold are not counted as alive.
+        store.graveyard.releaseAll()
+        return fl_runtime_stats(tasks_submitted: fls_atomic_load_u64(submitted), tasks_running: fls_atomic_load_u64(outcomes),
                          tasks_finished: fls_atomic_load_u64(outcomes + 1), tasks_failed: fls_atomic_load_u64(outcomes + 2),
                          objects: store.objectCount, object_bytes: store.bytesHeld)
     }
@@ -90,6 +99,7 @@ final class RemoteRuntime {
     /// Counts a submission, unless the runtime is shut down.
     func admit() throws(Failure) {
         guard !isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
+        store.graveyard.releaseAll()
         _ = fls_atomic_add_u64(submitted, 1)
     }
 
@@ -150,15 +160,34 @@ final class RemoteRuntime {
     /// Runs the task a node carries (the node's reference comes with it). The pool is only
     /// ever closed and drained, never terminated, so every node runs.
     /// An actor's calls go on running here while its next one is ready.
+    /// The node's reference to each task that ends here goes to the graveyard (on a worker).
     private static let runTask: fl_task_fn = { user, _, _, _ in
-        var task: RemoteTask? = Unmanaged<RemoteTask>.fromOpaque(user!).takeRetainedValue()
+        var task: Unmanaged<RemoteTask>? = Unmanaged<RemoteTask>.fromOpaque(user!)
+        let runtime = task!._withUnsafeGuaranteedRef { $0.runtime }
         // A thread waiting for the task's output may have run it already.
-        guard task!.claimForWorker() else { return 0 }
+        guard task!._withUnsafeGuaranteedRef({ $0.claimForWorker() }) else {
+            runtime.bury(task!)
+            return 0
+        }
         while let current = task {
-            current.run()
-            task = current.actor?.callEnded()
+            let next: RemoteTask? = current._withUnsafeGuaranteedRef { task in
+                task.run()
+                return task.actor?.callEnded()
+            }
+            runtime.bury(current)
+            task = next.map { Unmanaged.passRetained($0) }
         }
         return 0
+    }
+
+    /// Lets go of a reference to a task that has ended: into the calling worker's batch in the
+    /// graveyard, or at once on any other thread.
+    private func bury(_ task: Unmanaged<RemoteTask>) {
+        guard let worker = PoolWorker.current, worker.pool === pool else {
+            task.release()
+            return
+        }
+        store.graveyard.bury(task, worker: worker.index)
     }
 
     /// A thread waiting in fl_get is about to claim a queued task to run it itself.
@@ -193,6 +222,8 @@ final class RemoteRuntime {
         // Tasks that waiting threads took to run themselves end too (rarely any: those threads
         // hold references, so this only keeps "shutdown lets running tasks finish" true).
         while fls_atomic_load_u64(inlineRuns) != 0 { usleep(100) }
+        // The workers released their batches as they ran out of work.
+        store.graveyard.releaseAll()
         // No call runs any more: end the isolated actors' processes.
         let actors = actorsLock.withLock {
             defer { isolatedActors = [:] }

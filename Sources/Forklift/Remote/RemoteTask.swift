@@ -54,7 +54,7 @@ final class RemoteTask: PoolJob {
         self.options = options
         self.runtime = runtime
         // One block: the count, the cancel flag, the force-cancel flag, the claim word, then
-        // `runningIn`.
+        // `runningIn`, then `graveLink`.
         guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
@@ -70,6 +70,11 @@ final class RemoteTask: PoolJob {
     /// which sends the function to its worker process.
     override func run(node: UnsafeMutablePointer<fls_node>, cancelled: Bool) {
         run()
+    }
+
+    /// The next task in a chain of finished tasks waiting for their last release (`TaskGraveyard`).
+    var graveLink: UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        UnsafeMutableRawPointer(pending + 6).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
     }
 
     /// Set by fl_cancel; a running task reads it through fl_task_cancelled.
