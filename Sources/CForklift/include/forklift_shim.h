@@ -13,6 +13,8 @@
 
 #include "forklift_types.h"
 #include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
 
 /* ---- Atomics on raw memory -------------------------------------------------------------- */
 
@@ -57,12 +59,23 @@ static inline void fls_cpu_relax(void) {
 #endif
 }
 
+/** Bytes of an argument that a ring cell carries itself (see fls_ring_cell). */
+#define FLS_CELL_INLINE 16
+
 /** One cell of the bounded MPMC ring in the task queue, alone on its cache line so that a
- *  producer writing one cell and a consumer reading the next do not share a line. */
+ *  producer writing one cell and a consumer reading the next do not share a line.
+ *  A cell holds either a node (`node`), or, with `node` NULL, a small task itself: a group
+ *  task or an apply without a result, with its argument inline. Such a task crosses from the
+ *  submitting core to the running one as this one line, without a node. */
 typedef struct fls_ring_cell {
     uint64_t sequence;
-    void *item;
-    uint64_t padding[6];
+    struct fls_node *node;
+    fl_task_fn fn;
+    void *user;
+    void *owner;
+    uint32_t kind;
+    uint32_t arg_len;
+    unsigned char inline_arg[FLS_CELL_INLINE];
 } fls_ring_cell;
 
 /* ---- System ----------------------------------------------------------------------------- */
@@ -188,7 +201,11 @@ typedef struct fls_ctx_record {
 typedef struct fls_node {
     struct fls_node *next;
     uint32_t kind;
-    uint32_t arg_is_heap;
+    /** 1 when `arg` is a malloc'd copy that the node owns. */
+    uint16_t arg_is_heap;
+    /** 1 for a copy, on its consumer's stack, of a task that a ring cell carried: the node is
+     *  not freed after it runs. */
+    uint16_t is_cell_copy;
     fl_task_fn fn;
     void *user;
     const void *arg;
@@ -219,6 +236,41 @@ typedef struct fls_node {
 
 _Static_assert(sizeof(fls_slot) <= FLS_NODE_INLINE, "a slot must fit where the argument was");
 _Static_assert(sizeof(fls_node) == 128, "task nodes are two cache lines");
+_Static_assert(sizeof(fls_ring_cell) == 64, "a ring cell is one cache line");
+_Static_assert(FLS_CELL_INLINE <= FLS_NODE_INLINE, "a cell's argument fits a node's");
+
+/** Fills a ring cell the caller has claimed with a node (the sequence word is not touched). */
+static inline void fls_ring_cell_put_node(fls_ring_cell *cell, fls_node *node) { cell->node = node; }
+
+/** Fills a ring cell the caller has claimed with a task itself (len <= FLS_CELL_INLINE). */
+static inline void fls_ring_cell_put_task(fls_ring_cell *cell, uint32_t kind, fl_task_fn fn, void *user, void *owner,
+                                          const void *arg, uint32_t len) {
+    cell->node = NULL;
+    cell->fn = fn;
+    cell->user = user;
+    cell->owner = owner;
+    cell->kind = kind;
+    cell->arg_len = len;
+    if (len) memcpy(cell->inline_arg, arg, len);
+}
+
+/** Reads a full ring cell the caller has taken: its node, or NULL after copying the task it
+ *  carries into `scratch`, marked `is_cell_copy` (then `scratch` is what to run). */
+static inline fls_node *fls_ring_cell_take(const fls_ring_cell *cell, fls_node *scratch) {
+    if (cell->node) return cell->node;
+    memset(scratch, 0, offsetof(fls_node, inline_arg));
+    scratch->kind = cell->kind;
+    scratch->is_cell_copy = 1;
+    scratch->fn = cell->fn;
+    scratch->user = cell->user;
+    scratch->owner = cell->owner;
+    scratch->arg_len = cell->arg_len;
+    if (cell->arg_len) {
+        memcpy(scratch->inline_arg, cell->inline_arg, cell->arg_len);
+        scratch->arg = scratch->inline_arg;
+    }
+    return scratch;
+}
 
 /** Where a node's inline argument lives. */
 static inline void *fls_node_inline_arg(fls_node *node) { return node->inline_arg; }

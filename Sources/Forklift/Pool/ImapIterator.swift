@@ -256,10 +256,12 @@ final class ImapIterator: PoolJob {
         }
         lock.unlock()
         defer { lock.lock() }
-        if let node = pool.findWork(for: worker) {
+        let ranOne = TaskNodes.withScratch { scratch in
+            guard let node = pool.findWork(for: worker, into: scratch) else { return false }
             pool.execute(node, by: worker)
             return true
         }
+        if ranOne { return true }
         if deadline.hasPassed { return false }
         lock.lock()
         _ = arrived.wait(lock, until: deadline.earlier(than: Deadline(nanosecondsFromNow: 1_000_000)))

@@ -249,7 +249,9 @@ final class Pool {
         for iterator in iteratorsToStop { iterator.stopSource() }
         // Queued nodes complete here as cancelled; nodes in workers' deques are cancelled by
         // the workers, which keep running until every node has finished.
-        while let node = queue.pop() { execute(node, by: nil) }
+        TaskNodes.withScratch { scratch in
+            while let node = queue.pop(into: scratch) { execute(node, by: nil) }
+        }
         idle.notifyAll()
     }
 

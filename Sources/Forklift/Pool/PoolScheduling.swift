@@ -8,10 +8,11 @@ extension Pool {
 
     /// The next node for `worker` (nil: any other thread): its own deque first (newest, still
     /// in cache), then the shared queue, then the oldest node of another worker's deque.
+    /// A task that a queue cell carried comes out as a copy in `scratch` (see `TaskQueue`).
     @inline(__always)
-    func findWork(for worker: PoolWorker?) -> UnsafeMutablePointer<fls_node>? {
+    func findWork(for worker: PoolWorker?, into scratch: UnsafeMutablePointer<fls_node>) -> UnsafeMutablePointer<fls_node>? {
         if let worker, let node = fls_deque_take(worker.deque) { return node }
-        if let node = queue.pop() { return node }
+        if let node = queue.pop(into: scratch) { return node }
         return steal(startingAfter: worker?.index ?? -1)
     }
 
@@ -47,6 +48,62 @@ extension Pool {
     /// Queues a node. On failure the node is not queued and still belongs to the caller.
     @inline(__always)
     func submit(_ node: UnsafeMutablePointer<fls_node>) throws(Failure) {
+        try admitSubmission()
+        if let worker = PoolWorker.current, worker.pool === self, fls_deque_push(worker.deque, node) == 0 {
+            // Submitted by one of our own tasks: kept local, stolen if another worker is idle.
+        } else {
+            queue.push(node)
+        }
+        wakeWorkerIfNoneSpins()
+    }
+
+    /// Queues a small task — `kind` FLS_NODE_GROUP (`owner` the group, not retained) or an
+    /// FLS_NODE_APPLY without a result (`owner` nil) — in a ring cell of its own, with no node,
+    /// when it can: submitted from outside the pool, its argument (copied) at most
+    /// `FLS_CELL_INLINE` bytes, the ring not full. Otherwise it queues a node as `submit` does.
+    @inline(__always)
+    func submitTask(kind: UInt32, _ fn: fl_task_fn, user: UnsafeMutableRawPointer?, owner: UnsafeMutableRawPointer?,
+                    arg: UnsafeRawPointer?, length: Int) throws(Failure) {
+        if length <= Int(FLS_CELL_INLINE) && PoolWorker.current?.pool !== self {
+            try admitSubmission()
+            if queue.pushTask(kind: kind, fn, user: user, owner: owner, arg: arg, length: length) {
+                wakeWorkerIfNoneSpins()
+                return
+            }
+            let node = try nodeForTask(kind: kind, fn, user: user, owner: owner, arg: arg, length: length, admitted: true)
+            queue.push(node)
+            wakeWorkerIfNoneSpins()
+            return
+        }
+        let node = try nodeForTask(kind: kind, fn, user: user, owner: owner, arg: arg, length: length, admitted: false)
+        do throws(Failure) {
+            try submit(node)
+        } catch {
+            TaskNodes.free(node)
+            throw error
+        }
+    }
+
+    /// The node of a task that `submitTask` could not queue in a cell. If it was `admitted`
+    /// already and no node can be made, the admission is undone (counted finished).
+    private func nodeForTask(kind: UInt32, _ fn: fl_task_fn, user: UnsafeMutableRawPointer?, owner: UnsafeMutableRawPointer?,
+                             arg: UnsafeRawPointer?, length: Int, admitted: Bool) throws(Failure) -> UnsafeMutablePointer<fls_node> {
+        do throws(Failure) {
+            let node = try TaskNodes.task(kind: kind, fn, user: user, arg: arg, length: length)
+            node.pointee.owner = owner
+            return node
+        } catch {
+            if admitted {
+                _ = fls_atomic_add_u64(finishedElsewhere, 1)
+                idle.notifyAll()
+            }
+            throw error
+        }
+    }
+
+    /// Counts a submission (so a drain waits for it), unless the pool no longer takes any.
+    @inline(__always)
+    private func admitSubmission() throws(Failure) {
         _ = fls_atomic_add_u64(submittedNodes, 1)
         let current = fls_atomic_load_u32(state)
         if current != Self.running {
@@ -54,12 +111,6 @@ extension Pool {
             idle.notifyAll()
             throw Failure(FL_ESTATE, current == Self.closed ? "pool is closed" : "pool is terminated")
         }
-        if let worker = PoolWorker.current, worker.pool === self, fls_deque_push(worker.deque, node) == 0 {
-            // Submitted by one of our own tasks: kept local, stolen if another worker is idle.
-        } else {
-            queue.push(node)
-        }
-        wakeWorkerIfNoneSpins()
     }
 
     /// Makes sure some worker will look at the queue: one already spinning will; otherwise
@@ -103,7 +154,7 @@ extension Pool {
                 job.run(node: node, cancelled: cancelled)
             }
         }
-        if !handedOff { TaskNodes.free(node) }
+        if !handedOff && node.pointee.is_cell_copy == 0 { TaskNodes.free(node) }
         if let worker { worker.countFinishedNode() } else { _ = fls_atomic_add_u64(finishedElsewhere, 1) }
     }
 
@@ -161,14 +212,16 @@ extension Pool {
     /// meanwhile and blocks only in short slices; elsewhere it just calls `block(deadline)`.
     func helpWhileWaiting(until deadline: Deadline, isDone: () -> Bool, block: (Deadline) -> Bool) -> Bool {
         guard let worker = PoolWorker.current, worker.pool === self else { return block(deadline) }
-        while !isDone() {
-            if let node = findWork(for: worker) {
-                execute(node, by: worker)
-                continue
+        return TaskNodes.withScratch { scratch in
+            while !isDone() {
+                if let node = findWork(for: worker, into: scratch) {
+                    execute(node, by: worker)
+                    continue
+                }
+                if deadline.hasPassed { return isDone() }
+                _ = block(deadline.earlier(than: Deadline(nanosecondsFromNow: 1_000_000)))
             }
-            if deadline.hasPassed { return isDone() }
-            _ = block(deadline.earlier(than: Deadline(nanosecondsFromNow: 1_000_000)))
+            return true
         }
-        return true
     }
 }

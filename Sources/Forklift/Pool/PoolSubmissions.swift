@@ -86,6 +86,10 @@ extension Pool {
 
     private func submitApply(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
                              box: ResultBox?, output: UnsafeMutableRawPointer?, capacity: Int) throws(Failure) {
+        if box == nil && output == nil {  // nobody reads the outcome: a small one rides in a queue cell
+            try submitTask(kind: UInt32(FLS_NODE_APPLY), fn, user: user, owner: nil, arg: arg, length: length)
+            return
+        }
         let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), fn, user: user, arg: arg, length: length)
         node.pointee.external = output
         node.pointee.external_cap = capacity

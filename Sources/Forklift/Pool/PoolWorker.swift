@@ -75,7 +75,9 @@ final class PoolWorker: ThreadBody {
             // While a task runs in the process, queue the next ones behind it (pipelining).
             if pool.processSettings?.pipelines == true {
                 process.runAnother = { [unowned(unsafe) self] in
-                    if let node = self.pool.findWork(for: self) { self.pool.execute(node, by: self) }
+                    TaskNodes.withScratch { scratch in
+                        if let node = self.pool.findWork(for: self, into: scratch) { self.pool.execute(node, by: self) }
+                    }
                 }
             }
         }
@@ -95,8 +97,12 @@ final class PoolWorker: ThreadBody {
     /// The worker loop. `pool` arrives as a parameter so the loop holds it at +0: no reference
     /// counting per task.
     private func work(_ pool: Pool) {
+        TaskNodes.withScratch { scratch in work(pool, scratch: scratch) }
+    }
+
+    private func work(_ pool: Pool, scratch: UnsafeMutablePointer<fls_node>) {
         while true {
-            if let node = pool.findWork(for: self) {
+            if let node = pool.findWork(for: self, into: scratch) {
                 process?.hold()
                 pool.execute(node, by: self)
                 continue

@@ -28,14 +28,16 @@ final class TaskGroup {
     /// Queues one task of the group; the argument is copied.
     @inline(__always)
     func submit(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int) throws(Failure) {
-        let node = try TaskNodes.task(kind: UInt32(FLS_NODE_GROUP), fn, user: user, arg: arg, length: length)
-        node.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        let owner = Unmanaged.passUnretained(self).toOpaque()
         _ = fls_atomic_add_u64(counters.submitted, 1)
         do {
-            try poolReference._withUnsafeGuaranteedRef { pool in Result { () throws(Failure) in try pool.submit(node) } }.get()
+            try poolReference._withUnsafeGuaranteedRef { pool in
+                Result { () throws(Failure) in
+                    try pool.submitTask(kind: UInt32(FLS_NODE_GROUP), fn, user: user, owner: owner, arg: arg, length: length)
+                }
+            }.get()
         } catch {
             _ = fls_atomic_add_u64(counters.completed(-1), 1)
-            TaskNodes.free(node)
             throw error
         }
     }

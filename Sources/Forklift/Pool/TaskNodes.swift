@@ -61,6 +61,13 @@ enum TaskNodes {
         node.pointee.arg = nil
     }
 
+    /// Calls `body` with a node on the stack for `Pool.findWork(for:into:)` to copy a task into.
+    @inline(__always)
+    static func withScratch<Result>(_ body: (UnsafeMutablePointer<fls_node>) -> Result) -> Result {
+        var scratch = fls_node()
+        return withUnsafeMutablePointer(to: &scratch) { body($0) }
+    }
+
     /// Frees a node and what it owns (not its `owner`, which the worker has released).
     @inline(__always)
     static func free(_ node: UnsafeMutablePointer<fls_node>) {

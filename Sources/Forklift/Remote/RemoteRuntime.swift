@@ -126,15 +126,9 @@ final class RemoteRuntime {
         if task.options.isolate { return enqueueIsolated(task) }
         let retained = Unmanaged.passRetained(task)
         do throws(Failure) {
-            let node = try TaskNodes.task(kind: UInt32(FLS_NODE_APPLY), Self.runTask, user: retained.toOpaque(),
-                                          arg: nil, length: 0)
-            do throws(Failure) {
-                task.markQueued()
-                try pool.submit(node)
-            } catch {
-                TaskNodes.free(node)
-                throw error
-            }
+            task.markQueued()
+            try pool.submitTask(kind: UInt32(FLS_NODE_APPLY), Self.runTask, user: retained.toOpaque(), owner: nil,
+                                arg: nil, length: 0)
             return nil
         } catch {
             retained.release()
