@@ -116,100 +116,141 @@ void fls_tls_set_remote_task(void *task) { tls_remote_task = task; }
 void *fls_tls_remote_outputs(void) { return tls_remote_outputs; }
 void fls_tls_set_remote_outputs(void *outputs) { tls_remote_outputs = outputs; }
 
-/* ---- Task node allocation ---------------------------------------------------------------- */
+/* ---- Task node and block allocation ------------------------------------------------------ */
 
-enum { NODE_SLAB = 64, NODE_LOCAL_MAX = 256, NODE_BATCH = 128 };
+/* Two size classes of fixed-size blocks: task nodes (128 bytes, two cache lines) and small
+ * blocks (fls_block_alloc: 64 bytes, one line). Each thread keeps a free list per class; a thread that frees
+ * more than it allocates gathers batches and pushes them onto the class's shared stack, and a
+ * thread whose list is empty takes the whole stack with one exchange. A free block's first
+ * word links it. */
 
-/* Batches of freed nodes, linked through `next`; each batch's last node links to the next batch. */
-static fls_node *node_stack;
-static pthread_key_t node_key;
-static pthread_once_t node_once = PTHREAD_ONCE_INIT;
+enum { SLAB_BLOCKS = 64, LOCAL_MAX = 256, BATCH = 128 };
+
+typedef struct free_block {
+    struct free_block *next;
+} free_block;
 
 typedef struct {
-    fls_node *local; /* for allocation */
+    free_block *local; /* for allocation */
     size_t local_count;
-    fls_node *batch_head; /* being collected for the shared stack */
-    fls_node *batch_tail;
+    free_block *batch_head; /* being collected for the shared stack */
+    free_block *batch_tail;
     size_t batch_count;
+} block_cache;
+
+typedef struct {
+    block_cache nodes;
+    block_cache blocks;
     int registered;
-} node_cache;
+} thread_caches;
 
-static __thread node_cache cache;
+/* Per class: batches of freed blocks, linked through `next`; each batch's last block links to
+ * the next batch. */
+static free_block *node_stack;
+static free_block *block_stack;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static __thread thread_caches caches;
 
-static void push_chain(fls_node *head, fls_node *tail) {
-    fls_node *top = __atomic_load_n(&node_stack, __ATOMIC_RELAXED);
+static void push_chain(free_block **stack, free_block *head, free_block *tail) {
+    free_block *top = __atomic_load_n(stack, __ATOMIC_RELAXED);
     do {
         tail->next = top;
-    } while (!__atomic_compare_exchange_n(&node_stack, &top, head, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(stack, &top, head, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
 }
 
-/* At thread exit, the thread's nodes go back to the shared stack. */
-static void node_cache_exit(void *unused) {
-    (void)unused;
-    if (cache.batch_head) push_chain(cache.batch_head, cache.batch_tail);
-    if (cache.local) {
-        fls_node *tail = cache.local;
+static void cache_flush(block_cache *cache, free_block **stack) {
+    if (cache->batch_head) push_chain(stack, cache->batch_head, cache->batch_tail);
+    if (cache->local) {
+        free_block *tail = cache->local;
         while (tail->next) tail = tail->next;
-        push_chain(cache.local, tail);
+        push_chain(stack, cache->local, tail);
     }
-    cache.local = cache.batch_head = cache.batch_tail = NULL;
-    cache.local_count = cache.batch_count = 0;
+    cache->local = cache->batch_head = cache->batch_tail = NULL;
+    cache->local_count = cache->batch_count = 0;
 }
 
-static void node_key_init(void) { pthread_key_create(&node_key, node_cache_exit); }
+/* At thread exit, the thread's blocks go back to the shared stacks. */
+static void caches_exit(void *unused) {
+    (void)unused;
+    cache_flush(&caches.nodes, &node_stack);
+    cache_flush(&caches.blocks, &block_stack);
+}
 
-static void register_cache(void) {
-    pthread_once(&node_once, node_key_init);
-    pthread_setspecific(node_key, &cache);
-    cache.registered = 1;
+static void cache_key_init(void) { pthread_key_create(&cache_key, caches_exit); }
+
+static void register_caches(void) {
+    pthread_once(&cache_once, cache_key_init);
+    pthread_setspecific(cache_key, &caches);
+    caches.registered = 1;
+}
+
+/* Refills an empty cache: the class's whole shared stack, or a new line-aligned slab. */
+static free_block *cache_refill(block_cache *cache, free_block **stack, size_t size) {
+    if (!caches.registered) register_caches();
+    free_block *block = __atomic_exchange_n(stack, NULL, __ATOMIC_ACQUIRE);
+    cache->local_count = LOCAL_MAX; /* unknown length: treat as full */
+    if (block) return block;
+    char *slab = aligned_alloc(64, size * SLAB_BLOCKS);
+    if (!slab) return NULL;
+    for (int i = 0; i < SLAB_BLOCKS - 1; i++) ((free_block *)(slab + i * size))->next = (free_block *)(slab + (i + 1) * size);
+    ((free_block *)(slab + (SLAB_BLOCKS - 1) * size))->next = NULL;
+    cache->local_count = SLAB_BLOCKS;
+    return (free_block *)slab;
+}
+
+static inline free_block *cache_take(block_cache *cache, free_block **stack, size_t size) {
+    free_block *block = cache->local;
+    if (!block) {
+        block = cache_refill(cache, stack, size);
+        if (!block) return NULL;
+    }
+    cache->local = block->next;
+    if (cache->local_count) cache->local_count--;
+    return block;
+}
+
+static inline void cache_give(block_cache *cache, free_block **stack, void *raw) {
+    if (!caches.registered) register_caches();
+    free_block *block = raw;
+    if (cache->local_count < LOCAL_MAX) {
+        block->next = cache->local;
+        cache->local = block;
+        cache->local_count++;
+        return;
+    }
+    block->next = cache->batch_head;
+    cache->batch_head = block;
+    if (!cache->batch_tail) cache->batch_tail = block;
+    if (++cache->batch_count == BATCH) {
+        push_chain(stack, cache->batch_head, cache->batch_tail);
+        cache->batch_head = cache->batch_tail = NULL;
+        cache->batch_count = 0;
+    }
 }
 
 fls_node *fls_node_alloc(void) {
-    fls_node *node = cache.local;
-    if (!node) {
-        if (!cache.registered) register_cache();
-        node = __atomic_exchange_n(&node_stack, NULL, __ATOMIC_ACQUIRE);
-        cache.local_count = NODE_LOCAL_MAX; /* unknown length: treat as full */
-        if (!node) {
-            /* Line-aligned, so each node spans exactly two cache lines. */
-            fls_node *slab = aligned_alloc(64, sizeof(fls_node) * NODE_SLAB);
-            if (!slab) return NULL;
-            for (int i = 0; i < NODE_SLAB - 1; i++) slab[i].next = &slab[i + 1];
-            slab[NODE_SLAB - 1].next = NULL;
-            node = slab;
-            cache.local_count = NODE_SLAB;
-        }
-    }
-    fls_node *next = node->next;
-    cache.local = next;
-    if (cache.local_count) cache.local_count--;
+    fls_node *node = (fls_node *)cache_take(&caches.nodes, &node_stack, sizeof(fls_node));
+    if (!node) return NULL;
     /* A recycled node was last written by the worker that freed it: fetch the next one for
      * writing now, so that miss overlaps this submission instead of stalling the next. */
-    if (next) {
-        fls_prefetch_for_write(next);
-        fls_prefetch_for_write((char *)next + 64);
+    if (caches.nodes.local) {
+        fls_prefetch_for_write(caches.nodes.local);
+        fls_prefetch_for_write((char *)caches.nodes.local + 64);
     }
     memset(node, 0, offsetof(fls_node, inline_arg));
     return node;
 }
 
-void fls_node_free(fls_node *node) {
-    if (!cache.registered) register_cache();
-    if (cache.local_count < NODE_LOCAL_MAX) {
-        node->next = cache.local;
-        cache.local = node;
-        cache.local_count++;
-        return;
-    }
-    node->next = cache.batch_head;
-    cache.batch_head = node;
-    if (!cache.batch_tail) cache.batch_tail = node;
-    if (++cache.batch_count == NODE_BATCH) {
-        push_chain(cache.batch_head, cache.batch_tail);
-        cache.batch_head = cache.batch_tail = NULL;
-        cache.batch_count = 0;
-    }
+void fls_node_free(fls_node *node) { cache_give(&caches.nodes, &node_stack, node); }
+
+void *fls_block_alloc(void) {
+    void *block = cache_take(&caches.blocks, &block_stack, FLS_BLOCK_SIZE);
+    if (block && caches.blocks.local) fls_prefetch_for_write(caches.blocks.local);
+    return block;
 }
+
+void fls_block_free(void *block) { cache_give(&caches.blocks, &block_stack, block); }
 
 /* ---- Work-stealing deque ----------------------------------------------------------------- */
 

@@ -287,18 +287,19 @@ fls_node *fls_node_alloc(void);
 /** Returns a node to the calling thread's free list (batches go back to the shared stack). */
 void fls_node_free(fls_node *node);
 
-/** A small record's memory: a 128-byte block (16-byte aligned, contents undefined) from the
- *  task nodes' slabs and per-thread free lists, for records made on one thread and freed on
- *  another once per task (remote objects and tasks), where malloc would contend for its arena
- *  lock. NULL only when memory is exhausted. */
-static inline void *fls_block_alloc(void) { return fls_node_alloc(); }
+/** A small record's memory: one 64-byte block (line-aligned, contents undefined) from an
+ *  allocator like the nodes' (its own slabs, per-thread free lists and shared stack), for
+ *  records made on one thread and freed on another once per task (a remote object's slot and
+ *  words, a remote task's control words), where malloc would contend for its arena lock.
+ *  NULL only when memory is exhausted. */
+void *fls_block_alloc(void);
 /** Returns a block of fls_block_alloc (from any thread). */
-static inline void fls_block_free(void *block) { fls_node_free((fls_node *)block); }
+void fls_block_free(void *block);
 /** Bytes of an fls_block_alloc block. */
-#define FLS_BLOCK_SIZE 128
-_Static_assert(sizeof(fls_node) == FLS_BLOCK_SIZE, "blocks are task nodes");
-/* A remote object's block: its slot (rounded up to 16 bytes), then its ready and lock words. */
-_Static_assert(((sizeof(fls_slot) + 15) & ~(size_t)15) + 8 <= FLS_BLOCK_SIZE, "a slot and two words fit a block");
+#define FLS_BLOCK_SIZE 64
+/* A remote object's block: its slot (rounded up to 16 bytes), then four words (ready, lock,
+ * resolved, produced by a task). */
+_Static_assert(((sizeof(fls_slot) + 15) & ~(size_t)15) + 16 <= FLS_BLOCK_SIZE, "a slot and four words fit a block");
 
 /* ---- Work-stealing deque ------------------------------------------------------------------- */
 

@@ -15,6 +15,11 @@ struct OneShotEvent {
         word.initialize(to: 0)
     }
 
+    /// The event over a word that an `init(word:)` made an event of before.
+    init(initialized word: UnsafeMutablePointer<UInt32>) {
+        self.word = word
+    }
+
     var isSet: Bool { fls_atomic_load_u32(word) & Self.set != 0 }
 
     /// Sets the event and wakes every waiter.

@@ -12,6 +12,11 @@ struct WordLock {
         word.initialize(to: 0)
     }
 
+    /// The lock over a word that an `init(word:)` made a lock of before.
+    init(initialized word: UnsafeMutablePointer<UInt32>) {
+        self.word = word
+    }
+
     /// Runs `body` with the lock held.
     @inline(__always)
     func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {

@@ -8,44 +8,56 @@ import CForklift
 /// are told when it resolves. Resolution happens once; later attempts are ignored (a task
 /// finishing after its runtime shut down the object as cancelled, for instance).
 final class RemoteObject {
-    /// The outcome: pending, then the value or the failure.
+    /// The outcome: pending, then the value or the failure. It opens the object's 64-byte
+    /// block, and four words follow it there (`words`): a remote object is this instance (five
+    /// references, 64 bytes with malloc's header) and that block, one cache line.
     let slot: UnsafeMutablePointer<fls_slot>
-    /// Set once resolved; `wait` sleeps on it.
-    private let ready: OneShotEvent
-    /// Guards `dependents`, `resolved`, `producer` and `unsealed`.
-    private let lock: WordLock
     private var dependents: [RemoteTask] = []
-    private var resolved = false
     /// The store whose capacity the value's bytes count against.
     let store: ObjectStore
     /// The task whose result this is, until the object resolves (for fl_cancel). A strong
     /// reference, dropped on resolution: a weak one would give every task a side table.
     private var producerTask: RemoteTask?
-    /// Whether a task produces this object (false for a put).
-    private(set) var isTaskResult = false
     /// The buffer fl_create handed out, until fl_seal (its bytes already counted in the store).
     private var unsealed: UnsafeMutablePointer<fls_slot>?
 
     /// Where the words follow the slot in the block (forklift_shim.h asserts that they fit).
     private static let slotStride = (MemoryLayout<fls_slot>.stride + 15) & ~15
 
+    /// The ready word, the lock word, the resolved flag and the produced-by-a-task flag.
+    private var words: UnsafeMutablePointer<UInt32> {
+        (UnsafeMutableRawPointer(slot) + Self.slotStride).assumingMemoryBound(to: UInt32.self)
+    }
+    /// Set once resolved; `wait` sleeps on it.
+    private var ready: OneShotEvent { OneShotEvent(initialized: words) }
+    /// Guards `dependents`, `resolved`, `producer` and `unsealed`.
+    private var lock: WordLock { WordLock(initialized: words + 1) }
+    /// Whether the object has resolved (guarded by `lock`).
+    private var resolved: Bool {
+        get { words[2] != 0 }
+        set { words[2] = newValue ? 1 : 0 }
+    }
+    /// Whether a task produces this object (false for a put); set before the object is shared.
+    var isTaskResult: Bool { words[3] != 0 }
+
     init(store: ObjectStore) {
         self.store = store
-        // The slot, the ready word and the lock word in one block from the node slabs (made
-        // here, often freed on another thread: no malloc arena lock either way).
+        // The slot and the words in one block from the block slabs (made here, often freed on
+        // another thread: no malloc arena lock either way).
         guard let block = fls_block_alloc() else { fatalError("out of memory for a remote object") }
         slot = block.bindMemory(to: fls_slot.self, capacity: 1)
         slot.initialize(to: ResultSlot.pending)
-        let words = (block + Self.slotStride).bindMemory(to: UInt32.self, capacity: 2)
-        ready = OneShotEvent(word: words)
-        lock = WordLock(word: words + 1)
+        let words = (block + Self.slotStride).bindMemory(to: UInt32.self, capacity: 4)
+        _ = OneShotEvent(word: words)
+        _ = WordLock(word: words + 1)
+        (words + 2).initialize(repeating: 0, count: 2)
         store.objectCreated()
     }
 
     /// Makes `task` this object's producer; before the object is shared with anyone.
     func setProducer(_ task: RemoteTask) {
         producerTask = task
-        isTaskResult = true
+        words[3] = 1
     }
 
     /// The task producing this object, if it has not resolved yet.
@@ -60,7 +72,7 @@ final class RemoteObject {
         if slot.pointee.status == FL_OK { store.release(bytes: slot.pointee.len) }
         store.objectFreed()
         ResultSlot.clear(slot)
-        fls_block_free(slot)  // the ready and lock words with it
+        fls_block_free(slot)  // the words with it
     }
 
     var isReady: Bool { ready.isSet }
