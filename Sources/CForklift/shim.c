@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -119,12 +120,14 @@ void fls_tls_set_remote_outputs(void *outputs) { tls_remote_outputs = outputs; }
 /* ---- Task node and block allocation ------------------------------------------------------ */
 
 /* Two size classes of fixed-size blocks: task nodes (128 bytes, two cache lines) and small
- * blocks (fls_block_alloc: 64 bytes, one line). Each thread keeps a free list per class; a thread that frees
- * more than it allocates gathers batches and pushes them onto the class's shared stack, and a
- * thread whose list is empty takes the whole stack with one exchange. A free block's first
- * word links it. */
+ * blocks (fls_block_alloc: 64 bytes, one line). Each thread keeps a free list per class; a
+ * thread that frees more than it allocates gathers batches and pushes them onto the class's
+ * shared stack, and a thread whose list is empty takes the whole stack with one exchange, or
+ * else carves a run of 64 blocks from its slab: 256 KiB mapped from the system (not malloc,
+ * so no arena lock and no consolidation of malloc's bins when a slab is added), whose pages
+ * are touched only as runs are carved. A free block's first word links it. */
 
-enum { SLAB_BLOCKS = 64, LOCAL_MAX = 256, BATCH = 128 };
+enum { SLAB_BYTES = 256 * 1024, CARVE_RUN = 64, LOCAL_MAX = 256, BATCH = 128 };
 
 typedef struct free_block {
     struct free_block *next;
@@ -136,6 +139,8 @@ typedef struct {
     free_block *batch_head; /* being collected for the shared stack */
     free_block *batch_tail;
     size_t batch_count;
+    char *carve; /* the rest of this thread's slab */
+    char *carve_end;
 } block_cache;
 
 typedef struct {
@@ -159,22 +164,36 @@ static void push_chain(free_block **stack, free_block *head, free_block *tail) {
     } while (!__atomic_compare_exchange_n(stack, &top, head, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
 }
 
-static void cache_flush(block_cache *cache, free_block **stack) {
+/* Gives a leaving thread's blocks to the shared stack: its lists, and the blocks of its slab's
+ * page in use that were not carved yet; the slab's untouched pages go back to the system. */
+static void cache_flush(block_cache *cache, free_block **stack, size_t size) {
     if (cache->batch_head) push_chain(stack, cache->batch_head, cache->batch_tail);
     if (cache->local) {
         free_block *tail = cache->local;
         while (tail->next) tail = tail->next;
         push_chain(stack, cache->local, tail);
     }
-    cache->local = cache->batch_head = cache->batch_tail = NULL;
-    cache->local_count = cache->batch_count = 0;
+    if (cache->carve != cache->carve_end) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        char *cut = (char *)(((uintptr_t)cache->carve + page - 1) & ~(page - 1));
+        if (cut < cache->carve_end) munmap(cut, (size_t)(cache->carve_end - cut));
+        free_block *head = NULL, *tail = NULL;
+        for (char *p = cache->carve; p + size <= cut && p < cache->carve_end; p += size) {
+            free_block *block = (free_block *)p;
+            block->next = head;
+            head = block;
+            if (!tail) tail = block;
+        }
+        if (head) push_chain(stack, head, tail);
+    }
+    memset(cache, 0, sizeof *cache);
 }
 
 /* At thread exit, the thread's blocks go back to the shared stacks. */
 static void caches_exit(void *unused) {
     (void)unused;
-    cache_flush(&caches.nodes, &node_stack);
-    cache_flush(&caches.blocks, &block_stack);
+    cache_flush(&caches.nodes, &node_stack, sizeof(fls_node));
+    cache_flush(&caches.blocks, &block_stack, FLS_BLOCK_SIZE);
 }
 
 static void cache_key_init(void) { pthread_key_create(&cache_key, caches_exit); }
@@ -185,26 +204,38 @@ static void register_caches(void) {
     caches.registered = 1;
 }
 
-/* Refills an empty cache: the class's whole shared stack, or a new line-aligned slab. */
+/* A block for a cache whose list is empty: the class's whole shared stack if it holds any
+ * (recycled memory first: fresh pages cost a fault each), else one carved from the slab. */
 static free_block *cache_refill(block_cache *cache, free_block **stack, size_t size) {
     if (!caches.registered) register_caches();
-    free_block *block = __atomic_exchange_n(stack, NULL, __ATOMIC_ACQUIRE);
-    cache->local_count = LOCAL_MAX; /* unknown length: treat as full */
-    if (block) return block;
-    char *slab = aligned_alloc(64, size * SLAB_BLOCKS);
-    if (!slab) return NULL;
-    for (int i = 0; i < SLAB_BLOCKS - 1; i++) ((free_block *)(slab + i * size))->next = (free_block *)(slab + (i + 1) * size);
-    ((free_block *)(slab + (SLAB_BLOCKS - 1) * size))->next = NULL;
-    cache->local_count = SLAB_BLOCKS;
-    return (free_block *)slab;
+    if (__atomic_load_n(stack, __ATOMIC_RELAXED)) {
+        free_block *chain = __atomic_exchange_n(stack, NULL, __ATOMIC_ACQUIRE);
+        if (chain) {
+            cache->local = chain->next;
+            cache->local_count = LOCAL_MAX; /* unknown length: treat as full */
+            return chain;
+        }
+    }
+    if (cache->carve == cache->carve_end) {
+        void *slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (slab == MAP_FAILED) return NULL;
+        cache->carve = slab;
+        cache->carve_end = (char *)slab + SLAB_BYTES;
+    }
+    /* A run of CARVE_RUN blocks at once (the slab is a multiple of it): the first to return,
+     * the others onto the list. */
+    free_block *block = (free_block *)cache->carve;
+    char *end = cache->carve + CARVE_RUN * size;
+    for (char *p = cache->carve + size; p < end; p += size) ((free_block *)p)->next = p + size < end ? (free_block *)(p + size) : NULL;
+    cache->local = (free_block *)(cache->carve + size);
+    cache->local_count = CARVE_RUN - 1;
+    cache->carve = end;
+    return block;
 }
 
 static inline free_block *cache_take(block_cache *cache, free_block **stack, size_t size) {
     free_block *block = cache->local;
-    if (!block) {
-        block = cache_refill(cache, stack, size);
-        if (!block) return NULL;
-    }
+    if (!block) return cache_refill(cache, stack, size);
     cache->local = block->next;
     if (cache->local_count) cache->local_count--;
     return block;

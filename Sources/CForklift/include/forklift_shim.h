@@ -281,8 +281,9 @@ static inline fls_slot *fls_node_result(fls_node *node) { return &node->result; 
 
 /** A task node with every field zeroed except `next`'s successors' use. Nodes come from a
  *  per-thread free list, refilled in one atomic exchange from a process-wide stack that
- *  freeing threads return batches to, and from 64-node slabs. Never returns NULL unless
- *  memory is exhausted. Slabs are kept for reuse, not returned to the system. */
+ *  freeing threads return batches to, else carved from the thread's 256 KiB slab (mapped
+ *  from the system). Never returns NULL unless memory is exhausted. Slabs are kept for reuse,
+ *  not returned to the system (but for the untouched pages of a leaving thread's slab). */
 fls_node *fls_node_alloc(void);
 /** Returns a node to the calling thread's free list (batches go back to the shared stack). */
 void fls_node_free(fls_node *node);
