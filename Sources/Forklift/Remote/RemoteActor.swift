@@ -28,7 +28,9 @@ final class RemoteActor {
     /// sleeps (the submitting thread and the thread running the calls hold it for a few
     /// instructions per call, so a futex sleep there would cost more than the wait).
     private let lock = WordLock(word: .allocate(capacity: 1))
-    private var queue: [RemoteTask] = []
+    /// The calls in submission order from `head` on; a taken call's slot is emptied, so the
+    /// queue never holds a call's last reference (whoever ran it lets go of it).
+    private var queue: [RemoteTask?] = []
     private var head = 0
     private var running = 0
     private var killed = false
@@ -172,8 +174,8 @@ final class RemoteActor {
     private func takeHead() -> RemoteTask? {
         // Until the constructor (the first call) has ended, it runs alone.
         guard !killed, running < (constructorDone ? maxConcurrency : 1), head < queue.count,
-              queue[head].argumentsAreReady else { return nil }
-        let call = queue[head]
+              queue[head]!.argumentsAreReady else { return nil }
+        let call = queue[head].take()!
         head += 1
         if head > 64 && head * 2 > queue.count {
             queue.removeFirst(head)
@@ -216,7 +218,7 @@ final class RemoteActor {
         let (cancelled, free): ([RemoteTask], Bool) = lock.withLock {
             guard !killed else { return ([], false) }
             killed = true
-            let waiting = Array(queue[head...])
+            let waiting = queue[head...].compactMap { $0 }
             queue = []
             head = 0
             return (waiting, running == 0 && takeStateForFreeing())
