@@ -30,9 +30,11 @@ final class Pool {
     /// Set for a process-backed pool: each worker thread then feeds a worker process.
     let processSettings: ProcessSettings?
     /// Called by a worker (with its index) when it has found no work for a while (it spun in
-    /// vain) and is about to park: the owner's chance to tidy up per-worker state while
-    /// nothing waits for it.
-    let whenOutOfWork: ((_ worker: Int) -> Void)?
+    /// vain) and is about to park (`.outOfWork`): the owner's chance to tidy up per-worker
+    /// state while nothing waits for it. If it returns true, the worker parks for at most a
+    /// millisecond, and if no work came meanwhile it calls again with `.stillIdle` before it
+    /// parks for good.
+    let idleHook: ((_ worker: Int, _ idleness: WorkerIdleness) -> Bool)?
 
     /// Each on its own cache line: [0] state and [1] the cancelled flag (read by tasks through
     /// fl_task_cancelled); [16..17] nodes submitted (UInt64); [32] workers spinning in search
@@ -66,9 +68,10 @@ final class Pool {
     private var iterators: [ObjectIdentifier: ImapIterator] = [:]
 
     private init(workers: Int, name: String, initializer: fl_init_fn?, initializerUser: UnsafeMutableRawPointer?,
-                 initargs: [UInt8], processSettings: ProcessSettings?, whenOutOfWork: ((_ worker: Int) -> Void)?) {
+                 initargs: [UInt8], processSettings: ProcessSettings?,
+                 idleHook: ((_ worker: Int, _ idleness: WorkerIdleness) -> Bool)?) {
         self.workerCount = workers
-        self.whenOutOfWork = whenOutOfWork
+        self.idleHook = idleHook
         self.processSettings = processSettings
         self.name = name
         self.initializer = initializer
@@ -90,9 +93,9 @@ final class Pool {
     /// Starts a pool and waits until every worker has run its initializer.
     static func create(workers: Int, name: String, initializer: fl_init_fn?, initializerUser: UnsafeMutableRawPointer?,
                        initargs: [UInt8], processSettings: ProcessSettings? = nil,
-                       whenOutOfWork: ((_ worker: Int) -> Void)? = nil) throws(Failure) -> Pool {
+                       idleHook: ((_ worker: Int, _ idleness: WorkerIdleness) -> Bool)? = nil) throws(Failure) -> Pool {
         let pool = Pool(workers: workers, name: name, initializer: initializer, initializerUser: initializerUser,
-                        initargs: initargs, processSettings: processSettings, whenOutOfWork: whenOutOfWork)
+                        initargs: initargs, processSettings: processSettings, idleHook: idleHook)
         do {
             try pool.callbacks.start()
             // Every worker and its deque exist before any thread starts, so thieves can read
@@ -281,4 +284,12 @@ final class Pool {
         if fls_atomic_load_u32(state) == Self.running { terminate() }
         try join(until: .forever)
     }
+}
+
+/// How long a worker calling a pool's `idleHook` has been without work.
+enum WorkerIdleness {
+    /// It spun in vain and is about to park.
+    case outOfWork
+    /// It parked for a millisecond at the hook's request, and no work came.
+    case stillIdle
 }

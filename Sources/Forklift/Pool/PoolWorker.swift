@@ -110,7 +110,7 @@ final class PoolWorker: ThreadBody {
             // Out of work: a caller of fl_pool_apply may borrow the worker process meanwhile.
             process?.releaseHold()
             if spinForWork(pool) { continue }
-            pool.whenOutOfWork?(index)
+            let checkBack = pool.idleHook?(index, .outOfWork) ?? false
             if pool.isWindingDown { return }
             let key = idle.prepareWait()
             fls_atomic_store_seq_cst_u32(wakePending, 0)
@@ -118,8 +118,12 @@ final class PoolWorker: ThreadBody {
                 idle.cancelWait()
                 continue
             }
-            idle.wait(key, until: .forever)
+            let woken = idle.wait(key, until: checkBack ? Deadline(nanosecondsFromNow: 1_000_000) : .forever)
             fls_atomic_store_seq_cst_u32(wakePending, 0)
+            if !woken {
+                _ = pool.idleHook?(index, .stillIdle)
+                continue
+            }
             // Woken for work: if more is queued and nobody spins, recruit the next worker, so a
             // burst (the runners of a map) spreads over the pool instead of one woken worker.
             if pool.hasVisibleWork && fls_atomic_load_u32(spinning) == 0 { pool.requestWorker() }

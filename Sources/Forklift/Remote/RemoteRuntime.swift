@@ -43,7 +43,7 @@ final class RemoteRuntime {
         let graveyard = TaskGraveyard(workers: workers)
         do throws(Failure) {
             pool = try Pool.create(workers: workers, name: "forklift-remote", initializer: nil, initializerUser: nil,
-                                   initargs: [], whenOutOfWork: { worker in graveyard.workerIsOutOfWork(worker) })
+                                   initargs: [], idleHook: { worker, idleness in graveyard.workerIsIdle(worker, idleness) })
         } catch {
             graveyard.destroy()
             throw error

@@ -13,8 +13,8 @@ import CForklift
 ///
 /// Nothing waits here for long: besides each submission, `releaseAll` runs when a reference is
 /// released (so an object whose task was buried is freed with its last reference), when the
-/// counters are read, and at shutdown; and a worker running out of work releases its own
-/// batch and the handed-over ones itself.
+/// counters are read, and at shutdown; a worker about to park hands its batch over, and if
+/// the runtime stays idle for a millisecond it releases the lot itself.
 ///
 /// A value type over raw memory (the closure the pool calls holds it without reference
 /// counting); its owner calls `destroy()` once no worker runs.
@@ -56,11 +56,19 @@ struct TaskGraveyard {
         if count >= Self.batchSize { handOver(worker: worker) }
     }
 
-    /// Worker `worker` has run out of work: releases its batch and what was handed over, now
-    /// that nobody waits for it.
-    func workerIsOutOfWork(_ worker: Int) {
-        handOver(worker: worker)
-        releaseAll()
+    /// Worker `worker` has no work (its pool's `idleHook`). About to park, it hands its batch
+    /// over, for the next submission to release, and asks to be called back if anything waits
+    /// to be released; called back a millisecond later with still no work, it releases what
+    /// nobody has (the runtime is idle: no submitting thread to contend with for malloc).
+    func workerIsIdle(_ worker: Int, _ idleness: WorkerIdleness) -> Bool {
+        switch idleness {
+        case .outOfWork:
+            handOver(worker: worker)
+            return fls_atomic_load_ptr(words) != nil
+        case .stillIdle:
+            releaseAll()
+            return false
+        }
     }
 
     /// Releases every task handed over so far (from any thread).
