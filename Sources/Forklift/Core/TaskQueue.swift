@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CForklift
 
 /// A multi-producer, multi-consumer FIFO of task nodes, never full.

@@ -2,7 +2,9 @@ import CForklift
 
 /// A mutex in one 32-bit word of memory its owner provides (`fls_word_lock`): for locks
 /// embedded in small, numerous records (remote objects), where a `Lock` would cost two
-/// allocations. Uncontended, locking is one compare-and-swap and unlocking one exchange.
+/// allocations, and for short critical sections under contention (an actor's queue, a task
+/// queue's overflow list), where it spins briefly before it sleeps. Uncontended, locking is
+/// one compare-and-swap and unlocking one exchange.
 struct WordLock {
     /// The lock word; owned by whoever embeds the lock.
     let word: UnsafeMutablePointer<UInt32>

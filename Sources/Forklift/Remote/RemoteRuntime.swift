@@ -216,7 +216,7 @@ final class RemoteRuntime {
         // Tasks that waiting threads took to run themselves end too (rarely any: those threads
         // hold references, so this only keeps "shutdown lets running tasks finish" true).
         while fls_atomic_load_u64(inlineRuns) != 0 { usleep(100) }
-        // The workers released their batches as they ran out of work.
+        // The workers handed their buried tasks over as they ran out of work: release them.
         store.graveyard.releaseAll()
         // No call runs any more: end the isolated actors' processes.
         let actors = actorsLock.withLock {
