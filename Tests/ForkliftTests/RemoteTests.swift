@@ -140,6 +140,53 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
     }
 
+    /// Streams of calls on one actor: thread 0 pipelines bursts of calls, thread 1 waits for
+    /// each call at once (racing the worker that lingers on the actor for the call handed to
+    /// it), thread 2 kills the actor partway. Every call ends once: each thread sees its
+    /// values rise, then (after the kill) only cancellations; the state is freed once.
+    func testActorStreamsRacingWaitersAndKill() {
+        let runtime = Self.twoWorkerRuntime()
+        var actor: fl_actor?
+        XCTAssertEqual(fl_actor_create(runtime, Self.counterInit, Self.counterFree, nil, nil, 0, nil, &actor), FL_OK)
+        let increment = Self.increment
+        let malformed = Self.onThreeThreads(actor) { actor, thread in
+            if thread == 2 {
+                usleep(3000)
+                return fl_actor_kill(actor) == FL_OK ? 0 : 1
+            }
+            var refs: [fl_ref?] = []
+            for i in 0..<4000 {
+                var ref: fl_ref?
+                guard fl_actor_call(actor, increment, nil, 0, &ref) == FL_OK else { break }
+                refs.append(ref)
+                if thread == 1 || i % 16 == 15 { _ = fl_get(ref, FL_FOREVER, nil, nil) }
+            }
+            var malformed = 0
+            var last: Int64 = 0
+            var cancelled = false
+            for ref in refs {
+                var data: UnsafeRawPointer?
+                switch fl_get(ref, 30, &data, nil) {
+                case FL_OK:
+                    let value = data!.loadUnaligned(as: Int64.self)
+                    if cancelled || value <= last { malformed += 1 }
+                    last = value
+                case FL_ECANCELED:
+                    cancelled = true
+                default:
+                    malformed += 1
+                }
+                _ = fl_ref_release(ref)
+            }
+            return malformed
+        }
+        XCTAssertEqual(malformed, 0)
+        let stats = Self.statsOnceSettled(runtime)
+        XCTAssertEqual(stats.objects, 0)
+        XCTAssertEqual(stats.tasks_running, 0)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
+
     /// Three threads call an actor and submit tasks, each waiting with no limit right away,
     /// so the waiting threads and the workers race to claim the queued ones: every call runs
     /// once, one at a time, in each thread's order, and shutdown finds nothing in flight.

@@ -154,6 +154,7 @@ func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMuta
             try runtime.submit(task)
         } catch {
             for handle in handles { try? Registry.refs.destroy(cHandle(handle), "ref") }
+            task.abandon()
             throw error
         }
         for (index, handle) in handles.enumerated() { out[index] = cHandle(handle) }
@@ -492,6 +493,7 @@ public func fl_actor_create(_ runtime: fl_runtime?, _ initialize: fl_actor_init_
                 try created.submit(constructor)
             } catch {
                 try? Registry.actors.destroy(cHandle(handle), "actor")
+                constructor.abandon()
                 throw error
             }
             out.pointee = cHandle(handle)
@@ -524,6 +526,7 @@ public func fl_actor_call(_ actor: fl_actor?, _ method: fl_remote_fn?, _ args: U
                 try actor.submit(call)
             } catch {
                 try? Registry.refs.destroy(cHandle(handle), "ref")
+                call.abandon()
                 throw error
             }
             out.pointee = cHandle(handle)

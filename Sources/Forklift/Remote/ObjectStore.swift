@@ -3,6 +3,8 @@ import CForklift
 /// The byte accounting of a runtime's objects (`store_capacity`), and the process-wide
 /// resolution counter that `fl_wait` sleeps on.
 final class ObjectStore {
+    /// Keeps the reference count, which every task or object made changes, off the fields' lines.
+    private let padding = CacheLinePadding()
     /// Bytes the store may hold; 0: no limit.
     let capacity: Int
     private let used: UnsafeMutablePointer<UInt64>

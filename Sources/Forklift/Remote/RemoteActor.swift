@@ -10,11 +10,21 @@ import CForklift
 /// ends lets `pump` start the next. `kill` cancels the calls that have not started and frees
 /// the state once the running ones have ended.
 ///
+/// A worker whose call ends with none ready behind it lingers for a moment, keeping the
+/// actor's running slot (`workerCallEnded`, for actors running one call at a time): a call
+/// submitted meanwhile is handed to it through `handOff`, not through the pool's queue, and
+/// neither side takes the lock from the other. A caller that pipelines calls on an actor then
+/// pays only for queueing each one.
+///
 /// An isolated actor (`isolation` set) lives in a worker process of its own: its constructor
 /// runs there as the process's initializer (so a restarted process builds the state again),
 /// and each call is a request to that process, made by whichever runtime thread runs the call
 /// (one at a time). Killing it, or shutting the runtime down, ends the process.
 final class RemoteActor {
+    /// Keeps the reference count, which every call made changes, off the fields' lines.
+    private let padding = CacheLinePadding()
+
+    // What the threads running calls read: set at creation, or once by the constructor.
     let runtime: RemoteRuntime
     private let maxConcurrency: Int
     let constructor: fl_actor_init_fn
@@ -22,12 +32,23 @@ final class RemoteActor {
     let user: UnsafeMutableRawPointer?
     /// How an isolated actor's process runs (restarts, retries); nil for an actor on threads.
     private let isolation: ProcessSettings?
-    /// An isolated actor's process, once its constructor has run there.
-    private var process: WorkerProcess?
+    /// The state the constructor made (valid once it has run).
+    private(set) var state: UnsafeMutableRawPointer?
+    /// Set when the constructor failed.
+    private(set) var constructorFailure: Failure?
+    /// Where a lingering worker waits for the next call.
+    private let handOff = ActorHandOff()
+
+    /// Keeps what the submitting threads write at every call off the lines read above.
+    private let separator = CacheLinePadding()
+
+    // Guarded by `lock`: written by the threads submitting calls, and when calls end.
     /// Guards the queue, the counts and the flags: a word lock, which spins briefly before it
     /// sleeps (the submitting thread and the thread running the calls hold it for a few
-    /// instructions per call, so a futex sleep there would cost more than the wait).
-    private let lock = WordLock(word: .allocate(capacity: 1))
+    /// instructions per call, so a futex sleep there would cost more than the wait). The
+    /// word has a cache line of its own.
+    private let lock = WordLock(word: UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+                                    .bindMemory(to: UInt32.self, capacity: 1))
     /// The calls in submission order from `head` on; a taken call's slot is emptied, so the
     /// queue never holds a call's last reference (whoever ran it lets go of it).
     private var queue: [RemoteTask?] = []
@@ -35,12 +56,21 @@ final class RemoteActor {
     private var running = 0
     private var killed = false
     private var stateFreed = false
-    /// The state the constructor made (valid once it has run).
-    private(set) var state: UnsafeMutableRawPointer?
-    /// Set when the constructor failed.
-    private(set) var constructorFailure: Failure?
     /// Whether the constructor has ended: no call starts before.
     private var constructorDone = false
+    /// An isolated actor's process, once its constructor has run there.
+    private var process: WorkerProcess?
+
+    /// Calls taken from the queue together, run one by one by the worker holding the running
+    /// slot (`workerCallEnded`), from `batchNext` on. Only the slot's holder touches them:
+    /// the slot passes between threads through `lock` or `handOff`, which order the accesses.
+    private var batch: [Unmanaged<RemoteTask>] = []
+    private var batchNext = 0
+    /// At most this many calls per batch.
+    private static let batchCapacity = 64
+    /// How long a worker lingers on an idle actor, in spin-wait pauses (a few microseconds:
+    /// longer than a caller takes between two calls, far shorter than a pool worker's spin).
+    private static let lingerSpins = 1000
 
     init(runtime: RemoteRuntime, maxConcurrency: Int, construct: fl_actor_init_fn, freeState: fl_actor_free_fn?,
          user: UnsafeMutableRawPointer?, isolation: ProcessSettings? = nil) {
@@ -52,7 +82,10 @@ final class RemoteActor {
         self.isolation = isolation
     }
 
-    deinit { lock.word.deallocate() }
+    deinit {
+        UnsafeMutableRawPointer(lock.word).deallocate()
+        handOff.deallocate()
+    }
 
     /// Whether the actor lives in a worker process of its own.
     var isIsolated: Bool { isolation != nil }
@@ -112,11 +145,19 @@ final class RemoteActor {
         let readyNow = !call.takesObjects
         if readyNow { try runtime.admit() }
         let startable: RemoteTask? = try lock.withLock { () throws(Failure) -> RemoteTask? in
-            guard !killed else { throw Failure(FL_ESTATE, "the actor was killed") }
+            guard !killed else {
+                if readyNow { runtime.withdraw() }
+                throw Failure(FL_ESTATE, "the actor was killed")
+            }
             queue.append(call)
-            guard readyNow else { return nil }
+            guard readyNow else {
+                handOff.setQueued(queue.count - head)
+                return nil
+            }
             call.argumentsAreReady = true
-            return takeHead()
+            if let startable = takeHead() { return startable }
+            handHeadToLingerer()
+            return nil
         }
         if !readyNow {
             try runtime.submit(call)  // registers with its arguments; the last to resolve makes it ready
@@ -170,6 +211,103 @@ final class RemoteActor {
         return next
     }
 
+    /// A call has ended on the pool worker that ran it: returns the next call for that worker
+    /// (retained, and claimed if it came through `handOff`), as `callEnded` does.
+    ///
+    /// An actor running one call at a time keeps its slot with this worker while it has calls:
+    /// the worker takes every ready call at the head at once (`takeBatch`, one critical section
+    /// for up to `batchCapacity` calls) and runs them back to back; then it lingers for up to
+    /// `lingerSpins` pauses, unless other work shows up in the pool, and a call submitted
+    /// meanwhile comes to it through `handOff`. Only then does it give the slot back.
+    func workerCallEnded(pool: Pool) -> Unmanaged<RemoteTask>? {
+        guard maxConcurrency == 1 && !isIsolated else { return callEnded().map { .passRetained($0) } }
+        if let next = nextOfBatch() { return next }
+        if !handOff.isKilled && handOff.startLingering() {
+            if !handOff.callsQueuedAfterLingering {
+                handOff.wait(spins: Self.lingerSpins) { pool.hasVisibleWork }
+            }
+            if let raw = handOff.stopLingering() {
+                let call = Unmanaged<RemoteTask>.fromOpaque(raw)
+                if call._withUnsafeGuaranteedRef({ $0.claimForWorker() }) { return call }
+                // A thread waiting for the call's output claimed it: the slot went with the
+                // call, and that thread gives it back when the call ends.
+                call.release()
+                return nil
+            }
+        }
+        // Nothing was handed over: take the calls queued meanwhile, or give the slot back.
+        let (took, free): (Bool, Bool) = lock.withLock {
+            running -= 1
+            if takeBatch() { return (true, false) }
+            return (false, killed && running == 0 && takeStateForFreeing())
+        }
+        if free { freeNow() }
+        // Without a batch the slot is gone: `batch` belongs to whoever holds it now.
+        return took ? nextOfBatch() : nil
+    }
+
+    /// Moves the ready calls at the head (up to `batchCapacity`) into `batch`, counting one
+    /// running slot for them all; returns whether there were any. Call with `lock` held.
+    private func takeBatch() -> Bool {
+        guard let first = takeHead() else { return false }
+        batch.append(.passRetained(first))
+        while batch.count < Self.batchCapacity, head < queue.count, queue[head]!.argumentsAreReady {
+            batch.append(.passRetained(queue[head].take()!))
+            head += 1
+        }
+        compactQueue()
+        handOff.setQueued(queue.count - head)
+        return true
+    }
+
+    /// The next call of the batch (retained), if any; the calls of a killed actor resolve as
+    /// cancelled instead, as `kill` resolves those still queued.
+    private func nextOfBatch() -> Unmanaged<RemoteTask>? {
+        while batchNext < batch.count {
+            let call = batch[batchNext]
+            batchNext += 1
+            if batchNext == batch.count {
+                batch.removeAll(keepingCapacity: true)
+                batchNext = 0
+            }
+            guard handOff.isKilled else { return call }
+            call._withUnsafeGuaranteedRef {
+                $0.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "the actor was killed before the call ran")
+            }
+            call.release()
+        }
+        return nil
+    }
+
+    /// Hands the head call, if it is ready, to a worker lingering with the running slot; else
+    /// publishes the queued count, and tries once more if a worker started to linger
+    /// meanwhile (see `ActorHandOff`). Call with `lock` held, when `takeHead` found no free slot.
+    private func handHeadToLingerer() {
+        if handHeadOver() { return }
+        handOff.setQueued(queue.count - head)
+        if handOff.hasLingererAfterPublishing { _ = handHeadOver() }
+    }
+
+    /// Hands the head call over if it is ready and a worker lingers; returns whether it did.
+    private func handHeadOver() -> Bool {
+        guard head < queue.count, let call = queue[head], call.argumentsAreReady, handOff.hasLingerer else { return false }
+        // Claimable from now on, like a queued call: the worker claims it, or a thread waiting
+        // for its output does. No such thread looks before the call leaves the queue (see
+        // `hasWaitingCalls`), so the mark is undone below if the call stays.
+        call.markQueued()
+        let retained = Unmanaged.passRetained(call)
+        guard handOff.handOver(retained.toOpaque()) else {
+            call.unmarkQueued()
+            retained.release()
+            return false
+        }
+        queue[head] = nil
+        head += 1
+        compactQueue()
+        handOff.setQueued(queue.count - head)
+        return true
+    }
+
     /// Pops the head call if it may start now, counting it as running. Call with `lock` held.
     private func takeHead() -> RemoteTask? {
         // Until the constructor (the first call) has ended, it runs alone.
@@ -177,18 +315,28 @@ final class RemoteActor {
               queue[head]!.argumentsAreReady else { return nil }
         let call = queue[head].take()!
         head += 1
+        compactQueue()
+        handOff.setQueued(queue.count - head)
+        running += 1
+        return call
+    }
+
+    /// Drops the emptied slots before `head` once they are most of the queue.
+    private func compactQueue() {
         if head > 64 && head * 2 > queue.count {
             queue.removeFirst(head)
             head = 0
         }
-        running += 1
-        return call
     }
 
     /// Starts calls from the head of the queue while allowed.
     private func pump() {
         while true {
-            let next: RemoteTask? = lock.withLock { takeHead() }
+            let next: RemoteTask? = lock.withLock {
+                if let next = takeHead() { return next }
+                handHeadToLingerer()
+                return nil
+            }
             guard let next else { return }
             start(next)
         }
@@ -218,9 +366,11 @@ final class RemoteActor {
         let (cancelled, free): ([RemoteTask], Bool) = lock.withLock {
             guard !killed else { return ([], false) }
             killed = true
+            handOff.kill()
             let waiting = queue[head...].compactMap { $0 }
             queue = []
             head = 0
+            handOff.setQueued(0)
             return (waiting, running == 0 && takeStateForFreeing())
         }
         for call in cancelled {

@@ -60,6 +60,12 @@ final class RemoteObject {
         words[3] = 1
     }
 
+    /// Lets go of the producer, whose submission failed (the object and the task would
+    /// otherwise keep each other alive).
+    func dropProducer() {
+        _ = lock.withLock { producerTask.take() }
+    }
+
     /// The task producing this object, if it has not resolved yet.
     var producer: RemoteTask? { lock.withLock { producerTask } }
 

@@ -17,6 +17,8 @@ import CForklift
 /// be killed on its own. Isolated actors have a process of their own (`RemoteActor`); the
 /// runtime keeps them until they are killed, and stops their processes at shutdown.
 final class RemoteRuntime {
+    /// Keeps the reference count, which every task or object made changes, off the fields' lines.
+    private let padding = CacheLinePadding()
     let pool: Pool
     /// The pool of worker processes for isolated tasks (`process_workers`), if any.
     let processPool: Pool?
@@ -103,6 +105,11 @@ final class RemoteRuntime {
         _ = fls_atomic_add_u64(submitted, 1)
     }
 
+    /// Takes back the count of an admitted submission that failed after all.
+    func withdraw() {
+        _ = fls_atomic_sub_u64(submitted, 1)
+    }
+
     /// Queues a task whose arguments are ready; if the pool refuses it, the task resolves as
     /// cancelled (shut down) or failed.
     func schedule(_ task: RemoteTask) {
@@ -153,23 +160,26 @@ final class RemoteRuntime {
 
     /// Runs the task a node carries (the node's reference comes with it). The pool is only
     /// ever closed and drained, never terminated, so every node runs.
-    /// An actor's calls go on running here while its next one is ready.
+    /// An actor's calls go on running here while its next one is ready (or is handed to this
+    /// worker while it lingers on the actor).
     /// The node's reference to each task that ends here goes to the graveyard (on a worker).
     private static let runTask: fl_task_fn = { user, _, _, _ in
         var task: Unmanaged<RemoteTask>? = Unmanaged<RemoteTask>.fromOpaque(user!)
-        let runtime = task!._withUnsafeGuaranteedRef { $0.runtime }
+        // Not retained: the task keeps its runtime, and a count changed here at every task
+        // would take the line from the threads submitting (which retain it at every task).
+        unowned(unsafe) let runtime = task!._withUnsafeGuaranteedRef { $0.runtime }
         // A thread waiting for the task's output may have run it already.
         guard task!._withUnsafeGuaranteedRef({ $0.claimForWorker() }) else {
             runtime.bury(task!)
             return 0
         }
         while let current = task {
-            let next: RemoteTask? = current._withUnsafeGuaranteedRef { task in
+            let next: Unmanaged<RemoteTask>? = current._withUnsafeGuaranteedRef { task in
                 task.run()
-                return task.actor?.callEnded()
+                return task.actor?.workerCallEnded(pool: runtime.pool)
             }
             runtime.bury(current)
-            task = next.map { Unmanaged.passRetained($0) }
+            task = next
         }
         return 0
     }

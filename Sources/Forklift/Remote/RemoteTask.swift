@@ -96,6 +96,12 @@ final class RemoteTask: PoolJob {
         fls_atomic_store_u32(claimWord, Self.queued)
     }
 
+    /// Undoes `markQueued` for a call that stays in its actor's queue after all (nobody can
+    /// have claimed it: see `RemoteActor.handHeadToLingerer`).
+    func unmarkQueued() {
+        fls_atomic_store_u32(claimWord, 0)
+    }
+
     /// Claims the task for the worker that popped its node: false if a waiting thread took
     /// it first (the worker then drops the node).
     func claimForWorker() -> Bool {
@@ -120,6 +126,13 @@ final class RemoteTask: PoolJob {
         run()
         if let actor, let next = actor.callEnded() { actor.start(next) }
         return true
+    }
+
+    /// The task's submission failed: its outputs let go of it, so both are freed once the
+    /// caller has let go of them.
+    func abandon() {
+        output.dropProducer()
+        for extra in extraOutputs { extra.dropProducer() }
     }
 
     /// Cancels the task (fl_cancel): its output resolves as cancelled now unless it already

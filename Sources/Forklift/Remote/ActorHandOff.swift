@@ -1,0 +1,109 @@
+import CForklift
+
+/// Where a thread submitting a call to an actor hands it straight to a worker lingering on
+/// that actor, so that neither takes the actor's lock from the other while calls stream in
+/// (`RemoteActor.workerCallEnded`). Two cache lines:
+///
+/// - The hand-off word: nil, `lingering` (a worker spins on it, holding the actor's one
+///   running slot), or a call handed over (a retained `RemoteTask`, which takes the slot).
+/// - The number of calls queued and not yet taken, published under the actor's lock, read by
+///   a worker as it starts to linger. It changes only when calls pile up, so a stream of
+///   calls handed over one by one never writes it. With it, the killed flag, which a worker
+///   running a batch of calls reads before each.
+///
+/// Why no call waits while a worker lingers: the worker stores `lingering`, then (after a
+/// full fence) reads the queued count; a submitter that found no worker lingering stores the
+/// count, then (after a full fence) looks again. Either the submitter sees the worker
+/// lingering and hands the call over, or the worker sees the call queued and takes it
+/// through the lock. (Lingering ends through the lock in any case, so this only saves time.)
+struct ActorHandOff {
+    private let words: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private static var lingering: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: 1)! }
+
+    init() {
+        words = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 64)
+            .bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 10)
+        words.initialize(repeating: nil, count: 10)
+    }
+
+    func deallocate() { UnsafeMutableRawPointer(words).deallocate() }
+
+    private var queuedCount: UnsafeMutablePointer<UInt64> {
+        UnsafeMutableRawPointer(words + 8).assumingMemoryBound(to: UInt64.self)
+    }
+
+    private var killedFlag: UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(words + 9).assumingMemoryBound(to: UInt32.self)
+    }
+
+    /// Whether the actor was killed.
+    var isKilled: Bool { fls_atomic_load_u32(killedFlag) != 0 }
+
+    // MARK: The submitting side (holding the actor's lock)
+
+    /// Publishes how many calls wait in the actor's queue (no write if that is unchanged).
+    func setQueued(_ count: Int) {
+        if fls_atomic_load_relaxed_u64(queuedCount) != UInt64(count) { fls_atomic_store_u64(queuedCount, UInt64(count)) }
+    }
+
+    /// Whether a worker lingers now (a hint: `handOver` decides).
+    var hasLingerer: Bool { fls_atomic_load_ptr(words) == Self.lingering }
+
+    /// `hasLingerer`, after a full fence: what a submitter that has just published the queued
+    /// count (`setQueued`) asks, so that it or the worker sees the other.
+    var hasLingererAfterPublishing: Bool {
+        fls_fence_seq_cst()
+        return hasLingerer
+    }
+
+    /// Hands `call` (retained by the caller) to the lingering worker, with the running slot;
+    /// false if no worker lingers any more (the call and its reference stay the caller's).
+    func handOver(_ call: UnsafeMutableRawPointer) -> Bool {
+        var expected: UnsafeMutableRawPointer? = Self.lingering
+        return fls_atomic_cas_ptr(words, &expected, call)
+    }
+
+    /// The actor is killed: a worker running a batch cancels the rest of it, a lingering
+    /// worker is sent away (it gives its slot back).
+    func kill() {
+        fls_atomic_store_u32(killedFlag, 1)
+        var expected: UnsafeMutableRawPointer? = Self.lingering
+        _ = fls_atomic_cas_ptr(words, &expected, nil)
+    }
+
+    // MARK: The lingering worker
+
+    /// Starts lingering, if the word is free: false while a call handed to another worker
+    /// waits there for it (that worker lingered and the call's slot went to a thread that ran
+    /// the call itself: see `RemoteActor.workerCallEnded`). Only a worker that started
+    /// lingering may `wait` and `stopLingering`.
+    func startLingering() -> Bool {
+        var expected: UnsafeMutableRawPointer? = nil
+        return fls_atomic_cas_ptr(words, &expected, Self.lingering)
+    }
+
+    /// Whether calls wait in the queue, asked by a worker that has just started lingering (it
+    /// then takes them through the lock instead of waiting).
+    var callsQueuedAfterLingering: Bool {
+        fls_fence_seq_cst()
+        return fls_atomic_load_relaxed_u64(queuedCount) != 0
+    }
+
+    /// Spins until a call is handed over, the worker is dismissed, `spins` pauses have passed
+    /// or `giveUp` says so (checked every 16 pauses).
+    func wait(spins: Int, giveUp: () -> Bool) {
+        var spun = 0
+        while fls_atomic_load_ptr(words) == Self.lingering && spun < spins {
+            if spun & 15 == 15 && giveUp() { return }
+            fls_cpu_relax()
+            spun += 1
+        }
+    }
+
+    /// Stops lingering: returns the call handed over (retained, with the slot), or nil (the
+    /// worker still holds the slot and gives it back through the lock).
+    func stopLingering() -> UnsafeMutableRawPointer? {
+        let taken = fls_atomic_exchange_ptr(words, nil)
+        return taken == Self.lingering ? nil : taken
+    }
+}
