@@ -35,11 +35,10 @@ struct OneShotEvent {
 
     /// Waits until set or the deadline passes; returns whether it is set.
     func wait(until deadline: Deadline) -> Bool {
-        var spun = 0
-        while spun < Self.spins {
+        var spin = SpinWait()
+        while spin.count < Self.spins {
             if isSet { return true }
-            fls_cpu_relax()
-            spun += 1
+            spin.pause()
         }
         while true {
             var current = fls_atomic_load_u32(word)

@@ -127,12 +127,9 @@ final class CallbackThread: ThreadBody {
             if !queue.isIdle { continue }  // a push is half done: its node is a moment away
             // Poll a little before parking: completions tend to come in streams, and a parked
             // callback thread costs every completing worker a futex wake.
-            var spun = 0
-            while spun < Self.spins && queue.isIdle {
-                fls_cpu_relax()
-                spun += 1
-            }
-            if spun < Self.spins { continue }
+            var spin = SpinWait()
+            while spin.count < Self.spins && queue.isIdle { spin.pause() }
+            if spin.count < Self.spins { continue }
             let key = wakeup.prepareWait()
             if !queue.isIdle {
                 wakeup.cancelWait()

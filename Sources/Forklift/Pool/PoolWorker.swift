@@ -140,13 +140,10 @@ final class PoolWorker: ThreadBody {
             _ = fls_atomic_sub_u32(spinning, 1)
             return false
         }
-        var spun = 0
-        while spun < Self.spins && !pool.hasVisibleWork {
-            fls_cpu_relax()
-            spun += 1
-        }
+        var spin = SpinWait()
+        while spin.count < Self.spins && !pool.hasVisibleWork { spin.pause() }
         let wasLast = fls_atomic_sub_u32(spinning, 1) == 1
-        guard spun < Self.spins else { return false }
+        guard spin.count < Self.spins else { return false }
         if wasLast { pool.requestWorker() }
         return true
     }

@@ -78,11 +78,8 @@ final class TaskGroup {
     /// first failure since the previous wait.
     func wait(until deadline: Deadline) throws(Failure) {
         let done = pool.helpWhileWaiting(until: deadline, isDone: { isIdle }) { slice in
-            var spun = 0
-            while !isIdle && spun < 2000 {
-                fls_cpu_relax()
-                spun += 1
-            }
+            var spin = SpinWait()
+            while !isIdle && spin.count < 2000 { spin.pause() }
             while !isIdle {
                 _ = fls_atomic_add_u32(counters.waiters, 1)
                 let key = fls_atomic_load_u32(counters.epoch)

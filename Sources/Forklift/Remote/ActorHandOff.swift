@@ -92,11 +92,10 @@ struct ActorHandOff {
     /// Spins until a call is handed over, the worker is dismissed, `spins` pauses have passed
     /// or `giveUp` says so (checked every 16 pauses).
     func wait(spins: Int, giveUp: () -> Bool) {
-        var spun = 0
-        while fls_atomic_load_ptr(words) == Self.lingering && spun < spins {
-            if spun & 15 == 15 && giveUp() { return }
-            fls_cpu_relax()
-            spun += 1
+        var spin = SpinWait()
+        while fls_atomic_load_ptr(words) == Self.lingering && spin.count < spins {
+            if spin.count & 15 == 15 && giveUp() { return }
+            spin.pause()
         }
     }
 
