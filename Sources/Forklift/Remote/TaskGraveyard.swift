@@ -78,6 +78,8 @@ struct TaskGraveyard {
         var next = fls_atomic_exchange_ptr(words, nil)
         while let raw = next {
             next = Self.link(of: raw)
+            // The worker wrote the next task last: fetch it while this one is freed.
+            if let next { fls_prefetch_for_write(next) }
             Unmanaged<RemoteTask>.fromOpaque(raw).release()
         }
     }
