@@ -221,29 +221,32 @@ final class RemoteActor {
     /// meanwhile comes to it through `handOff`. Only then does it give the slot back.
     func workerCallEnded(pool: Pool) -> Unmanaged<RemoteTask>? {
         guard maxConcurrency == 1 && !isIsolated else { return callEnded().map { .passRetained($0) } }
-        if let next = nextOfBatch() { return next }
-        if !handOff.isKilled && handOff.startLingering() {
-            if !handOff.callsQueuedAfterLingering {
-                handOff.wait(spins: Self.lingerSpins) { pool.hasVisibleWork }
+        while true {
+            if let next = nextOfBatch() { return next }
+            if !handOff.isKilled && handOff.startLingering() {
+                if !handOff.callsQueuedAfterLingering {
+                    handOff.wait(spins: Self.lingerSpins) { pool.hasVisibleWork }
+                }
+                if let raw = handOff.stopLingering() {
+                    let call = Unmanaged<RemoteTask>.fromOpaque(raw)
+                    if call._withUnsafeGuaranteedRef({ $0.claimForWorker() }) { return call }
+                    // A thread waiting for the call's output claimed it: the slot went with the
+                    // call, and that thread gives it back when the call ends.
+                    call.release()
+                    return nil
+                }
             }
-            if let raw = handOff.stopLingering() {
-                let call = Unmanaged<RemoteTask>.fromOpaque(raw)
-                if call._withUnsafeGuaranteedRef({ $0.claimForWorker() }) { return call }
-                // A thread waiting for the call's output claimed it: the slot went with the
-                // call, and that thread gives it back when the call ends.
-                call.release()
-                return nil
+            // Nothing was handed over: take the calls queued meanwhile, or give the slot back.
+            let (took, free): (Bool, Bool) = lock.withLock {
+                running -= 1
+                if takeBatch() { return (true, false) }
+                return (false, killed && running == 0 && takeStateForFreeing())
             }
+            if free { freeNow() }
+            // Without a batch the slot is gone (`batch` belongs to whoever holds it now). With
+            // one, run it; if a kill came meanwhile and cancelled all of it, the slot goes back.
+            guard took else { return nil }
         }
-        // Nothing was handed over: take the calls queued meanwhile, or give the slot back.
-        let (took, free): (Bool, Bool) = lock.withLock {
-            running -= 1
-            if takeBatch() { return (true, false) }
-            return (false, killed && running == 0 && takeStateForFreeing())
-        }
-        if free { freeNow() }
-        // Without a batch the slot is gone: `batch` belongs to whoever holds it now.
-        return took ? nextOfBatch() : nil
     }
 
     /// Moves the ready calls at the head (up to `batchCapacity`) into `batch`, counting one
