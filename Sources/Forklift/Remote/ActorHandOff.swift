@@ -91,9 +91,20 @@ struct ActorHandOff {
 
     /// Spins until a call is handed over, the worker is dismissed, `spins` pauses have passed
     /// or `giveUp` says so (checked every 16 pauses).
+    ///
+    /// The word is looked at every 64 pauses (a microsecond or two), not at every one: a
+    /// worker watching it without pause takes its line back the moment a submitter has
+    /// written it, so that every call of a stream crosses between the CPUs on its own (a
+    /// hand-over each). Looking less often, the worker finds the next calls queued behind the
+    /// one handed over and takes them together (`RemoteActor.takeBatch`), and the submitter
+    /// queues most calls on lines no other CPU touches meanwhile. Measured on W6p: +7% median
+    /// (9 interleaved runs); runs in which most calls went in batches reached 1.5-1.6 M calls/s,
+    /// runs with a hand-over per call about 1 M. A thread waiting for a handed call's output
+    /// claims it and runs it itself, so a caller that waits for each call is not slowed.
     func wait(spins: Int, giveUp: () -> Bool) {
         var spin = SpinWait()
-        while fls_atomic_load_ptr(words) == Self.lingering && spin.count < spins {
+        while spin.count < spins {
+            if spin.count & 63 == 0 && fls_atomic_load_ptr(words) != Self.lingering { return }
             if spin.count & 15 == 15 && giveUp() { return }
             spin.pause()
         }
