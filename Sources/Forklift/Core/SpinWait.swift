@@ -3,7 +3,7 @@ import Glibc
 #endif
 import CForklift
 
-/// The pauses of a spin-wait (for a result, for work, for a lock's holder): a CPU pause each,
+/// The pauses of a spin-wait (for a result, for work, for an actor's next call): a CPU pause each,
 /// and every 256th a yield of the CPU (`sched_yield`) to a thread that is ready to run on it.
 ///
 /// With more ready threads than CPUs (a submitting thread and the workers of a pool on two

@@ -255,11 +255,8 @@ final class RemoteActor {
         guard let first = takeHead() else { return false }
         batch.append(.passRetained(first))
         while batch.count < Self.batchCapacity, head < queue.count, queue[head]!.argumentsAreReady {
-            batch.append(.passRetained(queue[head].take()!))
-            head += 1
+            batch.append(.passRetained(removeHead()))
         }
-        compactQueue()
-        handOff.setQueued(queue.count - head)
         return true
     }
 
@@ -304,10 +301,7 @@ final class RemoteActor {
             retained.release()
             return false
         }
-        queue[head] = nil
-        head += 1
-        compactQueue()
-        handOff.setQueued(queue.count - head)
+        _ = removeHead()
         return true
     }
 
@@ -316,20 +310,21 @@ final class RemoteActor {
         // Until the constructor (the first call) has ended, it runs alone.
         guard !killed, running < (constructorDone ? maxConcurrency : 1), head < queue.count,
               queue[head]!.argumentsAreReady else { return nil }
-        let call = queue[head].take()!
-        head += 1
-        compactQueue()
-        handOff.setQueued(queue.count - head)
         running += 1
-        return call
+        return removeHead()
     }
 
-    /// Drops the emptied slots before `head` once they are most of the queue.
-    private func compactQueue() {
+    /// Takes the head call out of the queue (its slot emptied; the emptied slots before the
+    /// head dropped once they are most of the queue). Call with `lock` held.
+    private func removeHead() -> RemoteTask {
+        let call = queue[head].take()!
+        head += 1
         if head > 64 && head * 2 > queue.count {
             queue.removeFirst(head)
             head = 0
         }
+        handOff.setQueued(queue.count - head)
+        return call
     }
 
     /// Starts calls from the head of the queue while allowed.
