@@ -22,7 +22,7 @@ CFLAGS_C  := -std=c99 -Wall -Wextra -pedantic -Werror -O2 -g -Iinclude
 LDFLAGS_C := -L$(LIBDIR) -Wl,-rpath,$(abspath $(LIBDIR)) -lforklift -lpthread -lm
 # Release builds leave out the run-time exclusivity checks (swift_beginAccess on every class
 # property access): `swift test` builds keep them, so the suites still catch a violation.
-RELEASE_SWIFTC := -Xswiftc -static-stdlib -Xswiftc -enforce-exclusivity=unchecked
+RELEASE_SWIFTC := -Xswiftc -static-stdlib -Xswiftc -enforce-exclusivity=unchecked -Xcc -mtls-dialect=gnu2
 SOURCES   := $(shell find Sources -name '*.swift' -o -name '*.c' -o -name '*.h') Package.swift
 
 .PHONY: all setup lib header check-header demo examples test test-swift test-c test-sanitize test-python bench install clean

@@ -87,16 +87,15 @@ int fls_thread_join(uint64_t thread) { return pthread_join((pthread_t)thread, NU
 uint64_t fls_thread_self(void) { return (uint64_t)pthread_self(); }
 
 static _Thread_local char tls_message[1024];
-static _Thread_local void *tls_worker;
-static _Thread_local void *tls_ctx;
-static _Thread_local void *tls_callback_thread;
-static _Thread_local void *tls_worker_process;
+static _Thread_local fls_thread_state thread_state;
 
-void *fls_tls_worker_process(void) { return tls_worker_process; }
-void fls_tls_set_worker_process(void *process) { tls_worker_process = process; }
+fls_thread_state *fls_tls_state(void) { return &thread_state; }
 
-void *fls_tls_callback_thread(void) { return tls_callback_thread; }
-void fls_tls_set_callback_thread(void *thread) { tls_callback_thread = thread; }
+void *fls_tls_worker_process(void) { return thread_state.worker_process; }
+void fls_tls_set_worker_process(void *process) { thread_state.worker_process = process; }
+
+void *fls_tls_callback_thread(void) { return thread_state.callback_thread; }
+void fls_tls_set_callback_thread(void *thread) { thread_state.callback_thread = thread; }
 
 void fls_tls_set_message(const char *message) {
     size_t n = strlen(message);
@@ -105,17 +104,15 @@ void fls_tls_set_message(const char *message) {
     tls_message[n] = 0;
 }
 const char *fls_tls_message(void) { return tls_message; }
-void *fls_tls_worker(void) { return tls_worker; }
-void fls_tls_set_worker(void *worker) { tls_worker = worker; }
-void *fls_tls_task_ctx(void) { return tls_ctx; }
-void fls_tls_set_task_ctx(void *ctx) { tls_ctx = ctx; }
+void *fls_tls_worker(void) { return thread_state.worker; }
+void fls_tls_set_worker(void *worker) { thread_state.worker = worker; }
+void *fls_tls_task_ctx(void) { return thread_state.task_ctx; }
+void fls_tls_set_task_ctx(void *ctx) { thread_state.task_ctx = ctx; }
 
-static __thread void *tls_remote_outputs;
-static __thread void *tls_remote_task;
-void *fls_tls_remote_task(void) { return tls_remote_task; }
-void fls_tls_set_remote_task(void *task) { tls_remote_task = task; }
-void *fls_tls_remote_outputs(void) { return tls_remote_outputs; }
-void fls_tls_set_remote_outputs(void *outputs) { tls_remote_outputs = outputs; }
+void *fls_tls_remote_task(void) { return thread_state.remote_task; }
+void fls_tls_set_remote_task(void *task) { thread_state.remote_task = task; }
+void *fls_tls_remote_outputs(void) { return thread_state.remote_outputs; }
+void fls_tls_set_remote_outputs(void *outputs) { thread_state.remote_outputs = outputs; }
 
 /* ---- Task node and block allocation ------------------------------------------------------ */
 

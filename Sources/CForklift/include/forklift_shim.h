@@ -118,16 +118,37 @@ uint64_t fls_thread_self(void);
 void fls_tls_set_message(const char *message);
 /** The last-error message of this thread ("" when none). */
 const char *fls_tls_message(void);
+
+/** A thread's pointers that the engine reads and writes around every task, together so that a
+ * hot path finds them with one thread-local lookup (fls_tls_state) instead of one per field.
+ * The getters and setters below read and write the same fields. */
+typedef struct {
+    /** The worker object (opaque to C) running on this thread, or NULL. */
+    void *worker;
+    /** The task context active on this thread, or NULL. */
+    void *task_ctx;
+    /** The worker process fed by this thread (a process pool's worker thread), or NULL. */
+    void *worker_process;
+    /** The callback thread object (opaque to C) running on this thread, or NULL. */
+    void *callback_thread;
+    /** The remote task holding CPUs that runs on this thread, or NULL. */
+    void *remote_task;
+    /** The extra outputs of the remote task running on this thread (fl_task_return_at). */
+    void *remote_outputs;
+} fls_thread_state;
+
+/** The calling thread's state; the address stays valid for the thread's lifetime. */
+fls_thread_state *fls_tls_state(void);
 /** The worker object (opaque to C) running on this thread, or NULL. */
 void *fls_tls_worker(void);
 void fls_tls_set_worker(void *worker);
 /** The callback thread object (opaque to C) running on this thread, or NULL. */
 void *fls_tls_callback_thread(void);
 void fls_tls_set_callback_thread(void *thread);
-/** The task context active on this thread, or NULL. */
 /** The worker process fed by the calling thread (a process pool's worker thread), or NULL. */
 void *fls_tls_worker_process(void);
 void fls_tls_set_worker_process(void *process);
+/** The task context active on this thread, or NULL. */
 void *fls_tls_task_ctx(void);
 void fls_tls_set_task_ctx(void *ctx);
 /** The extra outputs of the remote task running on this thread (fl_task_return_at). */

@@ -11,7 +11,8 @@ enum TaskRunner {
     static func run(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
                     slot: UnsafeMutablePointer<fls_slot>, external: UnsafeMutableRawPointer? = nil,
                     externalCapacity: Int = 0, index: UInt64, cancelled: UnsafePointer<UInt32>) {
-        if let process = fls_tls_worker_process() {
+        let thread = fls_tls_state()!
+        if let process = thread.pointee.worker_process {
             // A process pool's worker thread: the task runs in its worker process.
             _ = Unmanaged<WorkerProcess>.fromOpaque(process)._withUnsafeGuaranteedRef {
                 $0.run(fn, user: user, arg: arg, length: length, slot: slot, external: external,
@@ -22,9 +23,9 @@ enum TaskRunner {
         var record = fls_ctx_record(slot: slot, external: external, external_cap: externalCapacity,
                                    index: index, cancelled: cancelled)
         let returned: Int32 = withUnsafeMutablePointer(to: &record) { context in
-            let outer = fls_tls_task_ctx()
-            fls_tls_set_task_ctx(context)
-            defer { fls_tls_set_task_ctx(outer) }
+            let outer = thread.pointee.task_ctx
+            thread.pointee.task_ctx = UnsafeMutableRawPointer(context)
+            defer { thread.pointee.task_ctx = outer }
             return fn(user, arg, length, OpaquePointer(context))
         }
         if slot.pointee.status == FLS_SLOT_PENDING {

@@ -258,7 +258,7 @@ final class ImapIterator: PoolJob {
         defer { lock.lock() }
         let ranOne = TaskNodes.withScratch { scratch in
             guard let node = pool.findWork(for: worker, into: scratch) else { return false }
-            pool.execute(node, by: worker)
+            pool.execute(node, by: Unmanaged.passUnretained(worker))
             return true
         }
         if ranOne { return true }

@@ -132,14 +132,15 @@ extension Pool {
     }
 
     /// Runs (or, once terminated, cancels) one node and frees it. `worker` is the calling
-    /// worker of this pool, or nil on any other thread.
+    /// worker of this pool, or nil on any other thread. (Unmanaged: a strong optional
+    /// reference here cost a retain and a release per node.)
     @inline(__always)
-    func execute(_ node: UnsafeMutablePointer<fls_node>, by worker: PoolWorker?) {
+    func execute(_ node: UnsafeMutablePointer<fls_node>, by worker: Unmanaged<PoolWorker>?) {
         let cancelled = isCancelled
         let kind = node.pointee.kind
         var handedOff = false
         if kind == FLS_NODE_GROUP {
-            let slot = worker?.index ?? -1
+            let slot = worker?._withUnsafeGuaranteedRef { $0.index } ?? -1
             Unmanaged<TaskGroup>.fromOpaque(node.pointee.owner!)._withUnsafeGuaranteedRef {
                 $0.run(node, cancelled: cancelled, slot: slot)
             }
@@ -155,7 +156,9 @@ extension Pool {
             }
         }
         if !handedOff && node.pointee.is_cell_copy == 0 { TaskNodes.free(node) }
-        if let worker { worker.countFinishedNode() } else { _ = fls_atomic_add_u64(finishedElsewhere, 1) }
+        if let worker {
+            worker._withUnsafeGuaranteedRef { $0.countFinishedNode() }
+        } else { _ = fls_atomic_add_u64(finishedElsewhere, 1) }
     }
 
     /// Runs a callback-only apply and sends its node, now carrying the outcome, to the callback
@@ -184,7 +187,7 @@ extension Pool {
                 var scratch = ResultSlot.pending
                 TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
                                slot: &scratch, index: 0, cancelled: cancelledFlag)
-                ResultSlot.clear(&scratch)
+                ResultSlot.discard(&scratch)
             }
             return false
         }
@@ -215,7 +218,7 @@ extension Pool {
         return TaskNodes.withScratch { scratch in
             while !isDone() {
                 if let node = findWork(for: worker, into: scratch) {
-                    execute(node, by: worker)
+                    execute(node, by: Unmanaged.passUnretained(worker))
                     continue
                 }
                 if deadline.hasPassed { return isDone() }

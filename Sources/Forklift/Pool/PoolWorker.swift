@@ -25,8 +25,13 @@ final class PoolWorker: ThreadBody {
     /// Slots of the deque: nested submissions beyond this go to the shared queue.
     private static let dequeCapacity: Int64 = 1024
 
-    /// Polls of an empty queue before parking (a few microseconds).
+    /// Pauses of a spinning worker before it parks (about 60 µs at 30 ns a pause).
     private static let spins = 2000
+    /// A spinning worker looks at the queues every this many pauses (mask + 1 = 16, about
+    /// 0.5 µs), not at every pause: each look reads the cache lines that a submitting thread
+    /// writes, so looking at every pause made the submitter wait for its own lines at every
+    /// submission (W1 with one submitter: 9.1 M -> 12.9 M tasks/s, medians of 11).
+    private static let lookMask = 15
 
     init(pool: Pool, index: Int) throws(Failure) {
         guard let deque = fls_deque_create(Self.dequeCapacity) else {
@@ -76,7 +81,7 @@ final class PoolWorker: ThreadBody {
             if pool.processSettings?.pipelines == true {
                 process.runAnother = { [unowned(unsafe) self] in
                     TaskNodes.withScratch { scratch in
-                        if let node = self.pool.findWork(for: self, into: scratch) { self.pool.execute(node, by: self) }
+                        if let node = self.pool.findWork(for: self, into: scratch) { self.pool.execute(node, by: Unmanaged.passUnretained(self)) }
                     }
                 }
             }
@@ -104,7 +109,7 @@ final class PoolWorker: ThreadBody {
         while true {
             if let node = pool.findWork(for: self, into: scratch) {
                 process?.hold()
-                pool.execute(node, by: self)
+                pool.execute(node, by: Unmanaged.passUnretained(self))
                 continue
             }
             // Out of work: a caller of fl_pool_apply may borrow the worker process meanwhile.
@@ -141,7 +146,7 @@ final class PoolWorker: ThreadBody {
             return false
         }
         var spin = SpinWait()
-        while spin.count < Self.spins && !pool.hasVisibleWork { spin.pause() }
+        while spin.count < Self.spins && (spin.count & Self.lookMask != 0 || !pool.hasVisibleWork) { spin.pause() }
         let wasLast = fls_atomic_sub_u32(spinning, 1) == 1
         guard spin.count < Self.spins else { return false }
         if wasLast { pool.requestWorker() }

@@ -53,7 +53,7 @@ final class TaskGroup {
             TaskRunner.run(node.pointee.fn, user: node.pointee.user, arg: node.pointee.arg, length: node.pointee.arg_len,
                            slot: &result, index: 0, cancelled: cancelledFlag)
             if result.status != FL_OK, let failure = ResultSlot.failure(&result) { record(failure) }
-            ResultSlot.clear(&result)
+            ResultSlot.discard(&result)
         }
         // From here on only the counter block is touched: once the count is visible, a waiter
         // may return and destroy the group.

@@ -231,9 +231,10 @@ final class RemoteTask: PoolJob {
         defer { runtime.taskRunning(-1) }
         // The running task, for fl_get (a counted task lends its CPUs while it waits: see
         // RemoteObject.waitHelping) and for shutdown (refused from a task of its runtime).
-        let outerTask = fls_tls_remote_task()
-        fls_tls_set_remote_task(Unmanaged.passUnretained(self).toOpaque())
-        defer { fls_tls_set_remote_task(outerTask) }
+        let thread = fls_tls_state()!
+        let outerTask = thread.pointee.remote_task
+        thread.pointee.remote_task = Unmanaged.passUnretained(self).toOpaque()
+        defer { thread.pointee.remote_task = outerTask }
         var outcome = runtime.store.newValueSlot
         let tracing = runtime.timeline.isRecording
         let started = tracing ? fls_monotonic_ns() : 0
@@ -279,11 +280,12 @@ final class RemoteTask: PoolJob {
                 withUnsafeMutablePointer(to: &call) { call in
                     // Set for every task (nil for one return), so a task run while another waits
                     // on this thread never sees the other's outputs.
-                    let outer = fls_tls_remote_outputs()
-                    fls_tls_set_remote_outputs(extras.header.map { UnsafeMutableRawPointer($0) })
+                    let thread = fls_tls_state()!
+                    let outer = thread.pointee.remote_outputs
+                    thread.pointee.remote_outputs = extras.header.map { UnsafeMutableRawPointer($0) }
                     TaskRunner.run(Self.trampoline, user: UnsafeMutableRawPointer(call), arg: nil, length: 0,
                                    slot: outcome, index: 0, cancelled: cancelFlag)
-                    fls_tls_set_remote_outputs(outer)
+                    thread.pointee.remote_outputs = outer
                 }
                 attempts += 1
                 guard shouldRunAgain(outcome, attempts: attempts) else { break }
