@@ -2,7 +2,7 @@
 """The benchmark suite: Forklift against its peers, on the same machine, in the same run.
 
 Builds the native programs in bench/native, runs each (workload, peer) several times in turns
-(Forklift, each peer, again), keeps the median, and writes bench/results/latest.json,
+(Forklift, each peer, again), keeps the medians and the ratio of each round's pair, and writes bench/results/latest.json,
 bench/results/latest.md (the table) and bench/results/ratios.svg (the plot); then replaces the
 figures section of README.md.
 
@@ -108,6 +108,15 @@ def measure_interleaved(contenders, timeout=600):
             for name, v in values.items()}
 
 
+def paired_ratio(forklift_runs, peer_runs, higher):
+    """The median over rounds of Forklift's run against the peer's run of the same round (the
+    two ran back to back, so in the same state of the machine); rounds in which the peer did
+    not run (Ray runs fewer) are left out. The ratio of the two medians is reported beside it:
+    it pairs runs made minutes apart, and on this machine it moves with the machine's state."""
+    pairs = zip(forklift_runs, peer_runs)
+    return statistics.median(a / b if higher else b / a for a, b in pairs)
+
+
 def cache_line_round_trip(built):
     """The probe's nanoseconds per cache-line round trip between CPUs 0 and 1 (median of 3),
     or None on one CPU or without the probe."""
@@ -165,7 +174,7 @@ def main():
     def workload(wid, title, unit, higher, forklift_cmd, n, peers, note=""):
         log(f"bench: {wid}: forklift, {', '.join(p for p, *_ in peers if p not in skipped) or 'no peer'}, interleaved")
         entry = {"id": wid, "title": title, "unit": unit, "higher_is_better": higher, "n": n, "note": note,
-                 "peers": {}, "ratios": {}}
+                 "peers": {}, "ratios": {}, "ratios_of_medians": {}}
         for peer, *_ in peers:
             if peer in skipped:
                 entry["peers"][peer] = {"skipped": skipped[peer]}
@@ -178,8 +187,9 @@ def main():
             entry["peers"][peer] = values[peer] | ({"n": peer_n} if peer_n != n and "median" in values[peer] else {})
             if "median" not in values[peer]:
                 continue
+            entry["ratios"][peer] = paired_ratio(entry["forklift"]["runs"], values[peer]["runs"], higher)
             a, b = entry["forklift"]["median"], entry["peers"][peer]["median"]
-            entry["ratios"][peer] = a / b if higher else b / a
+            entry["ratios_of_medians"][peer] = a / b if higher else b / a
         workloads.append(entry)
 
     native = lambda peer, *a: [str(built.get(peer, peer)), *map(str, a)]
@@ -208,7 +218,8 @@ def main():
              [("tbb", native("tbb", "W3", n_w3), runs, n_w3),
               ("dispatch", native("dispatch", "W3", n_w3), runs, n_w3),
               ("mp", [python, mp_script, "mp", "W3", n_w3], runs, n_w3)],
-             "Forklift: fl_pool_map_strided; TBB parallel_for; dispatch_apply_f over 64 chunks; Pool.map over a list")
+             "Forklift: fl_pool_map_strided; TBB parallel_for; dispatch_apply_f over 64 chunks; Pool.map over a list; "
+             "each native run times 5 maps after a warm-up and reports their median (one map takes about 10 ms)")
     workload("W4", "~1 ms CPU-bound function over N items: speed-up over serial", "× serial", True,
              native("forklift", "W4", n_w4, rounds), n_w4,
              [("tbb", native("tbb", "W4", n_w4, rounds), runs, n_w4),
@@ -371,21 +382,24 @@ def markdown(report):
                  "every figure of tasks crossing threads follows it, so Forklift and its peers run in turns).")
     lines = [
         f"Measured {report['date']} ({report['mode']} mode, median of {report['runs']} runs; Ray: fewer), "
-        f"{report['machine']['cpus']} CPUs. Ratio = how many times better Forklift is (above 1: Forklift wins)."
+        f"{report['machine']['cpus']} CPUs. Ratio = how many times better Forklift is (above 1: Forklift wins): "
+        "the median over rounds of Forklift's run against the peer's run in the same round (they run back to "
+        "back); the ratio of the two medians is beside it."
         + state,
         "",
-        "| workload | N | Forklift | peer | peer's figure | ratio |",
-        "|---|---|---|---|---|---|",
+        "| workload | N | Forklift | peer | peer's figure | ratio | ratio of medians |",
+        "|---|---|---|---|---|---|---|",
     ]
     for w in report["workloads"]:
         first = True
         for peer, figure in w["peers"].items():
             name = PEER_NAMES[peer]
             if "skipped" in figure:
-                cells = [name, figure["skipped"], "—"]
+                cells = [name, figure["skipped"], "—", "—"]
             else:
                 n_note = f" (N={figure['n']:,})" if "n" in figure else ""
-                cells = [name + n_note, fmt(figure["median"], w["unit"]), f"**{w['ratios'][peer]:.2f}×**"]
+                cells = [name + n_note, fmt(figure["median"], w["unit"]), f"**{w['ratios'][peer]:.2f}×**",
+                         f"{w['ratios_of_medians'][peer]:.2f}×"]
             lead = [f"{w['id']} {w['title']}", f"{w['n']:,}", fmt(w["forklift"]["median"], w["unit"])] if first \
                 else ["", "", ""]
             lines.append("| " + " | ".join(lead + cells) + " |")

@@ -40,6 +40,21 @@ static inline double bench_speedup(double serial, double parallel, uint64_t last
     return serial / parallel;
 }
 
+/* W3 times this many maps after its warm-up and reports the median rate: one map of 10M
+ * elements takes about 10 ms, so a single one can land on a passing hiccup of the machine. */
+enum { BENCH_W3_REPEATS = 5 };
+
+/* The median of `n` values (sorts them in place). */
+static inline double bench_median(double *values, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && values[j - 1] > values[j]; j--) {
+            double t = values[j];
+            values[j] = values[j - 1];
+            values[j - 1] = t;
+        }
+    return values[n / 2];
+}
+
 static inline int bench_usage(const char *prog) {
     fprintf(stderr, "usage: %s W1|W1cb|W2|W3|W4|W5shm|W5copy|W5store|W5put|W5floor|W6s|W6p|W7rt|W7tp|R1|R2|W8|T1typed|T1blob|calibrate N [ROUNDS]\n", prog);
     return 2;
