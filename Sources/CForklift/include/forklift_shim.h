@@ -49,7 +49,13 @@ static inline void fls_atomic_store_ptr(void **p, void *v) { __atomic_store_n(p,
 /** A full (sequentially consistent) fence. */
 static inline void fls_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 /** Starts fetching the cache line at `p` for writing (a hint; never faults). */
-static inline void fls_prefetch_for_write(const void *p) { __builtin_prefetch(p, 1, 3); }
+static inline void fls_prefetch_for_write(const void *p) {
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
 /** A hint to the CPU inside a spin loop. */
 static inline void fls_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
