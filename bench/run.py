@@ -79,7 +79,41 @@ def build():
     return built
 
 
+class RaySession:
+    """One Ray process (`bench_ray.py serve`) that serves every Ray run of a quick bench:
+    starting Ray takes about 5 s, and a quick bench has some twenty Ray runs. A full bench
+    starts Ray afresh for each run instead."""
+
+    def __init__(self, python, script):
+        self.script = script
+        self.process = subprocess.Popen([python, script, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+
+    def handles(self, command):
+        return len(command) == 4 and command[1] == self.script
+
+    def measure(self, command):
+        self.process.stdin.write(f"{command[2]} {command[3]}\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline().strip()
+        if not answer or answer.startswith("error"):
+            raise RuntimeError(f"Ray {command[2]} {command[3]} failed: {answer or 'the Ray process ended'}")
+        return float(answer)
+
+    def close(self):
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+ray_session = None
+
+
 def run_once(command, timeout):
+    if ray_session is not None and ray_session.handles(command):
+        return ray_session.measure(command)
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} failed: {result.stderr.strip()[-400:]}")
@@ -134,7 +168,7 @@ def calibrate_rounds(forklift):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="smaller inputs and fewer runs (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer runs, one Ray session (under 2 minutes)")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
@@ -157,6 +191,9 @@ def main():
             skipped[peer] = "its benchmark did not build (see the log)"
     mp_script = str(BENCH / "python" / "bench_mp.py")
     ray_script = str(BENCH / "python" / "bench_ray.py")
+    global ray_session
+    if quick and has_ray:
+        ray_session = RaySession(python, ray_script)
 
     n_w1 = 200_000 if quick else 1_000_000
     n_w1_py = 5_000 if quick else 20_000
@@ -340,9 +377,12 @@ def main():
              "int64 add(int64, int64) over N tuples: Forklift's figure is the typed call (no wrapper "
              "function); the peer is the blob map with a wrapper task; per call, best of 3 in a process")
 
+    if ray_session is not None:
+        ray_session.close()
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
+        "ray_runs": "one Ray session for every run (quick mode)" if quick else "a fresh Ray process per run",
         "runs": runs,
         "machine": {"cpus": os.cpu_count(), "system": platform.platform(), "python": platform.python_version(),
                     "cache_line_round_trip_ns": {"start": round_trip_start, "end": cache_line_round_trip(built)}},

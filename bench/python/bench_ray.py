@@ -1,4 +1,9 @@
-"""Ray on the benchmark workloads. usage: bench_ray.py W1|W2|W4|W5|W6s|W6p|W8 N   prints one number."""
+"""Ray on the benchmark workloads.
+
+usage: bench_ray.py W1|W2|W4|W5|W6s|W6p|W8 N   starts Ray, prints one number, stops Ray
+       bench_ray.py serve                      starts Ray once, then reads "WORKLOAD N" lines
+                                               and answers each with one number (or "error ...")
+"""
 import os
 import sys
 import time
@@ -41,10 +46,13 @@ def spin_local(seed, rounds):
     return x
 
 
-def main():
-    workload, n = sys.argv[1], int(sys.argv[2])
+def start():
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.get([noop.remote() for _ in range(os.cpu_count() * 4)])  # start workers
+
+
+def measure(workload, n):
+    """One run of `workload` with N items on the running Ray; returns its figure."""
     if workload == "W1":
         t0 = time.perf_counter()
         ray.get([noop.remote() for _ in range(n)])
@@ -90,13 +98,30 @@ def main():
         else:
             ray.get([counter.increment.remote() for _ in range(n)])
         value = n / (time.perf_counter() - t0)
+        ray.kill(counter)  # a served session goes on: the actor's worker and CPU come back
     elif workload == "W8":
         t0 = time.perf_counter()
         for i in range(n):
             assert ray.get(ray.put(i)) == i
         value = (time.perf_counter() - t0) / n * 1e6
     else:
-        raise SystemExit(f"{workload} is not measured for Ray")
+        raise ValueError(f"{workload} is not measured for Ray")
+    return value
+
+
+def main():
+    if sys.argv[1] == "serve":
+        start()
+        for line in sys.stdin:
+            workload, n = line.split()
+            try:
+                print(f"{measure(workload, int(n)):.6g}", flush=True)
+            except Exception as error:  # reported to the caller, which marks Ray failed
+                print(f"error {type(error).__name__}: {error}".replace("\n", " "), flush=True)
+        ray.shutdown()
+        return
+    start()
+    value = measure(sys.argv[1], int(sys.argv[2]))
     ray.shutdown()
     print(f"{value:.6g}")
 
