@@ -74,9 +74,11 @@ test: setup test-swift test-sanitize test-c test-python
 test-swift:
 	swift test --disable-swift-testing
 
-# The black-box suite: C programs that include the header and link the .so like a user.
+# The black-box suite: C programs that include the header and link the .so like a user; then
+# the examples, which exit non-zero when a result is wrong.
 test-c: lib check-header $(AR_LIB)
 	bash Tests/c/run.sh $(LIBDIR) include
+	$(MAKE) -C examples-c run LIBDIR=$(abspath $(LIBDIR)) INCLUDE=$(abspath include)
 
 # The Python binding (bindings/python) against the library just built, with pytest.
 test-python: lib

@@ -98,6 +98,7 @@ int main(void) {
         return 1;
     }
 
+    int wrong = 0; /* set when a result differs from what it should be */
     double start = now();
     fl_ref result_ids[4];
     for (int64_t i = 0; i < 4; i++) {
@@ -114,6 +115,7 @@ int main(void) {
         int64_t x;
         memcpy(&x, data, sizeof x);
         printf("%s%lld", i ? ", " : "", (long long)x);
+        if (x != i) wrong = 1;
     }
     printf("]   (%.1f s on 2 workers)\n", now() - start);
 
@@ -128,6 +130,7 @@ int main(void) {
     int64_t sum;
     memcpy(&sum, data, sizeof sum);
     printf("add(add(f(0), f(1)), f(2)) = %lld\n", (long long)sum);
+    if (sum != 3) wrong = 1;
 
     /* Plain C functions as remote tasks, no wrapper: pow(hypot(3, 4), 2), wired by a reference. */
     fl_signature binary = NULL;
@@ -142,6 +145,7 @@ int main(void) {
     double typed_result = 0;
     if (fl_get(squared, FL_FOREVER, &data, NULL) == FL_OK) memcpy(&typed_result, data, sizeof typed_result);
     printf("pow(hypot(3, 4), 2) as typed remote tasks = %g\n", typed_result);
+    if (typed_result < 24.999 || typed_result > 25.001) wrong = 1;
     fl_ref_release(hypotenuse);
     fl_ref_release(squared);
 
@@ -157,6 +161,7 @@ int main(void) {
         int64_t value;
         memcpy(&value, count, sizeof value);
         printf("%s%lld", i ? ", " : "", (long long)value);
+        if (value != i + 1) wrong = 1;
         fl_ref_release(calls[i]);
     }
     printf("]\n");
@@ -200,6 +205,7 @@ int main(void) {
     printf("sum of a 256 MiB array by 4 tasks in worker processes = %llu (expected %llu), store holds %.0f MiB, %.2f s\n",
            (unsigned long long)grand, (unsigned long long)((uint64_t)count * (count - 1) / 2),
            (double)stats.object_bytes / (1 << 20), now() - sum_start);
+    if (grand != (uint64_t)count * (count - 1) / 2) wrong = 1;
     fl_ref_release(array);
 
     /* A crash in an isolated task fails that task alone; the program and the runtime go on. */
@@ -213,5 +219,6 @@ int main(void) {
     fl_ref_release(partial);
     fl_ref_release(total);
     fl_runtime_shutdown(ray);
-    return 0;
+    if (wrong) fprintf(stderr, "remote: a result above is not what it should be\n");
+    return wrong;
 }

@@ -83,6 +83,12 @@ static int flaky(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx)
 
 /* ---- tests ---- */
 
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void test_seed_example(fl_runtime rt) {
     /* futures = [f.remote(i) for i in range(4)]; print(ray.get(futures)) */
     fl_ref futures[4];
@@ -94,6 +100,25 @@ static void test_seed_example(fl_runtime rt) {
         CHECK(get_int(futures[i]) == i);
         CHECK_OK(fl_ref_release(futures[i]));
     }
+
+    /* The same on a runtime of two workers: four tasks that sleep 100 ms each take two turns
+     * (the waiting caller may run a queued one itself, which still leaves two turns): not
+     * less than 200 ms, which would mean more than three run at once, and well under the
+     * 400 ms of one at a time. (A bound on sleeping, not a speed measurement.) */
+    fl_runtime two = new_runtime(2, 0);
+    double start = seconds_now();
+    for (int64_t i = 0; i < 4; i++) {
+        fl_arg arg = int_arg(&i);
+        CHECK_OK(fl_remote(two, sleep_then_echo, NULL, &arg, 1, NULL, &futures[i]));
+    }
+    for (int64_t i = 0; i < 4; i++) {
+        CHECK(get_int(futures[i]) == i);
+        CHECK_OK(fl_ref_release(futures[i]));
+    }
+    double elapsed = seconds_now() - start;
+    CHECK(elapsed >= 0.19);
+    CHECK(elapsed < 0.38);
+    CHECK_OK(fl_runtime_shutdown(two));
 }
 
 static void test_dataflow(fl_runtime rt) {
@@ -135,6 +160,31 @@ static void test_waiting_does_not_hold_a_worker(void) {
     /* One worker: a task waiting for an argument must not occupy it, and a task waiting
      * for tasks it submitted runs them itself. */
     fl_runtime rt = new_runtime(1, 0);
+
+    /* A task whose argument is not sealed yet, then an independent task: the independent one
+     * runs on the only worker while the first still waits (fl_get with a timeout never runs
+     * a task on the calling thread, so only the worker can have run it). */
+    void *buffer = NULL;
+    fl_ref unsealed = NULL, waiting = NULL, free_to_run = NULL;
+    CHECK_OK(fl_create(rt, sizeof(int64_t), &buffer, &unsealed));
+    fl_arg pending_arg = ref_arg(unsealed);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &pending_arg, 1, NULL, &waiting));
+    int64_t five = 5;
+    fl_arg five_arg = int_arg(&five);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &five_arg, 1, NULL, &free_to_run));
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK_OK(fl_get(free_to_run, 30, &data, &len));
+    CHECK(len == sizeof(int64_t) && as_int(&(fl_blob){data, len}) == 5);
+    CHECK_RC(FL_ETIMEDOUT, fl_get(waiting, 0, NULL, NULL));
+    int64_t nine = 9;
+    memcpy(buffer, &nine, sizeof nine);
+    CHECK_OK(fl_seal(unsealed));
+    CHECK(get_int(waiting) == 9);
+    fl_ref_release(unsealed);
+    fl_ref_release(waiting);
+    fl_ref_release(free_to_run);
+
     gate_open = 0;
     fl_ref gate = NULL, after = NULL, independent = NULL;
     CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &gate));
@@ -151,10 +201,13 @@ static void test_waiting_does_not_hold_a_worker(void) {
 }
 
 static void test_failures_travel(fl_runtime rt) {
+    fl_runtime_stats before, after;
+    CHECK_OK(fl_runtime_get_stats(rt, &before));
     fl_ref bad = NULL, child = NULL, grandchild = NULL;
     CHECK_OK(fl_remote(rt, fail_seven, NULL, NULL, 0, NULL, &bad));
     CHECK_RC(FL_ETASK, fl_get(bad, 30, NULL, NULL));
     CHECK(strstr(fl_last_error(), "seven is not allowed") != NULL);
+    CHECK(strstr(fl_last_error(), "(code 7)") != NULL); /* the code the task failed with */
     int64_t one = 1;
     fl_arg args[2] = {int_arg(&one), ref_arg(bad)};
     CHECK_OK(fl_remote(rt, sum_args, NULL, args, 2, NULL, &child));
@@ -163,6 +216,11 @@ static void test_failures_travel(fl_runtime rt) {
     fl_arg again = ref_arg(child);
     CHECK_OK(fl_remote(rt, sum_args, NULL, &again, 1, NULL, &grandchild));
     CHECK_RC(FL_ETASK, fl_get(grandchild, 30, NULL, NULL));
+    /* The counters saw three failed tasks (others may run on this runtime meanwhile, none
+     * of them failing). */
+    CHECK_OK(fl_runtime_get_stats(rt, &after));
+    CHECK(after.tasks_failed - before.tasks_failed == 3);
+    CHECK(after.tasks_finished - before.tasks_finished >= 3);
     fl_ref_release(bad);
     fl_ref_release(child);
     fl_ref_release(grandchild);

@@ -64,6 +64,35 @@ static int sum_words(void *user, const fl_blob *args, size_t nargs, fl_task_ctx 
 }
 
 /* A result of args[0] bytes (uint64 words 0, 1, 2, ...) built in place. */
+/* The inode of the shared mapping (MAP_SHARED, 's' in /proc/self/maps) that holds `p`, or -1
+ * when `p` is in no shared mapping of this process. Two processes that find the same inode
+ * (and device) for their views read the same pages: nothing was copied. */
+static int64_t shared_mapping_inode(const void *p) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return -1;
+    char line[512];
+    int64_t inode = -1;
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long start = 0, end = 0, offset = 0, node = 0;
+        char perms[8] = {0}, device[32] = {0};
+        if (sscanf(line, "%lx-%lx %7s %lx %31s %lu", &start, &end, perms, &offset, device, &node) != 6) continue;
+        if ((uintptr_t)p >= start && (uintptr_t)p < end) {
+            if (perms[3] == 's') inode = (int64_t)node;
+            break;
+        }
+    }
+    fclose(maps);
+    return inode;
+}
+
+/* In a worker process: the inode of the shared mapping its argument's bytes are in. */
+static int argument_inode(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user;
+    if (nargs != 1) return 1;
+    int64_t inode = shared_mapping_inode(args[0].data);
+    return fl_task_return(ctx, &inode, sizeof inode);
+}
+
 static int make_words(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     (void)user; (void)nargs;
     size_t len = (size_t)as_int(&args[0]);
@@ -176,6 +205,19 @@ static void test_isolation_and_objects(void) {
     CHECK(get_int(r) == (int64_t)(expected + 111));
     fl_ref_release(r);
 
+    /* No copy: the worker process reads the large object's bytes from the very shared
+     * mapping this process wrote them into (same inode, mapped shared on both sides), and
+     * this process's view is that buffer too. */
+    int64_t host_inode = shared_mapping_inode(words);
+    CHECK(host_inode > 0);
+    const void *view = NULL;
+    CHECK_OK(fl_get(large, 30, &view, NULL));
+    CHECK(view == (const void *)words);
+    fl_arg large_arg = {NULL, 0, large};
+    CHECK_OK(fl_remote(rt, argument_inode, NULL, &large_arg, 1, &opts, &r));
+    CHECK(get_int(r) == host_inode);
+    fl_ref_release(r);
+
     int64_t length = 4 << 20;
     fl_arg len_arg = {&length, sizeof length, NULL};
     fl_ref made = NULL;
@@ -185,6 +227,14 @@ static void test_isolation_and_objects(void) {
     CHECK_OK(fl_get(made, 30, &data, &len));
     CHECK(len == (size_t)length);
     CHECK(data != NULL && ((const uint64_t *)data)[12345] == 12345);
+    /* A large result made in a worker process is shared memory too: this process's view and
+     * the next worker's argument are the same pages. */
+    int64_t made_inode = shared_mapping_inode(data);
+    CHECK(made_inode > 0);
+    fl_arg made_probe = {NULL, 0, made};
+    CHECK_OK(fl_remote(rt, argument_inode, NULL, &made_probe, 1, &opts, &r));
+    CHECK(get_int(r) == made_inode);
+    fl_ref_release(r);
     uint64_t made_sum = ((uint64_t)length / 8) * ((uint64_t)length / 8 - 1) / 2;
     fl_arg made_arg = {NULL, 0, made};
     CHECK_OK(fl_remote(rt, sum_words, NULL, &made_arg, 1, &opts, &r));

@@ -344,8 +344,9 @@ public func fl_get_many(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ time
 
 /// Waits at most `timeout` seconds (FL_FOREVER: no limit; 0: poll) for the object and stores
 /// a read-only view of its bytes in `*data` and `*len` (either may be NULL): no copy, valid
-/// until this reference is released (ray.get). A failed object returns its status (FL_ETASK
-/// with the task's code, FL_ECANCELED, FL_ENOMEM, ...) and fl_last_error() gives its message.
+/// until this reference is released (ray.get). A failed object returns its status (FL_ETASK,
+/// FL_ECANCELED, FL_ENOMEM, ...) and fl_last_error() gives its message; for FL_ETASK the
+/// message ends with the task's own code, as in "seven is not allowed (code 7)".
 /// With FL_FOREVER, if the object's task is queued and no worker has taken it yet, the
 /// calling thread runs it itself (as a TBB or .NET wait does; not for isolated tasks, nor
 /// for an actor call with others queued behind it). Called from a remote task, it runs other
