@@ -89,8 +89,9 @@ static double seconds_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void test_seed_example(fl_runtime rt) {
-    /* futures = [f.remote(i) for i in range(4)]; print(ray.get(futures)) */
+/* futures = [f.remote(i) for i in range(4)]; print(ray.get(futures)): the values come back
+ * in order. */
+static void run_seed_example(fl_runtime rt) {
     fl_ref futures[4];
     for (int64_t i = 0; i < 4; i++) {
         fl_arg arg = int_arg(&i);
@@ -100,21 +101,18 @@ static void test_seed_example(fl_runtime rt) {
         CHECK(get_int(futures[i]) == i);
         CHECK_OK(fl_ref_release(futures[i]));
     }
+}
 
-    /* The same on a runtime of two workers: four tasks that sleep 100 ms each take two turns
-     * (the waiting caller may run a queued one itself, which still leaves two turns): not
-     * less than 200 ms, which would mean more than three run at once, and well under the
-     * 400 ms of one at a time. (A bound on sleeping, not a speed measurement.) */
+static void test_seed_example(fl_runtime rt) {
+    run_seed_example(rt);
+
+    /* On a runtime of two workers, the four tasks that sleep 100 ms each take two turns (the
+     * waiting caller may run a queued one itself, which still leaves two turns): not less
+     * than 200 ms, which would mean more than three ran at once, and well under the 400 ms
+     * of one at a time. (A bound on sleeping, not a speed measurement.) */
     fl_runtime two = new_runtime(2, 0);
     double start = seconds_now();
-    for (int64_t i = 0; i < 4; i++) {
-        fl_arg arg = int_arg(&i);
-        CHECK_OK(fl_remote(two, sleep_then_echo, NULL, &arg, 1, NULL, &futures[i]));
-    }
-    for (int64_t i = 0; i < 4; i++) {
-        CHECK(get_int(futures[i]) == i);
-        CHECK_OK(fl_ref_release(futures[i]));
-    }
+    run_seed_example(two);
     double elapsed = seconds_now() - start;
     CHECK(elapsed >= 0.19);
     CHECK(elapsed < 0.38);
