@@ -311,7 +311,8 @@ typedef struct fl_runtime_options {
     /** Worker threads running remote tasks; 0 (the default): one per CPU. */
     size_t workers;
     /** Bytes of object data the store may hold at once (results and put values); a put or a
-     *  result beyond it fails with FL_ENOMEM ("object store full"). 0 (the default): no limit. */
+     *  result beyond it fails with FL_ENOMEM ("object store full"), or goes to a file with
+     *  fl_runtime_set_spill_directory(). 0 (the default): no limit. */
     size_t store_capacity;
     /** Worker processes for tasks and actors that ask for isolation (`isolate` in their
      *  options), forked when the runtime starts; 0 (the default): none, and such tasks are
@@ -1373,6 +1374,21 @@ int fl_runtime_trace_stop(fl_runtime runtime);
  * Thread-safe.
  */
 int fl_runtime_trace_write(fl_runtime runtime, const char *path);
+
+/**
+ * Sets the directory where objects that do not fit the runtime's `store_capacity` go instead
+ * of failing with "object store full" (Ray's object spilling), or with NULL turns spilling
+ * off (the default). Each such object gets an unnamed file of its own in the directory
+ * (O_TMPFILE; a file unlinked at once where the file system lacks it), which is mapped back:
+ * views (fl_get) and worker processes read it from the page cache, which the system can
+ * write back to disk and drop under memory pressure. The file goes with the object's last
+ * reference and view. Objects already in memory stay there; puts, fl_create buffers and task
+ * results made from this call on spill when they do not fit, and their bytes are not counted
+ * in `object_bytes`. The path is copied. A spill that fails (a full disk) fails the put or
+ * result with FL_ENOMEM, naming the reason. Errors: FL_EHANDLE, FL_EINVAL (not a directory
+ * this process may create files in). Thread-safe.
+ */
+int fl_runtime_set_spill_directory(fl_runtime runtime, const char *path);
 
 /**
  * Copies `len` bytes of `data` into the runtime's store (ray.put) and stores a reference to

@@ -25,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -126,6 +127,40 @@ void *fls_shared_alloc(size_t len, int *fd) {
         return NULL;
     }
     return map;
+}
+
+void *fls_spill_alloc(const char *dir, size_t len, int *fd) {
+    *fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (*fd < 0) {
+        size_t n = strlen(dir) + sizeof "/forklift-spill-XXXXXX";
+        char *path = malloc(n);
+        if (!path) return NULL;
+        snprintf(path, n, "%s/forklift-spill-XXXXXX", dir);
+        *fd = mkostemp(path, O_CLOEXEC);
+        if (*fd >= 0) unlink(path);
+        free(path);
+        if (*fd < 0) return NULL;
+    }
+    int error = posix_fallocate(*fd, 0, (off_t)len);
+    void *map = MAP_FAILED;
+    if (error == 0) {
+        map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+        if (map == MAP_FAILED) error = errno;
+    }
+    if (map == MAP_FAILED) {
+        close(*fd);
+        *fd = -1;
+        errno = error;
+        return NULL;
+    }
+    return map;
+}
+
+int fls_spill_directory_check(const char *path) {
+    struct stat info;
+    if (stat(path, &info) != 0) return errno;
+    if (!S_ISDIR(info.st_mode)) return ENOTDIR;
+    return access(path, W_OK | X_OK) == 0 ? 0 : errno;
 }
 
 /* ------------------------------------------------------------------------------------------ */

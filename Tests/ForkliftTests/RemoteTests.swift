@@ -297,6 +297,58 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
     }
 
+    /// Returns its first argument's bytes.
+    private static let echo: fl_remote_fn = { _, args, _, ctx in
+        fl_task_return(ctx, args![0].data, args![0].len)
+    }
+
+    /// Puts, created buffers and task results from three threads on a store of 4 KiB with a
+    /// spill directory: some fit, the others go to files; every value reads back right, and
+    /// in the end no object, byte or file is left.
+    func testSpillingFromThreads() {
+        var template = Array("/tmp/forklift-spill-swift-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { return XCTFail("mkdtemp") }
+        let directory = String(cString: made)
+        var options = fl_runtime_options()
+        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
+        options.workers = 2
+        options.store_capacity = 4096
+        var runtime: fl_runtime?
+        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        XCTAssertEqual(fl_runtime_set_spill_directory(runtime, directory), FL_OK)
+        let failures = Self.onThreeThreads(runtime) { runtime, thread in
+            var failures = 0
+            var bytes = [UInt8](repeating: 0, count: 3000)
+            for i in 0..<200 {
+                let length = 500 + (i * 37 + thread * 101) % 2500
+                for j in 0..<length { bytes[j] = UInt8(truncatingIfNeeded: i &+ j &* 3 &+ thread) }
+                var put: fl_ref?, created: fl_ref?, echoed: fl_ref?
+                var buffer: UnsafeMutableRawPointer?
+                guard fl_put(runtime, bytes, length, &put) == FL_OK,
+                      fl_create(runtime, length, &buffer, &created) == FL_OK else { failures += 1; continue }
+                buffer!.copyMemory(from: bytes, byteCount: length)
+                var args = [fl_arg(data: nil, len: 0, ref: created)]
+                guard fl_remote(runtime, Self.echo, nil, &args, 1, nil, &echoed) == FL_OK else { failures += 1; continue }
+                _ = fl_seal(created)
+                for ref in [put, created, echoed] {
+                    var data: UnsafeRawPointer?
+                    var got = 0
+                    if fl_get(ref, 30, &data, &got) != FL_OK || got != length || memcmp(data!, bytes, length) != 0 {
+                        failures += 1
+                    }
+                    _ = fl_ref_release(ref)
+                }
+            }
+            return failures
+        }
+        XCTAssertEqual(failures, 0)
+        let stats = Self.statsOnceSettled(runtime)
+        XCTAssertEqual(stats.objects, 0)
+        XCTAssertEqual(stats.object_bytes, 0)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        XCTAssertEqual(rmdir(directory), 0)  // fails unless every spill file is gone
+    }
+
     /// Tasks asking for CPUs, submitted from several threads, some waiting for others while
     /// holding every CPU (they lend them), then a shutdown with tasks still waiting for CPUs.
     func testCPUCountsFromThreadsThenShutdown() {

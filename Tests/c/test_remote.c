@@ -3,6 +3,7 @@
 #include "check.h"
 #include "remote_helpers.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
@@ -1138,6 +1139,146 @@ static void test_cpu_counts(void) {
     CHECK(cancelled > 0);
 }
 
+/* ---- spilling ---- */
+
+enum { SPILL_CAPACITY = 64 << 10, SPILL_OBJECT = 48 << 10 };
+static unsigned char spill_pattern[256 << 10];
+
+/* Returns the first `len` bytes of spill_pattern (len: the int64 argument). */
+static int pattern_bytes(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)nargs;
+    return fl_task_return(ctx, spill_pattern, (size_t)as_int(&args[0]));
+}
+
+/* The byte sum of the first argument. */
+static int byte_sum(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)nargs;
+    int64_t total = 0;
+    for (size_t i = 0; i < args[0].len; i++) total += ((const unsigned char *)args[0].data)[i];
+    return fl_task_return(ctx, &total, sizeof total);
+}
+
+/* Whether `p` lies in a shared mapping of a file in `dir` (the path in /proc/self/maps). */
+static int mapped_from(const void *p, const char *dir) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return 0;
+    char line[1024];
+    int found = 0;
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long start = 0, end = 0;
+        char perms[8] = {0};
+        if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) continue;
+        if ((uintptr_t)p >= start && (uintptr_t)p < end) {
+            found = perms[3] == 's' && strstr(line, dir) != NULL;
+            break;
+        }
+    }
+    fclose(maps);
+    return found;
+}
+
+static int directory_is_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int entries = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) entries++;
+    closedir(d);
+    return entries == 0;
+}
+
+static int bytes_match(fl_ref r, size_t len) {
+    const void *data = NULL;
+    size_t got = 0;
+    return fl_get(r, 30, &data, &got) == FL_OK && got == len && memcmp(data, spill_pattern, len) == 0;
+}
+
+static void test_spill(void) {
+    for (size_t i = 0; i < sizeof spill_pattern; i++) spill_pattern[i] = (unsigned char)(i * 7 + i / 251);
+    char dir[] = "/tmp/forklift-spill-test-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    fl_runtime rt = new_runtime(2, SPILL_CAPACITY);
+
+    /* Bad input: not a directory, a missing one, a bad handle. */
+    CHECK_RC(FL_EINVAL, fl_runtime_set_spill_directory(rt, "/proc/self/status"));
+    CHECK_RC(FL_EINVAL, fl_runtime_set_spill_directory(rt, "/nonexistent/forklift"));
+    CHECK_RC(FL_EHANDLE, fl_runtime_set_spill_directory(NULL, dir));
+
+    /* Without a spill directory, what does not fit fails. */
+    fl_ref first = NULL, refused = NULL;
+    CHECK_OK(fl_put(rt, spill_pattern, SPILL_OBJECT, &first));
+    CHECK_RC(FL_ENOMEM, fl_put(rt, spill_pattern, SPILL_OBJECT, &refused));
+    CHECK(strstr(fl_last_error(), "object store full") != NULL);
+
+    /* With one: puts, a created buffer and a task's result that do not fit go to files there,
+     * read back through views of the files' mappings; the store's bytes stay within capacity. */
+    CHECK_OK(fl_runtime_set_spill_directory(rt, dir));
+    fl_ref spilled[3] = {NULL, NULL, NULL};
+    CHECK_OK(fl_put(rt, spill_pattern, SPILL_OBJECT, &spilled[0]));
+    void *buffer = NULL;
+    CHECK_OK(fl_create(rt, 100 << 10, &buffer, &spilled[1]));
+    CHECK(mapped_from(buffer, dir));
+    memcpy(buffer, spill_pattern, 100 << 10);
+    CHECK_OK(fl_seal(spilled[1]));
+    int64_t result_len = 80 << 10;
+    fl_arg len_arg = int_arg(&result_len);
+    CHECK_OK(fl_remote(rt, pattern_bytes, NULL, &len_arg, 1, NULL, &spilled[2]));
+    CHECK(bytes_match(first, SPILL_OBJECT));
+    CHECK(bytes_match(spilled[0], SPILL_OBJECT));
+    CHECK(bytes_match(spilled[1], 100 << 10));
+    CHECK(bytes_match(spilled[2], 80 << 10));
+    const void *view = NULL;
+    CHECK_OK(fl_get(first, 30, &view, NULL));
+    CHECK(!mapped_from(view, dir));
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(fl_get(spilled[i], 30, &view, NULL));
+        CHECK(mapped_from(view, dir));
+    }
+    fl_runtime_stats stats;
+    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    CHECK(stats.object_bytes == SPILL_OBJECT);
+    CHECK(stats.objects == 4);
+
+    /* A task reads a spilled object as its argument. */
+    int64_t expected = 0;
+    for (size_t i = 0; i < (100 << 10); i++) expected += spill_pattern[i];
+    fl_arg spilled_arg = ref_arg(spilled[1]);
+    fl_ref sum = NULL;
+    CHECK_OK(fl_remote(rt, byte_sum, NULL, &spilled_arg, 1, NULL, &sum));
+    CHECK(get_int(sum) == expected);
+    fl_ref_release(sum);
+
+    /* Released, everything is gone: no object, no byte, no file. */
+    fl_ref_release(first);
+    for (int i = 0; i < 3; i++) CHECK_OK(fl_ref_release(spilled[i]));
+    stats = stats_once_settled(rt);
+    CHECK(stats.objects == 0 && stats.object_bytes == 0);
+    CHECK(directory_is_empty(dir));
+
+    /* An unsealed spilled buffer released without a seal goes too. */
+    fl_ref filler = NULL, unsealed = NULL;
+    CHECK_OK(fl_put(rt, spill_pattern, SPILL_OBJECT, &filler));
+    CHECK_OK(fl_create(rt, SPILL_OBJECT, &buffer, &unsealed));
+    CHECK(mapped_from(buffer, dir));
+    CHECK_OK(fl_ref_release(unsealed));
+    CHECK_OK(fl_ref_release(filler));
+
+    /* Turned off again: what does not fit fails again. */
+    CHECK_OK(fl_runtime_set_spill_directory(rt, NULL));
+    CHECK_OK(fl_put(rt, spill_pattern, SPILL_OBJECT, &filler));
+    CHECK_RC(FL_ENOMEM, fl_put(rt, spill_pattern, SPILL_OBJECT, &refused));
+    CHECK_OK(fl_remote(rt, pattern_bytes, NULL, &len_arg, 1, NULL, &spilled[2]));
+    CHECK_RC(FL_ENOMEM, fl_get(spilled[2], 30, NULL, NULL));
+    fl_ref_release(spilled[2]);
+    fl_ref_release(filler);
+    stats = stats_once_settled(rt);
+    CHECK(stats.objects == 0 && stats.object_bytes == 0);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(directory_is_empty(dir));
+    rmdir(dir);
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -1160,6 +1301,7 @@ int main(void) {
     test_objects_and_refcounts();
     test_shutdown_with_work_in_flight();
     test_cancel();
+    test_spill();
     CHECK_OK(fl_runtime_shutdown(rt));
     CHECK_RC(FL_EHANDLE, fl_runtime_shutdown(rt));
     return check_finish("remote");

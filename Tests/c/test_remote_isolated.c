@@ -500,6 +500,48 @@ static void test_shutdown_with_work_in_flight(void) {
     CHECK(child_pids(NULL, 0) == 0);
 }
 
+/* An object spilled to a file reaches a worker process as that file's mapping: the worker
+ * sums it right, and its mapping is the file's inode. */
+static void test_spilled_object_in_a_worker(void) {
+    char dir[] = "/tmp/forklift-spill-isolated-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    fl_runtime_options options;
+    CHECK_OK(fl_runtime_options_init(&options));
+    options.workers = 2;
+    options.process_workers = 1;
+    options.store_capacity = 1 << 20;
+    fl_runtime rt = NULL;
+    CHECK_OK(fl_runtime_create(&options, &rt));
+    CHECK_OK(fl_runtime_set_spill_directory(rt, dir));
+    const size_t big = 4u << 20; /* four times the capacity */
+    uint64_t *words = NULL;
+    fl_ref large = NULL;
+    CHECK_OK(fl_create(rt, big, (void **)&words, &large));
+    uint64_t expected = 0;
+    for (size_t w = 0; w < big / 8; w++) {
+        words[w] = w ^ 0x5555;
+        expected += w ^ 0x5555;
+    }
+    CHECK_OK(fl_seal(large));
+    fl_remote_options opts = isolated(0);
+    fl_arg arg = {NULL, 0, large};
+    fl_ref r = NULL;
+    CHECK_OK(fl_remote(rt, sum_words, NULL, &arg, 1, &opts, &r));
+    CHECK(get_int(r) == (int64_t)expected);
+    fl_ref_release(r);
+    int64_t host_inode = shared_mapping_inode(words);
+    CHECK(host_inode > 0);
+    CHECK_OK(fl_remote(rt, argument_inode, NULL, &arg, 1, &opts, &r));
+    CHECK(get_int(r) == host_inode);
+    fl_ref_release(r);
+    fl_runtime_stats stats;
+    CHECK_OK(fl_runtime_get_stats(rt, &stats));
+    CHECK(stats.object_bytes <= options.store_capacity);
+    fl_ref_release(large);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    rmdir(dir);
+}
+
 int main(void) {
     shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) return 1;
@@ -511,5 +553,6 @@ int main(void) {
     test_isolated_actor();
     test_actor_restarts();
     test_shutdown_with_work_in_flight();
+    test_spilled_object_in_a_worker();
     return check_finish("test_remote_isolated");
 }

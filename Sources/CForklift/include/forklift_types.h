@@ -308,7 +308,8 @@ typedef struct fl_runtime_options {
     /** Worker threads running remote tasks; 0 (the default): one per CPU. */
     size_t workers;
     /** Bytes of object data the store may hold at once (results and put values); a put or a
-     *  result beyond it fails with FL_ENOMEM ("object store full"). 0 (the default): no limit. */
+     *  result beyond it fails with FL_ENOMEM ("object store full"), or goes to a file with
+     *  fl_runtime_set_spill_directory(). 0 (the default): no limit. */
     size_t store_capacity;
     /** Worker processes for tasks and actors that ask for isolation (`isolate` in their
      *  options), forked when the runtime starts; 0 (the default): none, and such tasks are

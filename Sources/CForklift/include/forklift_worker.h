@@ -199,6 +199,13 @@ int fls_memfd_with(const void *data, size_t len, const char *name);
 /** Creates a memfd of `len` bytes and maps it for reading and writing (shared): returns the
  *  mapping and stores the fd in `*fd`, or returns NULL. */
 void *fls_shared_alloc(size_t len, int *fd);
+/** Creates an unnamed file of `len` (> 0) bytes in the directory `dir` (O_TMPFILE; where the
+ *  file system lacks it, a file unlinked at once), allocates its blocks (so a full disk fails
+ *  here, not as a SIGBUS on a later write) and maps it for reading and writing (shared):
+ *  returns the mapping and stores the fd in `*fd`, or returns NULL with errno set. */
+void *fls_spill_alloc(const char *dir, size_t len, int *fd);
+/** 0 when `path` is a directory the process may create files in, else an errno value. */
+int fls_spill_directory_check(const char *path);
 
 /* ---- remote tasks and actors in worker processes ---- */
 

@@ -235,6 +235,28 @@ public func fl_runtime_trace_write(_ runtime: fl_runtime?, _ path: UnsafePointer
     }
 }
 
+/// Sets the directory where objects that do not fit the runtime's `store_capacity` go instead
+/// of failing with "object store full" (Ray's object spilling), or with NULL turns spilling
+/// off (the default). Each such object gets an unnamed file of its own in the directory
+/// (O_TMPFILE; a file unlinked at once where the file system lacks it), which is mapped back:
+/// views (fl_get) and worker processes read it from the page cache, which the system can
+/// write back to disk and drop under memory pressure. The file goes with the object's last
+/// reference and view. Objects already in memory stay there; puts, fl_create buffers and task
+/// results made from this call on spill when they do not fit, and their bytes are not counted
+/// in `object_bytes`. The path is copied. A spill that fails (a full disk) fails the put or
+/// result with FL_ENOMEM, naming the reason. Errors: FL_EHANDLE, FL_EINVAL (not a directory
+/// this process may create files in). Thread-safe.
+@_cdecl("fl_runtime_set_spill_directory")
+public func fl_runtime_set_spill_directory(_ runtime: fl_runtime?, _ path: UnsafePointer<CChar>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let directory = path.map { String(cString: $0) }
+        try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
+            try runtime.store.setSpillDirectory(directory)
+        }
+        return FL_OK
+    }
+}
+
 /// Copies `len` bytes of `data` into the runtime's store (ray.put) and stores a reference to
 /// the new, ready object in `*ref`. Errors: FL_EINVAL, FL_EHANDLE, FL_ESTATE (shut down),
 /// FL_ENOMEM (no memory, or "object store full" beyond store_capacity). Thread-safe.

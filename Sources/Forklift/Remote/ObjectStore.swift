@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CForklift
 
 /// The byte accounting of a runtime's objects (`store_capacity`), and the process-wide
@@ -15,6 +18,11 @@ final class ObjectStore {
     /// Whether objects of `FLS_SHARE_MINIMUM` bytes or more live in shared memory (memfds),
     /// which worker processes map instead of copying (a runtime with process workers).
     let sharesLargeObjects: Bool
+
+    /// The directory for objects that do not fit the capacity (fl_runtime_set_spill_directory),
+    /// or nil: they fail with "object store full". Guarded by `spillLock`.
+    private var spillDirectory: String?
+    private let spillLock = Lock()
 
     /// The runtime's finished tasks waiting for their last release: every object reaches it
     /// through its store, so releasing a reference releases them first (see `TaskGraveyard`).
@@ -66,6 +74,50 @@ final class ObjectStore {
 
     /// Counts `bytes` out.
     func release(bytes: Int) { _ = fls_atomic_sub_u64(used, UInt64(bytes)) }
+
+    // MARK: Spilling
+
+    /// Sets (nil: clears) the directory where objects that do not fit go.
+    func setSpillDirectory(_ path: String?) throws(Failure) {
+        if let path {
+            let error = fls_spill_directory_check(path)
+            guard error == 0 else {
+                throw Failure(FL_EINVAL, "spill directory \(path): \(String(cString: strerror(error)))")
+            }
+        }
+        spillLock.withLock { spillDirectory = path }
+    }
+
+    /// The failure of an object of `length` bytes that does not fit, when nothing can be spilled.
+    func fullFailure(length: Int, reason: String? = nil) -> Failure {
+        Failure(FL_ENOMEM, "object store full (capacity \(capacity) bytes)" + (reason.map { "; \($0)" } ?? ""))
+    }
+
+    /// Makes `slot` (pending, empty) a file of `length` (> 0) bytes in the spill directory,
+    /// mapped for writing, and returns the mapping. Throws the store-full failure when there is
+    /// no spill directory or the file cannot be made (disk full, ...).
+    func spillBuffer(_ slot: UnsafeMutablePointer<fls_slot>, length: Int) throws(Failure) -> UnsafeMutableRawPointer {
+        guard let directory = spillLock.withLock({ spillDirectory }) else { throw fullFailure(length: length) }
+        var file: Int32 = -1
+        guard let mapping = fls_spill_alloc(directory, length, &file) else {
+            throw fullFailure(length: length, reason: "spilling \(length) bytes to \(directory) failed: "
+                                  + String(cString: strerror(errno)))
+        }
+        ResultSlot.adopt(slot, mapping: mapping, length: length, file: file)
+        return mapping
+    }
+
+    /// Moves the value in `slot` (ready, not counted in the store) into a spill file mapped in
+    /// its place. On failure the slot keeps its value and the store-full failure is thrown.
+    func spill(_ slot: UnsafeMutablePointer<fls_slot>) throws(Failure) {
+        let length = slot.pointee.len
+        var spilled = ResultSlot.pending
+        let mapping = try spillBuffer(&spilled, length: length)
+        if let data = ResultSlot.data(slot) { mapping.copyMemory(from: data, byteCount: length) }
+        ResultSlot.clear(slot)  // frees the value's memory, the point of spilling
+        spilled.status = FL_OK
+        slot.pointee = spilled
+    }
 
     // MARK: Resolution announcements
 

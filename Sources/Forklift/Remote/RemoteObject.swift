@@ -24,18 +24,24 @@ final class RemoteObject {
     /// Where the words follow the slot in the block (forklift_shim.h asserts that they fit).
     private static let slotStride = (MemoryLayout<fls_slot>.stride + 15) & ~15
 
-    /// The ready word, the lock word, the resolved flag and the produced-by-a-task flag.
+    /// The ready word, the lock word, the resolved and spilled flags, the produced-by-a-task flag.
     private var words: UnsafeMutablePointer<UInt32> {
         (UnsafeMutableRawPointer(slot) + Self.slotStride).assumingMemoryBound(to: UInt32.self)
     }
     /// Set once resolved; `wait` sleeps on it.
     private var ready: OneShotEvent { OneShotEvent(initialized: words) }
-    /// Guards `dependents`, `resolved`, `producer` and `unsealed`.
+    /// Guards `dependents`, `resolved`, `isSpilled`, `producer` and `unsealed`.
     private var lock: WordLock { WordLock(initialized: words + 1) }
     /// Whether the object has resolved (guarded by `lock`).
     private var resolved: Bool {
-        get { words[2] != 0 }
-        set { words[2] = newValue ? 1 : 0 }
+        get { words[2] & 1 != 0 }
+        set { words[2] = newValue ? words[2] | 1 : words[2] & ~1 }
+    }
+    /// Whether the value (or the unsealed buffer) lives in a spill file, not counted in the
+    /// store's bytes (guarded by `lock`; read unlocked only by the last owner).
+    private var isSpilled: Bool {
+        get { words[2] & 2 != 0 }
+        set { words[2] = newValue ? words[2] | 2 : words[2] & ~2 }
     }
     /// Whether a task produces this object (false for a put); set before the object is shared.
     var isTaskResult: Bool { words[3] != 0 }
@@ -71,11 +77,11 @@ final class RemoteObject {
 
     deinit {
         if let unsealed {
-            store.release(bytes: unsealed.pointee.len)
+            if !isSpilled { store.release(bytes: unsealed.pointee.len) }
             ResultSlot.clear(unsealed)
             unsealed.deallocate()
         }
-        if slot.pointee.status == FL_OK { store.release(bytes: slot.pointee.len) }
+        if slot.pointee.status == FL_OK && !isSpilled { store.release(bytes: slot.pointee.len) }
         store.objectFreed()
         ResultSlot.clear(slot)
         fls_block_free(slot)  // the words with it
@@ -99,18 +105,23 @@ final class RemoteObject {
 
     /// Makes this new object a buffer of `length` bytes for the caller to fill (fl_create): it
     /// stays pending, and tasks taking it wait, until `seal`. Returns where to write.
+    /// A buffer that does not fit the store's capacity is a spill file, when the store has a
+    /// spill directory.
     func createBuffer(length: Int) throws(Failure) -> UnsafeMutableRawPointer {
-        guard store.reserve(bytes: length) else {
-            throw Failure(FL_ENOMEM, "object store full (capacity \(store.capacity) bytes)")
-        }
+        let counted = store.reserve(bytes: length)
         let buffer = UnsafeMutablePointer<fls_slot>.allocate(capacity: 1)
         buffer.initialize(to: store.newValueSlot)
         do throws(Failure) {
-            let target = try ResultSlot.reserve(buffer, length: length, external: nil, externalCapacity: 0)
-            lock.withLock { unsealed = buffer }
+            let target = counted ? try ResultSlot.reserve(buffer, length: length, external: nil, externalCapacity: 0)
+                                 : try store.spillBuffer(buffer, length: length)
+            lock.withLock {
+                unsealed = buffer
+                isSpilled = !counted
+            }
             return target
         } catch {
-            store.release(bytes: length)
+            if counted { store.release(bytes: length) }
+            ResultSlot.clear(buffer)
             buffer.deallocate()
             throw error
         }
@@ -129,19 +140,36 @@ final class RemoteObject {
     }
 
     /// Resolves with `outcome` (a filled slot, which this takes over) unless already resolved,
-    /// and tells the dependents. `reserved`: its bytes are already counted in the store.
-    /// Returns whether this call resolved it.
+    /// and tells the dependents. `reserved`: its bytes are accounted for already (counted in
+    /// the store, or in a spill file: fl_create's buffer). A value that does not fit the
+    /// store's capacity moves to a spill file, or else the object fails with "object store
+    /// full". Returns whether this call resolved it.
     @discardableResult
     func resolve(taking outcome: UnsafeMutablePointer<fls_slot>, reserved: Bool = false) -> Bool {
+        // Counted (or spilled, which may write a file) before the lock is taken.
+        var counted = false
+        var spilled = false
+        if outcome.pointee.status == FL_OK && !reserved {
+            if store.reserve(bytes: outcome.pointee.len) {
+                counted = true
+            } else {
+                do throws(Failure) {
+                    try store.spill(outcome)
+                    spilled = true
+                } catch {
+                    ResultSlot.clear(outcome)
+                    ResultSlot.fail(outcome, status: FL_ENOMEM, code: FL_ENOMEM, message: error.message)
+                }
+            }
+        }
         // The producer is let go of once the lock is released (by the `_`).
         let (waiting, _): ([RemoteTask]?, RemoteTask?) = lock.withLock {
-            guard !resolved else { return (nil, nil) }
-            resolved = true
-            if outcome.pointee.status == FL_OK, !reserved, !store.reserve(bytes: outcome.pointee.len) {
-                ResultSlot.clear(outcome)
-                ResultSlot.fail(outcome, status: FL_ENOMEM, code: FL_ENOMEM,
-                                message: "object store full (capacity \(store.capacity) bytes)")
+            guard !resolved else {
+                if reserved { counted = !isSpilled }  // fl_create's buffer, counted unless spilled
+                return (nil, nil)
             }
+            resolved = true
+            if spilled { isSpilled = true }
             slot.pointee = outcome.pointee
             outcome.pointee = ResultSlot.pending
             let taken = dependents
@@ -149,7 +177,7 @@ final class RemoteObject {
             return (taken, producerTask.take())
         }
         guard let waiting else {
-            if reserved, outcome.pointee.status == FL_OK { store.release(bytes: outcome.pointee.len) }
+            if counted, outcome.pointee.status == FL_OK { store.release(bytes: outcome.pointee.len) }
             ResultSlot.clear(outcome)
             return false
         }

@@ -290,6 +290,7 @@ _declare("fl_get_many", I, POINTER(c_void_p), SZ, D, PP, PSZ, POINTER(c_int))
 _declare("fl_runtime_trace_start", I, P)
 _declare("fl_runtime_trace_stop", I, P)
 _declare("fl_runtime_trace_write", I, P, c_char_p)
+_declare("fl_runtime_set_spill_directory", I, P, c_char_p)
 
 
 def version() -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import pickle
 import struct
 import threading
@@ -46,7 +47,7 @@ class _Failure:
 
 
 class _Runtime:
-    def __init__(self, num_workers=None, store_capacity=0, process_workers=0):
+    def __init__(self, num_workers=None, store_capacity=0, process_workers=0, spill_directory=None):
         options = _lib.RuntimeOptions()
         _lib.lib.fl_runtime_options_init(byref(options))
         if num_workers:
@@ -56,6 +57,12 @@ class _Runtime:
         handle = c_void_p()
         _lib.check(_lib.lib.fl_runtime_create(byref(options), byref(handle)), "init")
         self.handle = handle
+        if spill_directory is not None:
+            code = _lib.lib.fl_runtime_set_spill_directory(handle, os.fsencode(spill_directory))
+            if code < 0:
+                failure = _lib.error(code, "init")
+                _lib.lib.fl_runtime_shutdown(handle)
+                raise failure
         self.actors: dict = {}
         self.task_trampoline = _lib.fl_remote_fn(self._run_task)
         self.method_trampoline = _lib.fl_remote_fn(self._run_method)
@@ -164,18 +171,21 @@ class _Runtime:
 
 
 def init(num_cpus=None, num_workers=None, object_store_memory=None, ignore_reinit_error=False,
-         num_process_workers=0):
+         num_process_workers=0, object_spilling_directory=None):
     """Starts the runtime (ray.init): ``num_workers`` threads (default: the CPU count), an
     object store of ``object_store_memory`` bytes (default: no limit), and
     ``num_process_workers`` worker processes for native functions made remote with
-    ``isolate=True`` (forked now: native code loaded later is not in them)."""
+    ``isolate=True`` (forked now: native code loaded later is not in them). With
+    ``object_spilling_directory``, objects that do not fit the store go to files there
+    (read back through their mappings) instead of failing."""
     global _runtime
     with _state_lock:
         if _runtime is not None:
             if ignore_reinit_error:
                 return
             raise RuntimeError("forklift.init() was already called; call shutdown() first")
-        _runtime = _Runtime(num_workers or num_cpus, object_store_memory or 0, num_process_workers)
+        _runtime = _Runtime(num_workers or num_cpus, object_store_memory or 0, num_process_workers,
+                            object_spilling_directory)
 
 
 def is_initialized() -> bool:

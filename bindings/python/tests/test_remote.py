@@ -121,6 +121,25 @@ def test_put_get_and_no_leak():
     assert forklift.stats()["objects"] == before
 
 
+def test_objects_beyond_the_store_spill_to_files(tmp_path):
+    forklift.shutdown()
+    forklift.init(num_workers=2, object_store_memory=64 << 10)
+    small = forklift.put(b"x" * (40 << 10))
+    with pytest.raises(forklift.ForkliftError, match="object store full"):
+        forklift.put(b"y" * (40 << 10))
+    del small
+    forklift.shutdown()
+    with pytest.raises(forklift.InvalidArgumentError, match="spill directory"):
+        forklift.init(object_store_memory=64 << 10, object_spilling_directory=tmp_path / "missing")
+    forklift.init(num_workers=2, object_store_memory=64 << 10, object_spilling_directory=tmp_path)
+    values = [bytes([i]) * (40 << 10) for i in range(5)]
+    refs = [forklift.put(v) for v in values]  # one fits, four go to files
+    assert forklift.get(refs) == values
+    assert forklift.stats()["object_bytes"] <= 64 << 10
+    del refs
+    assert list(tmp_path.iterdir()) == []  # unnamed files, gone with their objects
+
+
 def test_cancel():
     blockers = [slow.remote(i, 0.3) for i in range(2)]
     victim = slow.remote("never", 0)
