@@ -1393,7 +1393,8 @@ int fl_runtime_set_spill_directory(fl_runtime runtime, const char *path);
 /**
  * Copies `len` bytes of `data` into the runtime's store (ray.put) and stores a reference to
  * the new, ready object in `*ref`. Errors: FL_EINVAL, FL_EHANDLE, FL_ESTATE (shut down),
- * FL_ENOMEM (no memory, or "object store full" beyond store_capacity). Thread-safe.
+ * FL_ENOMEM (no memory, or "object store full" beyond store_capacity when there is no spill
+ * directory or the spill failed: see fl_runtime_set_spill_directory). Thread-safe.
  */
 int fl_put(fl_runtime runtime, const void *data, size_t len, fl_ref *ref);
 
@@ -1405,7 +1406,8 @@ int fl_put(fl_runtime runtime, const void *data, size_t len, fl_ref *ref);
  * the last reference without sealing frees it. Views of the sealed object (fl_get) point
  * into this same buffer, except for objects of a few bytes, which are copied once when
  * sealed. Errors: FL_EINVAL (buffer or ref NULL),
- * FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity).
+ * FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity without a
+ * spill directory; with one, a buffer that does not fit is a file there).
  * Thread-safe.
  */
 int fl_create(fl_runtime runtime, size_t len, void **buffer, fl_ref *ref);

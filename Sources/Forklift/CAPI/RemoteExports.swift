@@ -259,7 +259,8 @@ public func fl_runtime_set_spill_directory(_ runtime: fl_runtime?, _ path: Unsaf
 
 /// Copies `len` bytes of `data` into the runtime's store (ray.put) and stores a reference to
 /// the new, ready object in `*ref`. Errors: FL_EINVAL, FL_EHANDLE, FL_ESTATE (shut down),
-/// FL_ENOMEM (no memory, or "object store full" beyond store_capacity). Thread-safe.
+/// FL_ENOMEM (no memory, or "object store full" beyond store_capacity when there is no spill
+/// directory or the spill failed: see fl_runtime_set_spill_directory). Thread-safe.
 @_cdecl("fl_put")
 public func fl_put(_ runtime: fl_runtime?, _ data: UnsafeRawPointer?, _ len: size_t,
                    _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
@@ -289,7 +290,8 @@ public func fl_put(_ runtime: fl_runtime?, _ data: UnsafeRawPointer?, _ len: siz
 /// the last reference without sealing frees it. Views of the sealed object (fl_get) point
 /// into this same buffer, except for objects of a few bytes, which are copied once when
 /// sealed. Errors: FL_EINVAL (buffer or ref NULL),
-/// FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity).
+/// FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity without a
+/// spill directory; with one, a buffer that does not fit is a file there).
 /// Thread-safe.
 @_cdecl("fl_create")
 public func fl_create(_ runtime: fl_runtime?, _ len: size_t, _ buffer: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
