@@ -280,6 +280,32 @@ static inline void cache_give(block_cache *cache, free_block **stack, void *raw)
     }
 }
 
+/* Under AddressSanitizer or ThreadSanitizer, nodes and blocks come from malloc and go back
+ * with free: the sanitizers then know each one's lifetime, so a use after free is reported as
+ * one (with where it was freed), and a block reused for something else cannot pass for a race
+ * between its two lives. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FLS_BLOCKS_FROM_MALLOC 1
+#endif
+#endif
+
+#ifdef FLS_BLOCKS_FROM_MALLOC
+
+fls_node *fls_node_alloc(void) {
+    fls_node *node = aligned_alloc(64, sizeof(fls_node));
+    if (node) memset(node, 0, offsetof(fls_node, inline_arg));
+    return node;
+}
+
+void fls_node_free(fls_node *node) { free(node); }
+
+void *fls_block_alloc(void) { return aligned_alloc(64, FLS_BLOCK_SIZE); }
+
+void fls_block_free(void *block) { free(block); }
+
+#else
+
 fls_node *fls_node_alloc(void) {
     fls_node *node = (fls_node *)cache_take(&caches.nodes, &node_stack, sizeof(fls_node));
     if (!node) return NULL;
@@ -302,6 +328,8 @@ void *fls_block_alloc(void) {
 }
 
 void fls_block_free(void *block) { cache_give(&caches.blocks, &block_stack, block); }
+
+#endif
 
 /* ---- Work-stealing deque ----------------------------------------------------------------- */
 
