@@ -75,7 +75,7 @@ test-swift:
 	swift test --disable-swift-testing
 
 # The black-box suite: C programs that include the header and link the .so like a user; then
-# the examples, which exit non-zero when a result is wrong.
+# the examples, which exit non-zero on any error (the remote one also when a value is wrong).
 test-c: lib check-header $(AR_LIB)
 	bash Tests/c/run.sh $(LIBDIR) include
 	$(MAKE) -C examples-c run LIBDIR=$(abspath $(LIBDIR)) INCLUDE=$(abspath include)

@@ -37,11 +37,12 @@ final class RemoteTests: XCTestCase {
         return fl_task_return(ctx, &value, 8)
     }
 
-    /// A runtime with two workers.
-    private static func twoWorkerRuntime() -> fl_runtime? {
+    /// A runtime with two workers, and whatever else `configure` sets in its options.
+    private static func twoWorkerRuntime(_ configure: (inout fl_runtime_options) -> Void = { _ in }) -> fl_runtime? {
         var options = fl_runtime_options()
         XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
         options.workers = 2
+        configure(&options)
         var runtime: fl_runtime?
         XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
         return runtime
@@ -76,6 +77,19 @@ final class RemoteTests: XCTestCase {
         return stats
     }
 
+    /// Waits for the runtime to settle, checks that no object, stored byte or running task is
+    /// left, shuts it down and returns the settled counters (for checks of what ran).
+    @discardableResult
+    private static func assertNothingLeftThenShutDown(_ runtime: fl_runtime?, file: StaticString = #filePath,
+                                                      line: UInt = #line) -> fl_runtime_stats {
+        let stats = statsOnceSettled(runtime)
+        XCTAssertEqual(stats.objects, 0, "objects left", file: file, line: line)
+        XCTAssertEqual(stats.object_bytes, 0, "stored bytes left", file: file, line: line)
+        XCTAssertEqual(stats.tasks_running, 0, "tasks still running", file: file, line: line)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK, file: file, line: line)
+        return stats
+    }
+
     func testChainsFromSeveralThreadsThenShutdown() {
         let runtime = Self.twoWorkerRuntime()
         let wrong = Self.onThreeThreads(runtime) { runtime, _ in
@@ -97,11 +111,7 @@ final class RemoteTests: XCTestCase {
             return failed
         }
         XCTAssertEqual(wrong, 0)
-        let stats = Self.statsOnceSettled(runtime)
-        XCTAssertEqual(stats.tasks_finished, 900)
-        XCTAssertEqual(stats.objects, 0)
-        XCTAssertEqual(stats.object_bytes, 0)
-        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        XCTAssertEqual(Self.assertNothingLeftThenShutDown(runtime).tasks_finished, 900)
     }
 
     /// An actor called from three threads, then killed while calls are queued.
@@ -181,10 +191,7 @@ final class RemoteTests: XCTestCase {
             return malformed
         }
         XCTAssertEqual(malformed, 0)
-        let stats = Self.statsOnceSettled(runtime)
-        XCTAssertEqual(stats.objects, 0)
-        XCTAssertEqual(stats.tasks_running, 0)
-        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        Self.assertNothingLeftThenShutDown(runtime)
     }
 
     /// Three threads call an actor and submit tasks, each waiting with no limit right away,
@@ -227,10 +234,8 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(Self.value(final), 1501)  // 1,500 calls, each once
         _ = fl_ref_release(final)
         XCTAssertEqual(fl_actor_kill(actor), FL_OK)
-        let stats = Self.statsOnceSettled(runtime)
-        XCTAssertEqual(stats.tasks_finished, 1 + 1501 + 1500)  // constructor, calls, tasks
-        XCTAssertEqual(stats.objects, 0)
-        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        // The constructor, the calls and the tasks.
+        XCTAssertEqual(Self.assertNothingLeftThenShutDown(runtime).tasks_finished, 1 + 1501 + 1500)
     }
 
     /// Cancels from another thread while tasks are submitted and run: every task ends once.
@@ -293,8 +298,7 @@ final class RemoteTests: XCTestCase {
             return failures
         }
         XCTAssertEqual(failures, 0)
-        XCTAssertEqual(Self.statsOnceSettled(runtime).objects, 0)
-        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        Self.assertNothingLeftThenShutDown(runtime)
     }
 
     /// Returns its first argument's bytes.
@@ -309,12 +313,7 @@ final class RemoteTests: XCTestCase {
         var template = Array("/tmp/forklift-spill-swift-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { return XCTFail("mkdtemp") }
         let directory = String(cString: made)
-        var options = fl_runtime_options()
-        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
-        options.workers = 2
-        options.store_capacity = 4096
-        var runtime: fl_runtime?
-        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        let runtime = Self.twoWorkerRuntime { $0.store_capacity = 4096 }
         XCTAssertEqual(fl_runtime_set_spill_directory(runtime, directory), FL_OK)
         let failures = Self.onThreeThreads(runtime) { runtime, thread in
             var failures = 0
@@ -342,10 +341,7 @@ final class RemoteTests: XCTestCase {
             return failures
         }
         XCTAssertEqual(failures, 0)
-        let stats = Self.statsOnceSettled(runtime)
-        XCTAssertEqual(stats.objects, 0)
-        XCTAssertEqual(stats.object_bytes, 0)
-        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        Self.assertNothingLeftThenShutDown(runtime)
         XCTAssertEqual(rmdir(directory), 0)  // fails unless every spill file is gone
     }
 
@@ -420,12 +416,7 @@ final class RemoteTests: XCTestCase {
     /// then shutdown: every task settles, and the runtime's side of worker processes (the
     /// proxies, restarts, shared objects) runs under the sanitizers.
     func testIsolatedTasksAndActorFromThreads() {
-        var options = fl_runtime_options()
-        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
-        options.workers = 2
-        options.process_workers = 2
-        var runtime: fl_runtime?
-        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        let runtime = Self.twoWorkerRuntime { $0.process_workers = 2 }
         var actorOptions = fl_actor_options()
         XCTAssertEqual(fl_actor_options_init(&actorOptions), FL_OK)
         actorOptions.isolate = 1
@@ -492,9 +483,6 @@ final class RemoteTests: XCTestCase {
             XCTAssertEqual(Self.value(heads[thread]), 301)
             XCTAssertEqual(fl_ref_release(heads[thread]), FL_OK)
         }
-        let stats = Self.statsOnceSettled(runtime)
-        XCTAssertEqual(stats.tasks_finished, 900)
-        XCTAssertEqual(stats.objects, 0)
-        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        XCTAssertEqual(Self.assertNothingLeftThenShutDown(runtime).tasks_finished, 900)
     }
 }

@@ -5,6 +5,7 @@
 
 #include <forklift.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -35,6 +36,26 @@ static inline int64_t get_int(fl_ref r) {
     int64_t v = -999999;
     get_value(r, &v, sizeof v);
     return v;
+}
+
+/* Copies into `line` the /proc/self/maps line of the mapping that holds `p`, if that mapping
+ * is shared (MAP_SHARED: 's' in its permissions); returns 0 when `p` is in no shared mapping.
+ * The line ends with the mapping's inode and path (a memfd, or a file of a spill directory). */
+static inline int shared_mapping_of(const void *p, char *line, int size) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return 0;
+    int found = 0;
+    while (fgets(line, size, maps)) {
+        unsigned long start = 0, end = 0;
+        char perms[8] = {0};
+        if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) continue;
+        if ((uintptr_t)p >= start && (uintptr_t)p < end) {
+            found = perms[3] == 's';
+            break;
+        }
+    }
+    fclose(maps);
+    return found;
 }
 
 /* A runtime with two worker threads and `process_workers` worker processes, or NULL. */

@@ -1158,23 +1158,10 @@ static int byte_sum(void *user, const fl_blob *args, size_t nargs, fl_task_ctx c
     return fl_task_return(ctx, &total, sizeof total);
 }
 
-/* Whether `p` lies in a shared mapping of a file in `dir` (the path in /proc/self/maps). */
+/* Whether `p` lies in a shared mapping of a file in `dir`. */
 static int mapped_from(const void *p, const char *dir) {
-    FILE *maps = fopen("/proc/self/maps", "r");
-    if (!maps) return 0;
     char line[1024];
-    int found = 0;
-    while (fgets(line, sizeof line, maps)) {
-        unsigned long start = 0, end = 0;
-        char perms[8] = {0};
-        if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) continue;
-        if ((uintptr_t)p >= start && (uintptr_t)p < end) {
-            found = perms[3] == 's' && strstr(line, dir) != NULL;
-            break;
-        }
-    }
-    fclose(maps);
-    return found;
+    return shared_mapping_of(p, line, sizeof line) && strstr(line, dir) != NULL;
 }
 
 static int directory_is_empty(const char *dir) {

@@ -64,25 +64,16 @@ static int sum_words(void *user, const fl_blob *args, size_t nargs, fl_task_ctx 
 }
 
 /* A result of args[0] bytes (uint64 words 0, 1, 2, ...) built in place. */
-/* The inode of the shared mapping (MAP_SHARED, 's' in /proc/self/maps) that holds `p`, or -1
- * when `p` is in no shared mapping of this process. Two processes that find the same inode
- * (and device) for their views read the same pages: nothing was copied. */
+/* The inode of the shared mapping that holds `p`, or -1 when `p` is in no shared mapping of
+ * this process. Two processes that find the same inode (and device) for their views read the
+ * same pages: nothing was copied. */
 static int64_t shared_mapping_inode(const void *p) {
-    FILE *maps = fopen("/proc/self/maps", "r");
-    if (!maps) return -1;
     char line[512];
-    int64_t inode = -1;
-    while (fgets(line, sizeof line, maps)) {
-        unsigned long start = 0, end = 0, offset = 0, node = 0;
-        char perms[8] = {0}, device[32] = {0};
-        if (sscanf(line, "%lx-%lx %7s %lx %31s %lu", &start, &end, perms, &offset, device, &node) != 6) continue;
-        if ((uintptr_t)p >= start && (uintptr_t)p < end) {
-            if (perms[3] == 's') inode = (int64_t)node;
-            break;
-        }
-    }
-    fclose(maps);
-    return inode;
+    unsigned long start = 0, end = 0, offset = 0, node = 0;
+    char perms[8] = {0}, device[32] = {0};
+    if (!shared_mapping_of(p, line, sizeof line)) return -1;
+    if (sscanf(line, "%lx-%lx %7s %lx %31s %lu", &start, &end, perms, &offset, device, &node) != 6) return -1;
+    return (int64_t)node;
 }
 
 /* In a worker process: the inode of the shared mapping its argument's bytes are in. */

@@ -88,8 +88,8 @@ final class ObjectStore {
         spillLock.withLock { spillDirectory = path }
     }
 
-    /// The failure of an object of `length` bytes that does not fit, when nothing can be spilled.
-    func fullFailure(length: Int, reason: String? = nil) -> Failure {
+    /// The failure of an object that does not fit, when it cannot be spilled (`reason`: why not).
+    func fullFailure(reason: String? = nil) -> Failure {
         Failure(FL_ENOMEM, "object store full (capacity \(capacity) bytes)" + (reason.map { "; \($0)" } ?? ""))
     }
 
@@ -97,10 +97,10 @@ final class ObjectStore {
     /// mapped for writing, and returns the mapping. Throws the store-full failure when there is
     /// no spill directory or the file cannot be made (disk full, ...).
     func spillBuffer(_ slot: UnsafeMutablePointer<fls_slot>, length: Int) throws(Failure) -> UnsafeMutableRawPointer {
-        guard let directory = spillLock.withLock({ spillDirectory }) else { throw fullFailure(length: length) }
+        guard let directory = spillLock.withLock({ spillDirectory }) else { throw fullFailure() }
         var file: Int32 = -1
         guard let mapping = fls_spill_alloc(directory, length, &file) else {
-            throw fullFailure(length: length, reason: "spilling \(length) bytes to \(directory) failed: "
+            throw fullFailure(reason: "spilling \(length) bytes to \(directory) failed: "
                                   + String(cString: strerror(errno)))
         }
         ResultSlot.adopt(slot, mapping: mapping, length: length, file: file)
