@@ -616,6 +616,7 @@ static void test_actors(fl_runtime rt) {
     CHECK(ao.max_concurrency == 1);
     ao.max_concurrency = 2;
     fl_actor pair = NULL;
+    freed_states = 0;
     for (int round = 0; round < 2; round++) {
         __atomic_store_n(&init_gate_open, round, __ATOMIC_RELEASE);
         gate_open = 0;
@@ -633,6 +634,10 @@ static void test_actors(fl_runtime rt) {
         fl_ref_release(a);
         fl_ref_release(b);
         CHECK_OK(fl_actor_kill(pair));
+        /* The calls may still be ending on their workers, the last of which frees the state:
+         * wait for that, so that no later test sees it counted. */
+        for (int i = 0; i < 2000 && __atomic_load_n(&freed_states, __ATOMIC_SEQ_CST) == round; i++) pause_ms(1);
+        CHECK(__atomic_load_n(&freed_states, __ATOMIC_SEQ_CST) == round + 1);
     }
     ao.max_concurrency = 0;
     CHECK_RC(FL_EINVAL, fl_actor_create(rt, counter_init, NULL, NULL, NULL, 0, &ao, &pair));
