@@ -173,7 +173,9 @@ final class RemoteObject {
             slot.pointee = outcome.pointee
             outcome.pointee = ResultSlot.pending
             let taken = dependents
-            dependents = []
+            // Written only when it changes: the task's worker resolves most objects, and a
+            // line it writes is one the submitting thread must fetch back to free the object.
+            if !taken.isEmpty { dependents = [] }
             return (taken, producerTask.take())
         }
         guard let waiting else {

@@ -164,34 +164,51 @@ final class RemoteRuntime {
     /// worker while it lingers on the actor).
     /// The node's reference to each task that ends here goes to the graveyard (on a worker).
     private static let runTask: fl_task_fn = { user, _, _, _ in
-        var task: Unmanaged<RemoteTask>? = Unmanaged<RemoteTask>.fromOpaque(user!)
-        // Not retained: the task keeps its runtime, and a count changed here at every task
-        // would take the line from the threads submitting (which retain it at every task).
-        unowned(unsafe) let runtime = task!._withUnsafeGuaranteedRef { $0.runtime }
-        // A thread waiting for the task's output may have run it already.
-        guard task!._withUnsafeGuaranteedRef({ $0.claimForWorker() }) else {
-            runtime.bury(task!)
-            return 0
-        }
-        while let current = task {
-            let next: Unmanaged<RemoteTask>? = current._withUnsafeGuaranteedRef { task in
-                task.run()
-                return task.actor?.workerCallEnded(pool: runtime.pool)
-            }
-            runtime.bury(current)
-            task = next
-        }
+        let task = Unmanaged<RemoteTask>.fromOpaque(user!)
+        // The runtime is not retained: the task keeps it, and a count changed here at every
+        // task would take the line from the threads submitting (which retain it at every task).
+        let runtime = task._withUnsafeGuaranteedRef { Unmanaged.passUnretained($0.runtime) }
+        runtime._withUnsafeGuaranteedRef { $0.runTasks(from: task) }
         return 0
     }
 
-    /// Lets go of a reference to a task that has ended: into the calling worker's batch in the
-    /// graveyard, or at once on any other thread.
-    private func bury(_ task: Unmanaged<RemoteTask>) {
-        guard let worker = PoolWorker.current, worker.pool === pool else {
+    /// Runs `first` (the reference comes with it) and, while that is an actor's call, the calls
+    /// the actor gives this thread next; then lets go of each. No reference count of the
+    /// runtime, its pool or its actors changes here: their lines stay with the submitting
+    /// threads.
+    private func runTasks(from first: Unmanaged<RemoteTask>) {
+        let worker = graveyardWorker
+        // A thread waiting for the task's output may have run it already.
+        guard first._withUnsafeGuaranteedRef({ $0.claimForWorker() }) else {
+            bury(first, worker: worker)
+            return
+        }
+        var task: Unmanaged<RemoteTask>? = first
+        while let current = task {
+            let next: Unmanaged<RemoteTask>? = current._withUnsafeGuaranteedRef { task in
+                task.run()
+                guard let actor = task.actorIfAny else { return nil }
+                return actor._withUnsafeGuaranteedRef { $0.workerCallEnded(pool: pool) }
+            }
+            bury(current, worker: worker)
+            task = next
+        }
+    }
+
+    /// The index of the calling thread among the pool's workers, or nil on any other thread.
+    private var graveyardWorker: Int? {
+        guard let raw = fls_tls_worker() else { return nil }
+        return Unmanaged<PoolWorker>.fromOpaque(raw)._withUnsafeGuaranteedRef { $0.pool === pool ? $0.index : nil }
+    }
+
+    /// Lets go of a reference to a task that has ended: into worker `worker`'s batch in the
+    /// graveyard, or at once on any other thread (nil).
+    private func bury(_ task: Unmanaged<RemoteTask>, worker: Int?) {
+        guard let worker else {
             task.release()
             return
         }
-        store.graveyard.bury(task, worker: worker.index)
+        store.graveyard.bury(task, worker: worker)
     }
 
     /// A thread waiting in fl_get is about to claim a queued task to run it itself.

@@ -26,18 +26,26 @@ final class RemoteTask: PoolJob {
     /// Outputs 1... of a task with several returns (fl_remote_multi); empty for one.
     let extraOutputs: [RemoteObject]
     let options: RemoteOptions
-    let runtime: RemoteRuntime
-    /// The actor this is a call (or the constructor) of; nil for a plain task.
-    let actor: RemoteActor?
+    // The flags follow the options' last bytes, and the worker-process pointer is reached
+    // through `pending`: the instance stays at 120 bytes, a 128-byte malloc chunk, which glibc
+    // frees into its fast bins (a larger one is merged with its free neighbours, and a
+    // stream of tasks then keeps malloc consolidating).
     /// Whether this is the actor's constructor rather than a method call.
     let constructsActor: Bool
     /// An actor call whose arguments have resolved (guarded by the actor's lock).
     var argumentsAreReady = false
     /// Whether the task holds `options.cpus` of the runtime's CPUs (see `CPUAccount`).
     var holdsCPUs = false
+    let runtime: RemoteRuntime
+    /// The actor this is a call (or the constructor) of; nil for a plain task.
+    let actor: RemoteActor?
+    /// The actor, not retained (the task keeps it): for the worker running its calls.
+    var actorIfAny: Unmanaged<RemoteActor>? { actor.map { Unmanaged.passUnretained($0) } }
     private let pending: UnsafeMutablePointer<UInt32>
     /// The worker process running the task now (an isolated task), for fl_cancel_force.
-    private let runningIn: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private var runningIn: UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        UnsafeMutableRawPointer(pending + 4).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    }
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
          output: RemoteObject, extraOutputs: [RemoteObject] = [], options: RemoteOptions, runtime: RemoteRuntime,
@@ -54,13 +62,12 @@ final class RemoteTask: PoolJob {
         self.options = options
         self.runtime = runtime
         // One block: the count, the cancel flag, the force-cancel flag, the claim word, then
-        // `runningIn`, then `graveLink`.
+        // `runningIn`.
         guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
         (pending + 1).initialize(repeating: 0, count: 3)
-        runningIn = (words + 16).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 1)
-        runningIn.initialize(to: nil)
+        (words + 16).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 1).initialize(to: nil)  // `runningIn`
         super.init()
         output.setProducer(self)
         for extra in extraOutputs { extra.setProducer(self) }
@@ -72,9 +79,12 @@ final class RemoteTask: PoolJob {
         run()
     }
 
-    /// The next task in a chain of finished tasks waiting for their last release (`TaskGraveyard`).
-    var graveLink: UnsafeMutablePointer<UnsafeMutableRawPointer?> {
-        UnsafeMutableRawPointer(pending + 6).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    /// The bytes of an instance (what swift_allocObject asks for; see the note on the flags).
+    static let instanceBytes = 120
+
+    /// Starts fetching the task's block for writing (`TaskGraveyard`: freeing the task frees it).
+    func prefetchBlock() {
+        fls_prefetch_for_write(pending)
     }
 
     /// Set by fl_cancel; a running task reads it through fl_task_cancelled.
@@ -253,7 +263,7 @@ final class RemoteTask: PoolJob {
         // Counted and let go of before the output resolves, so whoever sees the output
         // ready also sees the counters and the argument objects' references updated.
         runtime.finished(failed: outcome.status != FL_OK || isCancelled)
-        arguments = []
+        dropArguments()
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
         output.resolve(taking: &outcome)
     }
@@ -348,10 +358,16 @@ final class RemoteTask: PoolJob {
         }
     }
 
+    /// Lets go of the arguments, writing the task only if it has any (see
+    /// `RemoteObject.resolve`: the submitting thread frees the task).
+    private func dropArguments() {
+        if !arguments.isEmpty { arguments = [] }
+    }
+
     /// Resolves the output as failed without running.
     func finish(status: Int32, code: Int32, message: String) {
         runtime.finished(failed: true)
-        arguments = []
+        dropArguments()
         if constructsActor, let actor { actor.constructed(failure: Failure(status, message)) }
         for extra in extraOutputs { extra.fail(status, code: code, message: message) }
         output.fail(status, code: code, message: message)
@@ -391,11 +407,11 @@ final class RemoteTask: PoolJob {
 /// The options of one remote task (from `fl_remote_options`).
 struct RemoteOptions {
     var maxRetries = 0
+    /// CPUs held while running; 0: not counted.
+    var cpus = 0
     var retryOnError = false
     /// Runs in one of the runtime's worker processes.
     var isolate = false
-    /// CPUs held while running; 0: not counted.
-    var cpus = 0
 }
 
 /// The result slots of outputs 1... while their task runs, found by fl_task_return_at
