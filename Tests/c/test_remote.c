@@ -681,15 +681,24 @@ static void *kill_after(void *raw) {
 static void test_actor_streams(fl_runtime rt) {
     enum { CALLS = 20000 };
     static fl_ref refs[CALLS];
-    for (int round = 0; round < 2; round++) {
+    static uint8_t ready[CALLS];
+    for (int round = 0; round < 3; round++) {
         freed_states = 0;
         fl_actor counter = NULL;
         CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, NULL, 0, NULL, &counter));
-        /* Round 0: all calls, then every get. Round 1: a get every 7 calls as well. */
+        /* Round 0: all calls, then every get. Round 1: a get every 7 calls as well. Round 2:
+         * all calls, then one fl_wait for all of them (with no deadline), then every get. */
         int ordered = 1;
         for (int i = 0; i < CALLS; i++) {
             if (fl_actor_call(counter, counter_add, NULL, 0, &refs[i]) != FL_OK) ordered = 0;
             if (round == 1 && i % 7 == 6 && get_int(refs[i - 3]) != i - 2) ordered = 0;
+        }
+        if (round == 2) {
+            memset(ready, 0, sizeof ready);
+            CHECK_OK(fl_wait(refs, CALLS, CALLS, FL_FOREVER, ready));
+            int all = 1;
+            for (int i = 0; i < CALLS; i++) all &= ready[i];
+            CHECK(all);
         }
         for (int i = 0; i < CALLS; i++) {
             if (get_int(refs[i]) != i + 1) ordered = 0;

@@ -415,6 +415,9 @@ public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_retu
             }
             return done
         }
+        if mark() < num_returns {
+            for object in objects where !object.isReady { object.hurryProducer() }
+        }
         let met = ObjectStore.waitForResolutions(until: deadline) { mark() >= num_returns }
         _ = mark()
         guard met else { throw Failure(FL_ETIMEDOUT, "fewer than \(num_returns) objects ready at the deadline") }

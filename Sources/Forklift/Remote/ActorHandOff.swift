@@ -22,8 +22,8 @@ struct ActorHandOff {
 
     init() {
         words = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 64)
-            .bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 10)
-        words.initialize(repeating: nil, count: 10)
+            .bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 11)
+        words.initialize(repeating: nil, count: 11)
     }
 
     func deallocate() { UnsafeMutableRawPointer(words).deallocate() }
@@ -36,8 +36,24 @@ struct ActorHandOff {
         UnsafeMutableRawPointer(words + 9).assumingMemoryBound(to: UInt32.self)
     }
 
+    /// Set by a thread that waits for a call still queued (`hurry`), for a worker gathering calls.
+    private var hurryFlag: UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(words + 10).assumingMemoryBound(to: UInt32.self)
+    }
+
     /// Whether the actor was killed.
     var isKilled: Bool { fls_atomic_load_u32(killedFlag) != 0 }
+
+    /// A thread waits for a call that is still queued: a worker gathering calls takes them now,
+    /// and goes on without gathering until it empties the queue.
+    func hurry() {
+        if fls_atomic_load_u32(hurryFlag) == 0 { fls_atomic_store_u32(hurryFlag, 1) }
+    }
+
+    /// The queue has just been emptied (under the actor's lock): no call is waited for any more.
+    func clearHurry() {
+        if fls_atomic_load_u32(hurryFlag) != 0 { fls_atomic_store_u32(hurryFlag, 0) }
+    }
 
     // MARK: The submitting side (holding the actor's lock)
 
@@ -105,6 +121,22 @@ struct ActorHandOff {
         var spin = SpinWait()
         while spin.count < spins {
             if spin.count & 63 == 0 && fls_atomic_load_ptr(words) != Self.lingering { return }
+            if spin.count & 15 == 15 && giveUp() { return }
+            spin.pause()
+        }
+    }
+
+    /// Spins, holding the running slot without lingering, while calls pile up in the queue:
+    /// until `target` wait there, a thread waits for one (`hurry`), the actor is killed,
+    /// `spins` pauses have passed or `giveUp` says so. The queued count is looked at every 64
+    /// pauses, so the submitting thread queues the calls on lines this worker leaves alone.
+    func gather(target: Int, spins: Int, giveUp: () -> Bool) {
+        var spin = SpinWait()
+        while spin.count < spins {
+            if spin.count & 63 == 0 {
+                if fls_atomic_load_u64(queuedCount) >= UInt64(target) || fls_atomic_load_u32(hurryFlag) != 0
+                    || isKilled { return }
+            }
             if spin.count & 15 == 15 && giveUp() { return }
             spin.pause()
         }

@@ -14,7 +14,11 @@ import CForklift
 /// actor's running slot (`workerCallEnded`, for actors running one call at a time): a call
 /// submitted meanwhile is handed to it through `handOff`, not through the pool's queue, and
 /// neither side takes the lock from the other. A caller that pipelines calls on an actor then
-/// pays only for queueing each one.
+/// pays only for queueing each one. While calls pile up faster than they run (the worker took
+/// two or more at once), the worker gathers them between batches instead of lingering: it
+/// leaves the queue to the caller until a full batch waits there, about 50 µs have passed, or
+/// a thread waits for one of the calls (`hurry`, from fl_get and fl_wait), so the two threads
+/// meet once per batch rather than once per call.
 ///
 /// An isolated actor (`isolation` set) lives in a worker process of its own: its constructor
 /// runs there as the process's initializer (so a restarted process builds the state again),
@@ -66,8 +70,14 @@ final class RemoteActor {
     /// the slot passes between threads through `lock` or `handOff`, which order the accesses.
     private var batch: [Unmanaged<RemoteTask>] = []
     private var batchNext = 0
+    /// How many calls the slot's holder took last time (1 for a call handed over): from two,
+    /// calls are piling up faster than they run, and the holder gathers them between batches.
+    private var lastBatchCount = 0
     /// At most this many calls per batch.
     private static let batchCapacity = 64
+    /// How long a worker gathers calls between two batches, at most, in spin-wait pauses
+    /// (about 50 µs: a caller pipelining calls queues a batch's worth in that time).
+    private static let gatherSpins = 2000
     /// How long a worker lingers on an idle actor, in spin-wait pauses (a few microseconds:
     /// longer than a caller takes between two calls, far shorter than a pool worker's spin).
     private static let lingerSpins = 1000
@@ -218,18 +228,24 @@ final class RemoteActor {
     /// the worker takes every ready call at the head at once (`takeBatch`, one critical section
     /// for up to `batchCapacity` calls) and runs them back to back; then it lingers for up to
     /// `lingerSpins` pauses, unless other work shows up in the pool, and a call submitted
-    /// meanwhile comes to it through `handOff`. Only then does it give the slot back.
+    /// meanwhile comes to it through `handOff`. Only then does it give the slot back. After a
+    /// batch of two or more it gathers the next batch instead (`ActorHandOff.gather`).
     func workerCallEnded(pool: Pool) -> Unmanaged<RemoteTask>? {
         guard maxConcurrency == 1 && !isIsolated else { return callEnded().map { .passRetained($0) } }
         while true {
             if let next = nextOfBatch() { return next }
-            if !handOff.isKilled && handOff.startLingering() {
+            if lastBatchCount >= 2 && !handOff.isKilled {
+                handOff.gather(target: Self.batchCapacity, spins: Self.gatherSpins) { pool.hasVisibleWork }
+            } else if !handOff.isKilled && handOff.startLingering() {
                 if !handOff.callsQueuedAfterLingering {
                     handOff.wait(spins: Self.lingerSpins) { pool.hasVisibleWork }
                 }
                 if let raw = handOff.stopLingering() {
                     let call = Unmanaged<RemoteTask>.fromOpaque(raw)
-                    if call._withUnsafeGuaranteedRef({ $0.claimForWorker() }) { return call }
+                    if call._withUnsafeGuaranteedRef({ $0.claimForWorker() }) {
+                        lastBatchCount = 1  // the slot is still this worker's
+                        return call
+                    }
                     // A thread waiting for the call's output claimed it: the slot went with the
                     // call, and that thread gives it back when the call ends.
                     call.release()
@@ -239,7 +255,11 @@ final class RemoteActor {
             // Nothing was handed over: take the calls queued meanwhile, or give the slot back.
             let (took, free): (Bool, Bool) = lock.withLock {
                 running -= 1
-                if takeBatch() { return (true, false) }
+                if takeBatch() {
+                    lastBatchCount = batch.count
+                    if head == queue.count { handOff.clearHurry() }
+                    return (true, false)
+                }
                 return (false, killed && running == 0 && takeStateForFreeing())
             }
             if free { freeNow() }
@@ -278,6 +298,9 @@ final class RemoteActor {
         }
         return nil
     }
+
+    /// A thread waits for one of the calls: a worker gathering calls takes them now.
+    func hurry() { handOff.hurry() }
 
     /// Hands the head call, if it is ready, to a worker lingering with the running slot; else
     /// publishes the queued count, and tries once more if a worker started to linger
@@ -393,3 +416,4 @@ final class RemoteActor {
         if let freeState, let state, constructorFailure == nil { freeState(user, state) }
     }
 }
+

@@ -14,7 +14,7 @@ struct RemoteArguments {
         }
         bytes = total > 0 ? UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16) : nil
         var offset = 0
-        list.reserveCapacity(count)
+        if count > 0 { list.reserveCapacity(count) }
         do throws(Failure) {
             for i in 0..<count {
                 let arg = args![i]

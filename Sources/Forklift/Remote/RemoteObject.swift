@@ -219,12 +219,21 @@ final class RemoteObject {
         return bytes
     }
 
+    /// Tells the actor whose call produces this object, if it is one still to run, that a
+    /// thread waits for it: a worker gathering the actor's calls takes them now.
+    func hurryProducer() {
+        producer?.actor?.hurry()
+    }
+
     /// `wait`, but on a pool worker (a remote task waiting for tasks it submitted) it runs
     /// other queued tasks meanwhile, so the runtime cannot starve itself.
     func waitHelping(until deadline: Deadline) -> Bool {
         if isReady { return true }
         // With no deadline, run the producing task here if no worker has taken it yet.
-        if deadline.isForever, let producer, producer.runInlineIfQueued(), isReady { return true }
+        if let producer {
+            if deadline.isForever && producer.runInlineIfQueued() && isReady { return true }
+            producer.actor?.hurry()
+        }
         // A task holding CPUs lends them while it waits, so the tasks it waits for can start
         // (on a worker, or on a thread that runs it inline in its own fl_get).
         let running = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }

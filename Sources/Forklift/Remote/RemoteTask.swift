@@ -82,9 +82,12 @@ final class RemoteTask: PoolJob {
     /// The bytes of an instance (what swift_allocObject asks for; see the note on the flags).
     static let instanceBytes = 120
 
-    /// Starts fetching the task's block for writing (`TaskGraveyard`: freeing the task frees it).
-    func prefetchBlock() {
+    /// Starts fetching for writing what freeing the task writes besides the instance
+    /// (`TaskGraveyard`): its block, and its output's reference count (which the worker that
+    /// resolved the output wrote last).
+    func prefetchForRelease() {
         fls_prefetch_for_write(pending)
+        fls_prefetch_for_write(Unmanaged.passUnretained(output).toOpaque())
     }
 
     /// Set by fl_cancel; a running task reads it through fl_task_cancelled.

@@ -101,7 +101,7 @@ struct TaskGraveyard {
             next = batch[0]
             if let next { fls_prefetch_for_write(next) }
             // Every line that releasing the tasks writes is requested before the first is
-            // released, so the misses overlap: each task's instance, then its block.
+            // released, so the misses overlap: each task's instance, then its block and output.
             var count = 0
             while count < Self.batchSize, let task = batch[count + 1] {
                 fls_prefetch_for_write(task)
@@ -110,7 +110,7 @@ struct TaskGraveyard {
                 count += 1
             }
             for index in 0..<count {
-                Unmanaged<RemoteTask>.fromOpaque(batch[index + 1]!)._withUnsafeGuaranteedRef { $0.prefetchBlock() }
+                Unmanaged<RemoteTask>.fromOpaque(batch[index + 1]!)._withUnsafeGuaranteedRef { $0.prefetchForRelease() }
             }
             for index in 0..<count {
                 Unmanaged<RemoteTask>.fromOpaque(batch[index + 1]!).release()
