@@ -15,9 +15,14 @@ final class RemoteObject {
     private var dependents: [RemoteTask] = []
     /// The store whose capacity the value's bytes count against.
     let store: ObjectStore
-    /// The task whose result this is, until the object resolves (for fl_cancel). A strong
-    /// reference, dropped on resolution: a weak one would give every task a side table.
-    private var producerTask: RemoteTask?
+    /// The task whose result this is, read only until the object resolves (fl_cancel, and
+    /// fl_get running it inline). Not counted: a task resolves all its outputs before it can
+    /// end (it runs, is cancelled, or fails with the runtime's shutdown), and whoever holds
+    /// it until then keeps it alive, so an unresolved object's producer is alive. A counted
+    /// reference would have to be dropped on resolution, by the worker, on this instance's
+    /// line: the submitting thread would then fetch that line back to read the object's value
+    /// and to free it (a weak one would give every task a side table). Read under `lock`.
+    private unowned(unsafe) var producerTask: RemoteTask?
     /// The buffer fl_create handed out, until fl_seal (its bytes already counted in the store).
     private var unsealed: UnsafeMutablePointer<fls_slot>?
 
@@ -66,14 +71,19 @@ final class RemoteObject {
         words[3] = 1
     }
 
-    /// Lets go of the producer, whose submission failed (the object and the task would
-    /// otherwise keep each other alive).
+    /// Forgets the producer, whose submission failed (it ends without resolving the object,
+    /// which nobody else holds).
     func dropProducer() {
-        _ = lock.withLock { producerTask.take() }
+        lock.withLock { producerTask = nil }
     }
 
-    /// The task producing this object, if it has not resolved yet.
-    var producer: RemoteTask? { lock.withLock { producerTask } }
+    /// The task producing this object (retained), if the object has not resolved yet.
+    var producer: RemoteTask? {
+        lock.withLock { () -> RemoteTask? in
+            guard !resolved, let task = producerTask else { return nil }
+            return task
+        }
+    }
 
     deinit {
         if let unsealed {
@@ -88,6 +98,9 @@ final class RemoteObject {
     }
 
     var isReady: Bool { ready.isSet }
+
+    /// Whether the object has resolved (set before `isReady`, whose waiters are woken after).
+    var hasResolved: Bool { lock.withLock { resolved } }
 
     /// The bytes of a ready value (valid while the object lives).
     var bytes: (data: UnsafeRawPointer?, length: Int) {
@@ -162,11 +175,10 @@ final class RemoteObject {
                 }
             }
         }
-        // The producer is let go of once the lock is released (by the `_`).
-        let (waiting, _): ([RemoteTask]?, RemoteTask?) = lock.withLock {
+        let waiting: [RemoteTask]? = lock.withLock {
             guard !resolved else {
                 if reserved { counted = !isSpilled }  // fl_create's buffer, counted unless spilled
-                return (nil, nil)
+                return nil
             }
             resolved = true
             if spilled { isSpilled = true }
@@ -176,7 +188,7 @@ final class RemoteObject {
             // Written only when it changes: the task's worker resolves most objects, and a
             // line it writes is one the submitting thread must fetch back to free the object.
             if !taken.isEmpty { dependents = [] }
-            return (taken, producerTask.take())
+            return taken
         }
         guard let waiting else {
             if counted, outcome.pointee.status == FL_OK { store.release(bytes: outcome.pointee.len) }

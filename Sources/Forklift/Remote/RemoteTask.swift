@@ -62,12 +62,13 @@ final class RemoteTask: PoolJob {
         self.options = options
         self.runtime = runtime
         // One block: the count, the cancel flag, the force-cancel flag, the claim word, then
-        // `runningIn`.
+        // `runningIn`, then the abandoned flag.
         guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
         (pending + 1).initialize(repeating: 0, count: 3)
         (words + 16).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 1).initialize(to: nil)  // `runningIn`
+        (words + 24).bindMemory(to: UInt32.self, capacity: 1).initialize(to: 0)  // `abandonedFlag`
         super.init()
         output.setProducer(self)
         for extra in extraOutputs { extra.setProducer(self) }
@@ -141,9 +142,13 @@ final class RemoteTask: PoolJob {
         return true
     }
 
-    /// The task's submission failed: its outputs let go of it, so both are freed once the
-    /// caller has let go of them.
+    /// Set when the submission failed (`abandon`): the task then ends with its outputs pending.
+    private var abandonedFlag: UnsafeMutablePointer<UInt32> { pending + 6 }
+
+    /// The task's submission failed: it ends without running, and its outputs, which nobody
+    /// else holds, forget it.
     func abandon() {
+        abandonedFlag.pointee = 1
         output.dropProducer()
         for extra in extraOutputs { extra.dropProducer() }
     }
@@ -170,6 +175,10 @@ final class RemoteTask: PoolJob {
     }
 
     deinit {
+        // Its outputs do not keep it alive (`RemoteObject.producer`): a task must resolve them
+        // before it ends, unless its submission failed.
+        assert(abandonedFlag.pointee != 0 || (output.hasResolved && extraOutputs.allSatisfy { $0.hasResolved }),
+               "a remote task ended with an output still pending")
         fls_block_free(pending)  // `runningIn` with it
         blobBytes?.deallocate()
     }
