@@ -127,16 +127,15 @@ struct ActorHandOff {
     }
 
     /// Spins, holding the running slot without lingering, while calls pile up in the queue:
-    /// until `target` wait there, a thread waits for one (`hurry`), the actor is killed,
-    /// `spins` pauses have passed or `giveUp` says so. The queued count is looked at every 64
-    /// pauses, so the submitting thread queues the calls on lines this worker leaves alone.
-    func gather(target: Int, spins: Int, giveUp: () -> Bool) {
+    /// for `spins` pauses, or until a thread waits for a call (`hurry`), the actor is killed
+    /// or `giveUp` says so (checked every 16 pauses). The flags are looked at every 64 pauses;
+    /// the queued count is not looked at at all: the submitting thread writes it at every
+    /// call, and a worker reading it takes its line each time, so that the next call's write
+    /// waits for a cache line round trip.
+    func gather(spins: Int, giveUp: () -> Bool) {
         var spin = SpinWait()
         while spin.count < spins {
-            if spin.count & 63 == 0 {
-                if fls_atomic_load_u64(queuedCount) >= UInt64(target) || fls_atomic_load_u32(hurryFlag) != 0
-                    || isKilled { return }
-            }
+            if spin.count & 63 == 0 && (fls_atomic_load_u32(hurryFlag) != 0 || isKilled) { return }
             if spin.count & 15 == 15 && giveUp() { return }
             spin.pause()
         }

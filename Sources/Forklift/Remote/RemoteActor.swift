@@ -14,9 +14,9 @@ import CForklift
 /// actor's running slot (`workerCallEnded`, for actors running one call at a time): a call
 /// submitted meanwhile is handed to it through `handOff`, not through the pool's queue, and
 /// neither side takes the lock from the other. A caller that pipelines calls on an actor then
-/// pays only for queueing each one. While calls pile up faster than they run (the worker took
-/// two or more at once), the worker gathers them between batches instead of lingering: it
-/// leaves the queue to the caller until a full batch waits there, about 50 µs have passed, or
+/// pays only for queueing each one. While calls pile up faster than they run (the worker's
+/// last batch held two or more and emptied the queue), the worker gathers them between
+/// batches instead of lingering: it leaves the queue to the caller for about 30 µs, or until
 /// a thread waits for one of the calls (`hurry`, from fl_get and fl_wait), so the two threads
 /// meet once per batch rather than once per call.
 ///
@@ -70,14 +70,15 @@ final class RemoteActor {
     /// the slot passes between threads through `lock` or `handOff`, which order the accesses.
     private var batch: [Unmanaged<RemoteTask>] = []
     private var batchNext = 0
-    /// How many calls the slot's holder took last time (1 for a call handed over): from two,
-    /// calls are piling up faster than they run, and the holder gathers them between batches.
-    private var lastBatchCount = 0
+    /// Whether the slot's holder gathers calls before it takes the next batch: its last batch
+    /// held two or more calls (they pile up faster than they run) and emptied the queue (a
+    /// fuller queue is taken at once).
+    private var gathersNext = false
     /// At most this many calls per batch.
     private static let batchCapacity = 64
-    /// How long a worker gathers calls between two batches, at most, in spin-wait pauses
-    /// (about 50 µs: a caller pipelining calls queues a batch's worth in that time).
-    private static let gatherSpins = 2000
+    /// How long a worker gathers calls between two batches, in spin-wait pauses (about 30 µs:
+    /// a caller pipelining calls queues dozens in that time).
+    private static let gatherSpins = 1000
     /// How long a worker lingers on an idle actor, in spin-wait pauses (a few microseconds:
     /// longer than a caller takes between two calls, far shorter than a pool worker's spin).
     private static let lingerSpins = 1000
@@ -229,13 +230,14 @@ final class RemoteActor {
     /// for up to `batchCapacity` calls) and runs them back to back; then it lingers for up to
     /// `lingerSpins` pauses, unless other work shows up in the pool, and a call submitted
     /// meanwhile comes to it through `handOff`. Only then does it give the slot back. After a
-    /// batch of two or more it gathers the next batch instead (`ActorHandOff.gather`).
+    /// batch of two or more that emptied the queue it gathers the next batch instead
+    /// (`ActorHandOff.gather`); after a batch that left calls queued it takes the next at once.
     func workerCallEnded(pool: Pool) -> Unmanaged<RemoteTask>? {
         guard maxConcurrency == 1 && !isIsolated else { return callEnded().map { .passRetained($0) } }
         while true {
             if let next = nextOfBatch() { return next }
-            if lastBatchCount >= 2 && !handOff.isKilled {
-                handOff.gather(target: Self.batchCapacity, spins: Self.gatherSpins) { pool.hasVisibleWork }
+            if gathersNext && !handOff.isKilled {
+                handOff.gather(spins: Self.gatherSpins) { pool.hasVisibleWork }
             } else if !handOff.isKilled && handOff.startLingering() {
                 if !handOff.callsQueuedAfterLingering {
                     handOff.wait(spins: Self.lingerSpins) { pool.hasVisibleWork }
@@ -243,7 +245,7 @@ final class RemoteActor {
                 if let raw = handOff.stopLingering() {
                     let call = Unmanaged<RemoteTask>.fromOpaque(raw)
                     if call._withUnsafeGuaranteedRef({ $0.claimForWorker() }) {
-                        lastBatchCount = 1  // the slot is still this worker's
+                        gathersNext = false  // the slot is still this worker's
                         return call
                     }
                     // A thread waiting for the call's output claimed it: the slot went with the
@@ -256,8 +258,9 @@ final class RemoteActor {
             let (took, free): (Bool, Bool) = lock.withLock {
                 running -= 1
                 if takeBatch() {
-                    lastBatchCount = batch.count
-                    if head == queue.count { handOff.clearHurry() }
+                    let emptied = head == queue.count
+                    gathersNext = emptied && batch.count >= 2
+                    if emptied { handOff.clearHurry() }
                     return (true, false)
                 }
                 return (false, killed && running == 0 && takeStateForFreeing())
@@ -416,4 +419,5 @@ final class RemoteActor {
         if let freeState, let state, constructorFailure == nil { freeState(user, state) }
     }
 }
+
 
