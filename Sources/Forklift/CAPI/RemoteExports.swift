@@ -395,8 +395,10 @@ public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePoint
 /// Waits until at least `num_returns` of the `count` objects are resolved (ready or failed),
 /// or `timeout` seconds pass (ray.wait), and sets `ready[i]` to 1 or 0 for each, in input
 /// order. Returns FL_OK when `num_returns` are resolved, FL_ETIMEDOUT (with the flags) when
-/// fewer are at the deadline. Errors: FL_EINVAL (refs or ready NULL, num_returns above count),
-/// FL_EHANDLE (a reference). Thread-safe.
+/// fewer are at the deadline. Waiting for all of them (num_returns == count) waits as fl_get
+/// does, object by object: a task of the runtime that waits runs other tasks meanwhile, so it
+/// may wait for tasks it submitted. Errors: FL_EINVAL (refs or ready NULL, num_returns above
+/// count), FL_EHANDLE (a reference). Thread-safe.
 @_cdecl("fl_wait")
 public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_returns: size_t, _ timeout: Double,
                     _ ready: UnsafeMutablePointer<UInt8>?) -> CInt {
@@ -415,7 +417,11 @@ public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_retu
             }
             return done
         }
-        if mark() < num_returns {
+        if num_returns == count {
+            // All of them: each in turn, as fl_get waits (on the object's own word, running a
+            // queued task here, hurrying an actor), not woken at every resolution in the process.
+            for object in objects where !object.waitHelping(until: deadline) { break }
+        } else if mark() < num_returns {
             for object in objects where !object.isReady { object.hurryProducer() }
         }
         let met = ObjectStore.waitForResolutions(until: deadline) { mark() >= num_returns }

@@ -2,14 +2,16 @@ import CForklift
 
 /// Where a thread submitting a call to an actor hands it straight to a worker lingering on
 /// that actor, so that neither takes the actor's lock from the other while calls stream in
-/// (`RemoteActor.workerCallEnded`). Two cache lines:
+/// (`RemoteActor.workerCallEnded`). Three cache lines:
 ///
 /// - The hand-off word: nil, `lingering` (a worker spins on it, holding the actor's one
 ///   running slot), or a call handed over (a retained `RemoteTask`, which takes the slot).
 /// - The number of calls queued and not yet taken, published under the actor's lock, read by
 ///   a worker as it starts to linger. It changes only when calls pile up, so a stream of
-///   calls handed over one by one never writes it. With it, the killed flag, which a worker
-///   running a batch of calls reads before each.
+///   calls handed over one by one never writes it; a stream that piles up writes it at
+///   every call, and no worker reads it meanwhile (a gathering one looks at the flags).
+/// - The flags, written rarely and read often: killed, which a worker running a batch of
+///   calls reads before each, and hurry, which a gathering worker watches.
 ///
 /// Why no call waits while a worker lingers: the worker stores `lingering`, then (after a
 /// full fence) reads the queued count; a submitter that found no worker lingering stores the
@@ -21,9 +23,9 @@ struct ActorHandOff {
     private static var lingering: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: 1)! }
 
     init() {
-        words = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 64)
-            .bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 11)
-        words.initialize(repeating: nil, count: 11)
+        words = UnsafeMutableRawPointer.allocate(byteCount: 192, alignment: 64)
+            .bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 24)
+        words.initialize(repeating: nil, count: 24)
     }
 
     func deallocate() { UnsafeMutableRawPointer(words).deallocate() }
@@ -33,12 +35,12 @@ struct ActorHandOff {
     }
 
     private var killedFlag: UnsafeMutablePointer<UInt32> {
-        UnsafeMutableRawPointer(words + 9).assumingMemoryBound(to: UInt32.self)
+        UnsafeMutableRawPointer(words + 16).assumingMemoryBound(to: UInt32.self)
     }
 
     /// Set by a thread that waits for a call still queued (`hurry`), for a worker gathering calls.
     private var hurryFlag: UnsafeMutablePointer<UInt32> {
-        UnsafeMutableRawPointer(words + 10).assumingMemoryBound(to: UInt32.self)
+        UnsafeMutableRawPointer(words + 17).assumingMemoryBound(to: UInt32.self)
     }
 
     /// Whether the actor was killed.
@@ -128,15 +130,14 @@ struct ActorHandOff {
 
     /// Spins, holding the running slot without lingering, while calls pile up in the queue:
     /// for `spins` pauses, or until a thread waits for a call (`hurry`), the actor is killed
-    /// or `giveUp` says so (checked every 16 pauses). The flags are looked at every 64 pauses;
-    /// the queued count is not looked at at all: the submitting thread writes it at every
-    /// call, and a worker reading it takes its line each time, so that the next call's write
-    /// waits for a cache line round trip.
+    /// or `giveUp` says so, looked at every 16 pauses (the flags' line stays in this worker's
+    /// cache until one changes). The queued count is not looked at: the submitting thread
+    /// writes it at every call, and a worker reading it would take its line each time, so
+    /// that the next call's write waited for a cache line round trip.
     func gather(spins: Int, giveUp: () -> Bool) {
         var spin = SpinWait()
         while spin.count < spins {
-            if spin.count & 63 == 0 && (fls_atomic_load_u32(hurryFlag) != 0 || isKilled) { return }
-            if spin.count & 15 == 15 && giveUp() { return }
+            if spin.count & 15 == 0 && (fls_atomic_load_u32(hurryFlag) != 0 || isKilled || giveUp()) { return }
             spin.pause()
         }
     }
