@@ -1451,10 +1451,10 @@ int fl_get(fl_ref ref, double timeout, const void **data, size_t *len);
  * Waits until at least `num_returns` of the `count` objects are resolved (ready or failed),
  * or `timeout` seconds pass (ray.wait), and sets `ready[i]` to 1 or 0 for each, in input
  * order. Returns FL_OK when `num_returns` are resolved, FL_ETIMEDOUT (with the flags) when
- * fewer are at the deadline. Waiting for all of them (num_returns == count) waits as fl_get
- * does, object by object: a task of the runtime that waits runs other tasks meanwhile, so it
- * may wait for tasks it submitted. Errors: FL_EINVAL (refs or ready NULL, num_returns above
- * count), FL_EHANDLE (a reference). Thread-safe.
+ * fewer are at the deadline. A task of the runtime that waits runs other tasks meanwhile, as
+ * in fl_get, so it may wait for tasks it submitted; waiting for all of them (num_returns ==
+ * count) waits object by object, as fl_get does. Errors: FL_EINVAL (refs or ready NULL,
+ * num_returns above count), FL_EHANDLE (a reference). Thread-safe.
  */
 int fl_wait(const fl_ref *refs, size_t count, size_t num_returns, double timeout, uint8_t *ready);
 

@@ -395,10 +395,10 @@ public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePoint
 /// Waits until at least `num_returns` of the `count` objects are resolved (ready or failed),
 /// or `timeout` seconds pass (ray.wait), and sets `ready[i]` to 1 or 0 for each, in input
 /// order. Returns FL_OK when `num_returns` are resolved, FL_ETIMEDOUT (with the flags) when
-/// fewer are at the deadline. Waiting for all of them (num_returns == count) waits as fl_get
-/// does, object by object: a task of the runtime that waits runs other tasks meanwhile, so it
-/// may wait for tasks it submitted. Errors: FL_EINVAL (refs or ready NULL, num_returns above
-/// count), FL_EHANDLE (a reference). Thread-safe.
+/// fewer are at the deadline. A task of the runtime that waits runs other tasks meanwhile, as
+/// in fl_get, so it may wait for tasks it submitted; waiting for all of them (num_returns ==
+/// count) waits object by object, as fl_get does. Errors: FL_EINVAL (refs or ready NULL,
+/// num_returns above count), FL_EHANDLE (a reference). Thread-safe.
 @_cdecl("fl_wait")
 public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_returns: size_t, _ timeout: Double,
                     _ ready: UnsafeMutablePointer<UInt8>?) -> CInt {
@@ -424,7 +424,9 @@ public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_retu
         } else if mark() < num_returns {
             for object in objects where !object.isReady { object.hurryProducer() }
         }
-        let met = ObjectStore.waitForResolutions(until: deadline) { mark() >= num_returns }
+        let met = RemoteObject.waitHelping(until: deadline, isDone: { mark() >= num_returns }) { slice in
+            ObjectStore.waitForResolutions(until: slice) { mark() >= num_returns }
+        }
         _ = mark()
         guard met else { throw Failure(FL_ETIMEDOUT, "fewer than \(num_returns) objects ready at the deadline") }
         return FL_OK

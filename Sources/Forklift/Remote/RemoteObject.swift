@@ -246,13 +246,20 @@ final class RemoteObject {
             if deadline.isForever && producer.runInlineIfQueued() && isReady { return true }
             producer.actor?.hurry()
         }
+        return Self.waitHelping(until: deadline, isDone: { isReady }) { slice in wait(until: slice) }
+    }
+
+    /// Waits with `sleep` until `isDone()` or the deadline; on a pool worker (a remote task
+    /// waiting for tasks it submitted) it runs other queued tasks meanwhile, so the runtime
+    /// cannot starve itself. Returns isDone().
+    static func waitHelping(until deadline: Deadline, isDone: () -> Bool, sleep: (Deadline) -> Bool) -> Bool {
         // A task holding CPUs lends them while it waits, so the tasks it waits for can start
         // (on a worker, or on a thread that runs it inline in its own fl_get).
         let running = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }
         let lender = running?.holdsCPUs == true ? running : nil
         if let lender { lender.runtime.cpus.lend(lender) }
         defer { if let lender { lender.runtime.cpus.takeBack(lender) } }
-        guard let worker = PoolWorker.current else { return wait(until: deadline) }
-        return worker.pool.helpWhileWaiting(until: deadline, isDone: { isReady }) { slice in wait(until: slice) }
+        guard let worker = PoolWorker.current else { return sleep(deadline) }
+        return worker.pool.helpWhileWaiting(until: deadline, isDone: isDone, block: sleep)
     }
 }
