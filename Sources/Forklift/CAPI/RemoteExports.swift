@@ -417,7 +417,7 @@ public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_retu
             }
             return done
         }
-        if num_returns == count {
+        if num_returns == count && !deadline.hasPassed {
             // All of them: each in turn, as fl_get waits (on the object's own word, running a
             // queued task here, hurrying an actor), not woken at every resolution in the process.
             for object in objects where !object.waitHelping(until: deadline) { break }

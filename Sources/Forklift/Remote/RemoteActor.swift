@@ -53,10 +53,16 @@ final class RemoteActor {
     /// word has a cache line of its own.
     private let lock = WordLock(word: UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
                                     .bindMemory(to: UInt32.self, capacity: 1))
-    /// The calls in submission order from `head` on; a taken call's slot is emptied, so the
-    /// queue never holds a call's last reference (whoever ran it lets go of it).
-    private var queue: [RemoteTask?] = []
+    /// The calls in submission order from `head` on, each retained by the queue; taking one
+    /// moves that reference out with it (to whoever runs it), so the thread taking calls
+    /// neither writes their reference counts nor empties their slots (the slots before `head`
+    /// are stale, and dropped once they are most of the queue).
+    private var queue: [Unmanaged<RemoteTask>] = []
     private var head = 0
+    /// Calls in the queue whose arguments have not resolved. While there are none, every
+    /// queued call is ready, and the thread taking a batch does not read the calls themselves
+    /// (lines their submitter has just written) while it holds the lock.
+    private var unreadyCalls = 0
     private var running = 0
     private var killed = false
     private var stateFreed = false
@@ -160,8 +166,9 @@ final class RemoteActor {
                 if readyNow { runtime.withdraw() }
                 throw Failure(FL_ESTATE, "the actor was killed")
             }
-            queue.append(call)
+            queue.append(.passRetained(call))
             guard readyNow else {
+                unreadyCalls += 1
                 handOff.setQueued(queue.count - head)
                 return nil
             }
@@ -200,6 +207,7 @@ final class RemoteActor {
         let known: Bool = lock.withLock {
             guard !killed else { return false }
             call.argumentsAreReady = true
+            unreadyCalls -= 1
             return true
         }
         if known { pump() }
@@ -275,11 +283,12 @@ final class RemoteActor {
     /// Moves the ready calls at the head (up to `batchCapacity`) into `batch`, counting one
     /// running slot for them all; returns whether there were any. Call with `lock` held.
     private func takeBatch() -> Bool {
-        guard let first = takeHead() else { return false }
-        batch.append(.passRetained(first))
-        while batch.count < Self.batchCapacity, head < queue.count, queue[head]!.argumentsAreReady {
-            batch.append(.passRetained(removeHead()))
-        }
+        guard headMayStart else { return false }
+        running += 1
+        repeat {
+            batch.append(removeHead())
+        } while batch.count < Self.batchCapacity && head < queue.count && isReady(head)
+        handOff.setQueued(queue.count - head)
         return true
     }
 
@@ -316,40 +325,51 @@ final class RemoteActor {
 
     /// Hands the head call over if it is ready and a worker lingers; returns whether it did.
     private func handHeadOver() -> Bool {
-        guard head < queue.count, let call = queue[head], call.argumentsAreReady, handOff.hasLingerer else { return false }
+        guard head < queue.count, isReady(head), handOff.hasLingerer else { return false }
+        let call = queue[head]
         // Claimable from now on, like a queued call: the worker claims it, or a thread waiting
         // for its output does. No such thread looks before the call leaves the queue (see
         // `hasWaitingCalls`), so the mark is undone below if the call stays.
-        call.markQueued()
-        let retained = Unmanaged.passRetained(call)
-        guard handOff.handOver(retained.toOpaque()) else {
-            call.unmarkQueued()
-            retained.release()
+        call._withUnsafeGuaranteedRef { $0.markQueued() }
+        guard handOff.handOver(call.toOpaque()) else {
+            call._withUnsafeGuaranteedRef { $0.unmarkQueued() }
             return false
         }
-        _ = removeHead()
+        _ = removeHead()  // the queue's reference went with the call
+        handOff.setQueued(queue.count - head)
         return true
     }
 
     /// Pops the head call if it may start now, counting it as running. Call with `lock` held.
     private func takeHead() -> RemoteTask? {
-        // Until the constructor (the first call) has ended, it runs alone.
-        guard !killed, running < (constructorDone ? maxConcurrency : 1), head < queue.count,
-              queue[head]!.argumentsAreReady else { return nil }
+        guard headMayStart else { return nil }
         running += 1
-        return removeHead()
+        let call = removeHead().takeRetainedValue()
+        handOff.setQueued(queue.count - head)
+        return call
     }
 
-    /// Takes the head call out of the queue (its slot emptied; the emptied slots before the
-    /// head dropped once they are most of the queue). Call with `lock` held.
-    private func removeHead() -> RemoteTask {
-        let call = queue[head].take()!
+    /// Whether the head call is ready and may start now. Call with `lock` held.
+    private var headMayStart: Bool {
+        // Until the constructor (the first call) has ended, it runs alone.
+        !killed && running < (constructorDone ? maxConcurrency : 1) && head < queue.count && isReady(head)
+    }
+
+    /// Whether the call at `index` of the queue has its arguments. Call with `lock` held.
+    private func isReady(_ index: Int) -> Bool {
+        unreadyCalls == 0 || queue[index]._withUnsafeGuaranteedRef { $0.argumentsAreReady }
+    }
+
+    /// Takes the head call out of the queue, with the queue's reference to it (the slots
+    /// before the head are dropped once they are most of the queue). The caller publishes the
+    /// new queued count. Call with `lock` held.
+    private func removeHead() -> Unmanaged<RemoteTask> {
+        let call = queue[head]
         head += 1
         if head > 64 && head * 2 > queue.count {
             queue.removeFirst(head)
             head = 0
         }
-        handOff.setQueued(queue.count - head)
         return call
     }
 
@@ -391,9 +411,10 @@ final class RemoteActor {
             guard !killed else { return ([], false) }
             killed = true
             handOff.kill()
-            let waiting = queue[head...].compactMap { $0 }
+            let waiting = queue[head...].map { $0.takeRetainedValue() }
             queue = []
             head = 0
+            unreadyCalls = 0
             handOff.setQueued(0)
             return (waiting, running == 0 && takeStateForFreeing())
         }
