@@ -39,6 +39,7 @@ PEER_NAMES = {
     "mp": "multiprocessing.Pool",
     "cf": "ProcessPoolExecutor",
     "ray": "Ray",
+    "rayref": "Ray, the array put before the clock",
     "blob": "Forklift, blob convention",
     "floor": "a forked child summing its inherited mapping (the floor)",
 }
@@ -186,6 +187,7 @@ def main():
     skipped = {}
     if not has_ray:
         skipped["ray"] = "skipped (--skip-ray)" if args.skip_ray else "Ray could not be installed into bench/.venv"
+        skipped["rayref"] = skipped["ray"]
     for peer in ("tbb", "dispatch", "glib"):
         if peer not in built:
             skipped[peer] = "its benchmark did not build (see the log)"
@@ -285,11 +287,27 @@ def main():
              [("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5),
               ("mp", [python, mp_script, "mp", "W5", n_w5], runs, n_w5),
               ("floor", native("forklift", "W5floor", n_w5), runs, n_w5)],
-             "Forklift: the buffer is made in place in the store (fl_create, sealed) before the clock starts, a "
+             "Forklift: the first transfer of a fresh runtime: the buffer is made in place in the store (fl_create, sealed) before the clock starts, a "
              "remote task with isolate (a worker process) maps it without a copy and returns the checksum; Ray: "
-             "its W5, whose clock includes putting the numpy array into its store; the floor: a child forked "
-             "after the buffer was filled sums the shared mapping it inherited (no handoff, no IPC): a fresh "
-             "process's page faults over the bytes cost the same however they were handed over")
+             "its W5 (the first transfer of a fresh session), whose clock includes putting the numpy array into "
+             "its store; the floor: a child forked after the buffer was filled sums the shared mapping it "
+             "inherited (no handoff, no IPC): the first read of fresh pages in another process costs their "
+             "page-table set-up (16-25 ms for 256 MiB here) however they were handed over")
+    workload("W5rs", "W5r in steady state: a new object per transfer in one runtime", "GiB/s", True,
+             native("forklift", "W5steady", n_w5), n_w5,
+             [("ray", [python, ray_script, "W5s", n_w5], ray_runs, n_w5),
+              ("rayref", [python, ray_script, "W5sref", n_w5], ray_runs, n_w5)],
+             "each run makes 8 transfers in one runtime (one Ray session), each of a new object, and reports the "
+             "median of the last 5: Forklift makes each object in place (fl_create, sealed) before its clock "
+             "starts; Ray: a new numpy array per transfer, put inside the clock as in its W5, or put before the "
+             "clock (rayref: the same work as Forklift's). A freed object's pages serve the next one, and a "
+             "worker process maps the store's shared memory once, so neither side pays page faults here")
+    workload("W5rsput", "W5rs with each buffer copied into the store (fl_put) inside the timing", "GiB/s", True,
+             native("forklift", "W5steadyput", n_w5), n_w5,
+             [("ray", [python, ray_script, "W5s", n_w5], ray_runs, n_w5)],
+             "the same work on both sides: in one runtime (one Ray session), 8 transfers of a new 256 MiB buffer, "
+             "each copied into the store and read by a task in a worker process inside its clock; the median of "
+             "the last 5")
     workload("W5rput", "W5r with the buffer copied into the store (fl_put) inside the timing", "GiB/s", True,
              native("forklift", "W5put", n_w5), n_w5,
              [("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5)],

@@ -317,7 +317,11 @@ typedef struct fl_runtime_options {
     /** Worker processes for tasks and actors that ask for isolation (`isolate` in their
      *  options), forked when the runtime starts; 0 (the default): none, and such tasks are
      *  refused with FL_EINVAL. With process workers, objects of 256 KiB or more live in shared
-     *  memory that the worker processes map without a copy. */
+     *  memory that the worker processes map without a copy: segments of a process-wide arena,
+     *  which each worker process maps once. A freed object's pages are kept for the next
+     *  large objects (up to 1 GiB, or an eighth of physical memory if less, in the whole
+     *  process) so that they cost no page faults in this process or in the workers, and go
+     *  back to the system at fl_runtime_shutdown(). */
     size_t process_workers;
 } fl_runtime_options;
 
@@ -1403,9 +1407,10 @@ int fl_put(fl_runtime runtime, const void *data, size_t len, fl_ref *ref);
  * stores where to write them in `*buffer` and a reference in `*ref`. The object is pending
  * (fl_get waits, tasks taking it as an argument wait) until fl_seal(); the caller writes the
  * bytes in between, from any thread, and must not touch the buffer after sealing. Releasing
- * the last reference without sealing frees it. Views of the sealed object (fl_get) point
- * into this same buffer, except for objects of a few bytes, which are copied once when
- * sealed. Errors: FL_EINVAL (buffer or ref NULL),
+ * the last reference without sealing frees it. The buffer's contents are unspecified until
+ * written (not necessarily zeros: large buffers reuse the shared memory of freed objects).
+ * Views of the sealed object (fl_get) point into this same buffer, except for objects of a
+ * few bytes, which are copied once when sealed. Errors: FL_EINVAL (buffer or ref NULL),
  * FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity without a
  * spill directory; with one, a buffer that does not fit is a file there).
  * Thread-safe.

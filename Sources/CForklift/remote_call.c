@@ -5,12 +5,17 @@
  * user's code, so it uses only system calls and the C library.
  */
 #define _GNU_SOURCE
+#include "forklift_arena.h"
 #include "forklift_worker.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* The state an isolated actor's constructor made in this process. */
 static void *actor_state;
@@ -47,6 +52,65 @@ void fls_remote_child_after_response(void) {
     unmap_count = 0;
 }
 
+/* The owner's arena segments this process has mapped (read-only, whole): kept for the life of
+ * the process, so the page tables that reading an object set up serve every later object
+ * placed in the same pages. The owner never closes a segment, and a mapping keeps its file
+ * alive, so an inode seen here cannot be reused for another file while it is listed. */
+static struct {
+    pid_t owner;
+    uint64_t inode;
+    uint64_t span;
+    const char *base;
+} arena_segments[FLS_ARENA_SEGMENTS];
+static size_t arena_segment_count;
+
+/* The base of the owner's segment `fd` (checked against `inode` and `span`), mapping it the
+ * first time; NULL with errno on failure. */
+static const char *arena_segment(pid_t owner, int fd, uint64_t inode, uint64_t span) {
+    for (size_t i = 0; i < arena_segment_count; i++) {
+        if (arena_segments[i].owner == owner && arena_segments[i].inode == inode && arena_segments[i].span == span) {
+            return arena_segments[i].base;
+        }
+    }
+    if (arena_segment_count == FLS_ARENA_SEGMENTS) {
+        errno = ENOSPC;
+        return NULL;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)owner, fd);
+    int local = open(path, O_RDONLY | O_CLOEXEC);
+    if (local < 0) return NULL;
+    struct stat info;
+    if (fstat(local, &info) != 0 || (uint64_t)info.st_ino != inode || (uint64_t)info.st_size < span) {
+        close(local);
+        errno = ESTALE;
+        return NULL;
+    }
+    void *map = mmap(NULL, span, PROT_READ, MAP_SHARED | MAP_NORESERVE, local, 0);
+    close(local);
+    if (map == MAP_FAILED) return NULL;
+    arena_segments[arena_segment_count].owner = owner;
+    arena_segments[arena_segment_count].inode = inode;
+    arena_segments[arena_segment_count].span = span;
+    arena_segments[arena_segment_count].base = map;
+    arena_segment_count++;
+    return map;
+}
+
+/* The bytes of a shared argument: in an arena segment (kept mapped), or a memfd of their own
+ * (inode 0: mapped for this call). NULL with errno on failure. */
+static const void *shared_argument(pid_t owner, const fls_remote_arg *record) {
+    if (record->inode == 0) {
+        return fls_map_peer_fd(owner, record->fd, (size_t)record->len);
+    }
+    if (record->offset > record->span || record->len > record->span - record->offset) {
+        errno = EINVAL;
+        return NULL;
+    }
+    const char *base = arena_segment(owner, record->fd, record->inode, record->span);
+    return base ? base + record->offset : NULL;
+}
+
 typedef int (*call_fn)(const fls_remote_call *call, const fl_blob *args, size_t nargs, void *context);
 
 /* Checks the call, makes the blobs (mapping shared objects), calls `fn`, unmaps. */
@@ -78,10 +142,10 @@ static int with_arguments(const void *bytes, size_t len, call_fn fn, void *conte
         blobs[i].data = NULL;
         if (record->len == 0) continue;
         if (record->fd >= 0) {
-            blobs[i].data = fls_map_peer_fd((pid_t)call->owner_pid, record->fd, (size_t)record->len);
+            blobs[i].data = shared_argument((pid_t)call->owner_pid, record);
             if (!blobs[i].data) {
-                snprintf(error, error_len, "could not map argument %u (%llu bytes) from process %d", i,
-                         (unsigned long long)record->len, (int)call->owner_pid);
+                snprintf(error, error_len, "could not map argument %u (%llu bytes) from process %d: %s", i,
+                         (unsigned long long)record->len, (int)call->owner_pid, strerror(errno));
                 failed = 1;
                 break;
             }
@@ -96,8 +160,9 @@ static int with_arguments(const void *bytes, size_t len, call_fn fn, void *conte
         }
     }
     int code = failed ? -1 : fn(call, blobs, call->nargs, context);
+    /* A mapping of its own is unmapped once the answer is out; an arena segment stays. */
     for (size_t i = 0; i < mapped; i++) {
-        if (records[i].fd >= 0 && blobs[i].data) release_later((void *)blobs[i].data, blobs[i].len);
+        if (records[i].fd >= 0 && records[i].inode == 0 && blobs[i].data) release_later((void *)blobs[i].data, blobs[i].len);
     }
     if (blobs != stack) free(blobs);
     return code;

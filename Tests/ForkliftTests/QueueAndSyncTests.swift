@@ -121,15 +121,19 @@ final class SyncTests: XCTestCase {
         XCTAssertEqual(slot.status, FLS_SLOT_PENDING)
 
         // A slot marked to share large results: small ones stay inline or on the heap, large
-        // ones go to a memfd that clear closes.
+        // ones go to a range of the shared-memory arena, which clear gives back.
         ResultSlot.shareLarge(&slot)
         _ = try ResultSlot.reserve(&slot, length: 100, external: nil, externalCapacity: 0)
-        XCTAssertNil(ResultSlot.sharedFile(&slot))
+        XCTAssertNil(ResultSlot.sharedPlace(&slot))
+        let inUse = fls_arena_in_use()
         let shared = try ResultSlot.reserve(&slot, length: Int(FLS_SHARE_MINIMUM), external: nil, externalCapacity: 0)
-        let file = try XCTUnwrap(ResultSlot.sharedFile(&slot))
+        let place = try XCTUnwrap(ResultSlot.sharedPlace(&slot))
+        XCTAssertGreaterThan(place.inode, 0)
+        XCTAssertGreaterThanOrEqual(fcntl(place.fd, F_GETFD), 0, "the segment's memfd is open")
+        XCTAssertEqual(fls_arena_in_use(), inUse + Int(FLS_SHARE_MINIMUM))
         memset(shared, 9, Int(FLS_SHARE_MINIMUM))
         XCTAssertEqual(ResultSlot.data(&slot)!.load(fromByteOffset: 1000, as: UInt8.self), 9)
         ResultSlot.clear(&slot)
-        XCTAssertEqual(fcntl(file, F_GETFD), -1, "the memfd is closed with the slot")
+        XCTAssertEqual(fls_arena_in_use(), inUse, "the range goes back with the slot")
     }
 }

@@ -5,9 +5,11 @@
 #include "remote_helpers.h"
 #include "children.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +84,40 @@ static int argument_inode(void *user, const fl_blob *args, size_t nargs, fl_task
     if (nargs != 1) return 1;
     int64_t inode = shared_mapping_inode(args[0].data);
     return fl_task_return(ctx, &inode, sizeof inode);
+}
+
+/* Mappings of `inode` in this process (lines of /proc/self/maps). */
+static int mappings_of_inode(int64_t inode) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return -1;
+    char line[512];
+    int count = 0;
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long start = 0, end = 0, offset = 0, node = 0;
+        char perms[8] = {0}, device[32] = {0};
+        if (sscanf(line, "%lx-%lx %7s %lx %31s %lu", &start, &end, perms, &offset, device, &node) == 6 &&
+            (int64_t)node == inode) {
+            count++;
+        }
+    }
+    fclose(maps);
+    return count;
+}
+
+/* In a worker process: {where its argument is in this process, the inode of the mapping it is
+ * in, how many mappings of that inode this process has, the sum of its words}. */
+static int probe_argument(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user;
+    if (nargs != 1) return 1;
+    int64_t out[4];
+    out[0] = (int64_t)(uintptr_t)args[0].data;
+    out[1] = shared_mapping_inode(args[0].data);
+    out[2] = mappings_of_inode(out[1]);
+    uint64_t total = 0;
+    const uint64_t *words = args[0].data;
+    for (size_t w = 0; w < args[0].len / 8; w++) total += words[w];
+    out[3] = (int64_t)total;
+    return fl_task_return(ctx, out, sizeof out);
 }
 
 static int make_words(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
@@ -533,6 +569,120 @@ static void test_spilled_object_in_a_worker(void) {
     rmdir(dir);
 }
 
+/* Bytes of memory that the shared-memory arena's segments hold in this process, found through
+ * the memfds in /proc/self/fd; -1 if there are none. */
+static long long arena_bytes_held(void) {
+    DIR *fds = opendir("/proc/self/fd");
+    if (!fds) return -1;
+    long long bytes = -1;
+    struct dirent *entry;
+    while ((entry = readdir(fds)) != NULL) {
+        char path[300], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", entry->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = '\0';
+        struct stat info;
+        if (strncmp(target, "/memfd:forklift-arena", 21) != 0 || stat(path, &info) != 0) continue;
+        bytes = (bytes < 0 ? 0 : bytes) + (long long)info.st_blocks * 512;
+    }
+    closedir(fds);
+    return bytes;
+}
+
+/* A new object of `len` bytes filled with words (w * 7 + seed), sealed; its sum in `*sum`. */
+static fl_ref patterned_object(fl_runtime rt, size_t len, uint64_t seed, uint64_t *sum, void **buffer) {
+    uint64_t *words = NULL;
+    fl_ref ref = NULL;
+    CHECK_OK(fl_create(rt, len, (void **)&words, &ref));
+    if (!words) return ref;
+    *sum = 0;
+    for (size_t w = 0; w < len / 8; w++) {
+        words[w] = w * 7 + seed;
+        *sum += words[w];
+    }
+    memset((char *)words + len / 8 * 8, 0x5a, len % 8);
+    CHECK_OK(fl_seal(ref));
+    if (buffer) *buffer = words;
+    return ref;
+}
+
+/* Large objects live in the shared-memory arena: a freed object's pages serve the next one (in
+ * this process and in the worker processes that read it, without mapping anything again), the
+ * bytes are always the new object's own, and shutdown gives the kept pages back. */
+static void test_arena_reuses_pages(void) {
+    fl_runtime rt = isolated_runtime(1); /* one worker process: every call below runs there */
+    fl_remote_options opts = isolated(0);
+    const size_t len = 3u << 20;
+    uint64_t sum_a = 0, sum_b = 0;
+    void *buffer_a = NULL, *buffer_b = NULL;
+    fl_ref a = patterned_object(rt, len, 1, &sum_a, &buffer_a);
+    fl_arg arg = {NULL, 0, a};
+    fl_ref r = NULL;
+    int64_t first[4] = {0}, again[4] = {0};
+    CHECK_OK(fl_remote(rt, probe_argument, NULL, &arg, 1, &opts, &r));
+    CHECK(get_value(r, first, sizeof first));
+    CHECK(first[1] > 0 && first[1] == shared_mapping_inode(buffer_a));
+    /* Mapped once by the worker (a forked worker also inherits this process's own mapping of
+     * a segment made before it started). */
+    CHECK(first[2] == 1 || first[2] == 2);
+    CHECK(first[3] == (int64_t)sum_a);
+    fl_ref_release(r);
+    fl_ref_release(a);
+    CHECK(stats_once_settled(rt).objects == 0);
+
+    /* The next object of that size takes the same pages here, and the worker reads it where
+     * it read the first, through the one mapping it made then: no stale byte of the first. */
+    fl_ref b = patterned_object(rt, len, 1000, &sum_b, &buffer_b);
+    CHECK(buffer_b == buffer_a);
+    CHECK(arena_bytes_held() >= (long long)len);
+    arg.ref = b;
+    CHECK_OK(fl_remote(rt, probe_argument, NULL, &arg, 1, &opts, &r));
+    CHECK(get_value(r, again, sizeof again));
+    CHECK(again[0] == first[0]);
+    CHECK(again[1] == first[1]);
+    CHECK(again[2] == first[2]);
+    CHECK(again[3] == (int64_t)sum_b && sum_b != sum_a);
+    fl_ref_release(r);
+    fl_ref_release(b);
+
+    /* Objects of many sizes (not whole pages either) made and freed in a shuffled order, some
+     * alive while others come and go: each one is read back whole in the worker. */
+    enum { COUNT = 48, LIVE = 6 };
+    fl_ref live[LIVE] = {NULL};
+    uint64_t live_sum[LIVE] = {0};
+    uint64_t state = 12345;
+    int mismatches = 0, mapped_again = 0;
+    for (int i = 0; i < COUNT; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        size_t size = (256u << 10) + (size_t)(state >> 33) % (4u << 20);
+        int at = (int)((state >> 20) % LIVE);
+        if (live[at]) fl_ref_release(live[at]);
+        live[at] = patterned_object(rt, size, (uint64_t)i, &live_sum[at], NULL);
+        int probe = (int)((state >> 12) % LIVE);
+        if (!live[probe]) continue;
+        arg.ref = live[probe];
+        int64_t seen[4] = {0};
+        CHECK_OK(fl_remote(rt, probe_argument, NULL, &arg, 1, &opts, &r));
+        CHECK(get_value(r, seen, sizeof seen));
+        if (seen[3] != (int64_t)live_sum[probe]) mismatches++;
+        if (seen[1] == first[1] && seen[2] != first[2]) mapped_again++;
+        fl_ref_release(r);
+    }
+    CHECK(mismatches == 0);
+    CHECK(mapped_again == 0); /* a segment is mapped once in the worker, however often read */
+    for (int i = 0; i < LIVE; i++) {
+        if (live[i]) fl_ref_release(live[i]);
+    }
+    fl_runtime_stats stats = stats_once_settled(rt);
+    CHECK(stats.objects == 0 && stats.object_bytes == 0);
+    /* Freed, the pages are kept for the next objects until shutdown gives them back. */
+    CHECK(arena_bytes_held() > 0);
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(arena_bytes_held() == 0);
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
 int main(void) {
     shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) return 1;
@@ -545,5 +695,6 @@ int main(void) {
     test_actor_restarts();
     test_shutdown_with_work_in_flight();
     test_spilled_object_in_a_worker();
+    test_arena_reuses_pages();
     return check_finish("test_remote_isolated");
 }

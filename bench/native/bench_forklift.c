@@ -242,6 +242,10 @@ static int remote_checksum(void *user, const fl_blob *args, size_t nargs, fl_tas
     return fl_task_return(ctx, &sum, sizeof sum);
 }
 
+/* W5steady: transfers before the timed ones, and timed ones (as Ray's W5s and W5sref). */
+#define W5_WARMUPS 3
+#define W5_TIMED 5
+
 static double w5_remote(const char *mode, long n) {
     size_t words = (size_t)n / 8;
     uint64_t expected = 0, got = 0;
@@ -277,6 +281,35 @@ static double w5_remote(const char *mode, long n) {
     fl_remote_options isolated;
     fl_remote_options_init(&isolated);
     isolated.isolate = 1;
+    if (strcmp(mode, "W5steady") == 0 || strcmp(mode, "W5steadyput") == 0) {
+        /* Steady state: in one runtime, a new object per transfer, W5_WARMUPS transfers first,
+         * then the median of W5_TIMED. W5steady makes each object in place and seals it before
+         * its clock starts; W5steadyput puts a filled buffer inside the clock (as Ray's W5s). */
+        int put = strcmp(mode, "W5steadyput") == 0;
+        uint64_t *source = put ? malloc(words * 8) : NULL;
+        if (put && !source) exit(3);
+        double times[W5_WARMUPS + W5_TIMED];
+        for (int i = 0; i < W5_WARMUPS + W5_TIMED; i++) {
+            uint64_t *words_out = source;
+            fl_ref object = NULL, result = NULL;
+            if (!put && fl_create(rt, words * 8, (void **)&words_out, &object) != FL_OK) exit(3);
+            for (size_t w = 0; w < words; w++) words_out[w] = w + (uint64_t)i;
+            if (!put) fl_seal(object);
+            const void *view = NULL;
+            double t0 = bench_now();
+            if (put && fl_put(rt, source, words * 8, &object) != FL_OK) exit(3);
+            fl_arg arg = {NULL, 0, object};
+            fl_remote(rt, remote_checksum, NULL, &arg, 1, &isolated, &result);
+            if (fl_get(result, FL_FOREVER, &view, NULL) == FL_OK) memcpy(&got, view, sizeof got);
+            times[i] = bench_now() - t0;
+            if (got != expected + (uint64_t)i * words) exit(4);
+            fl_ref_release(result);
+            fl_ref_release(object);
+        }
+        free(source);
+        fl_runtime_shutdown(rt);
+        return (double)n / bench_median(times + W5_WARMUPS, W5_TIMED) / (1024.0 * 1024.0 * 1024.0);
+    }
     fl_ref object = NULL, result = NULL;
     uint64_t *data = NULL;
     double t0;
@@ -414,7 +447,8 @@ int main(int argc, char **argv) {
         printf("%.6g\n", actor_bench(argv[1], n));
         return 0;
     }
-    if (strcmp(argv[1], "W5store") == 0 || strcmp(argv[1], "W5put") == 0 || strcmp(argv[1], "W5floor") == 0) {
+    if (strcmp(argv[1], "W5store") == 0 || strcmp(argv[1], "W5put") == 0 || strcmp(argv[1], "W5floor") == 0 ||
+        strcmp(argv[1], "W5steady") == 0 || strcmp(argv[1], "W5steadyput") == 0) {
         printf("%.6g\n", w5_remote(argv[1], n));
         return 0;
     }

@@ -1,14 +1,20 @@
 """Ray on the benchmark workloads.
 
-usage: bench_ray.py W1|W2|W4|W5|W6s|W6p|W8 N   starts Ray, prints one number, stops Ray
+usage: bench_ray.py W1|W2|W4|W5|W5s|W5sref|W6s|W6p|W8 N   starts Ray, prints one number, stops Ray
        bench_ray.py serve                      starts Ray once, then reads "WORKLOAD N" lines
                                                and answers each with one number (or "error ...")
 """
 import os
+import statistics
 import sys
 import time
 
 import ray
+
+
+# W5s/W5sref (and Forklift's W5steady): transfers before the timed ones, and timed ones.
+W5_WARMUPS = 3
+W5_TIMED = 5
 
 
 @ray.remote
@@ -88,6 +94,26 @@ def measure(workload, n):
         got = ray.get(checksum.remote(data))  # put into the object store, mapped by the worker
         value = n / (time.perf_counter() - t0) / 2**30
         assert got == expected
+    elif workload in ("W5s", "W5sref"):
+        # Steady state: in this one session, a new array per transfer, WARMUPS transfers first,
+        # then the median of TIMED. W5s: the clock includes the put (as in W5); W5sref: the
+        # array is put before the clock, so only the task reading it is timed.
+        import numpy
+        times = []
+        for i in range(W5_WARMUPS + W5_TIMED):
+            data = numpy.arange(n // 8, dtype="uint64") + numpy.uint64(i)
+            expected = int(data.sum(dtype="uint64"))
+            if workload == "W5sref":
+                arg = ray.put(data)
+                del data
+            else:
+                arg = data
+            t0 = time.perf_counter()
+            got = ray.get(checksum.remote(arg))
+            times.append(time.perf_counter() - t0)
+            assert got == expected
+            del arg
+        value = n / statistics.median(times[W5_WARMUPS:]) / 2**30
     elif workload in ("W6s", "W6p"):
         counter = Counter.remote()
         ray.get(counter.increment.remote())

@@ -176,6 +176,7 @@ void fls_tls_set_remote_task(void *task);
 #define FLS_STORAGE_EXTERNAL 1
 #define FLS_STORAGE_MAPPED 2
 #define FLS_STORAGE_SHARE_LARGE 3
+#define FLS_STORAGE_ARENA 4
 /** Bytes from which an object of a runtime with worker processes lives in shared memory. */
 #define FLS_SHARE_MINIMUM (256 * 1024)
 
@@ -193,8 +194,10 @@ typedef struct fls_slot {
     char *message;
     /** What `heap` is: FLS_STORAGE_HEAP (malloc'd), FLS_STORAGE_EXTERNAL (a caller's buffer the
      *  slot does not own) or FLS_STORAGE_MAPPED (a shared mapping of a memfd, whose descriptor
-     *  is in `inline_data`). A pending slot marked FLS_STORAGE_SHARE_LARGE puts results of
-     *  FLS_SHARE_MINIMUM bytes or more into a memfd. */
+     *  is in `inline_data`) or FLS_STORAGE_ARENA (a range of the shared-memory arena, whose
+     *  segment index is in `inline_data`; see forklift_arena.h). A pending slot marked
+     *  FLS_STORAGE_SHARE_LARGE puts results of FLS_SHARE_MINIMUM bytes or more into shared
+     *  memory. */
     uint32_t external;
     uint32_t reserved;
     unsigned char inline_data[FLS_SLOT_INLINE];

@@ -314,7 +314,11 @@ typedef struct fl_runtime_options {
     /** Worker processes for tasks and actors that ask for isolation (`isolate` in their
      *  options), forked when the runtime starts; 0 (the default): none, and such tasks are
      *  refused with FL_EINVAL. With process workers, objects of 256 KiB or more live in shared
-     *  memory that the worker processes map without a copy. */
+     *  memory that the worker processes map without a copy: segments of a process-wide arena,
+     *  which each worker process maps once. A freed object's pages are kept for the next
+     *  large objects (up to 1 GiB, or an eighth of physical memory if less, in the whole
+     *  process) so that they cost no page faults in this process or in the workers, and go
+     *  back to the system at fl_runtime_shutdown(). */
     size_t process_workers;
 } fl_runtime_options;
 

@@ -230,12 +230,17 @@ typedef struct fls_remote_call {
 
 /** One argument of an fls_remote_call. */
 typedef struct fls_remote_arg {
-    /** Inline: where its bytes begin, counted from the start of the call. */
+    /** Inline (fd < 0): where its bytes begin, counted from the start of the call; else
+     *  where they begin in the memfd. */
     uint64_t offset;
     uint64_t len;
-    /** >= 0: the bytes are the first `len` bytes of the owner's memfd `fd`, mapped read-only. */
+    /** >= 0: the bytes are `len` bytes at `offset` in the owner's memfd `fd`, mapped read-only. */
     int32_t fd;
     uint32_t pad;
+    /** With `fd`, non-zero: the memfd is a segment of the owner's arena (forklift_arena.h),
+     *  `span` bytes long, with this inode; the worker maps it whole once and keeps it. */
+    uint64_t inode;
+    uint64_t span;
 } fls_remote_arg;
 
 /** Runs an fls_remote_call in a worker process (an fl_task_fn: `arg` is the call). */

@@ -287,9 +287,10 @@ public func fl_put(_ runtime: fl_runtime?, _ data: UnsafeRawPointer?, _ len: siz
 /// stores where to write them in `*buffer` and a reference in `*ref`. The object is pending
 /// (fl_get waits, tasks taking it as an argument wait) until fl_seal(); the caller writes the
 /// bytes in between, from any thread, and must not touch the buffer after sealing. Releasing
-/// the last reference without sealing frees it. Views of the sealed object (fl_get) point
-/// into this same buffer, except for objects of a few bytes, which are copied once when
-/// sealed. Errors: FL_EINVAL (buffer or ref NULL),
+/// the last reference without sealing frees it. The buffer's contents are unspecified until
+/// written (not necessarily zeros: large buffers reuse the shared memory of freed objects).
+/// Views of the sealed object (fl_get) point into this same buffer, except for objects of a
+/// few bytes, which are copied once when sealed. Errors: FL_EINVAL (buffer or ref NULL),
 /// FL_EHANDLE, FL_ESTATE (shut down), FL_ENOMEM (no memory, or the store's capacity without a
 /// spill directory; with one, a buffer that does not fit is a file there).
 /// Thread-safe.

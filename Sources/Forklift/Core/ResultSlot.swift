@@ -39,10 +39,32 @@ enum ResultSlot {
         slot.pointee.external = UInt32(FLS_STORAGE_SHARE_LARGE)
     }
 
-    /// The memfd holding the slot's bytes, if they live in shared memory.
-    static func sharedFile(_ slot: UnsafeMutablePointer<fls_slot>) -> Int32? {
+    /// The memfd holding the slot's bytes, if they live in a shared mapping of their own.
+    private static func mappedFile(_ slot: UnsafeMutablePointer<fls_slot>) -> Int32? {
         guard slot.pointee.external == FLS_STORAGE_MAPPED else { return nil }
         return (UnsafeRawPointer(slot) + inlineOffset).loadUnaligned(as: Int32.self)
+    }
+
+    /// The arena segment holding the slot's bytes (`FLS_STORAGE_ARENA`).
+    private static func arenaSegment(_ slot: UnsafeMutablePointer<fls_slot>) -> UInt32 {
+        (UnsafeRawPointer(slot) + inlineOffset).loadUnaligned(as: UInt32.self)
+    }
+
+    /// Where the slot's bytes live in shared memory, if they do: what a worker process maps.
+    /// A memfd of their own is a place at offset 0 with no inode (mapped for one call); an
+    /// arena range names its segment, which a worker maps once and keeps.
+    static func sharedPlace(_ slot: UnsafeMutablePointer<fls_slot>) -> fls_arena_place? {
+        switch UInt32(slot.pointee.external) {
+        case UInt32(FLS_STORAGE_MAPPED):
+            guard let file = mappedFile(slot) else { return nil }
+            return fls_arena_place(fd: file, pad: 0, offset: 0, span: UInt64(slot.pointee.len), inode: 0)
+        case UInt32(FLS_STORAGE_ARENA):
+            var place = fls_arena_place()
+            guard let heap = slot.pointee.heap, fls_arena_place_of(heap, arenaSegment(slot), &place) == 0 else { return nil }
+            return place
+        default:
+            return nil
+        }
     }
 
     /// Takes over `mapping` (`length` bytes of the memfd `file`, both now owned by the slot)
@@ -62,7 +84,10 @@ enum ResultSlot {
             if let heap = slot.pointee.heap { free(heap) }
         case UInt32(FLS_STORAGE_MAPPED):
             if let heap = slot.pointee.heap { munmap(heap, slot.pointee.len) }
-            if let file = sharedFile(slot) { close(file) }
+            if let file = mappedFile(slot) { close(file) }
+            slot.pointee.external = UInt32(FLS_STORAGE_HEAP)
+        case UInt32(FLS_STORAGE_ARENA):
+            if let heap = slot.pointee.heap { fls_arena_free(heap, slot.pointee.len, arenaSegment(slot)) }
             slot.pointee.external = UInt32(FLS_STORAGE_HEAP)
         default:
             break
@@ -98,6 +123,15 @@ enum ResultSlot {
             return UnsafeMutableRawPointer(slot) + inlineOffset
         }
         if share && length >= Int(FLS_SHARE_MINIMUM) {
+            var segment: UInt32 = 0
+            if let range = fls_arena_alloc(length, &segment) {
+                slot.pointee.heap = range
+                slot.pointee.len = length
+                slot.pointee.external = UInt32(FLS_STORAGE_ARENA)
+                (UnsafeMutableRawPointer(slot) + inlineOffset).storeBytes(of: segment, as: UInt32.self)
+                return range
+            }
+            // No segment can hold it (the table is full, or mapping failed): a memfd of its own.
             var file: Int32 = -1
             guard let mapping = fls_shared_alloc(length, &file) else {
                 throw Failure(FL_ENOMEM, "no shared memory for an object of \(length) bytes")

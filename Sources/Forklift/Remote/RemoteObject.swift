@@ -107,10 +107,10 @@ final class RemoteObject {
         (ResultSlot.data(slot), slot.pointee.len)
     }
 
-    /// A ready value as a worker process receives it: its bytes, and the memfd holding them
-    /// when they live in shared memory.
+    /// A ready value as a worker process receives it: its bytes, and where they live when
+    /// they are in shared memory.
     var isolatedArgument: IsolatedCall.Argument {
-        IsolatedCall.Argument(data: ResultSlot.data(slot), length: slot.pointee.len, file: ResultSlot.sharedFile(slot))
+        IsolatedCall.Argument(data: ResultSlot.data(slot), length: slot.pointee.len, shared: ResultSlot.sharedPlace(slot))
     }
 
     /// The failure of a failed object, or nil.

@@ -251,6 +251,9 @@ final class RemoteRuntime {
             return Array(isolatedActors.values)
         }
         for actor in actors { actor.stopProcess() }
+        // The free shared memory the arena kept for the next large objects goes back to the
+        // system (objects still referenced keep theirs).
+        if store.sharesLargeObjects { fls_arena_trim() }
     }
 
     /// Keeps an isolated actor until it is killed (`forget`) or the runtime shuts down.

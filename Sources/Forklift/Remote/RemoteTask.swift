@@ -340,7 +340,7 @@ final class RemoteTask: PoolJob {
                                   arguments: arguments.map { argument in
             switch argument {
             case .blob(let offset, let length):
-                return IsolatedCall.Argument(data: blobBytes.map { UnsafeRawPointer($0 + offset) }, length: length, file: nil)
+                return IsolatedCall.Argument(data: blobBytes.map { UnsafeRawPointer($0 + offset) }, length: length, shared: nil)
             case .object(let object):
                 return object.isolatedArgument
             }
