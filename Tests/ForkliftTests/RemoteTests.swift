@@ -15,6 +15,14 @@ final class RemoteTests: XCTestCase {
         return fl_task_return(ctx, &total, 8)
     }
 
+    /// Calls `body` with an argument record of the 8 bytes of `value`, valid during the call.
+    private static func withArgument<R>(_ value: Int64, _ body: (UnsafeMutablePointer<fl_arg>) -> R) -> R {
+        withUnsafeBytes(of: value) { bytes in
+            var arg = fl_arg(data: bytes.baseAddress, len: 8, ref: nil)
+            return body(&arg)
+        }
+    }
+
     private static func value(_ ref: fl_ref?) -> Int64 {
         var data: UnsafeRawPointer?
         guard fl_get(ref, 30, &data, nil) == FL_OK else { return -1 }
@@ -207,13 +215,13 @@ final class RemoteTests: XCTestCase {
             let runtime = OpaquePointer(bitPattern: runtimeAddress)
             var problems = 0
             var last: Int64 = 0
-            var x = Int64(thread)
+            let x = Int64(thread)
             for _ in 0..<500 {
                 var call: fl_ref?
                 var task: fl_ref?
-                var arg = fl_arg(data: &x, len: 8, ref: nil)
                 if fl_actor_call(actor, increment, nil, 0, &call) != FL_OK { problems += 1 }
-                if fl_remote(runtime, Self.sum, nil, &arg, 1, nil, &task) != FL_OK { problems += 1 }
+                let submitted = Self.withArgument(x) { fl_remote(runtime, Self.sum, nil, $0, 1, nil, &task) }
+                if submitted != FL_OK { problems += 1 }
                 var data: UnsafeRawPointer?
                 if fl_get(call, FL_FOREVER, &data, nil) == FL_OK {
                     let value = data!.loadUnaligned(as: Int64.self)
@@ -355,10 +363,8 @@ final class RemoteTests: XCTestCase {
             _ = fl_remote_options_init(&options)
             for i in 0..<200 {
                 options.num_cpus = Int32(1 + (i + t) % 2)
-                var value = Int64(i)
-                var args = [fl_arg(data: &value, len: 8, ref: nil)]
                 var ref: fl_ref?
-                guard fl_remote(runtime, Self.sum, nil, &args, 1, &options, &ref) == FL_OK,
+                guard Self.withArgument(Int64(i), { fl_remote(runtime, Self.sum, nil, $0, 1, &options, &ref) }) == FL_OK,
                       Self.value(ref) == Int64(i) else {
                     failures += 1
                     continue
@@ -372,10 +378,8 @@ final class RemoteTests: XCTestCase {
         _ = fl_remote_options_init(&options)
         options.num_cpus = 2
         var refs = [fl_ref?](repeating: nil, count: 20)
-        var value: Int64 = 1
         for i in 0..<20 {
-            var args = [fl_arg(data: &value, len: 8, ref: nil)]
-            XCTAssertEqual(fl_remote(runtime, Self.sum, nil, &args, 1, &options, &refs[i]), FL_OK)
+            XCTAssertEqual(Self.withArgument(1) { fl_remote(runtime, Self.sum, nil, $0, 1, &options, &refs[i]) }, FL_OK)
         }
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
         for ref in refs {
@@ -399,15 +403,13 @@ final class RemoteTests: XCTestCase {
                                            submit: (UnsafePointer<fl_arg>, UnsafeMutablePointer<fl_ref?>) -> Int32) -> Int {
         var wrong = 0
         for i in 0..<count {
-            var x = Int64(dies(i) ? -1 : i)
-            var arg = fl_arg(data: &x, len: 8, ref: nil)
             var ref: fl_ref?
-            guard submit(&arg, &ref) == FL_OK else {
+            guard withArgument(Int64(dies(i) ? -1 : i), { submit($0, &ref) }) == FL_OK else {
                 wrong += 1
                 continue
             }
-            if fl_get(ref, 30, nil, nil) != (x < 0 ? FL_EWORKER : FL_OK) { wrong += 1 }
-            fl_ref_release(ref)
+            if fl_get(ref, 30, nil, nil) != (dies(i) ? FL_EWORKER : FL_OK) { wrong += 1 }
+            _ = fl_ref_release(ref)
         }
         return wrong
     }
@@ -427,7 +429,7 @@ final class RemoteTests: XCTestCase {
         // Thread 0's every tenth task and thread 1's every tenth call kill their process.
         let wrong = Self.onThreeThreads(runtime) { handle, thread in
             var remoteOptions = fl_remote_options()
-            fl_remote_options_init(&remoteOptions)
+            _ = fl_remote_options_init(&remoteOptions)
             remoteOptions.isolate = 1
             return Self.countWrongOutcomes(40, dies: { thread == 0 && $0 % 10 == 9 }) { arg, ref in
                 fl_remote(handle, Self.pidOrDie, nil, arg, 1, &remoteOptions, ref)
