@@ -320,8 +320,9 @@ typedef struct fl_runtime_options {
      *  memory that the worker processes map without a copy: segments of a process-wide arena,
      *  which each worker process maps once. A freed object's pages are kept for the next
      *  large objects (up to 1 GiB, or an eighth of physical memory if less, in the whole
-     *  process) so that they cost no page faults in this process or in the workers, and go
-     *  back to the system at fl_runtime_shutdown(). */
+     *  process, and within `store_capacity` while a runtime with one lives) so that they cost
+     *  no page faults in this process or in the workers, and go back to the system at
+     *  fl_runtime_shutdown(). */
     size_t process_workers;
 } fl_runtime_options;
 

@@ -43,7 +43,9 @@ static uint32_t segment_count; /* atomic: acquire/release */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t retained;  /* bytes of kept free ranges, under `lock` */
 static size_t in_use;    /* bytes allocated, under `lock` */
-static size_t retain_limit = SIZE_MAX; /* SIZE_MAX: not set yet */
+static size_t retain_limit = SIZE_MAX; /* the base limit; SIZE_MAX: not set yet */
+static size_t *capacities;             /* of the live stores that have one, under `lock` */
+static size_t capacity_count, capacity_room;
 
 static uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -54,9 +56,14 @@ static size_t default_retain_limit(void) {
     return limit;
 }
 
+/* The base limit and the live stores' capacities, whichever is smallest. Under `lock`. */
 static size_t current_limit(void) {
     if (retain_limit == SIZE_MAX) retain_limit = default_retain_limit();
-    return retain_limit;
+    size_t limit = retain_limit;
+    for (size_t i = 0; i < capacity_count; i++) {
+        if (capacities[i] < limit) limit = capacities[i];
+    }
+    return limit;
 }
 
 /* Inserts `range` at `at` in `seg`'s array. Returns 0, or ENOMEM. */
@@ -298,5 +305,31 @@ size_t fls_arena_retain_limit(void) {
 void fls_arena_set_retain_limit(size_t bytes) {
     pthread_mutex_lock(&lock);
     retain_limit = bytes == SIZE_MAX ? SIZE_MAX - 1 : bytes;
+    pthread_mutex_unlock(&lock);
+}
+
+void fls_arena_add_capacity(size_t bytes) {
+    pthread_mutex_lock(&lock);
+    if (capacity_count == capacity_room) {
+        size_t room = capacity_room ? capacity_room * 2 : 8;
+        size_t *grown = realloc(capacities, room * sizeof *grown);
+        if (!grown) { /* without room, the store's capacity does not bound the kept pages */
+            pthread_mutex_unlock(&lock);
+            return;
+        }
+        capacities = grown;
+        capacity_room = room;
+    }
+    capacities[capacity_count++] = bytes;
+    pthread_mutex_unlock(&lock);
+}
+
+void fls_arena_remove_capacity(size_t bytes) {
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < capacity_count; i++) {
+        if (capacities[i] != bytes) continue;
+        capacities[i] = capacities[--capacity_count];
+        break;
+    }
     pthread_mutex_unlock(&lock);
 }

@@ -90,6 +90,31 @@ final class ArenaTests: XCTestCase {
         fls_arena_trim()
     }
 
+    /// While a runtime whose store has a capacity lives, the pages kept for reuse stay within
+    /// that capacity; once its store has gone, the limit is what it was.
+    func testAStoreCapacityBoundsTheKeptPagesWhileItsRuntimeLives() throws {
+        fls_arena_trim()
+        let base = fls_arena_retain_limit()
+        var options = fl_runtime_options()
+        XCTAssertEqual(fl_runtime_options_init(&options), FL_OK)
+        options.process_workers = 1
+        options.store_capacity = Self.mib
+        var runtime: fl_runtime?
+        XCTAssertEqual(fl_runtime_create(&options, &runtime), FL_OK)
+        XCTAssertEqual(fls_arena_retain_limit(), min(base, Self.mib))
+        let (large, segment) = allocate(2 * Self.mib)
+        memset(large, 4, 2 * Self.mib)
+        fls_arena_free(large, 2 * Self.mib, segment)
+        XCTAssertEqual(fls_arena_retained(), 0, "2 MiB of freed pages do not fit a 1 MiB store")
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+        var waited = 0
+        while fls_arena_retain_limit() != base && waited < 5000 {
+            usleep(1000)
+            waited += 1
+        }
+        XCTAssertEqual(fls_arena_retain_limit(), base)
+    }
+
     func testAnAllocationLargerThanASegmentGetsOneOfItsOwn() {
         let length = Int(FLS_ARENA_SEGMENT_SIZE) + 1
         let (data, segment) = allocate(length)

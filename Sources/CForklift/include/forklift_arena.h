@@ -62,8 +62,15 @@ size_t fls_arena_retained(void);
 size_t fls_arena_in_use(void);
 
 /** The retention limit in bytes: by default the smaller of 1 GiB and an eighth of physical
- *  memory. Setting it lower than what is retained releases nothing until the next free. */
+ *  memory, and of the live stores' capacities (fls_arena_add_capacity). Setting the base limit
+ *  lower than what is retained releases nothing until the next free. */
 size_t fls_arena_retain_limit(void);
 void fls_arena_set_retain_limit(size_t bytes);
+
+/** A store with a capacity of `bytes` (> 0) begins or ends: while it lives, the pages kept for
+ *  reuse stay within its capacity too (the limit is the smallest of the live stores'
+ *  capacities and the base limit). Each add is matched by one remove of the same bytes. */
+void fls_arena_add_capacity(size_t bytes);
+void fls_arena_remove_capacity(size_t bytes);
 
 #endif

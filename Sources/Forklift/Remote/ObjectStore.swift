@@ -39,9 +39,12 @@ final class ObjectStore {
         lines.initializeMemory(as: UInt8.self, repeating: 0, count: 2 * 64)
         used = lines.bindMemory(to: UInt64.self, capacity: 1)
         live = (lines + 64).bindMemory(to: UInt64.self, capacity: 1)
+        // The shared memory that freed objects leave for reuse stays within the capacity too.
+        if sharesLargeObjects && capacity > 0 { fls_arena_add_capacity(capacity) }
     }
 
     deinit {
+        if sharesLargeObjects && capacity > 0 { fls_arena_remove_capacity(capacity) }
         UnsafeMutableRawPointer(used).deallocate()  // `live` with it
         graveyard.destroy()
     }
