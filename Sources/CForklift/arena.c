@@ -43,7 +43,8 @@ static uint32_t segment_count; /* atomic: acquire/release */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t retained;  /* bytes of kept free ranges, under `lock` */
 static size_t in_use;    /* bytes allocated, under `lock` */
-static size_t retain_limit = SIZE_MAX; /* the base limit; SIZE_MAX: not set yet */
+static size_t retain_limit;            /* the base limit, once `retain_limit_set` */
+static int retain_limit_set;
 static size_t *capacities;             /* of the live stores that have one, under `lock` */
 static size_t capacity_count, capacity_room;
 
@@ -58,7 +59,10 @@ static size_t default_retain_limit(void) {
 
 /* The base limit and the live stores' capacities, whichever is smallest. Under `lock`. */
 static size_t current_limit(void) {
-    if (retain_limit == SIZE_MAX) retain_limit = default_retain_limit();
+    if (!retain_limit_set) {
+        retain_limit = default_retain_limit();
+        retain_limit_set = 1;
+    }
     size_t limit = retain_limit;
     for (size_t i = 0; i < capacity_count; i++) {
         if (capacities[i] < limit) limit = capacities[i];
@@ -304,7 +308,8 @@ size_t fls_arena_retain_limit(void) {
 
 void fls_arena_set_retain_limit(size_t bytes) {
     pthread_mutex_lock(&lock);
-    retain_limit = bytes == SIZE_MAX ? SIZE_MAX - 1 : bytes;
+    retain_limit = bytes;
+    retain_limit_set = 1;
     pthread_mutex_unlock(&lock);
 }
 

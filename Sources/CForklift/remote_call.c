@@ -9,7 +9,6 @@
 #include "forklift_worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,9 +75,7 @@ static const char *arena_segment(pid_t owner, int fd, uint64_t inode, uint64_t s
         errno = ENOSPC;
         return NULL;
     }
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)owner, fd);
-    int local = open(path, O_RDONLY | O_CLOEXEC);
+    int local = fls_open_peer_fd(owner, fd);
     if (local < 0) return NULL;
     struct stat info;
     if (fstat(local, &info) != 0 || (uint64_t)info.st_ino != inode || (uint64_t)info.st_size < span) {

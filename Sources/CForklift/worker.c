@@ -85,10 +85,14 @@ void *fls_map_fd(int fd, size_t len) {
     return map == MAP_FAILED ? NULL : map;
 }
 
-void *fls_map_peer_fd(pid_t pid, int fd, size_t len) {
+int fls_open_peer_fd(pid_t pid, int fd) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
-    int local = open(path, O_RDONLY | O_CLOEXEC);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+void *fls_map_peer_fd(pid_t pid, int fd, size_t len) {
+    int local = fls_open_peer_fd(pid, fd);
     if (local < 0) return NULL;
     void *map = fls_map_fd(local, len);
     close(local);

@@ -194,6 +194,9 @@ int fls_worker_take_result_fd(fls_worker *worker, uint32_t *seq);
 void *fls_map_fd(int fd, size_t len);
 /** Maps `len` bytes of another process's file descriptor read-only (via /proc/PID/fd), or NULL. */
 void *fls_map_peer_fd(pid_t pid, int fd, size_t len);
+/** Opens (read-only, close-on-exec) the file that process `pid` holds as its descriptor `fd`,
+ *  through /proc/PID/fd/FD; a new descriptor of this process, or -1 with errno. */
+int fls_open_peer_fd(pid_t pid, int fd);
 /** Creates a memfd holding a copy of `data`; returns the fd or -1. */
 int fls_memfd_with(const void *data, size_t len, const char *name);
 /** Creates a memfd of `len` bytes and maps it for reading and writing (shared): returns the

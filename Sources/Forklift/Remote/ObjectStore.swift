@@ -15,9 +15,14 @@ final class ObjectStore {
     /// Objects alive now.
     private let live: UnsafeMutablePointer<UInt64>
 
-    /// Whether objects of `FLS_SHARE_MINIMUM` bytes or more live in shared memory (memfds),
-    /// which worker processes map instead of copying (a runtime with process workers).
+    /// Whether objects of `FLS_SHARE_MINIMUM` bytes or more live in shared memory (the arena,
+    /// `forklift_arena.h`), which worker processes map instead of copying (a runtime with
+    /// process workers).
     let sharesLargeObjects: Bool
+
+    /// Whether the arena's pages kept for reuse must stay within this store's capacity while
+    /// it lives (`fls_arena_add_capacity`).
+    private var boundsKeptPages: Bool { sharesLargeObjects && capacity > 0 }
 
     /// The directory for objects that do not fit the capacity (fl_runtime_set_spill_directory),
     /// or nil: they fail with "object store full". Guarded by `spillLock`.
@@ -40,11 +45,11 @@ final class ObjectStore {
         used = lines.bindMemory(to: UInt64.self, capacity: 1)
         live = (lines + 64).bindMemory(to: UInt64.self, capacity: 1)
         // The shared memory that freed objects leave for reuse stays within the capacity too.
-        if sharesLargeObjects && capacity > 0 { fls_arena_add_capacity(capacity) }
+        if boundsKeptPages { fls_arena_add_capacity(capacity) }
     }
 
     deinit {
-        if sharesLargeObjects && capacity > 0 { fls_arena_remove_capacity(capacity) }
+        if boundsKeptPages { fls_arena_remove_capacity(capacity) }
         UnsafeMutableRawPointer(used).deallocate()  // `live` with it
         graveyard.destroy()
     }
