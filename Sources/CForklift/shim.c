@@ -122,13 +122,15 @@ void fls_tls_set_remote_outputs(void *outputs) { thread_state.remote_outputs = o
  * shared stack, and a thread whose list is empty takes the whole stack with one exchange, or
  * else carves a run of 64 blocks from its slab, mapped from the system (not malloc, so no
  * arena lock and no consolidation of malloc's bins when a slab is added), whose pages are
- * touched only as runs are carved. A thread's first slab of a class is 256 KiB of ordinary
- * pages; a thread that uses it up gets slabs of 2 MiB, aligned and advised as transparent
- * huge pages where the system allows (MADV_HUGEPAGE): one fault then maps 2 MiB instead of
- * 4 KiB, and a stream of fresh tasks and objects costs a fault per 32768 blocks, not per 64
- * (a fault costs microseconds, in a VM more). A free block's first word links it. */
+ * touched only as runs are carved. A thread's first slab of a class is 256 KiB; a thread that
+ * uses it up gets slabs of 2 MiB. Both are ordinary pages, not transparent huge pages: in a
+ * VM whose free memory goes back to the host, a huge page comes from exactly the free 2 MiB
+ * blocks the host has taken back, and its first fault cost 1.2-4.2 ms here against 0.65-0.72
+ * ms for the 512 ordinary pages it replaces (a 64 MiB first-touch test). W6p right after an
+ * idle spell ran at 1.39-2.10 M calls/s with huge slabs and 2.09-2.85 M with ordinary ones
+ * (six alternating runs each). A free block's first word links it. */
 
-enum { SLAB_BYTES = 256 * 1024, HUGE_SLAB_BYTES = 2 * 1024 * 1024, CARVE_RUN = 64, LOCAL_MAX = 256, BATCH = 128 };
+enum { SLAB_BYTES = 256 * 1024, LARGE_SLAB_BYTES = 2 * 1024 * 1024, CARVE_RUN = 64, LOCAL_MAX = 256, BATCH = 128 };
 
 typedef struct free_block {
     struct free_block *next;
@@ -206,20 +208,10 @@ static void register_caches(void) {
     caches.registered = 1;
 }
 
-/* A slab of `bytes`; one of HUGE_SLAB_BYTES is aligned to its size and advised as huge pages
- * (the mapping is made twice as large, then trimmed to the aligned part). NULL if out of memory. */
+/* A slab of `bytes` of fresh pages, NULL if out of memory. */
 static char *map_slab(size_t bytes) {
-    size_t span = bytes == HUGE_SLAB_BYTES ? 2 * bytes : bytes;
-    char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return NULL;
-    if (bytes != HUGE_SLAB_BYTES) return raw;
-    char *slab = (char *)(((uintptr_t)raw + bytes - 1) & ~(uintptr_t)(bytes - 1));
-    if (slab > raw) munmap(raw, (size_t)(slab - raw));
-    if (slab + bytes < raw + span) munmap(slab + bytes, (size_t)(raw + span - (slab + bytes)));
-#ifdef MADV_HUGEPAGE
-    (void)madvise(slab, bytes, MADV_HUGEPAGE); /* advice only: without it, ordinary pages */
-#endif
-    return slab;
+    char *slab = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return slab == MAP_FAILED ? NULL : slab;
 }
 
 /* A block for a cache whose list is empty: the class's whole shared stack if it holds any
@@ -235,7 +227,7 @@ static free_block *cache_refill(block_cache *cache, free_block **stack, size_t s
         }
     }
     if (cache->carve == cache->carve_end) {
-        size_t bytes = cache->slabs == 0 ? SLAB_BYTES : HUGE_SLAB_BYTES;
+        size_t bytes = cache->slabs == 0 ? SLAB_BYTES : LARGE_SLAB_BYTES;
         char *slab = map_slab(bytes);
         if (!slab) return NULL;
         cache->slabs++;
