@@ -99,25 +99,35 @@ void *fls_map_peer_fd(pid_t pid, int fd, size_t len) {
     return map;
 }
 
-int fls_memfd_with(const void *data, size_t len, const char *name) {
-    int fd = memfd_create(name, MFD_CLOEXEC);
-    if (fd < 0) return -1;
-    if (ftruncate(fd, (off_t)len) != 0) {
-        close(fd);
-        return -1;
-    }
-    /* write() fills the pages in the kernel: much faster than faulting in a fresh mapping. */
+/* Writes `len` bytes of `data` at `offset` of `fd`; 0, or -1 with errno. */
+static int write_all_at(int fd, const void *data, size_t len, size_t offset) {
     size_t done = 0;
-    while (data != NULL && done < len) {
-        ssize_t n = pwrite(fd, (const char *)data + done, len - done, (off_t)done);
+    while (done < len) {
+        ssize_t n = pwrite(fd, (const char *)data + done, len - done, (off_t)(offset + done));
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            close(fd);
-            return -1;
-        }
+        if (n <= 0) return -1;
         done += (size_t)n;
     }
+    return 0;
+}
+
+int fls_memfd_with_head(const void *head, size_t head_len, size_t data_offset, const void *data, size_t len,
+                        const char *name) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    /* write() fills the pages in the kernel: much faster than faulting in a fresh mapping. */
+    if (ftruncate(fd, (off_t)(data_offset + len)) != 0 || (head && write_all_at(fd, head, head_len, 0) != 0) ||
+        (data && write_all_at(fd, data, len, data_offset) != 0)) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
     return fd;
+}
+
+int fls_memfd_with(const void *data, size_t len, const char *name) {
+    return fls_memfd_with_head(NULL, 0, 0, data, len, name);
 }
 
 void *fls_shared_alloc(size_t len, int *fd) {

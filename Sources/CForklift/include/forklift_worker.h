@@ -199,6 +199,11 @@ void *fls_map_peer_fd(pid_t pid, int fd, size_t len);
 int fls_open_peer_fd(pid_t pid, int fd);
 /** Creates a memfd holding a copy of `data`; returns the fd or -1. */
 int fls_memfd_with(const void *data, size_t len, const char *name);
+/** Creates a memfd of `data_offset + len` bytes holding `head_len` bytes of `head` at its start
+ *  (`head` may be NULL) and a copy of `data` at `data_offset` (>= head_len), both written by
+ *  the kernel from where they are (no staging copy); returns the fd, or -1 with errno. */
+int fls_memfd_with_head(const void *head, size_t head_len, size_t data_offset, const void *data, size_t len,
+                        const char *name);
 /** Creates a memfd of `len` bytes and maps it for reading and writing (shared): returns the
  *  mapping and stores the fd in `*fd`, or returns NULL. */
 void *fls_shared_alloc(size_t len, int *fd);

@@ -17,9 +17,7 @@ enum Mailbox {
         request.pointee.user = user
         request.pointee.index = index
         request.pointee.name_len = 0
-        return try stageArgument(worker, slot: slot, length: length) { target in
-            if length > 0 { target.copyMemory(from: arg!, byteCount: length) }
-        }
+        return try stageArgument(worker, slot: slot, head: nil, dataOffset: 0, data: arg, length: length)
     }
 
     /// Writes a blob-task request (FLS_REQ_TASK_EXIT) for a child that does not share this
@@ -47,29 +45,35 @@ enum Mailbox {
         request.pointee.user = nil
         request.pointee.index = 0
         request.pointee.name_len = UInt32(names.count)
-        return try stageArgument(worker, slot: slot, length: skip + length) { target in
-            names.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: names.count) }
-            if length > 0 { (target + skip).copyMemory(from: arg!, byteCount: length) }
+        let staged = names.withUnsafeBytes { head in
+            Result { () throws(Failure) -> Int32 in
+                try stageArgument(worker, slot: slot, head: head, dataOffset: skip, data: arg, length: length)
+            }
         }
+        return try staged.get()
     }
 
-    /// Puts `length` bytes of argument where the child reads them: written by `fill` into the
-    /// slot's argument area, or, when larger than the area, into a new memfd (returned; -1
-    /// otherwise). Sets `arg_len` and `arg_fd`.
-    static func stageArgument(_ worker: UnsafeMutablePointer<fls_worker>, slot: UInt32, length: Int,
-                              fill: (UnsafeMutableRawPointer) -> Void) throws(Failure) -> Int32 {
+    /// Puts an argument where the child reads it: `head` (if any) at its start, then `length`
+    /// bytes of `data` at `dataOffset` (at least the head's length). Copied into the slot's
+    /// argument area when it fits, else written by the kernel into a new memfd straight from
+    /// where the bytes are (returned; -1 otherwise): a large argument is copied once, not
+    /// first into a fresh staging buffer, whose page faults cost more than the copy. Sets
+    /// `arg_len` and `arg_fd`.
+    static func stageArgument(_ worker: UnsafeMutablePointer<fls_worker>, slot: UInt32, head: UnsafeRawBufferPointer?,
+                              dataOffset: Int, data: UnsafeRawPointer?, length: Int) throws(Failure) -> Int32 {
         let request = fls_worker_request(worker, slot)!
-        request.pointee.arg_len = UInt64(length)
+        let total = dataOffset + length
+        request.pointee.arg_len = UInt64(total)
         request.pointee.arg_fd = -1
-        if length <= Int(worker.pointee.mailbox.pointee.capacity) {
-            fill(fls_worker_arg_area(worker, slot))
+        if total <= Int(worker.pointee.mailbox.pointee.capacity) {
+            let area = fls_worker_arg_area(worker, slot)!
+            if let head, head.count > 0 { area.copyMemory(from: head.baseAddress!, byteCount: head.count) }
+            if length > 0 { (area + dataOffset).copyMemory(from: data!, byteCount: length) }
             return -1
         }
-        let staging = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 16)
-        defer { staging.deallocate() }
-        fill(staging)
-        let fd = fls_memfd_with(staging, length, "forklift-argument")
-        guard fd >= 0 else { throw Failure(FL_ENOMEM, "no shared memory for an argument of \(length) bytes") }
+        let fd = fls_memfd_with_head(head?.baseAddress, head?.count ?? 0, dataOffset, length > 0 ? data : nil, length,
+                                     "forklift-argument")
+        guard fd >= 0 else { throw Failure(FL_ENOMEM, "no shared memory for an argument of \(total) bytes") }
         request.pointee.arg_fd = fd
         return fd
     }

@@ -469,10 +469,13 @@ final class WorkerProcess {
         request.pointee.typed_fn = typed.fn
         request.pointee.signature_len = UInt32(textLength)
         request.pointee.name_len = 0
-        return try Mailbox.stageArgument(worker, slot: slot, length: tupleOffset + length) { target in
-            _ = text.withCString { memcpy(target, $0, textLength) }
-            if length > 0 { (target + tupleOffset).copyMemory(from: arg!, byteCount: length) }
+        let staged = text.withCString { cText in
+            Result { () throws(Failure) -> Int32 in
+                try Mailbox.stageArgument(worker, slot: slot, head: UnsafeRawBufferPointer(start: cText, count: textLength),
+                                          dataOffset: tupleOffset, data: arg, length: length)
+            }
         }
+        return try staged.get()
     }
 
     /// Moves the response in mailbox slot `index` into the result slot (or a typed call's
