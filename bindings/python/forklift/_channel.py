@@ -54,7 +54,8 @@ class Channel:
                 continue
             if code != _lib.OK:
                 return code, None
-            return code, self._buffer.raw[:self._length.value]
+            # string_at copies only the message (`.raw` would copy the whole buffer first).
+            return code, ctypes.string_at(self._buffer, self._length.value)
 
     def close(self):
         if self.handle:
