@@ -111,13 +111,20 @@ static int write_all_at(int fd, const void *data, size_t len, size_t offset) {
     return 0;
 }
 
+int fls_memfd_write_head(int fd, size_t size, const void *head, size_t head_len, size_t data_offset,
+                         const void *data, size_t len) {
+    if (data_offset + len > size && ftruncate(fd, (off_t)(data_offset + len)) != 0) return -1;
+    /* write() fills the pages in the kernel: much faster than faulting in a fresh mapping. */
+    if (head && write_all_at(fd, head, head_len, 0) != 0) return -1;
+    if (data && write_all_at(fd, data, len, data_offset) != 0) return -1;
+    return 0;
+}
+
 int fls_memfd_with_head(const void *head, size_t head_len, size_t data_offset, const void *data, size_t len,
                         const char *name) {
     int fd = memfd_create(name, MFD_CLOEXEC);
     if (fd < 0) return -1;
-    /* write() fills the pages in the kernel: much faster than faulting in a fresh mapping. */
-    if (ftruncate(fd, (off_t)(data_offset + len)) != 0 || (head && write_all_at(fd, head, head_len, 0) != 0) ||
-        (data && write_all_at(fd, data, len, data_offset) != 0)) {
+    if (fls_memfd_write_head(fd, 0, head, head_len, data_offset, data, len) != 0) {
         int saved = errno;
         close(fd);
         errno = saved;
@@ -548,18 +555,65 @@ fls_sig *fls_child_signature(const char *text, char *error, size_t error_len) {
     return sig;
 }
 
+/* The mapping (read-only, the whole file) of the parent's memfd that carried the last large
+ * argument, if it is small enough for the parent to keep (FLS_KEPT_ARGUMENT_BYTES): the parent
+ * writes the next large argument into that same file, which is then read through this mapping
+ * without mapping it again (the page faults of a new mapping cost more than reading it). A
+ * file is known by its device and inode: while mapped here it cannot be freed, so its inode is
+ * not reused. */
+static struct {
+    dev_t device;
+    ino_t inode;
+    void *map;
+    size_t len;
+} kept_argument;
+
+/* Maps the parent's argument file `fd` for `len` bytes: the kept mapping if that is the file,
+ * else a new mapping, which is kept in its place when the file is small enough (`*temporary`
+ * is then 0) and otherwise unmapped by the caller after the request (`*temporary` 1). */
+static void *map_argument(pid_t parent, int fd, size_t len, int *temporary) {
+    *temporary = 1;
+    int local = fls_open_peer_fd(parent, fd);
+    if (local < 0) return NULL;
+    struct stat info;
+    if (fstat(local, &info) != 0 || (size_t)info.st_size < len) {
+        close(local);
+        return NULL;
+    }
+    size_t size = (size_t)info.st_size;
+    if (kept_argument.map && kept_argument.device == info.st_dev && kept_argument.inode == info.st_ino &&
+        kept_argument.len >= len) {
+        close(local);
+        *temporary = 0;
+        return kept_argument.map;
+    }
+    int keep = size <= FLS_KEPT_ARGUMENT_BYTES;
+    void *map = fls_map_fd(local, keep ? size : len);
+    close(local);
+    if (!map || !keep) return map;
+    if (kept_argument.map) munmap(kept_argument.map, kept_argument.len);
+    kept_argument.device = info.st_dev;
+    kept_argument.inode = info.st_ino;
+    kept_argument.map = map;
+    kept_argument.len = size;
+    *temporary = 0;
+    return map;
+}
+
 static void run_request(fls_worker *worker, uint32_t slot, child_ctx *ctx) {
     fls_mailbox *mb = worker->mailbox;
     fls_request *rq = ctx->request;
     const void *arg = fls_worker_arg_area(worker, slot);
     void *arg_map = NULL;
     if (rq->arg_fd >= 0) {
-        arg_map = fls_map_peer_fd((pid_t)mb->proxy_pid, rq->arg_fd, rq->arg_len);
-        if (!arg_map) {
+        int temporary = 1;
+        void *map = map_argument((pid_t)mb->proxy_pid, rq->arg_fd, rq->arg_len, &temporary);
+        if (!map) {
             fls_child_task_fail(ctx, FL_ESYSTEM, "the worker could not map its argument from the parent");
             return;
         }
-        arg = arg_map;
+        arg = map;
+        if (temporary) arg_map = map;
     }
     size_t arg_len = (size_t)rq->arg_len;
     fl_task_fn fn = rq->fn;

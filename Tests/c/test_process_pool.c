@@ -4,6 +4,7 @@
 #include "check.h"
 #include "children.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -317,6 +318,90 @@ static void test_large_arguments_and_results(void) {
     CHECK_OK(fl_pool_destroy(pool));
 }
 
+/* Sums the bytes of its argument, and says how many there were; dies by SIGKILL when the
+ * argument starts with 'k'. */
+static int sum_or_die(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    const unsigned char *in = arg;
+    if (len > 0 && in[0] == 'k') raise(SIGKILL);
+    uint64_t answer[2] = {0, len};
+    for (size_t i = 0; i < len; i++) answer[0] += in[i];
+    return fl_task_return(ctx, answer, sizeof answer);
+}
+
+/* A buffer of `n` bytes of pattern `k`, and the sum of its bytes. */
+static unsigned char *pattern(size_t n, unsigned k, uint64_t *sum) {
+    unsigned char *p = malloc(n);
+    *sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (unsigned char)(i * (k + 3) + k + (i >> 12));
+        *sum += p[i];
+    }
+    if (n > 0 && p[0] == 'k') { /* never die by accident */
+        *sum -= p[0];
+        p[0] = 'j';
+        *sum += p[0];
+    }
+    return p;
+}
+
+static int open_descriptors(void) {
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++) n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+/* Large arguments (beyond a mailbox slot) in turn on one worker: shorter after longer (the
+ * worker sees exactly its own bytes), longer after shorter, one past the size a worker keeps
+ * for reuse, one whose worker dies holding it, and several in flight at once. Every worker
+ * descriptor is gone after the pool. */
+static void test_large_arguments_in_turn(void) {
+    int before = open_descriptors();
+    fl_pool pool = make_process_pool(1, 0, 0, 0);
+    size_t sizes[] = {3u << 20, (3u << 19) + 5, 5u << 20, 2u << 20, 65u << 20, (1u << 20) + 3, 4u << 20};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        uint64_t sum = 0, answer[2] = {0, 0};
+        unsigned char *in = pattern(sizes[k], (unsigned)k, &sum);
+        CHECK_OK(fl_pool_apply(pool, sum_or_die, NULL, in, sizes[k], answer, sizeof answer, NULL));
+        CHECK(answer[0] == sum && answer[1] == sizes[k]);
+        free(in);
+    }
+    /* The worker dies with a large argument; the next one is whole in the new worker. */
+    uint64_t sum = 0, answer[2] = {0, 0};
+    unsigned char *in = pattern(2u << 20, 9, &sum);
+    in[0] = 'k';
+    CHECK_RC(FL_EWORKER, fl_pool_apply(pool, sum_or_die, NULL, in, 2u << 20, answer, sizeof answer, NULL));
+    free(in);
+    in = pattern((2u << 20) + 11, 10, &sum);
+    CHECK_OK(fl_pool_apply(pool, sum_or_die, NULL, in, (2u << 20) + 11, answer, sizeof answer, NULL));
+    CHECK(answer[0] == sum && answer[1] == (2u << 20) + 11);
+    free(in);
+    /* Several in flight on the one worker (pipelined), each with its own bytes. */
+    enum { COUNT = 12 };
+    unsigned char *ins[COUNT];
+    uint64_t sums[COUNT];
+    fl_result results[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        size_t n = (1u << 20) + (size_t)i * 40000;
+        ins[i] = pattern(n, (unsigned)(20 + i), &sums[i]);
+        CHECK_OK(fl_pool_apply_async(pool, sum_or_die, NULL, ins[i], n, NULL, NULL, NULL, &results[i]));
+    }
+    for (int i = 0; i < COUNT; i++) {
+        const void *data = NULL;
+        size_t len = 0;
+        CHECK_OK(fl_result_get(results[i], 60, &data, &len));
+        CHECK(len == sizeof answer);
+        if (len == sizeof answer) {
+            memcpy(answer, data, sizeof answer);
+            CHECK(answer[0] == sums[i] && answer[1] == (1u << 20) + (size_t)i * 40000);
+        }
+        fl_result_release(results[i]);
+        free(ins[i]);
+    }
+    CHECK_OK(fl_pool_destroy(pool));
+    CHECK(open_descriptors() == before);
+}
+
 static void test_typed_calls(void) {
     fl_pool pool = make_process_pool(2, 0, 0, 0);
     fl_signature sig = NULL;
@@ -628,6 +713,7 @@ int main(void) {
     test_initializer_in_each_process();
     test_retries_after_a_death();
     test_large_arguments_and_results();
+    test_large_arguments_in_turn();
     test_typed_calls();
     test_terminate_kills_running_tasks();
     test_killing_workers_under_load();

@@ -204,9 +204,11 @@ typedef struct fl_blob {
  * forked when the pool is created (and again to replace one that died or reached
  * max_tasks_per_child). Arguments and results travel through memory shared with that process;
  * a crash, a signal or an exit in a task fails only that task (FL_EWORKER), and the worker is
- * replaced. The task function, its `user` pointer and the initializer must be valid in the
- * child: the child sees the parent's memory as it was at the fork, so pass data in the
- * argument blob. The child runs only Forklift's C code until it calls the initializer or a task;
+ * replaced. An argument above 256 KiB goes in a shared-memory file; a worker keeps the file of
+ * its last one (up to 64 MiB) for the next, so a pool may hold that much per worker process
+ * until it is destroyed. The task function, its `user` pointer and the initializer must be
+ * valid in the child: the child sees the parent's memory as it was at the fork, so pass data
+ * in the argument blob. The child runs only Forklift's C code until it calls the initializer or a task;
  * inside a task only the fl_task_* calls are available (no nested pool calls: FL_ENOTSUP).
  * fl_pool_terminate() kills the worker processes at once; their tasks fail with FL_ECANCELED.
  */

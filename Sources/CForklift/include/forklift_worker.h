@@ -36,6 +36,9 @@
 
 /** Most requests a mailbox holds in flight (a power of two). */
 #define FLS_MAX_SLOTS 32
+/* The largest memfd of a large argument that a worker's parent keeps for the next one, and
+ * that the worker keeps mapped while its parent sends arguments in it (bytes). */
+#define FLS_KEPT_ARGUMENT_BYTES (64u << 20)
 
 /** One request and its response: a slot of the mailbox. Request number `seq` (counted from 1)
  *  lives in slot `order[(seq - 1) % slots]`: the proxy takes any free slot, because it
@@ -204,6 +207,12 @@ int fls_memfd_with(const void *data, size_t len, const char *name);
  *  the kernel from where they are (no staging copy); returns the fd, or -1 with errno. */
 int fls_memfd_with_head(const void *head, size_t head_len, size_t data_offset, const void *data, size_t len,
                         const char *name);
+/** Writes into the memfd `fd`, now `size` bytes long, what fls_memfd_with_head() writes into a
+ *  new one, growing it to `data_offset + len` bytes if it is shorter (a longer one keeps its
+ *  size; the bytes past the new contents are stale). Pages the file already has are reused,
+ *  which costs far less than fresh ones. Returns 0, or -1 with errno. */
+int fls_memfd_write_head(int fd, size_t size, const void *head, size_t head_len, size_t data_offset,
+                         const void *data, size_t len);
 /** Creates a memfd of `len` bytes and maps it for reading and writing (shared): returns the
  *  mapping and stores the fd in `*fd`, or returns NULL. */
 void *fls_shared_alloc(size_t len, int *fd);

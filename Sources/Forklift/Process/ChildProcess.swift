@@ -62,10 +62,12 @@ final class ChildProcess {
             }
         }
         if method == .fork {
+            var none: ArgumentFile?
             sideFile = try Mailbox.writeTask(worker, slot: 0, kind: FLS_REQ_TASK_EXIT, fn: fn, user: user, index: 0,
-                                             arg: arg, length: length)
+                                             arg: arg, length: length, reusing: &none)?.descriptor ?? -1
         } else {
-            sideFile = try Mailbox.writeNamedTask(worker, slot: 0, fn: fn, user: user, arg: arg, length: length)
+            sideFile = try Mailbox.writeNamedTask(worker, slot: 0, fn: fn, user: user, arg: arg,
+                                                  length: length)?.descriptor ?? -1
         }
         fls_worker_assign(worker, 1, 0)
         fls_worker_prepare(worker, 0)

@@ -55,6 +55,9 @@ final class WorkerProcess {
     /// Per slot: the result memfd the child sent for its answer, once taken from the result
     /// socket on the way to another slot's (-1 before).
     private var heldResults: [Int32]
+    /// The memfd of the last argument too large for a mailbox slot, kept for the next one (at
+    /// most `ArgumentFile.keptLimit` bytes; see `ArgumentFile`). Closed with the proxy.
+    private var keptArgument: ArgumentFile?
     /// The child's recent run time per task (an average; nanoseconds), or -1 before the first.
     private var averageRunNanos: Double = -1
     /// Work, in expected run time, that may wait in the pipeline behind the running task: a
@@ -117,6 +120,7 @@ final class WorkerProcess {
         worker.deallocate()
         initargs.deallocate()
         lease.deallocate()
+        if let keptArgument { close(keptArgument.descriptor) }
     }
 
     /// The feeding thread takes the process for its work, waiting while a borrower has it.
@@ -243,7 +247,7 @@ final class WorkerProcess {
         defer { abortWord = nil }
         let seq = requestSeq &+ 1
         let mine = freeSlots.trailingZeroBitCount
-        let sideFile: Int32
+        let sideFile: ArgumentFile?
         do throws(Failure) {
             sideFile = try writeRequest(UInt32(mine), fn, user: user, arg: arg, length: length, index: index,
                                         typed: typed)
@@ -277,11 +281,21 @@ final class WorkerProcess {
                          index: index, typed: typed)
             tasksSinceStart += 1
         }
-        if sideFile >= 0 { close(sideFile) }
+        if let sideFile { keep(sideFile) }
         freeSlots |= 1 << UInt32(mine)
         inFlight -= 1
         if inFlight == 0 && settings.maxTasksPerChild > 0 && tasksSinceStart >= settings.maxTasksPerChild { stop() }
         return ran
+    }
+
+    /// Keeps the memfd of an argument the child is done with for the next large argument, if
+    /// none is kept and it is small enough; else closes it.
+    private func keep(_ file: ArgumentFile) {
+        if keptArgument == nil && file.size <= ArgumentFile.keptLimit {
+            keptArgument = file
+        } else {
+            close(file.descriptor)
+        }
     }
 
     /// The slot status of a request a borrower must hand back: it needs a fresh worker.
@@ -452,12 +466,13 @@ final class WorkerProcess {
     }
 
     /// Writes a request into `slot`. Returns the memfd holding an argument too large for the
-    /// slot (the caller closes it once the task is done), or -1.
+    /// slot (the caller keeps or closes it once the task is done; `keptArgument` if that
+    /// served), or nil.
     private func writeRequest(_ slot: UInt32, _ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?,
-                              length: Int, index: UInt64, typed: TypedCall?) throws(Failure) -> Int32 {
+                              length: Int, index: UInt64, typed: TypedCall?) throws(Failure) -> ArgumentFile? {
         guard let typed else {
             return try Mailbox.writeTask(worker, slot: slot, kind: FLS_REQ_TASK, fn: fn, user: user, index: index,
-                                         arg: arg, length: length)
+                                         arg: arg, length: length, reusing: &keptArgument)
         }
         // The signature text, then the tuple at the next 16-byte boundary.
         let text = typed.signature.text
@@ -470,9 +485,9 @@ final class WorkerProcess {
         request.pointee.signature_len = UInt32(textLength)
         request.pointee.name_len = 0
         let staged = text.withCString { cText in
-            Result { () throws(Failure) -> Int32 in
+            Result { () throws(Failure) -> ArgumentFile? in
                 try Mailbox.stageArgument(worker, slot: slot, head: UnsafeRawBufferPointer(start: cText, count: textLength),
-                                          dataOffset: tupleOffset, data: arg, length: length)
+                                          dataOffset: tupleOffset, data: arg, length: length, reusing: &keptArgument)
             }
         }
         return try staged.get()
