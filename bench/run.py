@@ -282,6 +282,17 @@ def main():
              "Forklift: fl_pool_apply with the whole buffer as its argument: one copy into a memfd "
              "that the worker maps")
 
+    n_w5s = (16 if quick else 64) << 20
+    workload("W5copys", "W5copy in steady state: a new buffer per transfer in one pool", "GiB/s", True,
+             native("forklift", "W5copysteady", n_w5s), n_w5s,
+             [("mp", [python, mp_script, "mp", "W5s", n_w5s], runs, n_w5s),
+              ("ray", [python, ray_script, "W5s", n_w5s], ray_runs, n_w5s)],
+             "each run makes 8 transfers of a new 64 MiB buffer (filled before its clock) in one pool (one "
+             "Ray session) and reports the median of the last 5: Forklift: fl_pool_apply with the buffer as "
+             "its argument (a worker's memfd of up to 64 MiB is written again for the next argument, and the "
+             "worker keeps it mapped); multiprocessing: Pool.apply with bytes; Ray: a numpy array argument, "
+             "put inside the clock")
+
     workload("W5r", "W5 through the remote object store into an isolated task", "GiB/s", True,
              native("forklift", "W5store", n_w5), n_w5,
              [("ray", [python, ray_script, "W5", n_w5], ray_runs, n_w5),

@@ -200,6 +200,38 @@ static int checksum_shm(void *user, const void *arg, size_t len, fl_task_ctx ctx
     return fl_task_return(ctx, &sum, sizeof sum);
 }
 
+/* W5copysteady: W5copy in one pool, a new buffer per transfer: W5_STEADY_WARMUPS transfers
+ * first, then the median of W5_STEADY_TIMED (as Ray's W5s and multiprocessing's W5s). */
+#define W5_STEADY_WARMUPS 3
+#define W5_STEADY_TIMED 5
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double w5_copy_steady(fl_pool pool, long n) {
+    size_t words = (size_t)n / 8;
+    uint64_t *data = malloc(words * 8);
+    if (!data) exit(3);
+    double times[W5_STEADY_TIMED];
+    for (int i = 0; i < W5_STEADY_WARMUPS + W5_STEADY_TIMED; i++) {
+        uint64_t expected = 0, got = 0;
+        for (size_t w = 0; w < words; w++) {
+            data[w] = w + (uint64_t)i;
+            expected += data[w];
+        }
+        double t0 = bench_now();
+        if (fl_pool_apply(pool, checksum_blob, NULL, data, words * 8, &got, sizeof got, NULL) != FL_OK) exit(3);
+        double t = bench_now() - t0;
+        if (got != expected) exit(4);
+        if (i >= W5_STEADY_WARMUPS) times[i - W5_STEADY_WARMUPS] = t;
+    }
+    free(data);
+    qsort(times, W5_STEADY_TIMED, sizeof times[0], compare_doubles);
+    return (double)n / times[W5_STEADY_TIMED / 2] / (1024.0 * 1024.0 * 1024.0);
+}
+
 static double w5(fl_pool pool, long n, int shared) {
     size_t words = (size_t)n / 8;
     uint64_t expected = 0, got = 0;
@@ -462,6 +494,7 @@ int main(int argc, char **argv) {
     double v;
     if (strcmp(argv[1], "W7rt") == 0) v = w2(pool, n);
     else if (strcmp(argv[1], "W5copy") == 0) v = w5(pool, n, 0);
+    else if (strcmp(argv[1], "W5copysteady") == 0) v = w5_copy_steady(pool, n);
     else if (strcmp(argv[1], "W5shm") == 0) v = w5(pool, n, 1);
     else if (strcmp(argv[1], "W7tp") == 0) v = w1(pool, n);
     else if (strcmp(argv[1], "W1") == 0) v = w1(pool, n);

@@ -1,6 +1,6 @@
 """multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor on the benchmark workloads.
 
-usage: bench_mp.py {mp,cf} W1|W2|W3|W4|W5|N1 N [ROUNDS]   prints one number in the workload's unit.
+usage: bench_mp.py {mp,cf} W1|W2|W3|W4|W5|W5s|N1 N [ROUNDS]   prints one number in the workload's unit.
 N1: zlib.crc32 over N pieces of 1 MiB with Pool.map (pieces pickled): speed-up over serial.
 """
 import concurrent.futures as cf
@@ -8,6 +8,11 @@ import multiprocessing as mp
 import os
 import sys
 import time
+
+
+# W5s: transfers before the timed ones, and timed ones.
+W5_WARMUPS = 3
+W5_TIMED = 5
 
 
 def noop(_=None):
@@ -101,6 +106,20 @@ def main():
             got = pool.apply(checksum, (data,))  # pickled through the worker's pipe
             value = n / (time.perf_counter() - t0) / 2**30
             assert got == expected
+        elif workload == "W5s":
+            # Steady state: in this one pool, a new buffer per transfer, W5_WARMUPS transfers
+            # first, then the median of W5_TIMED (as Forklift's W5copysteady and Ray's W5s).
+            import numpy
+            import statistics
+            times = []
+            for i in range(W5_WARMUPS + W5_TIMED):
+                data = (numpy.arange(n // 8, dtype="uint64") + numpy.uint64(i)).tobytes()
+                expected = checksum(data)
+                t0 = time.perf_counter()
+                got = pool.apply(checksum, (data,))
+                times.append(time.perf_counter() - t0)
+                assert got == expected
+            value = n / statistics.median(times[W5_WARMUPS:]) / 2**30
         pool.close()
         pool.join()
     else:
