@@ -42,6 +42,8 @@ PEER_NAMES = {
     "rayref": "Ray, the array put before the clock",
     "blob": "Forklift, blob convention",
     "floor": "a forked child summing its inherited mapping (the floor)",
+    "mpqueue": "multiprocessing.Queue",
+    "mppipe": "multiprocessing.Pipe",
 }
 
 
@@ -172,6 +174,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer runs, one Ray session (under 2 minutes)")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated workload ids: run only these and print "
+                        "their table (bench/results and README.md are left alone)")
     args = parser.parse_args()
     quick = args.quick
     runs = 3 if quick else 5
@@ -210,7 +214,11 @@ def main():
 
     workloads = []
 
+    only = {w for w in args.only.split(",") if w}
+
     def workload(wid, title, unit, higher, forklift_cmd, n, peers, note=""):
+        if only and wid not in only:
+            return
         log(f"bench: {wid}: forklift, {', '.join(p for p, *_ in peers if p not in skipped) or 'no peer'}, interleaved")
         entry = {"id": wid, "title": title, "unit": unit, "higher_is_better": higher, "n": n, "note": note,
                  "peers": {}, "ratios": {}, "ratios_of_medians": {}}
@@ -339,6 +347,16 @@ def main():
              "up to 32 requests in flight per worker process (pipelined); "
              "peers: apply_async / submit per task")
 
+    n_q1 = 5_000 if quick else 20_000
+    n_q1_py = 2_000 if quick else 5_000
+    workload("Q1", "a message to a child process through a queue and back, repeated", "µs", False,
+             native("forklift", "Q1", n_q1), n_q1,
+             [("mpqueue", [python, mp_script, "mp", "Q1", n_q1_py], runs, n_q1_py),
+              ("mppipe", [python, mp_script, "pipe", "Q1", n_q1_py], runs, n_q1_py)],
+             "Forklift: two fl_queue (shared memory) between the caller and an fl_process child that echoes "
+             "each 8-byte message; a consumer finding its queue empty watches it for up to 50 µs before it "
+             "sleeps; multiprocessing: two Queue, or one Pipe, to a forked child that echoes each message")
+
     n_r = 20_000 if quick else 100_000
     n_w8_ray = 1_000 if quick else 5_000
     workload("R1", "remote engine: no-op remote tasks, then get each", "tasks/s", True,
@@ -417,6 +435,9 @@ def main():
                     "cache_line_round_trip_ns": {"start": round_trip_start, "end": cache_line_round_trip(built)}},
         "workloads": workloads,
     }
+    if only:
+        print(markdown(report))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)

@@ -999,6 +999,8 @@ int fl_queue_put(fl_queue queue, const void *data, size_t len, double timeout);
  * `*len`, waiting at most `timeout` seconds for one. Errors: FL_ETIMEDOUT (still empty),
  * FL_ERANGE (buffer too small: `*len` is the size needed and the message stays queued; pass a
  * NULL buffer and 0 to learn the size), FL_EDONE (closed and empty), FL_EHANDLE, FL_EINVAL.
+ * A caller that finds the queue empty watches it for up to 50 µs (spinning, within `timeout`)
+ * before it sleeps, so a message that comes soon is taken without a sleep and a wake-up.
  * Thread-safe and process-safe; also inside a started process or a worker process.
  */
 int fl_queue_get(fl_queue queue, void *buffer, size_t capacity, size_t *len, double timeout);

@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "forklift_ipc.h"
+#include "forklift_shim.h"
 #include "forklift_sync.h"
 #include "forklift_types.h"
 
@@ -121,7 +122,7 @@ static void append(fls_queue *q, uint64_t header, const void *body, size_t body_
     if (body_len > 0) copy_in(q, q->tail + 8, body, body_len);
     /* Published last: a holder that dies mid-copy leaves the queue as it was. */
     q->tail += cost(body_len);
-    q->items++;
+    __atomic_store_n(&q->items, q->items + 1, __ATOMIC_RELAXED); /* also read without the lock */
     pthread_cond_signal(&q->not_empty);
 }
 
@@ -177,7 +178,37 @@ int fls_queue_put(fls_queue *q, int fd, const void *data, size_t len, int64_t de
     return status;
 }
 
+static int64_t monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* How long a consumer finding the queue empty watches it before it sleeps: about what waking
+ * a sleeping thread of another process costs here, so a message that follows soon (the answer
+ * to a request just sent) is taken without a sleep and a wake-up. */
+#define GET_SPIN_NS 50000
+
+/* Watches the queue without its lock until it holds an item, it is closed, GET_SPIN_NS pass or
+ * `deadline_ns` comes (negative: none). A hint only: the caller looks again under the lock. */
+static void spin_until_items(fls_queue *q, int64_t deadline_ns) {
+    if (__atomic_load_n(&q->items, __ATOMIC_RELAXED) != 0) return;
+    int64_t start = monotonic_ns();
+    int64_t end = start + GET_SPIN_NS;
+    if (deadline_ns >= 0 && deadline_ns < end) end = deadline_ns;
+    if (end <= start) return;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (__atomic_load_n(&q->items, __ATOMIC_RELAXED) != 0 || __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
+                return;
+            fls_cpu_relax();
+        }
+        if (monotonic_ns() >= end) return;
+    }
+}
+
 int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *len, int64_t deadline_ns) {
+    spin_until_items(q, deadline_ns);
     lock(q);
     while (q->items == 0) {
         if (q->closed) {
@@ -205,7 +236,7 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
         if (length > 0) copy_out(q, q->head + 8, buffer, length);
         q->head += cost(length);
     }
-    q->items--;
+    __atomic_store_n(&q->items, q->items - 1, __ATOMIC_RELAXED); /* also read without the lock */
     pthread_cond_broadcast(&q->not_full); /* messages differ in size: any waiter may fit now */
     pthread_mutex_unlock(&q->lock);
     if (!(header & OUT_OF_LINE)) return FL_OK;
@@ -225,7 +256,7 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
 
 void fls_queue_close(fls_queue *q) {
     lock(q);
-    q->closed = 1;
+    __atomic_store_n(&q->closed, 1, __ATOMIC_RELAXED); /* also read without the lock */
     pthread_cond_broadcast(&q->not_empty);
     pthread_cond_broadcast(&q->not_full);
     pthread_mutex_unlock(&q->lock);

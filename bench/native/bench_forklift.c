@@ -464,6 +464,43 @@ static double remote_bench(const char *mode, long n) {
     return value;
 }
 
+/* Q1: a message to a child process through one fl_queue and its echo back through another,
+ * repeated (multiprocessing.Queue's round trip); µs per round trip. The child is an
+ * fl_process that inherited both queues. */
+static fl_queue q1_requests, q1_answers;
+
+static int q1_echo(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    char message[64];
+    size_t got = 0;
+    while (fl_queue_get(q1_requests, message, sizeof message, &got, 30) == FL_OK && got > 0) {
+        if (fl_queue_put(q1_answers, message, got, 30) != FL_OK) return 2;
+    }
+    return fl_task_return(ctx, NULL, 0);
+}
+
+static double q1(long n) {
+    if (fl_queue_create(1 << 16, 0, &q1_requests) != FL_OK || fl_queue_create(1 << 16, 0, &q1_answers) != FL_OK) exit(3);
+    fl_process child = NULL;
+    if (fl_process_start(q1_echo, NULL, NULL, 0, NULL, &child) != FL_OK) exit(3);
+    int64_t value = 0, back = 0;
+    size_t got = 0;
+    double t0 = 0;
+    for (long i = -100; i < n; i++) { /* 100 round trips before the clock */
+        if (i == 0) t0 = bench_now();
+        value = i;
+        if (fl_queue_put(q1_requests, &value, sizeof value, 30) != FL_OK) exit(3);
+        if (fl_queue_get(q1_answers, &back, sizeof back, &got, 30) != FL_OK || back != value) exit(4);
+    }
+    double t = bench_now() - t0;
+    fl_queue_put(q1_requests, "", 0, 30); /* an empty message ends the child */
+    fl_process_join(child, 30);
+    fl_process_destroy(child);
+    fl_queue_destroy(q1_requests);
+    fl_queue_destroy(q1_answers);
+    return t / n * 1e6;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return bench_usage(argv[0]);
     long n = atol(argv[2]);
@@ -473,6 +510,10 @@ int main(int argc, char **argv) {
         uint64_t s = 0;
         for (int i = 0; i < 200; i++) s += bench_spin((uint64_t)i, (uint64_t)n);
         printf("%.9f\n", (bench_now() - t0) / 200 + (double)(s & 1) * 1e-12);
+        return 0;
+    }
+    if (strcmp(argv[1], "Q1") == 0) {
+        printf("%.6g\n", q1(n));
         return 0;
     }
     if (strcmp(argv[1], "W6s") == 0 || strcmp(argv[1], "W6p") == 0) {

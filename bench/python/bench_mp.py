@@ -1,6 +1,7 @@
 """multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor on the benchmark workloads.
 
 usage: bench_mp.py {mp,cf} W1|W2|W3|W4|W5|W5s|N1 N [ROUNDS]   prints one number in the workload's unit.
+       bench_mp.py {mp,pipe} Q1 N   a queue (pipe) round trip to a child process, µs.
 N1: zlib.crc32 over N pieces of 1 MiB with Pool.map (pieces pickled): speed-up over serial.
 """
 import concurrent.futures as cf
@@ -73,9 +74,54 @@ def measure_pool(pool, workload, n):
     return t_serial / t_parallel
 
 
+def echo_queue(requests, answers):
+    while True:
+        message = requests.get()
+        if message is None:
+            return
+        answers.put(message)
+
+
+def echo_pipe(end):
+    while True:
+        message = end.recv()
+        if message is None:
+            return
+        end.send(message)
+
+
+def round_trips(kind, n):
+    """Q1: a message to a child process and its echo back, repeated (µs per round trip):
+    through two multiprocessing.Queue (kind "mp") or one multiprocessing.Pipe ("pipe")."""
+    context = mp.get_context("fork")
+    if kind == "mp":
+        requests, answers = context.Queue(), context.Queue()
+        child = context.Process(target=echo_queue, args=(requests, answers))
+        send, receive = requests.put, answers.get
+    else:
+        here, there = context.Pipe()
+        child = context.Process(target=echo_pipe, args=(there,))
+        send, receive = here.send, here.recv
+    child.start()
+    for i in range(100):
+        send(i)
+        receive()
+    t0 = time.perf_counter()
+    for i in range(n):
+        send(i)
+        assert receive() == i
+    value = (time.perf_counter() - t0) / n * 1e6
+    send(None)
+    child.join()
+    return value
+
+
 def main():
     kind, workload, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     workers = os.cpu_count()
+    if workload == "Q1":
+        print(f"{round_trips(kind, n):.6g}")
+        return
     if kind == "mp":
         pool = mp.Pool(workers)
         pool.map(noop, range(workers * 4))  # start every worker

@@ -43,6 +43,8 @@ public func fl_queue_put(_ queue: fl_queue?, _ data: UnsafeRawPointer?, _ len: s
 /// `*len`, waiting at most `timeout` seconds for one. Errors: FL_ETIMEDOUT (still empty),
 /// FL_ERANGE (buffer too small: `*len` is the size needed and the message stays queued; pass a
 /// NULL buffer and 0 to learn the size), FL_EDONE (closed and empty), FL_EHANDLE, FL_EINVAL.
+/// A caller that finds the queue empty watches it for up to 50 µs (spinning, within `timeout`)
+/// before it sleeps, so a message that comes soon is taken without a sleep and a wake-up.
 /// Thread-safe and process-safe; also inside a started process or a worker process.
 @_cdecl("fl_queue_get")
 public func fl_queue_get(_ queue: fl_queue?, _ buffer: UnsafeMutableRawPointer?, _ capacity: size_t,
