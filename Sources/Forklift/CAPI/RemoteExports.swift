@@ -149,8 +149,8 @@ func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMuta
                               output: output, extraOutputs: extras, options: settings, runtime: runtime, typed: typed)
         var handles: [UInt64] = []
         do throws(Failure) {
-            handles.append(try Registry.refs.register(output))
-            for extra in extras { handles.append(try Registry.refs.register(extra)) }
+            handles.append(try registerRef(output))
+            for extra in extras { handles.append(try registerRef(extra)) }
             try runtime.submit(task)
         } catch {
             for handle in handles { try? Registry.refs.destroy(cHandle(handle), "ref") }
@@ -277,7 +277,7 @@ public func fl_put(_ runtime: fl_runtime?, _ data: UnsafeRawPointer?, _ len: siz
             value.status = FL_OK
             object.resolve(taking: &value)
             if let failure = object.failure { throw failure }
-            out.pointee = cHandle(try Registry.refs.register(object))
+            out.pointee = cHandle(try registerRef(object))
             return FL_OK
         }
     }
@@ -306,7 +306,7 @@ public func fl_create(_ runtime: fl_runtime?, _ len: size_t, _ buffer: UnsafeMut
             guard !runtime.isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
             let object = RemoteObject(store: runtime.store)
             let target = try object.createBuffer(length: len)
-            out.pointee = cHandle(try Registry.refs.register(object))
+            out.pointee = cHandle(try registerRef(object))
             place.pointee = target
             return FL_OK
         }
@@ -384,6 +384,8 @@ public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePoint
         data?.pointee = nil
         len?.pointee = 0
         let deadline = try Check.deadline(timeout)
+        // The references made before and after this one are often the next to be read.
+        Registry.refs.prefetchNeighbours(of: rawHandle(ref))
         return try Registry.refs.with(ref, "ref") { object throws(Failure) in
             let bytes = try object.view(until: deadline)
             data?.pointee = bytes.data
@@ -442,7 +444,7 @@ public func fl_ref_clone(_ ref: fl_ref?, _ copy: UnsafeMutablePointer<fl_ref?>?)
         let out = try Check.required(copy, "copy")
         out.pointee = nil
         let object = try Registry.refs.with(ref, "ref") { $0 }
-        out.pointee = cHandle(try Registry.refs.register(object))
+        out.pointee = cHandle(try registerRef(object))
         return FL_OK
     }
 }
@@ -558,7 +560,7 @@ public func fl_actor_call(_ actor: fl_actor?, _ method: fl_remote_fn?, _ args: U
             let output = RemoteObject(store: actor.runtime.store)
             let call = RemoteTask(fn: method, user: nil, arguments: arguments.list, blobBytes: arguments.takeBytes(),
                                   output: output, options: RemoteOptions(), runtime: actor.runtime, actor: actor)
-            let handle = try Registry.refs.register(output)
+            let handle = try registerRef(output)
             do throws(Failure) {
                 try actor.submit(call)
             } catch {
@@ -613,4 +615,11 @@ private func cancel(_ ref: fl_ref?, force: Bool) -> CInt {
         }
         return FL_OK
     }
+}
+
+/// Registers a reference to `object`, with its slot as the handle's hint: fl_get on a
+/// neighbouring reference starts fetching it (`HandleTable.prefetchNeighbours`).
+@inline(__always)
+private func registerRef(_ object: RemoteObject) throws(Failure) -> UInt64 {
+    try Registry.refs.register(object, hint: UnsafeRawPointer(object.slot))
 }

@@ -38,8 +38,8 @@ final class HandleTable<Object: AnyObject> {
     private static var generationMask: UInt64 { 0xFF_FFFF }
 
     private let kind: HandleKind
-    /// Chunk `c` holds words at `[c]`, objects at `[c + maxChunks]` and free-list links at
-    /// `[c + 2 * maxChunks]`; published atomically.
+    /// Chunk `c` holds words at `[c]`, objects at `[c + maxChunks]`, free-list links at
+    /// `[c + 2 * maxChunks]` and hints at `[c + 3 * maxChunks]`; published atomically.
     private let chunks: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     /// Serializes growth only.
     private let growLock = Lock()
@@ -50,8 +50,8 @@ final class HandleTable<Object: AnyObject> {
 
     init(kind: HandleKind) {
         self.kind = kind
-        chunks = .allocate(capacity: 3 * Self.maxChunks)
-        chunks.initialize(repeating: nil, count: 3 * Self.maxChunks)
+        chunks = .allocate(capacity: 4 * Self.maxChunks)
+        chunks.initialize(repeating: nil, count: 4 * Self.maxChunks)
         freeHead = .allocate(capacity: 8)
         freeHead.initialize(repeating: 0, count: 8)
     }
@@ -67,13 +67,15 @@ final class HandleTable<Object: AnyObject> {
             objects.deallocate()
             chunks[chunk]!.assumingMemoryBound(to: UInt64.self).deallocate()
             chunks[chunk + 2 * Self.maxChunks]!.assumingMemoryBound(to: UInt32.self).deallocate()
+            chunks[chunk + 3 * Self.maxChunks]!.assumingMemoryBound(to: UnsafeMutableRawPointer?.self).deallocate()
         }
         chunks.deallocate()
         freeHead.deallocate()
     }
 
-    /// Stores `object` (retained) and returns its new handle.
-    func register(_ object: Object) throws(Failure) -> UInt64 {
+    /// Stores `object` (retained) and returns its new handle. `hint`: the memory a call on
+    /// the handle reads first (see `prefetchNeighbours`), if any.
+    func register(_ object: Object, hint: UnsafeRawPointer? = nil) throws(Failure) -> UInt64 {
         var free = popFree()
         while free == nil {
             try grow()
@@ -82,6 +84,7 @@ final class HandleTable<Object: AnyObject> {
         let index = free!
         let (word, objectSlot) = slot(index)!
         objectSlot.pointee = Unmanaged.passRetained(object).toOpaque()
+        fls_atomic_store_ptr(hintSlot(index), hint.map { UnsafeMutableRawPointer(mutating: $0) })
         let generation = fls_atomic_load_u64(word) >> 40
         fls_atomic_store_u64(word, generation << 40 | Self.liveBit)
         return kind.rawValue << 56 | (generation & Self.generationMask) << 32 | UInt64(index)
@@ -145,10 +148,35 @@ final class HandleTable<Object: AnyObject> {
         let (word, objectSlot) = slot(index)!
         let object = objectSlot.pointee!
         objectSlot.pointee = nil
+        fls_atomic_store_ptr(hintSlot(index), nil)
         let generation = (fls_atomic_load_u64(word) >> 40) + 1
         fls_atomic_store_u64(word, (generation == 0 ? 1 : generation) << 40)
         pushFree(index, through: index)
         Unmanaged<Object>.fromOpaque(object).release()
+    }
+
+    // MARK: Hints
+
+    private func hintSlot(_ index: Int) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        let hints = fls_atomic_load_ptr(chunks + (index >> Self.chunkShift) + 3 * Self.maxChunks)!
+        return hints.assumingMemoryBound(to: UnsafeMutableRawPointer?.self) + (index & (Self.chunkSize - 1))
+    }
+
+    /// Starts fetching, for reading, the hints of the handles two slots before and after
+    /// `handle`'s (those of the same chunk): handles made one after another take neighbouring
+    /// slots (ascending from a new chunk, descending from freed ones), and a program often
+    /// uses them in that order, as it gets the results of calls it made in a row. So the
+    /// object it will read next is on its way while it handles this one. A stale hint (its
+    /// object freed) costs only a useless prefetch: the hint is never dereferenced.
+    @inline(__always)
+    func prefetchNeighbours(of handle: UInt64) {
+        let index = Int(handle & 0xFFFF_FFFF)
+        let chunk = index >> Self.chunkShift
+        guard chunk < Self.maxChunks, let raw = fls_atomic_load_ptr(chunks + chunk + 3 * Self.maxChunks) else { return }
+        let hints = raw.assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        let offset = index & (Self.chunkSize - 1)
+        if offset + 2 < Self.chunkSize, let next = fls_atomic_load_ptr(hints + offset + 2) { fls_prefetch_for_read(next) }
+        if offset >= 2, let previous = fls_atomic_load_ptr(hints + offset - 2) { fls_prefetch_for_read(previous) }
     }
 
     // MARK: Free slots
@@ -189,8 +217,11 @@ final class HandleTable<Object: AnyObject> {
             let objects = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Self.chunkSize)
             objects.initialize(repeating: nil, count: Self.chunkSize)
             let links = UnsafeMutablePointer<UInt32>.allocate(capacity: Self.chunkSize)
+            let hints = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Self.chunkSize)
+            hints.initialize(repeating: nil, count: Self.chunkSize)
             let first = chunkCount << Self.chunkShift
             for i in 0..<Self.chunkSize { (links + i).initialize(to: UInt32(first + i + 2)) }  // i -> i + 1
+            fls_atomic_store_ptr(chunks + chunkCount + 3 * Self.maxChunks, UnsafeMutableRawPointer(hints))
             fls_atomic_store_ptr(chunks + chunkCount + 2 * Self.maxChunks, UnsafeMutableRawPointer(links))
             fls_atomic_store_ptr(chunks + chunkCount + Self.maxChunks, UnsafeMutableRawPointer(objects))
             fls_atomic_store_ptr(chunks + chunkCount, UnsafeMutableRawPointer(words))
