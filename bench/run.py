@@ -468,7 +468,7 @@ def markdown(report):
     state = ""
     if trip.get("start") and trip.get("end"):
         state = (f" A cache line went between the two CPUs and back in {trip['start']:.0f} ns at the start and "
-                 f"{trip['end']:.0f} ns at the end (this shared machine swings between about 100 and 500 ns; "
+                 f"{trip['end']:.0f} ns at the end (this shared machine swings between about 60 and 500 ns; "
                  "every figure of tasks crossing threads follows it, so Forklift and its peers run in turns).")
     lines = [
         f"Measured {report['date']} ({report['mode']} mode, median of {report['runs']} runs; Ray: fewer), "
