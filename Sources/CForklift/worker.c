@@ -686,8 +686,44 @@ int fls_worker_take_result_fd(fls_worker *worker, uint32_t *seq) {
     return fd;
 }
 
+/* The descriptors of the argument files this process keeps (each stored plus one; 0: a free
+ * entry). A child forked from this process closes its copies at once: a kept file would
+ * otherwise stay open, with its memory, in every process forked while it is kept, for as long
+ * as that process lives. With every entry taken a file is not listed: a forked child then
+ * holds it too (a leak, not an error). */
+#define KEPT_FILE_ENTRIES 256
+static int kept_files[KEPT_FILE_ENTRIES];
+
+void fls_kept_file_add(int fd) {
+    for (int i = 0; i < KEPT_FILE_ENTRIES; i++) {
+        if (__atomic_load_n(&kept_files[i], __ATOMIC_RELAXED) == fd + 1) return; /* listed already */
+    }
+    for (int i = 0; i < KEPT_FILE_ENTRIES; i++) {
+        int expected = 0;
+        if (__atomic_compare_exchange_n(&kept_files[i], &expected, fd + 1, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) return;
+    }
+}
+
+void fls_kept_file_remove(int fd) {
+    for (int i = 0; i < KEPT_FILE_ENTRIES; i++) {
+        int expected = fd + 1;
+        if (__atomic_compare_exchange_n(&kept_files[i], &expected, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) return;
+    }
+}
+
+static void close_kept_files(void) {
+    for (int i = 0; i < KEPT_FILE_ENTRIES; i++) {
+        int entry = __atomic_load_n(&kept_files[i], __ATOMIC_ACQUIRE);
+        if (entry) {
+            close(entry - 1);
+            kept_files[i] = 0;
+        }
+    }
+}
+
 _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent) {
     in_worker = 1;
+    close_kept_files();
     fls_mailbox *mb = worker->mailbox;
     if (init->death_signal) {
         prctl(PR_SET_PDEATHSIG, init->death_signal);

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -345,6 +346,26 @@ static unsigned char *pattern(size_t n, unsigned k, uint64_t *sum) {
     return p;
 }
 
+/* How many of this process's descriptors are argument files a pool made ("forklift-argument"). */
+static int argument_files(void) {
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++) {
+        char path[64], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len <= 0) continue;
+        target[len] = 0;
+        n += strstr(target, "forklift-argument") != NULL;
+    }
+    return n;
+}
+
+static int count_argument_files(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    int64_t n = argument_files();
+    return fl_task_return(ctx, &n, sizeof n);
+}
+
 static int open_descriptors(void) {
     int n = 0;
     for (int fd = 0; fd < 4096; fd++) n += fcntl(fd, F_GETFD) != -1;
@@ -398,7 +419,24 @@ static void test_large_arguments_in_turn(void) {
         fl_result_release(results[i]);
         free(ins[i]);
     }
+    /* The pool keeps one argument file; a process forked now does not hold it open, nor does a
+     * worker of another pool. */
+    CHECK(argument_files() == 1);
+    fl_process child = NULL;
+    CHECK_OK(fl_process_start(count_argument_files, NULL, NULL, 0, NULL, &child));
+    CHECK_OK(fl_process_join(child, 30));
+    int64_t held = -1;
+    size_t held_len = 0;
+    CHECK_OK(fl_process_result(child, &held, sizeof held, &held_len));
+    CHECK(held_len == sizeof held && held == 0);
+    CHECK_OK(fl_process_destroy(child));
+    fl_pool other = make_process_pool(1, 0, 0, 0);
+    held = -1;
+    CHECK_OK(fl_pool_apply(other, count_argument_files, NULL, NULL, 0, &held, sizeof held, NULL));
+    CHECK(held == 0);
+    CHECK_OK(fl_pool_destroy(other));
     CHECK_OK(fl_pool_destroy(pool));
+    CHECK(argument_files() == 0);
     CHECK(open_descriptors() == before);
 }
 

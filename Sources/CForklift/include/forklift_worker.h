@@ -207,6 +207,11 @@ int fls_memfd_with(const void *data, size_t len, const char *name);
  *  the kernel from where they are (no staging copy); returns the fd, or -1 with errno. */
 int fls_memfd_with_head(const void *head, size_t head_len, size_t data_offset, const void *data, size_t len,
                         const char *name);
+/** Lists `fd`, an argument file this process keeps, so a child forked from it closes its copy
+ *  at once (fork-method workers and processes; listing a listed one does nothing);
+ *  fls_kept_file_remove() unlists it, before it is closed. Thread-safe. */
+void fls_kept_file_add(int fd);
+void fls_kept_file_remove(int fd);
 /** Writes into the memfd `fd`, now `size` bytes long, what fls_memfd_with_head() writes into a
  *  new one, growing it to `data_offset + len` bytes if it is shorter (a longer one keeps its
  *  size; the bytes past the new contents are stale). Pages the file already has are reused,

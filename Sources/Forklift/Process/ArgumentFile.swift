@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CForklift
 
 /// A memfd that carried an argument too large for a mailbox slot to a worker process, and
@@ -15,4 +18,16 @@ struct ArgumentFile {
 
     /// The largest file a worker's proxy keeps for the next argument.
     static let keptLimit = Int(FLS_KEPT_ARGUMENT_BYTES)
+
+    /// Makes this the kept file: listed, so that a child forked from this process does not
+    /// hold it open (`fls_kept_file_add`).
+    func markKept() {
+        fls_kept_file_add(descriptor)
+    }
+
+    /// Closes the file, unlisting it first if it was kept.
+    func close() {
+        fls_kept_file_remove(descriptor)
+        _ = Glibc.close(descriptor)
+    }
 }

@@ -83,7 +83,7 @@ enum Mailbox {
             kept = nil
             guard fls_memfd_write_head(reused.descriptor, reused.size, head?.baseAddress, head?.count ?? 0, dataOffset,
                                        length > 0 ? data : nil, length) == 0 else {
-                close(reused.descriptor)
+                reused.close()
                 throw Failure(FL_ENOMEM, "no shared memory for an argument of \(total) bytes")
             }
             file = ArgumentFile(descriptor: reused.descriptor, size: max(reused.size, total))

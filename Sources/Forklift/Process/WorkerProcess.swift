@@ -120,7 +120,7 @@ final class WorkerProcess {
         worker.deallocate()
         initargs.deallocate()
         lease.deallocate()
-        if let keptArgument { close(keptArgument.descriptor) }
+        keptArgument?.close()
     }
 
     /// The feeding thread takes the process for its work, waiting while a borrower has it.
@@ -292,9 +292,10 @@ final class WorkerProcess {
     /// none is kept and it is small enough; else closes it.
     private func keep(_ file: ArgumentFile) {
         if keptArgument == nil && file.size <= ArgumentFile.keptLimit {
+            file.markKept()
             keptArgument = file
         } else {
-            close(file.descriptor)
+            file.close()
         }
     }
 
