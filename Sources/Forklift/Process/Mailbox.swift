@@ -64,7 +64,8 @@ enum Mailbox {
     /// the bytes are (a large argument is copied once, not first into a fresh staging buffer,
     /// whose page faults cost more than the copy), which is returned (nil otherwise). The memfd
     /// is `kept`, taken from there, when there is one and the argument is at most
-    /// `ArgumentFile.keptLimit` bytes; else a new one. Sets `arg_len` and `arg_fd`.
+    /// `ArgumentFile.keptLimit` bytes (if writing into it fails, it is closed), else a new
+    /// one. Sets `arg_len` and `arg_fd`.
     static func stageArgument(_ worker: UnsafeMutablePointer<fls_worker>, slot: UInt32, head: UnsafeRawBufferPointer?,
                               dataOffset: Int, data: UnsafeRawPointer?, length: Int,
                               reusing kept: inout ArgumentFile?) throws(Failure) -> ArgumentFile? {
@@ -78,22 +79,23 @@ enum Mailbox {
             if length > 0 { (area + dataOffset).copyMemory(from: data!, byteCount: length) }
             return nil
         }
-        let file: ArgumentFile
+        var file: ArgumentFile?
         if let reused = kept, total <= ArgumentFile.keptLimit {
             kept = nil
-            guard fls_memfd_write_head(reused.descriptor, reused.size, head?.baseAddress, head?.count ?? 0, dataOffset,
-                                       length > 0 ? data : nil, length) == 0 else {
-                reused.close()
-                throw Failure(FL_ENOMEM, "no shared memory for an argument of \(total) bytes")
+            if fls_memfd_write_head(reused.descriptor, reused.size, head?.baseAddress, head?.count ?? 0, dataOffset,
+                                    length > 0 ? data : nil, length) == 0 {
+                file = ArgumentFile(descriptor: reused.descriptor, size: max(reused.size, total))
+            } else {
+                reused.close()  // a new file may still succeed (the kept one could not grow)
             }
-            file = ArgumentFile(descriptor: reused.descriptor, size: max(reused.size, total))
-        } else {
+        }
+        if file == nil {
             let fd = fls_memfd_with_head(head?.baseAddress, head?.count ?? 0, dataOffset, length > 0 ? data : nil,
                                          length, "forklift-argument")
             guard fd >= 0 else { throw Failure(FL_ENOMEM, "no shared memory for an argument of \(total) bytes") }
             file = ArgumentFile(descriptor: fd, size: total)
         }
-        request.pointee.arg_fd = file.descriptor
+        request.pointee.arg_fd = file!.descriptor
         return file
     }
 
