@@ -55,11 +55,12 @@ class _Worker:
         self.assigned = 0
         self.last_answer = 0.0
         self.average = None  # seconds per task, measured while the worker was kept busy
+        self.depth = MIN_DEPTH  # requests it may hold: see `measured`
 
-    def depth(self) -> int:
-        if self.average is None:
-            return MIN_DEPTH
-        return max(MIN_DEPTH, min(MAX_DEPTH, int(DEPTH_BUDGET / max(self.average, 1e-6))))
+    def measured(self, seconds_per_task: float):
+        """Folds a new sample into the average and the depth it allows."""
+        self.average = seconds_per_task if self.average is None else 0.8 * self.average + 0.2 * seconds_per_task
+        self.depth = max(MIN_DEPTH, min(MAX_DEPTH, int(DEPTH_BUDGET / max(self.average, 1e-6))))
 
 
 class ProcessEngine:
@@ -135,7 +136,7 @@ class ProcessEngine:
     def _has_room(self, worker: _Worker) -> bool:
         if self._maxtasks is not None and worker.assigned >= self._maxtasks:
             return False
-        return len(worker.inflight) < worker.depth()
+        return len(worker.inflight) < worker.depth
 
     # ---- results and deaths ----
 
@@ -171,8 +172,7 @@ class ProcessEngine:
                 worker = by_index.get(index)
                 if worker is not None and len(worker.inflight) > count and worker.last_answer:
                     # The worker was kept busy since its previous answer: `count` tasks ran since.
-                    sample = (now - worker.last_answer) / count
-                    worker.average = sample if worker.average is None else 0.8 * worker.average + 0.2 * sample
+                    worker.measured((now - worker.last_answer) / count)
             for worker_index, task_id, success, value, text in answers:
                 entry = self._tasks.pop(task_id, None)
                 worker = by_index.get(worker_index)

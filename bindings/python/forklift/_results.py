@@ -87,11 +87,20 @@ class Tracker:
 
 
 class AsyncResult:
-    """The pending result of ``apply_async`` (multiprocessing.pool.AsyncResult)."""
+    """The pending result of ``apply_async`` (multiprocessing.pool.AsyncResult).
+
+    The threading.Event that a waiter sleeps on is made only when a thread waits for a result
+    that is not ready yet (making one costs more than submitting the task): most results of a
+    stream of tasks are ready by the time they are looked at. ``_guard`` orders making the
+    event against completing the result, so no waiter misses the completion.
+    """
+
+    _guard = threading.Lock()
 
     def __init__(self, dispatcher: Dispatcher | None, tracker: Tracker | None,
                  callback=None, error_callback=None):
-        self._event = threading.Event()
+        self._done = False
+        self._event = None
         self._dispatcher = dispatcher
         self._tracker = tracker
         self._callback = callback
@@ -103,7 +112,7 @@ class AsyncResult:
 
     def ready(self) -> bool:
         """Whether the call has completed."""
-        return self._event.is_set()
+        return self._done
 
     def successful(self) -> bool:
         """Whether the call completed without raising; ValueError if it is not ready."""
@@ -113,11 +122,22 @@ class AsyncResult:
 
     def wait(self, timeout=None):
         """Waits until the result is available or ``timeout`` seconds pass."""
-        self._event.wait(timeout)
+        self._wait(timeout)
+
+    def _wait(self, timeout) -> bool:
+        if self._done:
+            return True
+        with AsyncResult._guard:
+            if self._done:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def get(self, timeout=None):
         """The value; re-raises the task's exception; TimeoutError if not ready in time."""
-        if not self._event.wait(timeout):
+        if not self._wait(timeout):
             raise _lib.TimeoutError("the result is not ready", _lib.ETIMEDOUT)
         if self._success:
             return self._value
@@ -140,7 +160,11 @@ class AsyncResult:
             self._finish()
 
     def _finish(self):
-        self._event.set()
+        with AsyncResult._guard:
+            self._done = True
+            event = self._event
+        if event is not None:
+            event.set()
         if self._tracker is not None:
             self._tracker.done()
 
