@@ -178,12 +178,6 @@ int fls_queue_put(fls_queue *q, int fd, const void *data, size_t len, int64_t de
     return status;
 }
 
-static int64_t monotonic_ns(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-}
-
 /* How long a consumer finding the queue empty watches it before it sleeps: about what waking
  * a sleeping thread of another process costs here, so a message that follows soon (the answer
  * to a request just sent) is taken without a sleep and a wake-up. */
@@ -193,7 +187,7 @@ static int64_t monotonic_ns(void) {
  * `deadline_ns` comes (negative: none). A hint only: the caller looks again under the lock. */
 static void spin_until_items(fls_queue *q, int64_t deadline_ns) {
     if (__atomic_load_n(&q->items, __ATOMIC_RELAXED) != 0) return;
-    int64_t start = monotonic_ns();
+    int64_t start = fls_monotonic_ns();
     int64_t end = start + GET_SPIN_NS;
     if (deadline_ns >= 0 && deadline_ns < end) end = deadline_ns;
     if (end <= start) return;
@@ -203,7 +197,7 @@ static void spin_until_items(fls_queue *q, int64_t deadline_ns) {
                 return;
             fls_cpu_relax();
         }
-        if (monotonic_ns() >= end) return;
+        if (fls_monotonic_ns() >= end) return;
     }
 }
 

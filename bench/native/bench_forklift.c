@@ -200,22 +200,19 @@ static int checksum_shm(void *user, const void *arg, size_t len, fl_task_ctx ctx
     return fl_task_return(ctx, &sum, sizeof sum);
 }
 
-/* W5copysteady: W5copy in one pool, a new buffer per transfer: W5_STEADY_WARMUPS transfers
- * first, then the median of W5_STEADY_TIMED (as Ray's W5s and multiprocessing's W5s). */
-#define W5_STEADY_WARMUPS 3
-#define W5_STEADY_TIMED 5
+/* W5copysteady, W5steady and W5steadyput: transfers before the timed ones, and timed ones,
+ * in one pool or runtime; the median of the timed ones (as Ray's W5s and W5sref and
+ * multiprocessing's W5s). */
+#define W5_WARMUPS 3
+#define W5_TIMED 5
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
+/* W5copysteady: W5copy in one pool, a new buffer per transfer. */
 static double w5_copy_steady(fl_pool pool, long n) {
     size_t words = (size_t)n / 8;
     uint64_t *data = malloc(words * 8);
     if (!data) exit(3);
-    double times[W5_STEADY_TIMED];
-    for (int i = 0; i < W5_STEADY_WARMUPS + W5_STEADY_TIMED; i++) {
+    double times[W5_WARMUPS + W5_TIMED];
+    for (int i = 0; i < W5_WARMUPS + W5_TIMED; i++) {
         uint64_t expected = 0, got = 0;
         for (size_t w = 0; w < words; w++) {
             data[w] = w + (uint64_t)i;
@@ -225,11 +222,10 @@ static double w5_copy_steady(fl_pool pool, long n) {
         if (fl_pool_apply(pool, checksum_blob, NULL, data, words * 8, &got, sizeof got, NULL) != FL_OK) exit(3);
         double t = bench_now() - t0;
         if (got != expected) exit(4);
-        if (i >= W5_STEADY_WARMUPS) times[i - W5_STEADY_WARMUPS] = t;
+        times[i] = t;
     }
     free(data);
-    qsort(times, W5_STEADY_TIMED, sizeof times[0], compare_doubles);
-    return (double)n / times[W5_STEADY_TIMED / 2] / (1024.0 * 1024.0 * 1024.0);
+    return (double)n / bench_median(times + W5_WARMUPS, W5_TIMED) / (1024.0 * 1024.0 * 1024.0);
 }
 
 static double w5(fl_pool pool, long n, int shared) {
@@ -274,9 +270,6 @@ static int remote_checksum(void *user, const fl_blob *args, size_t nargs, fl_tas
     return fl_task_return(ctx, &sum, sizeof sum);
 }
 
-/* W5steady: transfers before the timed ones, and timed ones (as Ray's W5s and W5sref). */
-#define W5_WARMUPS 3
-#define W5_TIMED 5
 
 static double w5_remote(const char *mode, long n) {
     size_t words = (size_t)n / 8;

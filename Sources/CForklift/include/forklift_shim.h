@@ -48,11 +48,10 @@ static inline void fls_atomic_store_ptr(void **p, void *v) { __atomic_store_n(p,
 
 /** A full (sequentially consistent) fence. */
 static inline void fls_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-/** Starts fetching the cache line at `p` for writing (a hint; never faults). */
 /** Starts fetching the cache line at `p` for reading (shared, so a thread writing it keeps
- *  its copy). Never faults. */
+ *  its copy; a hint; never faults). */
 static inline void fls_prefetch_for_read(const void *p) { __builtin_prefetch(p, 0, 3); }
-
+/** Starts fetching the cache line at `p` for writing (a hint; never faults). */
 static inline void fls_prefetch_for_write(const void *p) {
 #if defined(__x86_64__)
     __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));

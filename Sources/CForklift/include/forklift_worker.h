@@ -36,8 +36,8 @@
 
 /** Most requests a mailbox holds in flight (a power of two). */
 #define FLS_MAX_SLOTS 32
-/* The largest memfd of a large argument that a worker's parent keeps for the next one, and
- * that the worker keeps mapped while its parent sends arguments in it (bytes). */
+/** The largest memfd of a large argument that a worker's parent keeps for the next one, and
+ *  that the worker keeps mapped while its parent sends arguments in it (bytes). */
 #define FLS_KEPT_ARGUMENT_BYTES (64u << 20)
 
 /** One request and its response: a slot of the mailbox. Request number `seq` (counted from 1)
@@ -208,9 +208,11 @@ int fls_memfd_with(const void *data, size_t len, const char *name);
 int fls_memfd_with_head(const void *head, size_t head_len, size_t data_offset, const void *data, size_t len,
                         const char *name);
 /** Lists `fd`, an argument file this process keeps, so a child forked from it closes its copy
- *  at once (fork-method workers and processes; listing a listed one does nothing);
- *  fls_kept_file_remove() unlists it, before it is closed. Thread-safe. */
+ *  at once (fork-method workers and processes; listing a listed one does nothing).
+ *  Thread-safe. */
 void fls_kept_file_add(int fd);
+/** Unlists `fd` (no effect if it is not listed); call it before closing the file, so a child
+ *  forked meanwhile cannot close an unrelated descriptor that reuses the number. Thread-safe. */
 void fls_kept_file_remove(int fd);
 /** Writes into the memfd `fd`, now `size` bytes long, what fls_memfd_with_head() writes into a
  *  new one, growing it to `data_offset + len` bytes if it is shorter (a longer one keeps its
