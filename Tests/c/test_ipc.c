@@ -439,6 +439,9 @@ static void test_open_by_name(void) {
     CHECK_RC(FL_EINVAL, fl_queue_open("nonsense", &bad));
     CHECK_RC(FL_EINVAL, fl_queue_open("memfd:1:999999", &bad));
     CHECK_RC(FL_EINVAL, fl_queue_open(names + 64, &bad)); /* a lock is not a queue */
+    fl_event bad_event = NULL;
+    CHECK_RC(FL_EINVAL, fl_event_open(names + 64, &bad_event)); /* nor an event */
+    CHECK(strstr(fl_last_error(), "is not an event") != NULL && bad_event == NULL);
     fl_semaphore bad_semaphore = NULL;
     CHECK_RC(FL_EINVAL, fl_semaphore_open(NULL, &bad_semaphore));
     CHECK(bad == NULL && bad_semaphore == NULL);

@@ -383,6 +383,7 @@ static void test_bad_input(fl_runtime rt) {
     fl_remote_options ro = {0, 0, 0, 0, 0};
     CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, NULL, 0, &ro, &r));
     CHECK_RC(FL_EHANDLE, fl_get(NULL, 0, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "ref handle is NULL, destroyed, released or not a ref") != NULL);
     CHECK_RC(FL_EINVAL, fl_put(rt, NULL, 3, &r));
     CHECK_RC(FL_EHANDLE, fl_put(NULL, "x", 1, &r));
     CHECK(r == NULL);
@@ -615,6 +616,7 @@ static void test_actors(fl_runtime rt) {
     CHECK_OK(fl_actor_kill(counter));
     fl_ref too_late = NULL;
     CHECK_RC(FL_EHANDLE, fl_actor_call(counter, counter_add, NULL, 0, &too_late));
+    CHECK(strstr(fl_last_error(), "not an actor") != NULL); /* the message names the kind of handle */
     CHECK(too_late == NULL);
     CHECK_RC(FL_ECANCELED, fl_get(pending, 30, NULL, NULL));
     CHECK(strstr(fl_last_error(), "killed") != NULL);

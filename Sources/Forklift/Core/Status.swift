@@ -52,3 +52,10 @@ enum Status {
         }
     }
 }
+
+/// `noun` with its indefinite article, for messages: "an actor", "a ref". (Off the hot
+/// paths: only failures are worded.)
+func withArticle(_ noun: String) -> String {
+    guard let first = noun.unicodeScalars.first else { return noun }
+    return ("aeiou".unicodeScalars.contains(first) ? "an " : "a ") + noun
+}

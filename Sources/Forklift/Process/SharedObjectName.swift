@@ -15,7 +15,7 @@ enum SharedObjectName {
         switch error {
         case EINVAL: return Failure(FL_EINVAL, "\"\(name)\" is not a name from fl_\(what)_name()")
         case ENOENT, ESRCH: return Failure(FL_EINVAL, "no \(what) named \"\(name)\" (has the process that made it ended?)")
-        case EPROTOTYPE: return Failure(FL_EINVAL, "\"\(name)\" is not a \(what)")
+        case EPROTOTYPE: return Failure(FL_EINVAL, "\"\(name)\" is not \(withArticle(what))")
         case EACCES, EPERM: return Failure(FL_ESYSTEM, "no permission to open \(what) \"\(name)\"")
         default: return Failure(FL_ESYSTEM, "could not open \(what) \"\(name)\" (errno \(error))")
         }
