@@ -293,6 +293,38 @@ static void test_wait(fl_runtime rt) {
     for (int i = 0; i < 3; i++) fl_ref_release(refs[i]);
 }
 
+static int return_600_bytes(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    static const char bytes[600] = {1};
+    return fl_task_return(ctx, bytes, sizeof bytes);
+}
+
+/* A task result released while its worker is busy with a long task leaves the store (its
+ * bytes stop counting against the capacity) without waiting for that task to end. */
+static void test_released_result_leaves_a_busy_store(void) {
+    fl_runtime rt = new_runtime(1, 1000);
+    __atomic_store_n(&gate_open, 0, __ATOMIC_RELEASE);
+    fl_ref result = NULL, busy = NULL, put = NULL;
+    CHECK_OK(fl_remote(rt, return_600_bytes, NULL, NULL, 0, NULL, &result));
+    CHECK_OK(fl_get(result, 30, NULL, NULL));
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &busy)); /* holds the only worker */
+    CHECK_OK(fl_ref_release(result));
+    fl_runtime_stats stats = {0};
+    for (int i = 0; i < 10000; i++) { /* up to 10 s; with the bug, it stays until the gate opens */
+        CHECK_OK(fl_runtime_get_stats(rt, &stats));
+        if (stats.object_bytes < 600) break;
+        pause_ms(1);
+    }
+    CHECK(stats.object_bytes < 600);
+    char block[600] = {2};
+    CHECK_OK(fl_put(rt, block, sizeof block, &put)); /* fits: the released result is gone */
+    __atomic_store_n(&gate_open, 1, __ATOMIC_RELEASE);
+    CHECK_OK(fl_get(busy, 30, NULL, NULL));
+    fl_ref_release(busy);
+    fl_ref_release(put);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
 static void test_objects_and_refcounts(void) {
     fl_runtime rt = new_runtime(2, 1000);
     char block[600];
@@ -387,6 +419,24 @@ static void test_bad_input(fl_runtime rt) {
     CHECK_RC(FL_EINVAL, fl_put(rt, NULL, 3, &r));
     CHECK_RC(FL_EHANDLE, fl_put(NULL, "x", 1, &r));
     CHECK(r == NULL);
+    /* Sizes and counts of 2^63 or more (negative as signed numbers) are refused, not trusted. */
+    CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, &bad_blob, SIZE_MAX, NULL, &r));
+    CHECK(strstr(fl_last_error(), "nargs") != NULL);
+    static char one_byte[1];
+    fl_arg huge_pair[2] = {{one_byte, (size_t)1 << 62, NULL}, {one_byte, (size_t)1 << 62, NULL}};
+    CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, huge_pair, 2, NULL, &r)); /* the sum overflows */
+    fl_arg huge_blob = {one_byte, (size_t)1 << 50, NULL};
+    CHECK_RC(FL_ENOMEM, fl_remote(rt, sum_args, NULL, &huge_blob, 1, NULL, &r)); /* no memory, no trap */
+    void *buffer = NULL;
+    CHECK_RC(FL_EINVAL, fl_create(rt, SIZE_MAX, &buffer, &r));
+    CHECK(r == NULL && buffer == NULL);
+    fl_ref refs[1] = {NULL};
+    const void *views[1];
+    size_t lens[1];
+    unsigned char flags[1];
+    CHECK_RC(FL_EINVAL, fl_get_many(refs, SIZE_MAX, 0, views, lens, NULL));
+    CHECK_RC(FL_EINVAL, fl_wait(refs, SIZE_MAX, 1, 0, flags));
+    CHECK_RC(FL_EINVAL, fl_wait(refs, 1, SIZE_MAX, 0, flags));
 }
 
 /* ---- actors ---- */
@@ -1011,6 +1061,7 @@ static int powers(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx
     int64_t x = as_int(&args[0]), square = x * x, cube = square * x;
     if (x < 0) return fl_task_fail(ctx, 3, "negative input");
     if (fl_task_return_at(ctx, 3, &x, sizeof x) != FL_ERANGE) return 10; /* only 3 returns */
+    if (fl_task_return_at(ctx, SIZE_MAX, &x, sizeof x) != FL_ERANGE) return 14; /* not a negative index */
     if (fl_task_return_at(ctx, 2, &cube, sizeof cube) != FL_OK) return 11;
     if (fl_task_return_at(ctx, 1, &square, sizeof square) != FL_OK) return 12;
     return fl_task_return_at(ctx, 0, &x, sizeof x) == FL_OK ? 0 : 13;
@@ -1331,6 +1382,7 @@ int main(void) {
     test_waiting_does_not_hold_a_worker();
     test_get_runs_a_queued_task_itself();
     test_objects_and_refcounts();
+    test_released_result_leaves_a_busy_store();
     test_shutdown_with_work_in_flight();
     test_cancel();
     test_spill();

@@ -502,6 +502,59 @@ static void test_actor_restarts(void) {
     fl_actor_kill(a);
 }
 
+/* An isolated actor's constructor reads the middle byte of its 1 MiB argument object. */
+#define CONSTRUCTOR_BYTES (1 << 20)
+static int middle_byte_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    (void)user;
+    if (nargs != 1 || args[0].len != CONSTRUCTOR_BYTES) return 5;
+    char *kept = malloc(1);
+    if (!kept) return 6;
+    *kept = ((const char *)args[0].data)[CONSTRUCTOR_BYTES / 2];
+    *state = kept;
+    return 0;
+}
+
+static int middle_byte_get(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    return fl_task_return(ctx, state, 1);
+}
+
+/* A restarted isolated actor builds its state from the constructor's own argument, even when
+ * the caller released that object and a new one took its place in the store. */
+static void test_restart_reads_the_constructor_argument(void) {
+    fl_runtime rt = isolated_runtime(1);
+    char *bytes = malloc(CONSTRUCTOR_BYTES);
+    CHECK(bytes != NULL);
+    memset(bytes, 'A', CONSTRUCTOR_BYTES);
+    fl_ref first = NULL, second = NULL, r = NULL;
+    CHECK_OK(fl_put(rt, bytes, CONSTRUCTOR_BYTES, &first));
+    fl_actor_options options;
+    CHECK_OK(fl_actor_options_init(&options));
+    options.isolate = 1;
+    options.max_restarts = 1;
+    fl_arg arg = {NULL, 0, first};
+    fl_actor a = NULL;
+    CHECK_OK(fl_actor_create(rt, middle_byte_init, NULL, NULL, &arg, 1, &options, &a));
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK_OK(fl_actor_call(a, middle_byte_get, NULL, 0, &r));
+    CHECK(fl_get(r, 30, &data, &len) == FL_OK && len == 1 && *(const char *)data == 'A');
+    fl_ref_release(r);
+    CHECK_OK(fl_ref_release(first)); /* the actor still needs it for a restart */
+    memset(bytes, 'B', CONSTRUCTOR_BYTES);
+    CHECK_OK(fl_put(rt, bytes, CONSTRUCTOR_BYTES, &second)); /* may take the freed memory */
+    int status;
+    call_int(a, counter_die, &status);
+    CHECK(status == FL_EWORKER);
+    CHECK_OK(fl_actor_call(a, middle_byte_get, NULL, 0, &r));
+    CHECK(fl_get(r, 30, &data, &len) == FL_OK && len == 1 && *(const char *)data == 'A');
+    fl_ref_release(r);
+    fl_ref_release(second);
+    CHECK_OK(fl_actor_kill(a));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    free(bytes);
+}
+
 static void test_shutdown_with_work_in_flight(void) {
     fl_runtime rt = isolated_runtime(2);
     fl_remote_options opts = isolated(0);
@@ -693,6 +746,7 @@ int main(void) {
     test_bad_input();
     test_isolated_actor();
     test_actor_restarts();
+    test_restart_reads_the_constructor_argument();
     test_shutdown_with_work_in_flight();
     test_spilled_object_in_a_worker();
     test_arena_reuses_pages();

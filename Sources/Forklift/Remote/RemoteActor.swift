@@ -70,6 +70,10 @@ final class RemoteActor {
     private var constructorDone = false
     /// An isolated actor's process, once its constructor has run there.
     private var process: WorkerProcess?
+    /// The constructor's object arguments, kept while the process lives: a restarted process
+    /// runs the constructor again from the same packed call, which names where their bytes
+    /// are (a released object's memory could hold another object by then).
+    private var constructorObjects: [RemoteObject] = []
 
     /// Calls taken from the queue together, run one by one by the worker holding the running
     /// slot (`workerCallEnded`), from `batchNext` on. Only the slot's holder touches them:
@@ -114,9 +118,9 @@ final class RemoteActor {
         return word
     }()
 
-    /// Runs an isolated actor's constructor (`call`): starts its process, whose initializer
-    /// it is, and records the outcome.
-    func startProcess(_ call: IsolatedCall, outcome: UnsafeMutablePointer<fls_slot>) {
+    /// Runs an isolated actor's constructor (`call`, whose object arguments are `objects`):
+    /// starts its process, whose initializer it is, and records the outcome.
+    func startProcess(_ call: IsolatedCall, keeping objects: [RemoteObject], outcome: UnsafeMutablePointer<fls_slot>) {
         do throws(Failure) {
             let started = try WorkerProcess(settings: isolation!, initializer: fls_remote_child_construct, user: nil,
                                             initargs: call.array, cancelled: Self.neverCancelled)
@@ -126,7 +130,10 @@ final class RemoteActor {
                                 message: message)
                 return
             }
-            lock.withLock { process = started }
+            lock.withLock {
+                process = started
+                constructorObjects = objects
+            }
             runtime.keep(self)
             outcome.pointee.status = FL_OK
         } catch {
@@ -147,11 +154,15 @@ final class RemoteActor {
 
     /// Ends an isolated actor's process (no call runs): at kill, or at the runtime's shutdown.
     func stopProcess() {
-        let ending: WorkerProcess? = lock.withLock {
-            defer { process = nil }
-            return process
+        let (ending, objects): (WorkerProcess?, [RemoteObject]) = lock.withLock {
+            defer {
+                process = nil
+                constructorObjects = []
+            }
+            return (process, constructorObjects)
         }
-        ending?.stop()
+        // Released once the process, which may still read them, has ended.
+        withExtendedLifetime(objects) { ending?.stop() }
     }
 
     /// Queues a call (or the constructor) behind the earlier ones, then lets its arguments

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CForklift
 
 /// The arguments of a submission, checked and converted: blobs copied back to back into one
@@ -6,13 +9,28 @@ struct RemoteArguments {
     private(set) var list: [RemoteTask.Argument] = []
     private var bytes: UnsafeMutableRawPointer?
 
+    /// At most this many arguments per submission (a larger `nargs` is a caller's error).
+    static let maximumCount = 1 << 20
+
     init(_ args: UnsafePointer<fl_arg>?, _ count: Int) throws(Failure) {
+        // size_t arrives as Int: a count or length of 2^63 or more is negative here.
+        guard count >= 0, count <= Self.maximumCount else {
+            throw Failure(FL_EINVAL, "nargs \(UInt(bitPattern: count)) is more than \(Self.maximumCount)")
+        }
         var total = 0
         for i in 0..<count where args![i].ref == nil {
             try Check.bytes(args![i].data, args![i].len, "args[].data")
-            total += args![i].len
+            let (sum, overflow) = total.addingReportingOverflow(args![i].len)
+            guard !overflow else { throw Failure(FL_EINVAL, "the blob arguments' lengths add up to an impossible size") }
+            total = sum
         }
-        bytes = total > 0 ? UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16) : nil
+        if total > 0 {
+            // malloc, so that a size the machine cannot hold is FL_ENOMEM rather than a trap.
+            guard let block = malloc(total) else {
+                throw Failure(FL_ENOMEM, "no memory to copy \(total) bytes of arguments")
+            }
+            bytes = block
+        }
         var offset = 0
         if count > 0 { list.reserveCapacity(count) }
         do throws(Failure) {
@@ -27,12 +45,12 @@ struct RemoteArguments {
                 }
             }
         } catch {
-            bytes?.deallocate()
+            free(bytes)
             throw error
         }
     }
 
-    /// The copied bytes; the task owns them from now on.
+    /// The copied bytes (malloc'd); the task owns them from now on and frees them with free().
     mutating func takeBytes() -> UnsafeMutableRawPointer? {
         defer { bytes = nil }
         return bytes

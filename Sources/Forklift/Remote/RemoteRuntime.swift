@@ -208,7 +208,7 @@ final class RemoteRuntime {
             task.release()
             return
         }
-        store.graveyard.bury(task, worker: worker)
+        store.graveyard.bury(task, worker: worker, handOverNow: store.capacity > 0)
     }
 
     /// A thread waiting in fl_get is about to claim a queued task to run it itself.

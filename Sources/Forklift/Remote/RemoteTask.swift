@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CForklift
 
 /// One remote task: its function, its arguments (copied blobs and objects), and the object
@@ -20,7 +23,7 @@ final class RemoteTask: PoolJob {
     /// this call); kept alive by the task.
     let typed: TypedCall?
     private(set) var arguments: [Argument]
-    /// The copied blob arguments, back to back.
+    /// The copied blob arguments, back to back (malloc'd: see `RemoteArguments`).
     private let blobBytes: UnsafeMutableRawPointer?
     let output: RemoteObject
     /// Outputs 1... of a task with several returns (fl_remote_multi); empty for one.
@@ -180,7 +183,7 @@ final class RemoteTask: PoolJob {
         assert(abandonedFlag.pointee != 0 || (output.hasResolved && extraOutputs.allSatisfy { $0.hasResolved }),
                "a remote task ended with an output still pending")
         fls_block_free(pending)  // `runningIn` with it
-        blobBytes?.deallocate()
+        free(blobBytes)
     }
 
     /// Whether any argument is an object (which the task may have to wait for).
@@ -250,7 +253,6 @@ final class RemoteTask: PoolJob {
             user = actor.state
         }
         runtime.taskRunning(1)
-        defer { runtime.taskRunning(-1) }
         // The running task, for fl_get (a counted task lends its CPUs while it waits: see
         // RemoteObject.waitHelping) and for shutdown (refused from a task of its runtime).
         let thread = fls_tls_state()!
@@ -274,6 +276,7 @@ final class RemoteTask: PoolJob {
         }
         // Counted and let go of before the output resolves, so whoever sees the output
         // ready also sees the counters and the argument objects' references updated.
+        runtime.taskRunning(-1)
         runtime.finished(failed: outcome.status != FL_OK || isCancelled)
         dropArguments()
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
@@ -348,7 +351,12 @@ final class RemoteTask: PoolJob {
         defer { packed.deallocate() }
         if let actor {
             if constructsActor {
-                actor.startProcess(packed, outcome: outcome)
+                // The process keeps the packed call to run the constructor again at a restart;
+                // the places in it stay valid only while the argument objects live.
+                let objects = arguments.compactMap { argument -> RemoteObject? in
+                    if case .object(let object) = argument { return object } else { return nil }
+                }
+                actor.startProcess(packed, keeping: objects, outcome: outcome)
             } else {
                 actor.runInProcess(packed, outcome: outcome)
             }
@@ -465,11 +473,12 @@ struct ExtraOutputs {
     /// The slot of output `index` (1...) of the task running on this thread.
     static func slot(_ index: Int) throws(Failure) -> UnsafeMutablePointer<fls_slot> {
         guard let raw = fls_tls_remote_outputs() else {
-            throw Failure(FL_ERANGE, "return index \(index) out of range: the task has one return")
+            throw Failure(FL_ERANGE, "return index \(UInt(bitPattern: index)) out of range: the task has one return")
         }
         let header = raw.assumingMemoryBound(to: Int.self)
-        guard index <= header[0] else {
-            throw Failure(FL_ERANGE, "return index \(index) out of range: the task has \(header[0] + 1) returns")
+        // size_t arrives as Int: an index of 2^63 or more is negative here.
+        guard index >= 1, index <= header[0] else {
+            throw Failure(FL_ERANGE, "return index \(UInt(bitPattern: index)) out of range: the task has \(header[0] + 1) returns")
         }
         return UnsafeMutablePointer<fls_slot>(bitPattern: header[1])! + (index - 1)
     }

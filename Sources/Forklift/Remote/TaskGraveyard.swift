@@ -51,7 +51,11 @@ struct TaskGraveyard {
     }
 
     /// Takes over the last reference to `task`, which has ended, on worker `worker`.
-    func bury(_ task: Unmanaged<RemoteTask>, worker: Int) {
+    /// `handOverNow`: hand the batch over at once, not when it is full. A runtime with a store
+    /// capacity asks for it: a finished task keeps its output, whose bytes count against the
+    /// capacity, so an object released while its worker is still busy would otherwise stay
+    /// counted (and a put could find the store full) until that worker's batch filled.
+    func bury(_ task: Unmanaged<RemoteTask>, worker: Int, handOverNow: Bool = false) {
         let open = words + 8 * (worker + 1)
         let batch: UnsafeMutablePointer<UnsafeMutableRawPointer?>
         if let current = open[0] {
@@ -68,7 +72,7 @@ struct TaskGraveyard {
         let count = Int(bitPattern: open[1]) + 1
         batch[count] = task.toOpaque()
         open[1] = UnsafeMutableRawPointer(bitPattern: count)
-        if count == Self.batchSize { handOver(worker: worker) }
+        if count == Self.batchSize || handOverNow { handOver(worker: worker) }
     }
 
     /// Worker `worker` has no work (its pool's `idleHook`). About to park, it hands its batch
