@@ -1412,7 +1412,9 @@ int fl_put(fl_runtime runtime, const void *data, size_t len, fl_ref *ref);
  * stores where to write them in `*buffer` and a reference in `*ref`. The object is pending
  * (fl_get waits, tasks taking it as an argument wait) until fl_seal(); the caller writes the
  * bytes in between, from any thread, and must not touch the buffer after sealing. Releasing
- * the last reference without sealing frees it. The buffer's contents are unspecified until
+ * the last reference without sealing frees it (a task taking it as an argument holds it, and
+ * waits). At fl_runtime_shutdown an object still unsealed resolves as FL_ECANCELED, and the
+ * tasks waiting for it fail with that cause. The buffer's contents are unspecified until
  * written (not necessarily zeros: large buffers reuse the shared memory of freed objects).
  * Views of the sealed object (fl_get) point into this same buffer, except for objects of a
  * few bytes, which are copied once when sealed. Errors: FL_EINVAL (buffer or ref NULL),

@@ -325,6 +325,26 @@ static void test_released_result_leaves_a_busy_store(void) {
     CHECK_OK(fl_runtime_shutdown(rt));
 }
 
+/* A task waiting for an fl_create object that is never sealed ends at shutdown, failing with
+ * the object's cause, even when the caller released the object first. */
+static void test_unsealed_argument_at_shutdown(void) {
+    fl_runtime rt = new_runtime(1, 0);
+    void *buffer = NULL;
+    fl_ref unsealed = NULL, kept = NULL, waiting = NULL;
+    CHECK_OK(fl_create(rt, 64, &buffer, &unsealed));
+    CHECK_OK(fl_create(rt, 16, &buffer, &kept)); /* still referenced at shutdown */
+    fl_arg arg = ref_arg(unsealed);
+    CHECK_OK(fl_remote(rt, sum_args, NULL, &arg, 1, NULL, &waiting));
+    CHECK_OK(fl_ref_release(unsealed));
+    CHECK_RC(FL_ETIMEDOUT, fl_get(waiting, 0.05, NULL, NULL));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK_RC(FL_ECANCELED, fl_get(waiting, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "argument 0 failed") != NULL && strstr(fl_last_error(), "sealed") != NULL);
+    CHECK_RC(FL_ECANCELED, fl_get(kept, 30, NULL, NULL));
+    fl_ref_release(waiting);
+    fl_ref_release(kept);
+}
+
 static void test_objects_and_refcounts(void) {
     fl_runtime rt = new_runtime(2, 1000);
     char block[600];
@@ -1383,6 +1403,7 @@ int main(void) {
     test_get_runs_a_queued_task_itself();
     test_objects_and_refcounts();
     test_released_result_leaves_a_busy_store();
+    test_unsealed_argument_at_shutdown();
     test_shutdown_with_work_in_flight();
     test_cancel();
     test_spill();

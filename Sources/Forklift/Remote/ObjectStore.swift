@@ -29,6 +29,18 @@ final class ObjectStore {
     private var spillDirectory: String?
     private let spillLock = Lock()
 
+    /// Objects made by fl_create and not sealed yet, held weakly, so that shutdown can fail
+    /// them and the tasks waiting for one end (`failUnsealed`). Guarded by `unsealedLock`.
+    private var unsealedObjects: [UnsealedObject] = []
+    /// The count at which `trackUnsealed` next drops the entries of objects already freed.
+    private var unsealedPruneCount = 64
+    private let unsealedLock = Lock()
+
+    /// A weak reference to an unsealed object (nil once it has been freed).
+    private struct UnsealedObject {
+        weak var object: RemoteObject?
+    }
+
     /// The runtime's finished tasks waiting for their last release: every object reaches it
     /// through its store, so releasing a reference releases them first (see `TaskGraveyard`).
     /// Owned by the store, which outlives the runtime's workers and every object.
@@ -52,6 +64,30 @@ final class ObjectStore {
         if boundsKeptPages { fls_arena_remove_capacity(capacity) }
         UnsafeMutableRawPointer(used).deallocate()  // `live` with it
         graveyard.destroy()
+    }
+
+    /// Remembers an object whose fl_create buffer waits for fl_seal (see `failUnsealed`).
+    func trackUnsealed(_ object: RemoteObject) {
+        unsealedLock.withLock {
+            if unsealedObjects.count >= unsealedPruneCount {
+                unsealedObjects.removeAll { $0.object == nil }
+                unsealedPruneCount = max(64, 2 * unsealedObjects.count)
+            }
+            unsealedObjects.append(UnsealedObject(object: object))
+        }
+    }
+
+    /// At shutdown: every object still unsealed resolves as FL_ECANCELED, so that tasks taking
+    /// one as an argument fail with that cause instead of waiting for ever (a sealed one has
+    /// resolved already, and failing it changes nothing). A later fl_seal then changes nothing.
+    func failUnsealed() {
+        let objects: [RemoteObject] = unsealedLock.withLock {
+            defer { unsealedObjects = [] }
+            return unsealedObjects.compactMap { $0.object }
+        }
+        for object in objects where !object.hasResolved {
+            object.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the runtime shut down before the object was sealed")
+        }
     }
 
     /// Bytes held now.

@@ -131,6 +131,7 @@ final class RemoteObject {
                 unsealed = buffer
                 isSpilled = !counted
             }
+            store.trackUnsealed(self)
             return target
         } catch {
             if counted { store.release(bytes: length) }

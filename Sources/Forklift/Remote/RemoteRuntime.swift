@@ -233,6 +233,8 @@ final class RemoteRuntime {
             throw Failure(FL_EDEADLK, "shutdown called from a task of the same runtime")
         }
         fls_atomic_store_u32(closed, 1)
+        // Tasks waiting for an object that will never be sealed now fail with that cause.
+        store.failUnsealed()
         for task in cpus.drain() {
             task.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "runtime shut down before the task ran")
         }
