@@ -265,12 +265,19 @@ final class RemoteActor {
                     let call = Unmanaged<RemoteTask>.fromOpaque(raw)
                     if call._withUnsafeGuaranteedRef({ $0.claimForWorker() }) {
                         gathersNext = false  // the slot is still this worker's
-                        return call
+                        guard handOff.isKilled else { return call }
+                        // Handed over just before a kill: it has not started, so it resolves as
+                        // cancelled (as `kill` resolves the queued ones), and the slot goes back below.
+                        call._withUnsafeGuaranteedRef {
+                            $0.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "the actor was killed before the call ran")
+                        }
+                        call.release()
+                    } else {
+                        // A thread waiting for the call's output claimed it: the slot went with
+                        // the call, and that thread gives it back when the call ends.
+                        call.release()
+                        return nil
                     }
-                    // A thread waiting for the call's output claimed it: the slot went with the
-                    // call, and that thread gives it back when the call ends.
-                    call.release()
-                    return nil
                 }
             }
             // Nothing was handed over: take the calls queued meanwhile, or give the slot back.
