@@ -36,6 +36,13 @@ enum Check {
         if length < 0 { throw Failure(FL_EINVAL, "\(name) length is impossible") }
     }
 
+    /// A size or count from C: a `size_t` of 2^63 or more arrives as a negative Int, and is an
+    /// impossible size error ("\(name) 18446744073709551615 is impossible").
+    @inline(__always)
+    static func size(_ value: Int, _ name: StaticString) throws(Failure) {
+        guard value >= 0 else { throw Failure(FL_EINVAL, "\(name) \(UInt(bitPattern: value)) is impossible") }
+    }
+
     /// `count * size` without overflow, as an impossible size error otherwise.
     static func product(_ count: Int, _ size: Int, _ name: StaticString) throws(Failure) -> Int {
         let (total, overflow) = count.multipliedReportingOverflow(by: size)

@@ -304,8 +304,7 @@ public func fl_create(_ runtime: fl_runtime?, _ len: size_t, _ buffer: UnsafeMut
         out.pointee = nil
         let place = try Check.required(buffer, "buffer")
         place.pointee = nil
-        // size_t arrives as Int: a length of 2^63 or more is negative here.
-        guard len >= 0 else { throw Failure(FL_EINVAL, "len \(UInt(bitPattern: len)) is an impossible size") }
+        try Check.size(len, "len")
         return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
             guard !runtime.isShutDown else { throw Failure(FL_ESTATE, "runtime is shut down") }
             let object = RemoteObject(store: runtime.store)
@@ -342,7 +341,7 @@ public func fl_get_many(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ time
                         _ data: UnsafeMutablePointer<UnsafeRawPointer?>?, _ lens: UnsafeMutablePointer<size_t>?,
                         _ statuses: UnsafeMutablePointer<CInt>?) -> CInt {
     withStatus { () throws(Failure) in
-        guard count >= 0 else { throw Failure(FL_EINVAL, "count \(UInt(bitPattern: count)) is an impossible count") }
+        try Check.size(count, "count")
         guard count > 0 else { return FL_OK }
         let refs = try Check.required(refs, "refs")
         let data = try Check.required(data, "data")
@@ -411,10 +410,9 @@ public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePoint
 public func fl_wait(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ num_returns: size_t, _ timeout: Double,
                     _ ready: UnsafeMutablePointer<UInt8>?) -> CInt {
     withStatus { () throws(Failure) in
-        guard count >= 0 else { throw Failure(FL_EINVAL, "count \(UInt(bitPattern: count)) is an impossible count") }
-        guard num_returns >= 0, num_returns <= count else {
-            throw Failure(FL_EINVAL, "num_returns \(UInt(bitPattern: num_returns)) is more than count \(count)")
-        }
+        try Check.size(count, "count")
+        try Check.size(num_returns, "num_returns")
+        guard num_returns <= count else { throw Failure(FL_EINVAL, "num_returns \(num_returns) is more than count \(count)") }
         let deadline = try Check.deadline(timeout)
         guard count > 0 else { return FL_OK }
         let refs = try Check.required(refs, "refs")

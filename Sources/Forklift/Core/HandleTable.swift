@@ -248,7 +248,7 @@ extension HandleTable {
     func with<T>(_ handle: OpaquePointer?, _ name: StaticString, _ body: (Object) throws(Failure) -> T) throws(Failure) -> T {
         let raw = rawHandle(handle)
         guard let object = borrowUnmanaged(raw) else {
-            throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not \(withArticle("\(name)"))")
+            throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not \(withArticle(name.description))")
         }
         defer { giveBack(raw) }
         // No retain: the borrow keeps the object alive, and the refcount stays off the hot path.

@@ -85,7 +85,7 @@ final class ObjectStore {
             defer { unsealedObjects = [] }
             return unsealedObjects.compactMap { $0.object }
         }
-        for object in objects where !object.hasResolved {
+        for object in objects {
             object.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the runtime shut down before the object was sealed")
         }
     }

@@ -13,10 +13,8 @@ struct RemoteArguments {
     static let maximumCount = 1 << 20
 
     init(_ args: UnsafePointer<fl_arg>?, _ count: Int) throws(Failure) {
-        // size_t arrives as Int: a count or length of 2^63 or more is negative here.
-        guard count >= 0, count <= Self.maximumCount else {
-            throw Failure(FL_EINVAL, "nargs \(UInt(bitPattern: count)) is more than \(Self.maximumCount)")
-        }
+        try Check.size(count, "nargs")
+        guard count <= Self.maximumCount else { throw Failure(FL_EINVAL, "nargs \(count) is more than \(Self.maximumCount)") }
         var total = 0
         for i in 0..<count where args![i].ref == nil {
             try Check.bytes(args![i].data, args![i].len, "args[].data")

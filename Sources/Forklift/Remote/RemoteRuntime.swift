@@ -42,7 +42,7 @@ final class RemoteRuntime {
     private var isolatedActors: [ObjectIdentifier: RemoteActor] = [:]
 
     init(workers: Int, storeCapacity: Int, processWorkers: Int = 0) throws(Failure) {
-        let graveyard = TaskGraveyard(workers: workers)
+        let graveyard = TaskGraveyard(workers: workers, handsOverEachTask: storeCapacity > 0)
         do throws(Failure) {
             pool = try Pool.create(workers: workers, name: "forklift-remote", initializer: nil, initializerUser: nil,
                                    initargs: [], idleHook: { worker, idleness in graveyard.workerIsIdle(worker, idleness) })
@@ -208,7 +208,7 @@ final class RemoteRuntime {
             task.release()
             return
         }
-        store.graveyard.bury(task, worker: worker, handOverNow: store.capacity > 0)
+        store.graveyard.bury(task, worker: worker)
     }
 
     /// A thread waiting in fl_get is about to claim a queued task to run it itself.

@@ -29,14 +29,21 @@ struct TaskGraveyard {
     /// the number of tasks in it.
     private let words: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private let workerCount: Int
+    /// Whether a worker hands each task over as it buries it, not a full batch at a time: a
+    /// runtime with a store capacity asks for it. A finished task keeps its output, whose
+    /// bytes count against the capacity, so an object released while its worker is still busy
+    /// would otherwise stay counted (and a put could find the store full) until that worker's
+    /// batch filled. The cost: one compare-and-swap per task.
+    private let handsOverEachTask: Bool
 
     /// Tasks per batch: the seven words of a block after its link. As many as glibc's
     /// per-thread cache keeps of one size by default (7), so a released batch goes to the
     /// submitting thread's cache whole and serves its next mallocs without taking the arena lock.
     private static let batchSize = 7
 
-    init(workers: Int) {
+    init(workers: Int, handsOverEachTask: Bool = false) {
         workerCount = workers
+        self.handsOverEachTask = handsOverEachTask
         let bytes = (workers + 1) * 64
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
@@ -51,11 +58,7 @@ struct TaskGraveyard {
     }
 
     /// Takes over the last reference to `task`, which has ended, on worker `worker`.
-    /// `handOverNow`: hand the batch over at once, not when it is full. A runtime with a store
-    /// capacity asks for it: a finished task keeps its output, whose bytes count against the
-    /// capacity, so an object released while its worker is still busy would otherwise stay
-    /// counted (and a put could find the store full) until that worker's batch filled.
-    func bury(_ task: Unmanaged<RemoteTask>, worker: Int, handOverNow: Bool = false) {
+    func bury(_ task: Unmanaged<RemoteTask>, worker: Int) {
         let open = words + 8 * (worker + 1)
         let batch: UnsafeMutablePointer<UnsafeMutableRawPointer?>
         if let current = open[0] {
@@ -72,7 +75,7 @@ struct TaskGraveyard {
         let count = Int(bitPattern: open[1]) + 1
         batch[count] = task.toOpaque()
         open[1] = UnsafeMutableRawPointer(bitPattern: count)
-        if count == Self.batchSize || handOverNow { handOver(worker: worker) }
+        if count == Self.batchSize || handsOverEachTask { handOver(worker: worker) }
     }
 
     /// Worker `worker` has no work (its pool's `idleHook`). About to park, it hands its batch
