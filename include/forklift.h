@@ -1529,9 +1529,9 @@ int fl_actor_kill(fl_actor actor);
 /**
  * Cancels the task whose result `ref` names (ray.cancel): its object resolves as FL_ECANCELED
  * at once ("the task was cancelled"); a task that has not started never runs (an actor call
- * is skipped in its turn); a running task finishes on its own, and fl_task_cancelled() tells
- * it to stop early if it runs on a thread (a task running in a worker process is not told:
- * fl_cancel_force() stops it). No effect once the task has finished. Tasks depending on the object fail
+ * is skipped in its turn); a running task or actor call finishes on its own, and
+ * fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force() stops
+ * a process task that does not look). No effect once the task has finished. Tasks depending on the object fail
  * with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
  * FL_EHANDLE. Thread-safe.
  */

@@ -528,7 +528,9 @@ int fls_child_task_fail(const void *raw, int code, const char *message) {
 uint64_t fls_child_task_index(const void *raw) { return ((const child_ctx *)raw)->request->index; }
 
 int fls_child_task_cancelled(const void *raw) {
-    return __atomic_load_n(&((const child_ctx *)raw)->mailbox->cancelled, __ATOMIC_ACQUIRE) != 0;
+    const child_ctx *ctx = (const child_ctx *)raw;
+    return __atomic_load_n(&ctx->mailbox->cancelled, __ATOMIC_ACQUIRE) != 0
+        || __atomic_load_n(&ctx->request->cancel_requested, __ATOMIC_ACQUIRE) != 0;
 }
 
 /* Parsed signatures of typed calls, by text: a worker parses each signature once. */

@@ -18,6 +18,7 @@ typedef struct shared_counters {
     uint32_t runs;        /* runs of flaky_task */
     uint32_t method_runs; /* runs of flaky_method */
     uint32_t started;     /* set by a task when it starts (force-cancel test) */
+    uint32_t saw_cancel;  /* set by a task that saw fl_task_cancelled() become 1 (cancel test) */
 } shared_counters;
 static shared_counters *shared;
 
@@ -162,6 +163,32 @@ static int forever(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ct
     return 0;
 }
 
+/* Polls fl_task_cancelled() for up to 30 s: records when it becomes 1 and returns 0, or
+ * fails with 9 if it never does. */
+static int until_cancelled(fl_task_ctx ctx) {
+    __atomic_store_n(&shared->started, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 30000; i++) {
+        if (fl_task_cancelled(ctx) == 1) {
+            __atomic_store_n(&shared->saw_cancel, 1, __ATOMIC_SEQ_CST);
+            return 0;
+        }
+        pause_ms(1);
+    }
+    return fl_task_fail(ctx, 9, "never told of the cancel");
+}
+
+static int task_until_cancelled(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    return until_cancelled(ctx);
+}
+
+/* Returns {its process id, fl_task_cancelled() now}. */
+static int pid_and_cancelled(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    int64_t out[2] = {getpid(), fl_task_cancelled(ctx)};
+    return fl_task_return(ctx, out, sizeof out);
+}
+
 /* ---- an isolated actor: a counter ---- */
 
 static int counter_init(void *user, const fl_blob *args, size_t nargs, void **state) {
@@ -186,6 +213,16 @@ static int counter_pid(void *state, const fl_blob *args, size_t nargs, fl_task_c
     (void)state; (void)args; (void)nargs;
     int64_t pid = getpid();
     return fl_task_return(ctx, &pid, sizeof pid);
+}
+
+static int method_until_cancelled(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)state; (void)args; (void)nargs;
+    return until_cancelled(ctx);
+}
+
+static int method_pid_and_cancelled(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)state;
+    return pid_and_cancelled(NULL, args, nargs, ctx);
 }
 
 static int counter_die(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
@@ -435,6 +472,66 @@ static int pid_alive(pid_t pid) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d", (int)pid);
     return access(path, F_OK) == 0;
+}
+
+/* Waits until a task sets shared->started, then cancels `r` (not by force): the ref resolves
+ * as cancelled at once, and the task, still running in its process, sees fl_task_cancelled()
+ * become 1 and returns. */
+static void cancel_running(fl_ref r) {
+    double deadline = now_s() + 30;
+    while (!__atomic_load_n(&shared->started, __ATOMIC_SEQ_CST) && now_s() < deadline) pause_ms(1);
+    CHECK(shared->started == 1);
+    CHECK(shared->saw_cancel == 0);
+    CHECK_OK(fl_cancel(r));
+    CHECK_RC(FL_ECANCELED, fl_get(r, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "the task was cancelled") != NULL);
+    deadline = now_s() + 30;
+    while (!__atomic_load_n(&shared->saw_cancel, __ATOMIC_SEQ_CST) && now_s() < deadline) pause_ms(1);
+    CHECK(shared->saw_cancel == 1);
+}
+
+/* fl_cancel reaches a task or an actor call running in a worker process through
+ * fl_task_cancelled(); the process is not killed, and the next request there is not told. */
+static void test_cancel_reaches_the_process(void) {
+    fl_runtime rt = isolated_runtime(1);
+    fl_remote_options opts = isolated(0);
+    int64_t before[2] = {0, 0}, after[2] = {0, 0};
+    fl_ref r = NULL;
+    CHECK_OK(fl_remote(rt, pid_and_cancelled, NULL, NULL, 0, &opts, &r));
+    CHECK(get_value(r, before, sizeof before));
+    CHECK(before[0] > 0 && before[0] != getpid() && before[1] == 0);
+    fl_ref_release(r);
+    shared->started = 0;
+    shared->saw_cancel = 0;
+    CHECK_OK(fl_remote(rt, task_until_cancelled, NULL, NULL, 0, &opts, &r));
+    cancel_running(r);
+    fl_ref_release(r);
+    CHECK_OK(fl_remote(rt, pid_and_cancelled, NULL, NULL, 0, &opts, &r));
+    CHECK(get_value(r, after, sizeof after));
+    CHECK(after[0] == before[0]); /* the same process: not killed */
+    CHECK(after[1] == 0);         /* the cancel was that request's alone */
+    fl_ref_release(r);
+
+    fl_actor a = isolated_counter(rt, 0, 0, 0);
+    CHECK_OK(fl_actor_call(a, method_pid_and_cancelled, NULL, 0, &r));
+    CHECK(get_value(r, before, sizeof before));
+    CHECK(before[0] > 0 && before[0] != getpid() && before[1] == 0);
+    fl_ref_release(r);
+    shared->started = 0;
+    shared->saw_cancel = 0;
+    CHECK_OK(fl_actor_call(a, method_until_cancelled, NULL, 0, &r));
+    cancel_running(r);
+    fl_ref_release(r);
+    CHECK_OK(fl_actor_call(a, method_pid_and_cancelled, NULL, 0, &r));
+    CHECK(get_value(r, after, sizeof after));
+    CHECK(after[0] == before[0] && after[1] == 0);
+    fl_ref_release(r);
+    int status;
+    CHECK(call_int(a, counter_increment, &status) == 1); /* the state is intact */
+    CHECK(status == FL_OK);
+    CHECK_OK(fl_actor_kill(a));
+    CHECK_OK(fl_runtime_shutdown(rt));
+    CHECK(child_pids(NULL, 0) == 0);
 }
 
 static void test_isolated_actor(void) {
@@ -743,6 +840,7 @@ int main(void) {
     test_isolation_and_objects();
     test_deaths_and_retries();
     test_force_cancel();
+    test_cancel_reaches_the_process();
     test_bad_input();
     test_isolated_actor();
     test_actor_restarts();

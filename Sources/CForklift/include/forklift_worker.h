@@ -57,6 +57,9 @@ typedef struct fls_request {
      * the argument begins with "OBJECT-PATH\0SYMBOL\0", `name_len` bytes, padded to 16, naming
      * the function to run instead of `fn`. */
     uint32_t name_len;
+    /* Set by the proxy while the request runs when its task was cancelled (fl_cancel): the
+     * child's fl_task_cancelled() reads it. Cleared before the request is published. */
+    uint32_t cancel_requested;
     /* The response, written by the child before it publishes `response_seq`. */
     int32_t status;          /* FL_OK or FL_ETASK */
     int32_t code;

@@ -36,6 +36,16 @@ final class WorkerProcess {
         let message: String
     }
 
+    /// A caller's words about its running request, looked at when the proxy wakes up.
+    private struct TaskWords {
+        /// Non-zero: the task was cancelled (fl_cancel); the child's fl_task_cancelled says so.
+        var cancel: UnsafePointer<UInt32>?
+        /// Non-zero: kill the process and fail the request (fl_cancel_force).
+        var abort: UnsafePointer<UInt32>?
+        /// Whether the cancel word was passed on to the child already.
+        var cancelSent = false
+    }
+
     private let worker: UnsafeMutablePointer<fls_worker>
     private let settings: ProcessSettings
     /// The pool's termination flag.
@@ -78,9 +88,8 @@ final class WorkerProcess {
     /// Set (with a wake-up) when the proxy must look at the pool's termination flag or at the
     /// running request's abort word; the proxy clears it. Its own cache line.
     private let attention: UnsafeMutablePointer<UInt32>
-    /// The abort word of the request in flight (non-zero: kill the process and fail it), if
-    /// the caller gave one. Only without pipelining.
-    private var abortWord: UnsafePointer<UInt32>?
+    /// Per slot: the caller's words for the request in it, if it gave them (see `TaskWords`).
+    private var slotWords: [TaskWords]
     /// Processes started so far (see `ProcessSettings.maxStarts`).
     private var starts = 0
 
@@ -108,6 +117,7 @@ final class WorkerProcess {
         slotFailures = Array(repeating: nil, count: Int(ProcessSettings.pipelineDepth))
         slotDeaths = Array(repeating: [], count: Int(ProcessSettings.pipelineDepth))
         heldResults = Array(repeating: -1, count: Int(ProcessSettings.pipelineDepth))
+        slotWords = Array(repeating: TaskWords(), count: Int(ProcessSettings.pipelineDepth))
         // A worker never outlives its pool: it is killed if its feeding thread (and so the
         // pool's process) ends.
         self.initializer = fls_worker_init(fn: initializer, user: user, args: UnsafeRawPointer(copy.baseAddress),
@@ -212,10 +222,11 @@ final class WorkerProcess {
         fls_worker_interrupt(worker)
     }
 
-    /// Wakes the proxy to look at the abort word of its request (set by the caller first):
-    /// if set, it kills the process and fails the request. Any thread; a wake-up for a request
-    /// that has ended already is ignored.
-    func checkAbort() {
+    /// Wakes the proxy to look at the cancel and abort words of its requests (set by the
+    /// caller first): a cancel word it passes on to the child; an abort word makes it kill the
+    /// process and fail the request. Any thread; a wake-up for a request that has ended
+    /// already is ignored.
+    func checkTaskWords() {
         fls_atomic_store_u32(attention, 1)
         fls_worker_interrupt(worker)
     }
@@ -227,7 +238,8 @@ final class WorkerProcess {
     @discardableResult
     func run(_ fn: fl_task_fn, user: UnsafeMutableRawPointer?, arg: UnsafeRawPointer?, length: Int,
              slot: UnsafeMutablePointer<fls_slot>, external: UnsafeMutableRawPointer?, externalCapacity: Int,
-             index: UInt64, direct: Bool = false, abort: UnsafePointer<UInt32>? = nil) -> Bool {
+             index: UInt64, direct: Bool = false, cancel: UnsafePointer<UInt32>? = nil,
+             abort: UnsafePointer<UInt32>? = nil) -> Bool {
         let typed: TypedCall? = isTypedTrampoline(fn) ? Unmanaged<TypedCall>.fromOpaque(user!).takeUnretainedValue() : nil
         if fls_atomic_load_u32(cancelled) != 0 {
             ResultSlot.fail(slot, status: FL_ECANCELED, code: FL_ECANCELED, message: "pool terminated before the task ran")
@@ -243,8 +255,6 @@ final class WorkerProcess {
         }
         self.direct = direct
         defer { self.direct = false }
-        abortWord = abort
-        defer { abortWord = nil }
         let seq = requestSeq &+ 1
         let mine = freeSlots.trailingZeroBitCount
         let sideFile: ArgumentFile?
@@ -256,6 +266,8 @@ final class WorkerProcess {
             return true
         }
         freeSlots &= ~(1 << UInt32(mine))
+        slotWords[mine] = TaskWords(cancel: cancel, abort: abort)
+        fls_worker_request(worker, UInt32(mine)).pointee.cancel_requested = 0  // published by the send
         fls_worker_assign(worker, seq, UInt32(mine))
         slotFailures[mine] = nil
         slotDeaths[mine] = []
@@ -282,6 +294,7 @@ final class WorkerProcess {
             tasksSinceStart += 1
         }
         if let sideFile { keep(sideFile) }
+        slotWords[mine] = TaskWords()
         freeSlots |= 1 << UInt32(mine)
         inFlight -= 1
         if inFlight == 0 && settings.maxTasksPerChild > 0 && tasksSinceStart >= settings.maxTasksPerChild { stop() }
@@ -306,9 +319,13 @@ final class WorkerProcess {
     private func awaitSettled(_ seq: UInt32, slot mine: Int) {
         while slotFailures[mine] == nil {
             if Self.reached(responseSeq, seq) { return }
-            if let abortWord, fls_atomic_load_u32(abortWord) != 0 {
+            if let abort = slotWords[mine].abort, fls_atomic_load_u32(abort) != 0 {
                 settleAbort(seq, slot: mine)
                 continue
+            }
+            if !slotWords[mine].cancelSent, let cancel = slotWords[mine].cancel, fls_atomic_load_u32(cancel) != 0 {
+                slotWords[mine].cancelSent = true
+                fls_atomic_store_u32(&fls_worker_request(worker, UInt32(mine)).pointee.cancel_requested, 1)
             }
             // Spin only for a lone request (a round trip); behind others, the answer is farther
             // off, and spinning would take the CPU the child needs.

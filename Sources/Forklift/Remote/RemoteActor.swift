@@ -143,13 +143,22 @@ final class RemoteActor {
 
     /// Runs an isolated actor's method call (`call`) in its process and records the outcome.
     /// A process that died is started again first (constructor included), within its restarts.
-    func runInProcess(_ call: IsolatedCall, outcome: UnsafeMutablePointer<fls_slot>) {
+    /// `cancel` is the call's cancel flag, which the call reads through fl_task_cancelled once
+    /// `wakeProcess` has been called.
+    func runInProcess(_ call: IsolatedCall, cancel: UnsafePointer<UInt32>, outcome: UnsafeMutablePointer<fls_slot>) {
         guard let process else {
             ResultSlot.fail(outcome, status: FL_ESTATE, code: FL_ESTATE, message: "the actor's process has ended")
             return
         }
         process.run(fls_remote_child_task, user: nil, arg: UnsafeRawPointer(call.bytes), length: call.length,
-                    slot: outcome, external: nil, externalCapacity: 0, index: 0)
+                    slot: outcome, external: nil, externalCapacity: 0, index: 0, cancel: cancel)
+    }
+
+    /// Wakes the proxy of an isolated actor's process to look at the running call's cancel
+    /// flag (set first by fl_cancel); nothing for an actor on threads or a process that ended.
+    func wakeProcess() {
+        guard isIsolated, let process = lock.withLock({ process }) else { return }
+        process.checkTaskWords()
     }
 
     /// Ends an isolated actor's process (no call runs): at kill, or at the runtime's shutdown.

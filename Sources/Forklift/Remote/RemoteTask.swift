@@ -157,23 +157,32 @@ final class RemoteTask: PoolJob {
     }
 
     /// Cancels the task (fl_cancel): its output resolves as cancelled now unless it already
-    /// has; a task not yet running never runs, a running one sees fl_task_cancelled.
+    /// has; a task not yet running never runs, a running one sees fl_task_cancelled (in its
+    /// worker process too, for an isolated task).
     func cancel() {
-        fls_atomic_store_u32(cancelFlag, 1)
-        output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
-        for extra in extraOutputs { extra.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled") }
+        cancel(force: false)
     }
 
     /// Cancels the task (fl_cancel_force): as `cancel`, and an isolated task running now has
     /// its worker process killed.
     func cancelByForce() {
-        fls_atomic_store_seq_cst_u32(cancelFlag + 1, 1)
-        cancel()
-        // Cancel flag first, then the process: the proxy publishes the process before it looks
-        // at the flag, so one of the two sees the other.
+        cancel(force: true)
+    }
+
+    /// Sets the flags, resolves the outputs, then wakes the proxy of an isolated task running
+    /// now, which passes the cancel on to the child or, with `force`, kills it.
+    private func cancel(force: Bool) {
+        if force { fls_atomic_store_seq_cst_u32(cancelFlag + 1, 1) }
+        fls_atomic_store_seq_cst_u32(cancelFlag, 1)
+        output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
+        for extra in extraOutputs { extra.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled") }
+        // Flags first, then the process: the proxy publishes the process before it looks at
+        // the flags, so one of the two sees the other.
         fls_fence_seq_cst()
         if let process = fls_atomic_load_seq_cst_ptr(runningIn) {
-            Unmanaged<WorkerProcess>.fromOpaque(process).takeUnretainedValue().checkAbort()
+            Unmanaged<WorkerProcess>.fromOpaque(process).takeUnretainedValue().checkTaskWords()
+        } else if let actor, !constructsActor {
+            actor.wakeProcess()
         }
     }
 
@@ -358,7 +367,7 @@ final class RemoteTask: PoolJob {
                 }
                 actor.startProcess(packed, keeping: objects, outcome: outcome)
             } else {
-                actor.runInProcess(packed, outcome: outcome)
+                actor.runInProcess(packed, cancel: cancelFlag, outcome: outcome)
             }
             return
         }
@@ -371,7 +380,8 @@ final class RemoteTask: PoolJob {
         while true {
             _ = fls_atomic_exchange_ptr(UnsafeMutablePointer(runningIn), raw)
             process.run(fls_remote_child_task, user: nil, arg: UnsafeRawPointer(packed.bytes), length: packed.length,
-                        slot: outcome, external: nil, externalCapacity: 0, index: 0, abort: cancelFlag + 1)
+                        slot: outcome, external: nil, externalCapacity: 0, index: 0, cancel: cancelFlag,
+                        abort: cancelFlag + 1)
             _ = fls_atomic_exchange_ptr(UnsafeMutablePointer(runningIn), nil)
             attempts += 1
             guard shouldRunAgain(outcome, attempts: attempts) else { break }
