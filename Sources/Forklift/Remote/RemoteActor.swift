@@ -176,14 +176,15 @@ final class RemoteActor {
 
     /// Queues a call (or the constructor) behind the earlier ones, then lets its arguments
     /// resolve. A call without object arguments is ready at once: it is queued, flagged and,
-    /// if it may start now, taken in one critical section. Throws if the actor was killed or
-    /// the runtime shut down.
+    /// if it may start now, taken in one critical section. Throws, with nothing queued, if the
+    /// actor was killed or the runtime shut down; once queued, a call always ends (a shutdown
+    /// meanwhile cancels it when its turn comes).
     func submit(_ call: RemoteTask) throws(Failure) {
         let readyNow = !call.takesObjects
-        if readyNow { try runtime.admit() }
+        try runtime.admit()
         let startable: RemoteTask? = try lock.withLock { () throws(Failure) -> RemoteTask? in
             guard !killed else {
-                if readyNow { runtime.withdraw() }
+                runtime.withdraw()
                 throw Failure(FL_ESTATE, "the actor was killed")
             }
             queue.append(.passRetained(call))
@@ -198,7 +199,7 @@ final class RemoteActor {
             return nil
         }
         if !readyNow {
-            try runtime.submit(call)  // registers with its arguments; the last to resolve makes it ready
+            call.start()  // registers with its arguments; the last to resolve makes it ready
         } else if let startable {
             start(startable)
         }
