@@ -595,7 +595,7 @@ public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
 /// at once ("the task was cancelled"); a task that has not started never runs (an actor call
 /// is skipped in its turn); a running task or actor call finishes on its own, and
 /// fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force() stops
-/// a process task that does not look). No effect once the task has finished. Tasks depending on the object fail
+/// an isolated task that does not look, not an actor call). No effect once the task has finished. Tasks depending on the object fail
 /// with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
 /// FL_EHANDLE. Thread-safe.
 @_cdecl("fl_cancel")

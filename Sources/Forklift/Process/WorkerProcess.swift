@@ -86,7 +86,7 @@ final class WorkerProcess {
     /// The task running now came from a borrower: no pipelining, no forking.
     private var direct = false
     /// Set (with a wake-up) when the proxy must look at the pool's termination flag or at the
-    /// running request's abort word; the proxy clears it. Its own cache line.
+    /// running requests' cancel and abort words; the proxy clears it. Its own cache line.
     private let attention: UnsafeMutablePointer<UInt32>
     /// Per slot: the caller's words for the request in it, if it gave them (see `TaskWords`).
     private var slotWords: [TaskWords]

@@ -143,8 +143,8 @@ final class RemoteActor {
 
     /// Runs an isolated actor's method call (`call`) in its process and records the outcome.
     /// A process that died is started again first (constructor included), within its restarts.
-    /// `cancel` is the call's cancel flag, which the call reads through fl_task_cancelled once
-    /// `wakeProcess` has been called.
+    /// `cancel` is the call's cancel flag: the proxy passes it on to the child before each
+    /// wait, and `wakeProcess` makes it look again, so the call's fl_task_cancelled says so.
     func runInProcess(_ call: IsolatedCall, cancel: UnsafePointer<UInt32>, outcome: UnsafeMutablePointer<fls_slot>) {
         guard let process else {
             ResultSlot.fail(outcome, status: FL_ESTATE, code: FL_ESTATE, message: "the actor's process has ended")

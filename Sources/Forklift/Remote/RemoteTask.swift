@@ -45,7 +45,9 @@ final class RemoteTask: PoolJob {
     /// The actor, not retained (the task keeps it): for the worker running its calls.
     var actorIfAny: Unmanaged<RemoteActor>? { actor.map { Unmanaged.passUnretained($0) } }
     private let pending: UnsafeMutablePointer<UInt32>
-    /// The worker process running the task now (an isolated task), for fl_cancel_force.
+    /// The worker process running the task now (an isolated task), for fl_cancel and
+    /// fl_cancel_force to wake its proxy; for an isolated actor's call, `Self.runningInActor`
+    /// while it runs (the actor's process is reached through the actor, which keeps it alive).
     private var runningIn: UnsafeMutablePointer<UnsafeMutableRawPointer?> {
         UnsafeMutableRawPointer(pending + 4).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
     }
@@ -179,12 +181,16 @@ final class RemoteTask: PoolJob {
         // Flags first, then the process: the proxy publishes the process before it looks at
         // the flags, so one of the two sees the other.
         fls_fence_seq_cst()
-        if let process = fls_atomic_load_seq_cst_ptr(runningIn) {
+        guard let process = fls_atomic_load_seq_cst_ptr(runningIn) else { return }
+        if process == Self.runningInActor {
+            actor?.wakeProcess()
+        } else {
             Unmanaged<WorkerProcess>.fromOpaque(process).takeUnretainedValue().checkTaskWords()
-        } else if let actor, !constructsActor {
-            actor.wakeProcess()
         }
     }
+
+    /// What `runningIn` holds while an isolated actor's call runs: a mark, not a process.
+    private static let runningInActor = UnsafeMutableRawPointer(bitPattern: 1)!
 
     deinit {
         // Its outputs do not keep it alive (`RemoteObject.producer`): a task must resolve them
@@ -367,7 +373,9 @@ final class RemoteTask: PoolJob {
                 }
                 actor.startProcess(packed, keeping: objects, outcome: outcome)
             } else {
+                _ = fls_atomic_exchange_ptr(UnsafeMutablePointer(runningIn), Self.runningInActor)
                 actor.runInProcess(packed, cancel: cancelFlag, outcome: outcome)
+                _ = fls_atomic_exchange_ptr(UnsafeMutablePointer(runningIn), nil)
             }
             return
         }
