@@ -477,12 +477,12 @@ static int pid_alive(pid_t pid) {
 /* Waits until a task sets shared->started, then cancels `r` (not by force): the ref resolves
  * as cancelled at once, and the task, still running in its process, sees fl_task_cancelled()
  * become 1 and returns. */
-static void cancel_running(fl_ref r) {
+static void cancel_running(fl_ref r, int force) {
     double deadline = now_s() + 30;
     while (!__atomic_load_n(&shared->started, __ATOMIC_SEQ_CST) && now_s() < deadline) pause_ms(1);
     CHECK(shared->started == 1);
     CHECK(shared->saw_cancel == 0);
-    CHECK_OK(fl_cancel(r));
+    CHECK_OK(force ? fl_cancel_force(r) : fl_cancel(r));
     CHECK_RC(FL_ECANCELED, fl_get(r, 30, NULL, NULL));
     CHECK(strstr(fl_last_error(), "the task was cancelled") != NULL);
     deadline = now_s() + 30;
@@ -504,7 +504,7 @@ static void test_cancel_reaches_the_process(void) {
     shared->started = 0;
     shared->saw_cancel = 0;
     CHECK_OK(fl_remote(rt, task_until_cancelled, NULL, NULL, 0, &opts, &r));
-    cancel_running(r);
+    cancel_running(r, 0);
     fl_ref_release(r);
     CHECK_OK(fl_remote(rt, pid_and_cancelled, NULL, NULL, 0, &opts, &r));
     CHECK(get_value(r, after, sizeof after));
@@ -517,15 +517,18 @@ static void test_cancel_reaches_the_process(void) {
     CHECK(get_value(r, before, sizeof before));
     CHECK(before[0] > 0 && before[0] != getpid() && before[1] == 0);
     fl_ref_release(r);
-    shared->started = 0;
-    shared->saw_cancel = 0;
-    CHECK_OK(fl_actor_call(a, method_until_cancelled, NULL, 0, &r));
-    cancel_running(r);
-    fl_ref_release(r);
-    CHECK_OK(fl_actor_call(a, method_pid_and_cancelled, NULL, 0, &r));
-    CHECK(get_value(r, after, sizeof after));
-    CHECK(after[0] == before[0] && after[1] == 0);
-    fl_ref_release(r);
+    /* By force too: an actor call is cancelled as by fl_cancel, its process lives on. */
+    for (int force = 0; force <= 1; force++) {
+        shared->started = 0;
+        shared->saw_cancel = 0;
+        CHECK_OK(fl_actor_call(a, method_until_cancelled, NULL, 0, &r));
+        cancel_running(r, force);
+        fl_ref_release(r);
+        CHECK_OK(fl_actor_call(a, method_pid_and_cancelled, NULL, 0, &r));
+        CHECK(get_value(r, after, sizeof after));
+        CHECK(after[0] == before[0] && after[1] == 0);
+        fl_ref_release(r);
+    }
     int status;
     CHECK(call_int(a, counter_increment, &status) == 1); /* the state is intact */
     CHECK(status == FL_OK);
