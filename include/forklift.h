@@ -1530,9 +1530,9 @@ int fl_actor_kill(fl_actor actor);
  * Cancels the task whose result `ref` names (ray.cancel): its object resolves as FL_ECANCELED
  * at once ("the task was cancelled"); a task that has not started never runs (an actor call
  * is skipped in its turn); a running task or actor call finishes on its own, and
- * fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force() stops
- * an isolated task that does not look, not an actor call). No effect once the task has finished. Tasks depending on the object fail
- * with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
+ * fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
+ * stops an isolated task that does not look, not an actor call). No effect once the task has
+ * finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
  * FL_EHANDLE. Thread-safe.
  */
 int fl_cancel(fl_ref ref);

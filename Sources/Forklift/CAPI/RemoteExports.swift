@@ -594,9 +594,9 @@ public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
 /// Cancels the task whose result `ref` names (ray.cancel): its object resolves as FL_ECANCELED
 /// at once ("the task was cancelled"); a task that has not started never runs (an actor call
 /// is skipped in its turn); a running task or actor call finishes on its own, and
-/// fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force() stops
-/// an isolated task that does not look, not an actor call). No effect once the task has finished. Tasks depending on the object fail
-/// with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
+/// fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
+/// stops an isolated task that does not look, not an actor call). No effect once the task has
+/// finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
 /// FL_EHANDLE. Thread-safe.
 @_cdecl("fl_cancel")
 public func fl_cancel(_ ref: fl_ref?) -> CInt {
@@ -618,7 +618,7 @@ private func cancel(_ ref: fl_ref?, force: Bool) -> CInt {
         try Registry.refs.with(ref, "ref") { object throws(Failure) in
             guard object.isTaskResult else { throw Failure(FL_EINVAL, "the object was put, not produced by a task") }
             // nil: the task has finished and gone.
-            if force { object.producer?.cancelByForce() } else { object.producer?.cancel() }
+            object.producer?.cancel(force: force)
         }
         return FL_OK
     }

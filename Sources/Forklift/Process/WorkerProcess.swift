@@ -42,8 +42,6 @@ final class WorkerProcess {
         var cancel: UnsafePointer<UInt32>?
         /// Non-zero: kill the process and fail the request (fl_cancel_force).
         var abort: UnsafePointer<UInt32>?
-        /// Whether the cancel word was passed on to the child already.
-        var cancelSent = false
     }
 
     private let worker: UnsafeMutablePointer<fls_worker>
@@ -323,8 +321,7 @@ final class WorkerProcess {
                 settleAbort(seq, slot: mine)
                 continue
             }
-            if !slotWords[mine].cancelSent, let cancel = slotWords[mine].cancel, fls_atomic_load_u32(cancel) != 0 {
-                slotWords[mine].cancelSent = true
+            if let cancel = slotWords[mine].cancel, fls_atomic_load_u32(cancel) != 0 {
                 fls_atomic_store_u32(&fls_worker_request(worker, UInt32(mine)).pointee.cancel_requested, 1)
             }
             // Spin only for a lone request (a round trip); behind others, the answer is farther

@@ -155,10 +155,9 @@ final class RemoteActor {
     }
 
     /// Wakes the proxy of an isolated actor's process to look at the running call's cancel
-    /// flag (set first by fl_cancel); nothing for an actor on threads or a process that ended.
+    /// flag (set first by fl_cancel); nothing once the process has ended.
     func wakeProcess() {
-        guard isIsolated, let process = lock.withLock({ process }) else { return }
-        process.checkTaskWords()
+        lock.withLock { process }?.checkTaskWords()
     }
 
     /// Ends an isolated actor's process (no call runs): at kill, or at the runtime's shutdown.

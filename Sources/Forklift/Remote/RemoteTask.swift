@@ -160,20 +160,10 @@ final class RemoteTask: PoolJob {
 
     /// Cancels the task (fl_cancel): its output resolves as cancelled now unless it already
     /// has; a task not yet running never runs, a running one sees fl_task_cancelled (in its
-    /// worker process too, for an isolated task).
-    func cancel() {
-        cancel(force: false)
-    }
-
-    /// Cancels the task (fl_cancel_force): as `cancel`, and an isolated task running now has
-    /// its worker process killed.
-    func cancelByForce() {
-        cancel(force: true)
-    }
-
-    /// Sets the flags, resolves the outputs, then wakes the proxy of an isolated task running
-    /// now, which passes the cancel on to the child or, with `force`, kills it.
-    private func cancel(force: Bool) {
+    /// worker process too, for an isolated task or actor call: its proxy is woken to pass the
+    /// cancel on). With `force` (fl_cancel_force), an isolated task running now has its worker
+    /// process killed instead.
+    func cancel(force: Bool) {
         if force { fls_atomic_store_seq_cst_u32(cancelFlag + 1, 1) }
         fls_atomic_store_seq_cst_u32(cancelFlag, 1)
         output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
