@@ -442,7 +442,9 @@ const char *fl_strerror(int code);
 
 /**
  * Returns the detail message of the last call that failed on the calling thread ("" if none).
- * The string belongs to the thread and is valid until its next failing call. Thread-safe.
+ * At most 1023 bytes: a longer message (a failure passed down a long chain of tasks) keeps
+ * its start and its end, where the first cause is, with " ... " between them. The string
+ * belongs to the thread and is valid until its next failing call. Thread-safe.
  */
 const char *fl_last_error(void);
 
@@ -651,8 +653,8 @@ int fl_group_destroy(fl_group group);
  * Syntax: `RET(ARG, ...)`, for example "double(double, double)" for pow or
  * "i64(i32, double, ptr)". Types: void (result only; "(void)" means no arguments), i8 u8 i16
  * u16 i32 u32 i64 u64, char int unsigned long ulong size_t, float double, ptr (any pointer,
- * strings included), and structs passed by value as "{T, T, ...}" (nestable). Variadic
- * functions are rejected. The signature is immutable and may be used from any thread at once.
+ * strings included), and structs passed by value as "{T, T, ...}" (nestable). At most 64
+ * arguments, 64 fields per struct and 8 levels of nesting. Variadic functions are rejected. The signature is immutable and may be used from any thread at once.
  * Errors: FL_EINVAL (text or sig NULL; a syntax error, named with its offset in
  * fl_last_error()), FL_ENOMEM. Thread-safe.
  */
@@ -1056,7 +1058,8 @@ int fl_shm_create(const char *name, size_t size, fl_shm *shm);
  * Maps an existing segment by the name fl_shm_name() gives (a POSIX name, or the
  * "memfd:PID:FD" token of an anonymous segment while its creator lives) and stores it in
  * `*shm`. Writes are seen by every process that maps it: no copy is made. Errors: FL_EINVAL
- * (NULL arguments, no such segment), FL_ESYSTEM. Thread-safe; also inside a started process
+ * (NULL arguments, no such segment, a token naming a descriptor that is not a segment's),
+ * FL_ESYSTEM. Thread-safe; also inside a started process
  * or a worker process.
  */
 int fl_shm_open(const char *name, fl_shm *shm);

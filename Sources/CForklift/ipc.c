@@ -21,8 +21,8 @@
 struct fls_queue {
     fls_shared_header header; /* kind FLS_SHARED_QUEUE; the mapping's length */
     pthread_mutex_t lock; /* robust: a holder that dies does not block the others */
-    pthread_cond_t not_empty;
-    pthread_cond_t not_full;
+    fls_shared_cond not_empty;
+    fls_shared_cond not_full;
     uint64_t capacity;    /* bytes in the ring */
     uint64_t max_items;
     uint64_t head;        /* byte position of the oldest message (grows without bound) */
@@ -53,8 +53,6 @@ fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *fd, int *err
     fls_queue *q = fls_shared_create(FLS_SHARED_QUEUE, header_size() + capacity, fd, error);
     if (!q) return NULL;
     fls_shared_mutex_init(&q->lock, 0);
-    fls_shared_cond_init(&q->not_empty);
-    fls_shared_cond_init(&q->not_full);
     q->capacity = capacity;
     q->max_items = max_items;
     q->file_size = header_size() + capacity;
@@ -77,19 +75,8 @@ static void lock(fls_queue *q) {
 }
 
 /* Waits on `cond` until `deadline_ns` (negative: forever). Returns 0, or ETIMEDOUT. */
-static int wait_on(fls_queue *q, pthread_cond_t *cond, int64_t deadline_ns) {
-    int r;
-    if (deadline_ns < 0) {
-        r = pthread_cond_wait(cond, &q->lock);
-    } else {
-        struct timespec ts = {(time_t)(deadline_ns / 1000000000), (long)(deadline_ns % 1000000000)};
-        r = pthread_cond_timedwait(cond, &q->lock, &ts);
-    }
-    if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(&q->lock);
-        r = 0;
-    }
-    return r == ETIMEDOUT ? ETIMEDOUT : 0;
+static int wait_on(fls_queue *q, fls_shared_cond *cond, int64_t deadline_ns) {
+    return fls_shared_cond_wait(cond, &q->lock, deadline_ns);
 }
 
 static void copy_in(fls_queue *q, uint64_t at, const void *data, size_t len) {
@@ -123,7 +110,7 @@ static void append(fls_queue *q, uint64_t header, const void *body, size_t body_
     /* Published last: a holder that dies mid-copy leaves the queue as it was. */
     q->tail += cost(body_len);
     __atomic_store_n(&q->items, q->items + 1, __ATOMIC_RELAXED); /* also read without the lock */
-    pthread_cond_signal(&q->not_empty);
+    fls_shared_cond_signal(&q->not_empty, 0);
 }
 
 /* Copies a large message into a fresh region of the overflow area. Returns FL_OK with the
@@ -231,7 +218,7 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
         q->head += cost(length);
     }
     __atomic_store_n(&q->items, q->items - 1, __ATOMIC_RELAXED); /* also read without the lock */
-    pthread_cond_broadcast(&q->not_full); /* messages differ in size: any waiter may fit now */
+    fls_shared_cond_signal(&q->not_full, 1); /* messages differ in size: any waiter may fit now */
     pthread_mutex_unlock(&q->lock);
     if (!(header & OUT_OF_LINE)) return FL_OK;
     /* The message is this consumer's now: copy it out without the lock, then free it. */
@@ -251,8 +238,8 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
 void fls_queue_close(fls_queue *q) {
     lock(q);
     __atomic_store_n(&q->closed, 1, __ATOMIC_RELAXED); /* also read without the lock */
-    pthread_cond_broadcast(&q->not_empty);
-    pthread_cond_broadcast(&q->not_full);
+    fls_shared_cond_signal(&q->not_empty, 1);
+    fls_shared_cond_signal(&q->not_full, 1);
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -281,9 +268,24 @@ static int map_segment(int fd, size_t size, int named, fls_segment *segment) {
     return 0;
 }
 
+/* The name anonymous segments' memfds get (what /proc shows as "/memfd:NAME (deleted)"). */
+#define SEGMENT_MEMFD_NAME "forklift-shm"
+
+/* Whether `fd` (opened through a "memfd:PID:FD" token) is an anonymous segment's memfd, not
+ * some other descriptor of that process (a file, a socket, a queue's memfd). */
+static int is_segment_memfd(int fd) {
+    char path[64], target[128];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0) return 0;
+    target[n] = 0;
+    static const char expected[] = "/memfd:" SEGMENT_MEMFD_NAME " (deleted)";
+    return strcmp(target, expected) == 0;
+}
+
 int fls_segment_create(const char *name, size_t size, fls_segment *segment) {
     int fd = name ? shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)
-                  : memfd_create("forklift-shm", MFD_CLOEXEC);
+                  : memfd_create(SEGMENT_MEMFD_NAME, MFD_CLOEXEC);
     if (fd < 0) return errno;
     if (ftruncate(fd, (off_t)size) != 0) {
         int error = errno;
@@ -303,6 +305,10 @@ int fls_segment_open(const char *name, fls_segment *segment) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, number);
         fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && !is_segment_memfd(fd)) {
+            close(fd);
+            return EPROTOTYPE;
+        }
     } else {
         fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
     }

@@ -86,7 +86,7 @@ int fls_thread_join(uint64_t thread) { return pthread_join((pthread_t)thread, NU
 
 uint64_t fls_thread_self(void) { return (uint64_t)pthread_self(); }
 
-static _Thread_local char tls_message[1024];
+static _Thread_local char tls_message[FLS_MESSAGE_MAX + 1];
 static _Thread_local fls_thread_state thread_state;
 
 fls_thread_state *fls_tls_state(void) { return &thread_state; }
@@ -97,11 +97,32 @@ void fls_tls_set_worker_process(void *process) { thread_state.worker_process = p
 void *fls_tls_callback_thread(void) { return thread_state.callback_thread; }
 void fls_tls_set_callback_thread(void *thread) { thread_state.callback_thread = thread; }
 
-void fls_tls_set_message(const char *message) {
+void fls_tls_set_message(const char *message) { fls_message_fit(tls_message, message); }
+
+static int is_continuation(char byte) { return ((unsigned char)byte & 0xC0) == 0x80; }
+
+void fls_message_fit(char *buffer, const char *message) {
     size_t n = strlen(message);
-    if (n >= sizeof tls_message) n = sizeof tls_message - 1;
-    memcpy(tls_message, message, n);
-    tls_message[n] = 0;
+    if (n <= FLS_MESSAGE_MAX) {
+        memcpy(buffer, message, n + 1);
+        return;
+    }
+    static const char gap[] = " ... ";
+    size_t room = FLS_MESSAGE_MAX - (sizeof gap - 1);
+    size_t head = room / 4;
+    while (head > 0 && is_continuation(message[head])) head--;
+    size_t from = n - (room - room / 4);
+    while (from < n && is_continuation(message[from])) from++;
+    memcpy(buffer, message, head);
+    memcpy(buffer + head, gap, sizeof gap - 1);
+    memcpy(buffer + head + sizeof gap - 1, message + from, n - from + 1);
+}
+
+char *fls_message_dup(const char *message) {
+    size_t n = strlen(message);
+    char *copy = malloc((n > FLS_MESSAGE_MAX ? FLS_MESSAGE_MAX : n) + 1);
+    if (copy) fls_message_fit(copy, message);
+    return copy;
 }
 const char *fls_tls_message(void) { return tls_message; }
 void *fls_tls_worker(void) { return thread_state.worker; }

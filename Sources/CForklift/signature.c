@@ -52,7 +52,17 @@ static void fail(parser *p, const char *format, ...) {
     va_start(ap, format);
     vsnprintf(detail, sizeof detail, format, ap);
     va_end(ap);
-    snprintf(p->error, p->error_len, "signature \"%s\", at offset %d: %s", p->text, (int)(p->at - p->text), detail);
+    /* A long signature is shown around the offset, so the reason always fits the message. */
+    int offset = (int)(p->at - p->text), length = (int)strlen(p->text);
+    enum { SHOWN_BEFORE = 40, SHOWN_AFTER = 40 };
+    if (length <= SHOWN_BEFORE + SHOWN_AFTER) {
+        snprintf(p->error, p->error_len, "signature \"%s\", at offset %d: %s", p->text, offset, detail);
+        return;
+    }
+    int from = offset > SHOWN_BEFORE ? offset - SHOWN_BEFORE : 0;
+    int to = offset + SHOWN_AFTER < length ? offset + SHOWN_AFTER : length;
+    snprintf(p->error, p->error_len, "signature \"%s%.*s%s\" (%d characters), at offset %d: %s", from > 0 ? "..." : "",
+             to - from, p->text + from, to < length ? "..." : "", length, offset, detail);
 }
 
 static void skip_spaces(parser *p) {

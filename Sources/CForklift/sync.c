@@ -10,12 +10,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -114,7 +116,7 @@ struct fls_sync {
     /* Lock and RLock: the lock itself. Event and semaphore: guards `value`. Robust: a holder
      * that dies hands the mutex to the next taker instead of blocking it forever. */
     pthread_mutex_t mutex;
-    pthread_cond_t changed; /* event and semaphore */
+    fls_shared_cond changed; /* event and semaphore */
     int64_t value;          /* event: set or not; semaphore: its count */
     int64_t max;            /* semaphore: the bound, 0 for none */
 };
@@ -129,20 +131,40 @@ void fls_shared_mutex_init(pthread_mutex_t *mutex, int recursive) {
     pthread_mutexattr_destroy(&attr);
 }
 
-void fls_shared_cond_init(pthread_cond_t *cond) {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(cond, &attr);
-    pthread_condattr_destroy(&attr);
+/* Takes the mutex, marking it consistent if its holder died. 0, ETIMEDOUT or EDEADLK. */
+static int take(pthread_mutex_t *mutex, int64_t deadline_ns);
+
+int fls_shared_cond_wait(fls_shared_cond *cond, pthread_mutex_t *mutex, int64_t deadline_ns) {
+    /* Read and counted under the mutex, so a signaller (which holds it) that changes the
+     * counter after this sees the waiter, and the futex call below returns at once. */
+    uint32_t seen = __atomic_load_n(&cond->changes, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&cond->waiters, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(mutex);
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns >= 0) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000);
+        tsp = &ts;
+    }
+    /* A shared futex (no _PRIVATE): the waker may be another process. FUTEX_WAIT_BITSET takes
+     * an absolute CLOCK_MONOTONIC deadline. */
+    long r = syscall(SYS_futex, &cond->changes, FUTEX_WAIT_BITSET, seen, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+    int timed_out = r == -1 && errno == ETIMEDOUT;
+    __atomic_sub_fetch(&cond->waiters, 1, __ATOMIC_SEQ_CST);
+    take(mutex, -1);
+    return timed_out ? ETIMEDOUT : 0;
+}
+
+void fls_shared_cond_signal(fls_shared_cond *cond, int all) {
+    __atomic_add_fetch(&cond->changes, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&cond->waiters, __ATOMIC_SEQ_CST) != 0)
+        syscall(SYS_futex, &cond->changes, FUTEX_WAKE, all ? INT32_MAX : 1, NULL, NULL, 0);
 }
 
 fls_sync *fls_sync_create(uint32_t kind, int64_t value, int64_t max, int *fd, int *error) {
     fls_sync *sync = fls_shared_create(kind, sizeof(fls_sync), fd, error);
     if (!sync) return NULL;
     fls_shared_mutex_init(&sync->mutex, kind == FLS_SHARED_RLOCK);
-    fls_shared_cond_init(&sync->changed);
     sync->value = value;
     sync->max = max;
     return sync;
@@ -155,7 +177,6 @@ static struct timespec timespec_of(int64_t ns) {
     return ts;
 }
 
-/* Takes the mutex, marking it consistent if its holder died. 0, ETIMEDOUT or EDEADLK. */
 static int take(pthread_mutex_t *mutex, int64_t deadline_ns) {
     int r;
     if (deadline_ns < 0) {
@@ -186,24 +207,13 @@ int fls_lock_release(fls_sync *sync) {
 
 /* Waits on `changed` until `deadline_ns`; the mutex is held. 0 or ETIMEDOUT. */
 static int wait_changed(fls_sync *sync, int64_t deadline_ns) {
-    int r;
-    if (deadline_ns < 0) {
-        r = pthread_cond_wait(&sync->changed, &sync->mutex);
-    } else {
-        struct timespec ts = timespec_of(deadline_ns);
-        r = pthread_cond_timedwait(&sync->changed, &sync->mutex, &ts);
-    }
-    if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(&sync->mutex);
-        r = 0;
-    }
-    return r == ETIMEDOUT ? ETIMEDOUT : 0;
+    return fls_shared_cond_wait(&sync->changed, &sync->mutex, deadline_ns);
 }
 
 void fls_event_set(fls_sync *sync) {
     take(&sync->mutex, -1);
     sync->value = 1;
-    pthread_cond_broadcast(&sync->changed);
+    fls_shared_cond_signal(&sync->changed, 1);
     pthread_mutex_unlock(&sync->mutex);
 }
 
@@ -250,7 +260,7 @@ int fls_semaphore_release(fls_sync *sync) {
         status = FL_ERANGE;
     } else {
         sync->value++;
-        pthread_cond_signal(&sync->changed);
+        fls_shared_cond_signal(&sync->changed, 0);
     }
     pthread_mutex_unlock(&sync->mutex);
     return status;

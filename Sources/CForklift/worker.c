@@ -483,8 +483,9 @@ int fls_child_task_result_buffer(const void *raw, size_t len, void **buffer) {
     drop_result(ctx);
     *buffer = NULL;
     if (len > mb->capacity && rq->kind == FLS_REQ_TASK_EXIT) {
-        snprintf(rq->message, sizeof rq->message, "a process result is limited to %llu bytes",
-                 (unsigned long long)mb->capacity);
+        snprintf(rq->message, sizeof rq->message, "a process result is limited to %llu bytes; this one has %zu",
+                 (unsigned long long)mb->capacity, len);
+        fls_tls_set_message(rq->message); /* the child's fl_last_error() */
         return FL_ERANGE;
     }
     if (len <= mb->capacity) {
@@ -493,10 +494,12 @@ int fls_child_task_result_buffer(const void *raw, size_t len, void **buffer) {
         return FL_OK;
     }
     int fd = fls_memfd_with(NULL, len, "forklift-result");
-    if (fd < 0) return FL_ENOMEM;
-    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *map = fd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
-        close(fd);
+        if (fd >= 0) close(fd);
+        char message[96];
+        snprintf(message, sizeof message, "no memory for a result of %zu bytes", len);
+        fls_tls_set_message(message);
         return FL_ENOMEM;
     }
     ctx->result_map = map;

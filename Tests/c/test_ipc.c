@@ -470,6 +470,113 @@ static void test_open_by_name(void) {
     CHECK_OK(fl_semaphore_destroy(s));
 }
 
+/* ---- waiters that die while they wait ---- */
+
+static fl_queue dying_queue;
+
+/* Started as a process: waits forever on the object `args` names (it is killed meanwhile). */
+static int wait_forever(void *user, const void *args, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len; (void)ctx;
+    char buffer[8];
+    size_t got = 0;
+    switch (*(const char *)args) {
+    case 'p': return fl_queue_put(dying_queue, "x", 1, FL_FOREVER); /* the queue is full */
+    case 'g': return fl_queue_get(dying_queue, buffer, sizeof buffer, &got, FL_FOREVER); /* empty */
+    case 'e': return fl_event_wait(shared_event, FL_FOREVER);
+    default: return fl_semaphore_acquire(shared_semaphore, FL_FOREVER);
+    }
+}
+
+/* Starts a process waiting on object `which`, waits until it sleeps there, kills it. */
+static void kill_a_waiter(char which) {
+    fl_process waiter = NULL;
+    CHECK_OK(fl_process_start(wait_forever, NULL, &which, 1, NULL, &waiter));
+    pause_ms(50);
+    CHECK_RC(1, fl_process_is_alive(waiter));
+    CHECK_OK(fl_process_kill(waiter));
+    CHECK_OK(fl_process_join(waiter, 30));
+    CHECK_OK(fl_process_destroy(waiter));
+}
+
+static void test_waiters_that_die(void) {
+    /* A process killed while it sleeps on a queue, an event or a semaphore leaves nothing that
+     * later calls wait for: the others' calls keep their timeouts and wake-ups, round after
+     * round (with glibc's process-shared condition variables, the second round hung). */
+    alarm(120); /* a hang fails the test instead of holding the suite */
+    char buffer[8];
+    size_t got = 0;
+    CHECK_OK(fl_queue_create(0, 1, &dying_queue)); /* one message at most */
+    CHECK_OK(fl_event_create(&shared_event));
+    CHECK_OK(fl_semaphore_create(0, 0, &shared_semaphore));
+    for (int round = 0; round < 3; round++) {
+        CHECK_OK(fl_queue_put(dying_queue, "a", 1, 0)); /* full */
+        kill_a_waiter('p');
+        CHECK_OK(fl_queue_get(dying_queue, buffer, sizeof buffer, &got, 1));
+        CHECK_RC(FL_ETIMEDOUT, fl_queue_get(dying_queue, buffer, sizeof buffer, &got, 0.01));
+        kill_a_waiter('g');
+        CHECK_OK(fl_queue_put(dying_queue, "b", 1, 1));
+        CHECK_RC(FL_ETIMEDOUT, fl_queue_put(dying_queue, "c", 1, 0.01));
+        CHECK_OK(fl_queue_get(dying_queue, buffer, sizeof buffer, &got, 1));
+        kill_a_waiter('e');
+        CHECK_OK(fl_event_set(shared_event));
+        CHECK_OK(fl_event_wait(shared_event, 1));
+        CHECK_OK(fl_event_clear(shared_event));
+        CHECK_RC(FL_ETIMEDOUT, fl_event_wait(shared_event, 0.01));
+        kill_a_waiter('s');
+        CHECK_OK(fl_semaphore_release(shared_semaphore));
+        CHECK_OK(fl_semaphore_acquire(shared_semaphore, 1));
+        CHECK_RC(FL_ETIMEDOUT, fl_semaphore_acquire(shared_semaphore, 0.01));
+    }
+    /* A waiter that lives on is still woken by the others. */
+    fl_process waiter = NULL;
+    char which = 'g';
+    CHECK_OK(fl_process_start(wait_forever, NULL, &which, 1, NULL, &waiter));
+    pause_ms(50);
+    CHECK_OK(fl_queue_put(dying_queue, "d", 1, 1));
+    CHECK_OK(fl_process_join(waiter, 30));
+    int code = -1;
+    CHECK_OK(fl_process_exitcode(waiter, &code));
+    CHECK(code == 0);
+    CHECK_OK(fl_process_destroy(waiter));
+    alarm(0);
+    CHECK_OK(fl_queue_destroy(dying_queue));
+    CHECK_OK(fl_event_destroy(shared_event));
+    CHECK_OK(fl_semaphore_destroy(shared_semaphore));
+}
+
+static void test_segment_tokens(void) {
+    /* A "memfd:PID:FD" token maps only an anonymous segment's memfd, not any descriptor. */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/forklift-not-a-segment-%d", (int)getpid());
+    FILE *file = fopen(path, "w+");
+    CHECK(file != NULL);
+    if (!file) return;
+    fputs("precious data", file);
+    fflush(file);
+    char token[64];
+    snprintf(token, sizeof token, "memfd:%d:%d", (int)getpid(), fileno(file));
+    fl_shm shm = NULL;
+    CHECK_RC(FL_EINVAL, fl_shm_open(token, &shm));
+    CHECK(shm == NULL && strstr(fl_last_error(), "not a shared-memory segment") != NULL);
+    snprintf(token, sizeof token, "memfd:%d:1", (int)getpid()); /* stdout */
+    CHECK_RC(FL_EINVAL, fl_shm_open(token, &shm));
+    fl_queue q = NULL;
+    char queue_token[64];
+    CHECK_OK(fl_queue_create(0, 0, &q));
+    CHECK_OK(fl_queue_name(q, queue_token, sizeof queue_token));
+    CHECK_RC(FL_EINVAL, fl_shm_open(queue_token, &shm)); /* a queue's memfd is not a segment */
+    CHECK_OK(fl_queue_destroy(q));
+    /* A real one still opens. */
+    fl_shm made = NULL, opened = NULL;
+    CHECK_OK(fl_shm_create(NULL, 4096, &made));
+    CHECK_OK(fl_shm_name(made, token, sizeof token));
+    CHECK_OK(fl_shm_open(token, &opened));
+    CHECK_OK(fl_shm_close(opened));
+    CHECK_OK(fl_shm_close(made));
+    fclose(file);
+    unlink(path);
+}
+
 int main(void) {
     test_pipe_in_process();
     test_pipe_across_processes();
@@ -477,6 +584,8 @@ int main(void) {
     test_event();
     test_semaphore();
     test_open_by_name();
+    test_waiters_that_die();
+    test_segment_tokens();
     CHECK_OK(fl_shm_close(shared_cells));
     CHECK(child_pids(NULL, 0) == 0);
     return check_finish("ipc");

@@ -126,6 +126,18 @@ static void test_seed_example(void) {
     CHECK_OK(fl_queue_destroy(shared_queue));
 }
 
+/* Tries a result one byte above the 1 MiB limit, then returns what fl_last_error() said. */
+static int return_too_much(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    size_t size = (1 << 20) + 1;
+    char *big = calloc(1, size);
+    int rc = big ? fl_task_return(ctx, big, size) : FL_ENOMEM;
+    free(big);
+    if (rc != FL_ERANGE) return 1;
+    const char *message = fl_last_error();
+    return fl_task_return(ctx, message, strlen(message) + 1);
+}
+
 static void test_exit_codes(void) {
     struct { const char *arg; int code; } cases[] = {{"ok", 0}, {"seven", 7}, {"exit", 3}, {"segv", -SIGSEGV},
                                                      {"fail", 300}, {"pool", 0}};
@@ -173,6 +185,17 @@ static void test_exit_codes(void) {
     CHECK_RC(FL_EINVAL, fl_process_start(behave, NULL, NULL, 4, NULL, &p));
     CHECK(p == NULL);
     CHECK_RC(FL_EHANDLE, fl_process_join(NULL, 0));
+
+    /* A result above the limit: FL_ERANGE in the child, with a message that says why. */
+    char said[256] = {0};
+    size_t said_len = 0;
+    CHECK_OK(fl_process_start(return_too_much, NULL, NULL, 0, NULL, &p));
+    CHECK_OK(fl_process_join(p, 30));
+    CHECK_OK(fl_process_exitcode(p, &code));
+    CHECK(code == 0);
+    CHECK_OK(fl_process_result(p, said, sizeof said - 1, &said_len));
+    CHECK(strstr(said, "limited to 1048576 bytes; this one has 1048577") != NULL);
+    CHECK_OK(fl_process_destroy(p));
 }
 
 static void test_queue_semantics(void) {

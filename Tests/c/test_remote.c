@@ -43,6 +43,13 @@ static int sum_args(void *user, const fl_blob *args, size_t nargs, fl_task_ctx c
     return fl_task_return(ctx, &total, sizeof total);
 }
 
+/* How many times `needle` occurs in `text`. */
+static size_t count_of(const char *text, const char *needle) {
+    size_t count = 0;
+    for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle)) count++;
+    return count;
+}
+
 static int fail_seven(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     (void)user; (void)args; (void)nargs;
     return fl_task_fail(ctx, 7, "seven is not allowed");
@@ -241,6 +248,9 @@ static void test_failures_travel(fl_runtime rt) {
     CHECK_OK(fl_remote(rt, sum_args, NULL, args, 2, NULL, &child));
     CHECK_RC(FL_ETASK, fl_get(child, 30, NULL, NULL));
     CHECK(strstr(fl_last_error(), "argument 1 failed") != NULL && strstr(fl_last_error(), "seven") != NULL);
+    /* The cause's code, named once at the end: "argument 1 failed: seven is not allowed (code 7)". */
+    CHECK(count_of(fl_last_error(), "(code 7)") == 1 && strstr(fl_last_error(), "allowed (code 7)") != NULL);
+    CHECK(strstr(fl_last_error(), "(code -") == NULL); /* not the status as a code */
     fl_arg again = ref_arg(child);
     CHECK_OK(fl_remote(rt, sum_args, NULL, &again, 1, NULL, &grandchild));
     CHECK_RC(FL_ETASK, fl_get(grandchild, 30, NULL, NULL));
@@ -345,6 +355,16 @@ static void test_unsealed_argument_at_shutdown(void) {
     fl_ref_release(kept);
 }
 
+/* Returns as many zero bytes as its argument says. */
+static int return_zeros(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user;
+    size_t n = nargs == 1 ? (size_t)as_int(&args[0]) : 0;
+    void *buffer = NULL;
+    int rc = fl_task_result_buffer(ctx, n, &buffer);
+    if (rc == FL_OK && n > 0) memset(buffer, 0, n);
+    return rc;
+}
+
 static void test_objects_and_refcounts(void) {
     fl_runtime rt = new_runtime(2, 1000);
     char block[600];
@@ -364,6 +384,19 @@ static void test_objects_and_refcounts(void) {
     CHECK_RC(FL_EHANDLE, fl_ref_release(copy));
     CHECK_OK(fl_put(rt, block, sizeof block, &second)); /* room again */
     CHECK_OK(fl_ref_release(second));
+
+    /* A task whose value does not fit the store fails, and is counted as failed. */
+    fl_runtime_stats before, after;
+    CHECK_OK(fl_runtime_get_stats(rt, &before));
+    int64_t too_many = 2000;
+    fl_arg count = int_arg(&too_many);
+    fl_ref oversized = NULL;
+    CHECK_OK(fl_remote(rt, return_zeros, NULL, &count, 1, NULL, &oversized));
+    CHECK_RC(FL_ENOMEM, fl_get(oversized, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "object store full") != NULL);
+    CHECK_OK(fl_runtime_get_stats(rt, &after));
+    CHECK(after.tasks_finished - before.tasks_finished == 1 && after.tasks_failed - before.tasks_failed == 1);
+    CHECK_OK(fl_ref_release(oversized));
 
     /* 1M put/get/release cycles leave nothing behind. */
     int ok = 1;
@@ -385,7 +418,8 @@ static void test_objects_and_refcounts(void) {
     CHECK(ok);
     fl_runtime_stats stats = stats_once_settled(rt);
     CHECK(stats.objects == 0 && stats.object_bytes == 0);
-    CHECK(stats.tasks_submitted == 10000 && stats.tasks_finished == 10000 && stats.tasks_failed == 0);
+    /* The 10,000, and the oversized one above (failed). */
+    CHECK(stats.tasks_submitted == 10001 && stats.tasks_finished == 10001 && stats.tasks_failed == 1);
     CHECK(stats.tasks_running == 0);
     CHECK_OK(fl_runtime_shutdown(rt));
 }
@@ -912,12 +946,6 @@ int remote_test_product(void *user, const fl_blob *args, size_t nargs, fl_task_c
     return fl_task_return(ctx, &product, sizeof product);
 }
 
-static size_t count_of(const char *text, const char *needle) {
-    size_t count = 0;
-    for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle)) count++;
-    return count;
-}
-
 static void test_names_and_trace(fl_runtime rt) {
     /* Registration and submission by name. */
     int64_t offset = 1000;
@@ -979,6 +1007,15 @@ static void test_names_and_trace(fl_runtime rt) {
     CHECK_OK(fl_function_unregister("sum"));
     CHECK_RC(FL_EINVAL, fl_function_unregister("sum"));
     CHECK_RC(FL_EINVAL, fl_remote_named(rt, "sum", two, 2, NULL, &missing));
+    /* Written after the unregistration, the trace still names the task that ran as "sum". */
+    CHECK_OK(fl_runtime_trace_write(rt, path));
+    file = fopen(path, "r");
+    CHECK(file != NULL);
+    length = file ? fread(text, 1, sizeof text - 1, file) : 0;
+    text[length] = 0;
+    if (file) fclose(file);
+    unlink(path);
+    CHECK(count_of(text, "\"name\":\"sum\"") == 1);
     fl_ref_release(named);
     fl_ref_release(after);
     fl_ref_release(call);
@@ -1194,6 +1231,7 @@ static void test_cpu_counts(void) {
     for (int i = 0; i < 6; i++) CHECK_OK(fl_remote(rt, hold_cpus, NULL, &arg2, 1, &options, &refs[i]));
     for (int i = 0; i < 6; i++) CHECK(get_int(refs[i]) == 2);
     CHECK(cpus_most == 2); /* one task of 2 at a time */
+    for (int i = 0; i < 6; i++) fl_ref_release(refs[i]);
     cpus_most = 0;
     options.num_cpus = 1;
     for (int i = 0; i < 12; i++) CHECK_OK(fl_remote(rt, hold_cpus, NULL, &arg1, 1, &options, &refs[i]));
@@ -1226,6 +1264,10 @@ static void test_cpu_counts(void) {
         CHECK(len == 8 && *(const int64_t *)data == 1);
         fl_ref_release(outer);
     }
+    /* Tasks that waited for their CPUs are let go of once they ran: with every reference
+     * released, no object of theirs is left. */
+    fl_runtime_stats stats = stats_once_settled(rt);
+    CHECK(stats.objects == 0 && stats.object_bytes == 0);
 
     /* Bad counts; an options struct of the earlier layout (no num_cpus) still works. */
     fl_ref bad = NULL;
@@ -1382,6 +1424,63 @@ static void test_spill(void) {
     rmdir(dir);
 }
 
+/* ---- two shutdowns at once; a failure down a long chain ---- */
+
+static fl_runtime racing_runtime;
+static int racing_status[2];
+static volatile int racing_go;
+
+static void *shut_down_racing(void *which) {
+    while (!__atomic_load_n(&racing_go, __ATOMIC_ACQUIRE)) sched_yield();
+    racing_status[(intptr_t)which] = fl_runtime_shutdown(racing_runtime);
+    return NULL;
+}
+
+static void test_concurrent_shutdowns(void) {
+    /* Two threads shut one runtime down at once: one call does it, the other finds the handle
+     * going (FL_EHANDLE); neither waits forever, nor tears down what the other tears down. */
+    alarm(120); /* a hang fails the test instead of holding the suite */
+    int both_right = 1;
+    for (int round = 0; round < 50; round++) {
+        racing_runtime = new_runtime(1, 0);
+        racing_go = 0;
+        pthread_t threads[2];
+        for (intptr_t i = 0; i < 2; i++) pthread_create(&threads[i], NULL, shut_down_racing, (void *)i);
+        __atomic_store_n(&racing_go, 1, __ATOMIC_RELEASE);
+        for (int i = 0; i < 2; i++) pthread_join(threads[i], NULL);
+        both_right &= (racing_status[0] == FL_OK && racing_status[1] == FL_EHANDLE) ||
+                      (racing_status[1] == FL_OK && racing_status[0] == FL_EHANDLE);
+    }
+    alarm(0);
+    CHECK(both_right);
+}
+
+static void test_failure_down_a_long_chain(void) {
+    /* Each task of the chain takes the previous one's result; the first fails. Every object's
+     * message stays within 1023 bytes (it would otherwise grow by a prefix per link, and the
+     * chain's memory with the square of its length), and keeps the first cause at its end. */
+    fl_runtime rt = new_runtime(2, 0);
+    enum { LINKS = 3000 };
+    static fl_ref chain[LINKS];
+    CHECK_OK(fl_remote(rt, fail_seven, NULL, NULL, 0, NULL, &chain[0]));
+    int submitted = 1;
+    for (int i = 1; i < LINKS; i++) {
+        fl_arg previous = {NULL, 0, chain[i - 1]};
+        submitted &= fl_remote(rt, sum_args, NULL, &previous, 1, NULL, &chain[i]) == FL_OK;
+    }
+    CHECK(submitted);
+    CHECK_RC(FL_ETASK, fl_get(chain[LINKS - 1], 30, NULL, NULL));
+    const char *message = fl_last_error();
+    CHECK(strlen(message) <= 1023);
+    CHECK(strncmp(message, "argument 0 failed: ", 19) == 0);
+    CHECK(strstr(message, " ... ") != NULL);
+    CHECK(strstr(message, "seven") != NULL); /* fail_seven's own message, at the end */
+    for (int i = 0; i < LINKS; i++) fl_ref_release(chain[i]);
+    fl_runtime_stats stats = stats_once_settled(rt);
+    CHECK(stats.objects == 0);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
 int main(void) {
     fl_runtime rt = NULL;
     CHECK_OK(fl_runtime_default(&rt));
@@ -1407,6 +1506,8 @@ int main(void) {
     test_shutdown_with_work_in_flight();
     test_cancel();
     test_spill();
+    test_concurrent_shutdowns();
+    test_failure_down_a_long_chain();
     CHECK_OK(fl_runtime_shutdown(rt));
     CHECK_RC(FL_EHANDLE, fl_runtime_shutdown(rt));
     return check_finish("remote");

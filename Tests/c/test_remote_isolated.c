@@ -19,6 +19,8 @@ typedef struct shared_counters {
     uint32_t method_runs; /* runs of flaky_method */
     uint32_t started;     /* set by a task when it starts (force-cancel test) */
     uint32_t saw_cancel;  /* set by a task that saw fl_task_cancelled() become 1 (cancel test) */
+    uint32_t constructions; /* starts of dying_init */
+    uint32_t deaths_left;   /* how many more starts of dying_init die */
 } shared_counters;
 static shared_counters *shared;
 
@@ -235,6 +237,17 @@ static int counter_die(void *state, const fl_blob *args, size_t nargs, fl_task_c
 static int flaky_method(void *state, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     if (__atomic_add_fetch(&shared->method_runs, 1, __ATOMIC_SEQ_CST) == 1) raise(SIGKILL);
     return counter_increment(state, args, nargs, ctx);
+}
+
+/* A counter whose process dies (SIGKILL) in the constructor while `deaths_left` says so. */
+static int dying_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    __atomic_add_fetch(&shared->constructions, 1, __ATOMIC_SEQ_CST);
+    uint32_t left = __atomic_load_n(&shared->deaths_left, __ATOMIC_SEQ_CST);
+    if (left > 0) {
+        __atomic_store_n(&shared->deaths_left, left - 1, __ATOMIC_SEQ_CST);
+        raise(SIGKILL);
+    }
+    return counter_init(user, args, nargs, state);
 }
 
 /* ---- tests ---- */
@@ -655,6 +668,35 @@ static void test_restart_reads_the_constructor_argument(void) {
     free(bytes);
 }
 
+static void test_restart_after_a_death_in_the_constructor(void) {
+    /* A process that dies in the constructor is started again, constructor included, within
+     * max_restarts; past them, the constructor's failure names the death. */
+    fl_runtime rt = isolated_runtime(1);
+    fl_actor_options options;
+    CHECK_OK(fl_actor_options_init(&options));
+    options.isolate = 1;
+    options.max_restarts = 2;
+    int status;
+    for (uint32_t deaths = 0; deaths <= 3; deaths++) {
+        __atomic_store_n(&shared->constructions, 0, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&shared->deaths_left, deaths, __ATOMIC_SEQ_CST);
+        fl_actor a = NULL;
+        CHECK_OK(fl_actor_create(rt, dying_init, NULL, NULL, NULL, 0, &options, &a));
+        int64_t value = call_int(a, counter_increment, &status);
+        if (deaths <= 2) {
+            CHECK(status == FL_OK && value == 1);
+            CHECK(__atomic_load_n(&shared->constructions, __ATOMIC_SEQ_CST) == deaths + 1);
+        } else {
+            CHECK(status == FL_ESTATE); /* the constructor failed: 3 starts, 3 deaths */
+            CHECK(strstr(fl_last_error(), "constructor failed") != NULL && strstr(fl_last_error(), "SIGKILL") != NULL);
+            CHECK(__atomic_load_n(&shared->constructions, __ATOMIC_SEQ_CST) == 3);
+        }
+        CHECK_OK(fl_actor_kill(a));
+    }
+    __atomic_store_n(&shared->deaths_left, 0, __ATOMIC_SEQ_CST);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
 static void test_shutdown_with_work_in_flight(void) {
     fl_runtime rt = isolated_runtime(2);
     fl_remote_options opts = isolated(0);
@@ -848,6 +890,7 @@ int main(void) {
     test_isolated_actor();
     test_actor_restarts();
     test_restart_reads_the_constructor_argument();
+    test_restart_after_a_death_in_the_constructor();
     test_shutdown_with_work_in_flight();
     test_spilled_object_in_a_worker();
     test_arena_reuses_pages();

@@ -276,6 +276,15 @@ static void test_bad_input(void) {
     CHECK(strstr(fl_last_error(), "variadic") != NULL);
     CHECK_RC(FL_EINVAL, fl_signature_create("int(qword)", &s));
     CHECK(strstr(fl_last_error(), "qword") != NULL && strstr(fl_last_error(), "offset 4") != NULL);
+    /* A long signature: the message shows it around the offset and still gives the reason. */
+    {
+        static char many[1024] = "int(";
+        for (int i = 0; i < 65; i++) strcat(many, i ? ",int" : "int");
+        strcat(many, ")");
+        CHECK_RC(FL_EINVAL, fl_signature_create(many, &s));
+        CHECK(strstr(fl_last_error(), "more than 64 arguments") != NULL);
+        CHECK(strstr(fl_last_error(), "offset 260") != NULL && strstr(fl_last_error(), "(264 characters)") != NULL);
+    }
     CHECK_RC(FL_EINVAL, fl_signature_create(NULL, &s));
     CHECK_RC(FL_EINVAL, fl_signature_create("int(int)", NULL));
 

@@ -1,8 +1,8 @@
 /*
  * Internal: inter-process primitives that live in shared memory — the bounded message queue
  * behind fl_queue and the segments behind fl_shm. Plain C over mmap, process-shared robust
- * mutexes and condition variables, so they work the same in a parent, a forked child and a
- * worker process (where no Swift code may run before the user's function).
+ * mutexes and futex condition variables (fls_shared_cond), so they work the same in a parent,
+ * a forked child and a worker process (where no Swift code may run before the user's function).
  */
 #ifndef FORKLIFT_IPC_H
 #define FORKLIFT_IPC_H

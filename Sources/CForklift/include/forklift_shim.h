@@ -26,6 +26,8 @@ static inline bool fls_atomic_cas_u64(uint64_t *p, uint64_t *expected, uint64_t 
 }
 static inline uint64_t fls_atomic_add_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 static inline uint64_t fls_atomic_sub_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t fls_atomic_or_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t fls_atomic_and_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
 
 static inline uint32_t fls_atomic_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void fls_atomic_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
@@ -123,8 +125,17 @@ uint64_t fls_thread_self(void);
 
 /* ---- Thread-local state ----------------------------------------------------------------- */
 
-/** Stores the last-error message of this thread (copied, truncated to 1023 bytes). */
+/** Stores the last-error message of this thread (copied, as fls_message_fit fits it). */
 void fls_tls_set_message(const char *message);
+
+/** The longest message kept (a failure's, the last error's), in bytes without the NUL. */
+#define FLS_MESSAGE_MAX 1023
+/** Copies `message` into `buffer` (room for FLS_MESSAGE_MAX bytes and the NUL). A longer one
+ *  keeps its first quarter and its end, where a chain of causes ("argument 0 failed: ...")
+ *  puts the first cause, with " ... " between them; cut between UTF-8 characters. */
+void fls_message_fit(char *buffer, const char *message);
+/** fls_message_fit into a malloc'd copy of the right size (NULL if out of memory). */
+char *fls_message_dup(const char *message);
 /** The last-error message of this thread ("" when none). */
 const char *fls_tls_message(void);
 

@@ -41,8 +41,24 @@ void fls_shared_close(void *object, int fd);
 
 /** Initializes a process-shared, robust mutex (error-checking, or recursive) in shared memory. */
 void fls_shared_mutex_init(pthread_mutex_t *mutex, int recursive);
-/** Initializes a process-shared condition variable on the monotonic clock in shared memory. */
-void fls_shared_cond_init(pthread_cond_t *cond);
+/** A condition variable in shared memory that survives its waiters: a change counter that
+ *  waiters sleep on with a shared futex, and the count of waiters (so a signal with nobody
+ *  waiting makes no system call). A process killed while it waits leaves no state behind
+ *  that later signals wait for (glibc's process-shared pthread_cond_t does: its next
+ *  broadcast waits for the dead waiter forever); at worst its stale count costs the next
+ *  signals a useless wake call. Zero-filled is initialized. */
+typedef struct fls_shared_cond {
+    uint32_t changes;
+    uint32_t waiters;
+} fls_shared_cond;
+
+/** Releases `mutex` (held, robust), sleeps until `cond` is signalled or `deadline_ns` passes
+ *  (CLOCK_MONOTONIC, negative: none), then takes `mutex` again (marking it consistent if its
+ *  holder died). Returns 0 (signalled, or woken for no reason: the caller checks its
+ *  predicate again) or ETIMEDOUT. */
+int fls_shared_cond_wait(fls_shared_cond *cond, pthread_mutex_t *mutex, int64_t deadline_ns);
+/** Wakes one waiter of `cond` (`all`: every waiter); `cond`'s mutex is held. */
+void fls_shared_cond_signal(fls_shared_cond *cond, int all);
 
 /** A lock, a recursive lock, an event or a semaphore. */
 typedef struct fls_sync fls_sync;

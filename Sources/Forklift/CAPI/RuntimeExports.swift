@@ -25,7 +25,9 @@ public func fl_strerror(_ code: CInt) -> UnsafePointer<CChar> {
 }
 
 /// Returns the detail message of the last call that failed on the calling thread ("" if none).
-/// The string belongs to the thread and is valid until its next failing call. Thread-safe.
+/// At most 1023 bytes: a longer message (a failure passed down a long chain of tasks) keeps
+/// its start and its end, where the first cause is, with " ... " between them. The string
+/// belongs to the thread and is valid until its next failing call. Thread-safe.
 @_cdecl("fl_last_error")
 public func fl_last_error() -> UnsafePointer<CChar> {
     fls_tls_message()

@@ -145,7 +145,8 @@ public func fl_shm_create(_ name: UnsafePointer<CChar>?, _ size: size_t, _ shm: 
 /// Maps an existing segment by the name fl_shm_name() gives (a POSIX name, or the
 /// "memfd:PID:FD" token of an anonymous segment while its creator lives) and stores it in
 /// `*shm`. Writes are seen by every process that maps it: no copy is made. Errors: FL_EINVAL
-/// (NULL arguments, no such segment), FL_ESYSTEM. Thread-safe; also inside a started process
+/// (NULL arguments, no such segment, a token naming a descriptor that is not a segment's),
+/// FL_ESYSTEM. Thread-safe; also inside a started process
 /// or a worker process.
 @_cdecl("fl_shm_open")
 public func fl_shm_open(_ name: UnsafePointer<CChar>?, _ shm: UnsafeMutablePointer<fl_shm?>?) -> CInt {

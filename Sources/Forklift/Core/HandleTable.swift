@@ -23,7 +23,8 @@ enum HandleKind: UInt64 {
 /// Maps opaque C handles to live objects and validates every handle on use.
 ///
 /// A handle is `kind << 56 | generation << 32 | index`. Each slot keeps one atomic word,
-/// `generation << 40 | live << 39 | borrowers`, and a retained reference to its object.
+/// `generation << 40 | live << 39 | tearingDown << 38 | borrowers`, and a retained reference
+/// to its object.
 /// `borrow` succeeds only while the generation matches and the slot is live, and keeps the
 /// object alive until `giveBack`; `retire` clears the live bit, and whoever brings the
 /// borrowers to zero afterwards frees the slot and bumps its generation. So a destroyed,
@@ -34,7 +35,9 @@ final class HandleTable<Object: AnyObject> {
     private static var chunkSize: Int { 1 << chunkShift }
     private static var maxChunks: Int { 4096 }
     private static var liveBit: UInt64 { 1 << 39 }
-    private static var borrowerMask: UInt64 { (1 << 39) - 1 }
+    /// Set while a destroy call runs its teardown, so a second one does not run it too.
+    private static var tearingDownBit: UInt64 { 1 << 38 }
+    private static var borrowerMask: UInt64 { (1 << 38) - 1 }
     private static var generationMask: UInt64 { 0xFF_FFFF }
 
     private let kind: HandleKind
@@ -256,11 +259,29 @@ extension HandleTable {
     }
 
     /// The body of a destroy call: runs `teardown` with the object of a live handle, then
-    /// invalidates the handle (the object goes once no other call borrows it).
+    /// invalidates the handle (the object goes once no other call borrows it). Only one
+    /// destroy of a handle runs its teardown: one that comes while another is in it fails with
+    /// FL_EHANDLE at once, as it would a moment later. A teardown that throws leaves the handle
+    /// live, to be destroyed again.
     func destroy(_ handle: OpaquePointer?, _ name: StaticString,
                  _ teardown: (Object) throws(Failure) -> Void = { _ in }) throws(Failure) {
-        try with(handle, name, teardown)
-        guard retire(rawHandle(handle)) else { throw Failure(FL_EHANDLE, "\(name) was destroyed concurrently") }
+        let raw = rawHandle(handle)
+        guard let object = borrowUnmanaged(raw) else {
+            throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not \(withArticle(name.description))")
+        }
+        defer { giveBack(raw) }
+        let (word, _) = slot(Int(raw & 0xFFFF_FFFF))!
+        guard fls_atomic_or_u64(word, Self.tearingDownBit) & Self.tearingDownBit == 0 else {
+            throw Failure(FL_EHANDLE, "\(name) is being destroyed by another call")
+        }
+        do throws(Failure) {
+            try object._withUnsafeGuaranteedRef { object in Result { () throws(Failure) in try teardown(object) } }.get()
+        } catch {
+            _ = fls_atomic_and_u64(word, ~Self.tearingDownBit)
+            throw error
+        }
+        // The borrow and the bit keep the slot ours: nobody else can retire it.
+        retire(raw)
     }
 }
 

@@ -146,14 +146,16 @@ enum ResultSlot {
         return heap
     }
 
-    /// Records a failure, dropping any result written so far.
+    /// Records a failure, dropping any result written so far. A message above
+    /// FLS_MESSAGE_MAX bytes keeps its start and its end (`fls_message_fit`), so a failure
+    /// passed down a long chain of tasks stays bounded and still names its first cause.
     static func fail(_ slot: UnsafeMutablePointer<fls_slot>, status: Int32, code: Int32, message: String) {
         releaseStorage(slot)
         if let old = slot.pointee.message { free(old) }
         slot.pointee.len = 0
         slot.pointee.status = status
         slot.pointee.code = code
-        slot.pointee.message = message.withCString { strdup($0) }
+        slot.pointee.message = message.withCString { fls_message_dup($0) }
     }
 
     /// The result bytes of a completed slot (a borrowed view).

@@ -38,6 +38,7 @@ final class SharedSegment {
         case EEXIST: return Failure(FL_ESTATE, "shared memory \"\(name)\" already exists")
         case ENOENT: return Failure(FL_EINVAL, "no shared memory named \"\(name)\"")
         case EINVAL, ENAMETOOLONG: return Failure(FL_EINVAL, "\"\(name)\" is not a valid shared-memory name")
+        case EPROTOTYPE: return Failure(FL_EINVAL, "\"\(name)\" names a descriptor that is not a shared-memory segment")
         case EACCES, EPERM: return Failure(FL_ESYSTEM, "no permission for shared memory \"\(name)\"")
         case ENOMEM, ENOSPC, EFBIG: return Failure(FL_ENOMEM, "no memory for shared memory \"\(name)\"")
         default:

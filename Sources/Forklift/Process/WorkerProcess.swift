@@ -177,10 +177,26 @@ final class WorkerProcess {
     var initializerCode: Int32 { mailbox.pointee.init_code }
 
     /// Forks a process that resumes after the requests settled so far, and waits for its
-    /// initializer. Returns the failure, if any.
+    /// initializer. Returns the failure, if any. A process that dies in its initializer is
+    /// started again while `settings.maxStarts` allows (a restarted isolated actor's
+    /// constructor may die again, and each start counts).
     func start() -> Failure? { start(resumingAfter: requestSeq) }
 
+    /// `start()`, resuming after the request `resume`.
     private func start(resumingAfter resume: UInt32) -> Failure? {
+        var failure = startOnce(resumingAfter: resume)
+        // Only with a bound: a pool's processes (unbounded) report a dying initializer instead.
+        while failure != nil && diedInInitializer && settings.maxStarts > 0 && starts < settings.maxStarts {
+            failure = startOnce(resumingAfter: resume)
+        }
+        return failure
+    }
+
+    /// Whether the last start failed because its process died while running the initializer.
+    private var diedInInitializer = false
+
+    private func startOnce(resumingAfter resume: UInt32) -> Failure? {
+        diedInInitializer = false
         fls_worker_prepare(worker, resume)
         if settings.maxStarts > 0 && starts >= settings.maxStarts {
             return Failure(FL_EWORKER, "the worker process died and was started \(starts) times already "
@@ -196,6 +212,7 @@ final class WorkerProcess {
         if outcome == FLS_WAIT_DIED && mailbox.pointee.init_state == FLS_INIT_PENDING {
             let pid = worker.pointee.pid
             let end = fls_worker_reap(worker)
+            diedInInitializer = true
             return Failure(FL_EWORKER, "worker process \(pid) \(Self.describe(end)) while running the initializer")
         }
         if mailbox.pointee.init_state == FLS_INIT_FAILED {

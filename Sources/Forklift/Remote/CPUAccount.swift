@@ -9,7 +9,9 @@ final class CPUAccount {
     let capacity: Int
     private let lock = Lock()
     private var free: Int
-    private var waiting: [RemoteTask] = []
+    /// The waiters in submission order from `head`; a started one's entry is nil (the account
+    /// must not keep a task, and with it its objects, alive after it ran).
+    private var waiting: [RemoteTask?] = []
     private var head = 0
 
     init(capacity: Int) {
@@ -60,7 +62,7 @@ final class CPUAccount {
     /// The tasks that never got their CPUs (at shutdown).
     func drain() -> [RemoteTask] {
         lock.withLock {
-            let left = Array(waiting[head...])
+            let left = waiting[head...].compactMap { $0 }
             waiting = []
             head = 0
             return left
@@ -70,14 +72,17 @@ final class CPUAccount {
     /// Pops waiters from the head while they fit, marking their CPUs taken. Lock held.
     private func takeStartable() -> [RemoteTask] {
         var startable: [RemoteTask] = []
-        while head < waiting.count, free >= waiting[head].options.cpus {
-            let next = waiting[head]
+        while head < waiting.count, let next = waiting[head], free >= next.options.cpus {
+            waiting[head] = nil
             head += 1
             free -= next.options.cpus
             next.holdsCPUs = true
             startable.append(next)
         }
-        if head > 64 && head * 2 > waiting.count {
+        if head == waiting.count {
+            waiting.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head > 64 && head * 2 > waiting.count {
             waiting.removeFirst(head)
             head = 0
         }

@@ -27,6 +27,9 @@ enum FunctionRegistry {
 
     private static let lock = Lock()
     nonisolated(unsafe) private static var entries: [String: Entry] = [:]
+    /// The last name each unregistered function had (for traces of tasks that ran before it
+    /// was unregistered); one entry per function, so it stays as small as the registrations.
+    nonisolated(unsafe) private static var formerNames: [UnsafeRawPointer: String] = [:]
 
     /// Registers `entry` under `name`. Registering the same function and user again is
     /// allowed; another function under a taken name is refused.
@@ -46,9 +49,10 @@ enum FunctionRegistry {
     /// Removes `name`; throws if nothing is registered under it.
     static func unregister(_ name: String) throws(Failure) {
         try lock.withLock { () throws(Failure) in
-            guard entries.removeValue(forKey: name) != nil else {
+            guard let removed = entries.removeValue(forKey: name) else {
                 throw Failure(FL_EINVAL, "no function is registered as \"\(name)\"")
             }
+            formerNames[removed.address] = name
         }
     }
 
@@ -60,9 +64,10 @@ enum FunctionRegistry {
         }
     }
 
-    /// The name the function at `address` is registered under, if any (for traces).
+    /// The name the function at `address` is registered under, else the last name it was
+    /// registered under, if any (for traces).
     static func name(of address: UnsafeRawPointer) -> String? {
-        lock.withLock { entries.first { $0.value.address == address }?.key }
+        lock.withLock { entries.first { $0.value.address == address }?.key ?? formerNames[address] }
     }
 
     private static func validate(_ name: String) throws(Failure) {

@@ -160,22 +160,45 @@ final class RemoteObject {
     /// full". Returns whether this call resolved it.
     @discardableResult
     func resolve(taking outcome: UnsafeMutablePointer<fls_slot>, reserved: Bool = false) -> Bool {
+        publish(taking: outcome, account(outcome, reserved: reserved))
+    }
+
+    /// How an outcome's bytes are accounted for (see `account`).
+    struct Accounting {
+        fileprivate var counted = false
+        fileprivate var spilled = false
+        fileprivate var reserved = false
+    }
+
+    /// The first half of `resolve`: counts a value's bytes in the store, or moves them to a
+    /// spill file, or turns the outcome into the "object store full" failure. A task calls it
+    /// before it counts itself finished, so a value that did not fit counts as a failure.
+    /// `publish` must follow.
+    func account(_ outcome: UnsafeMutablePointer<fls_slot>, reserved: Bool = false) -> Accounting {
         // Counted (or spilled, which may write a file) before the lock is taken.
-        var counted = false
-        var spilled = false
+        var accounting = Accounting(reserved: reserved)
         if outcome.pointee.status == FL_OK && !reserved {
             if store.reserve(bytes: outcome.pointee.len) {
-                counted = true
+                accounting.counted = true
             } else {
                 do throws(Failure) {
                     try store.spill(outcome)
-                    spilled = true
+                    accounting.spilled = true
                 } catch {
                     ResultSlot.clear(outcome)
                     ResultSlot.fail(outcome, status: FL_ENOMEM, code: FL_ENOMEM, message: error.message)
                 }
             }
         }
+        return accounting
+    }
+
+    /// The second half of `resolve`: resolves with the accounted outcome unless already
+    /// resolved, and tells the dependents. Returns whether this call resolved it.
+    @discardableResult
+    func publish(taking outcome: UnsafeMutablePointer<fls_slot>, _ accounting: Accounting) -> Bool {
+        var counted = accounting.counted
+        let spilled = accounting.spilled, reserved = accounting.reserved
         let waiting: [RemoteTask]? = lock.withLock {
             guard !resolved else {
                 if reserved { counted = !isSpilled }  // fl_create's buffer, counted unless spilled

@@ -225,8 +225,11 @@ final class RemoteTask: PoolJob {
     func failArgumentCause() -> Bool {
         for (index, argument) in arguments.enumerated() {
             guard case .object(let object) = argument, let failure = object.failure else { continue }
-            finish(status: ResultSlot.status(object.slot), code: failure.code,
-                   message: "argument \(index) failed: \(failure.message)")
+            // The cause's own code and message: `failure` has the status as its code and adds
+            // " (code N)" to the message, which fl_get adds once for the whole chain.
+            let cause = object.slot.pointee.message.map { String(cString: $0) } ?? failure.message
+            finish(status: ResultSlot.status(object.slot), code: object.slot.pointee.code,
+                   message: "argument \(index) failed: \(cause)")
             return true
         }
         return false
@@ -280,12 +283,14 @@ final class RemoteTask: PoolJob {
                                                    label: constructsActor ? "actor constructor" : nil))
         }
         // Counted and let go of before the output resolves, so whoever sees the output
-        // ready also sees the counters and the argument objects' references updated.
+        // ready also sees the counters and the argument objects' references updated; a value
+        // that does not fit the store has become its failure by then.
+        let accounting = output.account(&outcome)
         runtime.taskRunning(-1)
         runtime.finished(failed: outcome.status != FL_OK || isCancelled)
         dropArguments()
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
-        output.resolve(taking: &outcome)
+        output.publish(taking: &outcome, accounting)
     }
 
     /// Runs the function on this thread (`user`: the task's, or the actor's state), again
