@@ -273,6 +273,7 @@ void fls_worker_prepare(fls_worker *worker, uint32_t resume) {
     mb->started_seq = resume;
     mb->child_sleeps = 0;
     mb->proxy_sleeps = 0;
+    mb->wake_lost = 0;
     mb->init_state = FLS_INIT_PENDING;
     mb->init_code = 0;
     mb->tasks_run = 0;
@@ -313,6 +314,13 @@ void fls_worker_interrupt(fls_worker *worker) {
     (void)!write(worker->event_fd, &one, sizeof one);
 }
 
+/* In the child: wakes the sleeping proxy through the event fd; if the task closed it, says so
+ * in the mailbox (the proxy then looks at it often). */
+static void wake_proxy(fls_worker *worker) {
+    uint64_t one = 1;
+    if (write(worker->event_fd, &one, sizeof one) < 0 && errno != EAGAIN) store(&worker->mailbox->wake_lost, 1);
+}
+
 /* Whether sequence number `mark` has reached `seq` (wrapping order). */
 static int reached(uint32_t mark, uint32_t seq) { return (int32_t)(mark - seq) >= 0; }
 
@@ -337,8 +345,12 @@ static int wait_for(fls_worker *worker, const uint32_t *word, uint32_t value, in
             int64_t left = deadline_ns - now_ns();
             timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
         }
-        /* Without pidfds, look for a dead child every 20 ms. */
-        if (worker->pid_fd < 0 && (timeout_ms < 0 || timeout_ms > 20)) timeout_ms = 20;
+        /* Without pidfds, look for a dead child every 20 ms. A child whose task closed its
+         * descriptors (as daemonizing code does) cannot write the event fd: look every 5 ms
+         * once it said so, and every 250 ms always, so a lost wake-up delays an answer but
+         * never holds it. */
+        int most_ms = load(&mb->wake_lost) ? 5 : worker->pid_fd < 0 ? 20 : 250;
+        if (timeout_ms < 0 || timeout_ms > most_ms) timeout_ms = most_ms;
         struct pollfd fds[2] = {{worker->event_fd, POLLIN, 0}, {worker->pid_fd, POLLIN, 0}};
         int ready = poll(fds, worker->pid_fd >= 0 ? 2 : 1, timeout_ms);
         store(&mb->proxy_sleeps, 0);
@@ -740,10 +752,7 @@ _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *
     if (init->fn) init_code = init->fn(init->user, init->args, init->args_len);
     mb->init_code = init_code;
     store(&mb->init_state, init_code == 0 ? FLS_INIT_OK : FLS_INIT_FAILED);
-    if (load(&mb->proxy_sleeps)) {
-        uint64_t one = 1;
-        (void)!write(worker->event_fd, &one, sizeof one);
-    }
+    if (load(&mb->proxy_sleeps)) wake_proxy(worker);
     if (init_code != 0) _exit(0);
 
     for (int i = 0; i < FLS_MAX_SLOTS; i++) pending_result_fd[i] = -1;
@@ -795,10 +804,7 @@ _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *
         seen = seq;
         /* Wake a sleeping proxy only for the response it waits for (or for any, if 0). */
         uint32_t wake_at = load(&mb->proxy_wake_at);
-        if (load(&mb->proxy_sleeps) && (wake_at == 0 || reached(seq, wake_at))) {
-            uint64_t one = 1;
-            (void)!write(worker->event_fd, &one, sizeof one);
-        }
+        if (load(&mb->proxy_sleeps) && (wake_at == 0 || reached(seq, wake_at))) wake_proxy(worker);
         if (rq->kind == FLS_REQ_TASK_EXIT) _exit(rq->status == FL_OK ? 0 : (rq->code & 0xff) ? (rq->code & 0xff) : 1);
         fls_remote_child_after_response();
     }

@@ -233,6 +233,37 @@ static void test_idle_death_costs_nothing(void) {
     CHECK_OK(fl_pool_destroy(pool));
 }
 
+/* Closes every descriptor from 3 up, as daemonizing code does, then returns its pid. */
+static int close_descriptors(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    for (int fd = 3; fd < 1024; fd++) close(fd);
+    int64_t pid = getpid();
+    return fl_task_return(ctx, &pid, sizeof pid);
+}
+
+static void test_a_task_closing_descriptors(void) {
+    /* The worker can no longer wake its waiting proxy through a descriptor, yet the answer
+     * arrives (the proxy looks at the mailbox often from then on), and the worker goes on. */
+    fl_pool pool = make_process_pool(1, 0, 0, 0);
+    fl_result result = NULL;
+    int64_t pid = 0, again = 0;
+    size_t len = 0;
+    const void *data = NULL;
+    CHECK_OK(fl_pool_apply_async(pool, close_descriptors, NULL, NULL, 0, NULL, NULL, NULL, &result));
+    CHECK_OK(fl_result_get(result, 10, &data, &len));
+    if (len == sizeof pid) memcpy(&pid, data, sizeof pid);
+    CHECK(pid > 0 && pid != getpid());
+    CHECK_OK(fl_result_release(result));
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(fl_pool_apply_async(pool, return_pid, NULL, NULL, 0, NULL, NULL, NULL, &result));
+        CHECK_OK(fl_result_get(result, 10, &data, &len));
+        if (len == sizeof again) memcpy(&again, data, sizeof again);
+        CHECK(again == pid); /* the same process */
+        CHECK_OK(fl_result_release(result));
+    }
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
 static void test_timeout_kills_and_replaces(void) {
     fl_pool pool = make_process_pool(1, 0.3, 0, 0);
     double start = now_s();
@@ -742,6 +773,7 @@ static void test_apply_on_the_calling_thread(void) {
 }
 
 int main(void) {
+    test_a_task_closing_descriptors(); /* first: a lost wake-up showed there every time (later, not always) */
     test_options();
     test_runs_in_other_processes();
     test_crashes_fail_only_their_task();

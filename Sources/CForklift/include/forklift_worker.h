@@ -87,7 +87,7 @@ typedef struct fls_mailbox {
     uint32_t response_seq;
     uint32_t proxy_sleeps;
     uint32_t started_seq;    /* the request the child has taken (it died before it, or in it) */
-    uint32_t pad1;
+    uint32_t wake_lost;      /* the child could not write the event fd (its task closed it) */
     int64_t started_ns;      /* when it took it (monotonic clock) */
     uint32_t proxy_wake_at;  /* written by the proxy: the response it sleeps for (0: any) */
     uint32_t pad2[9];
