@@ -1049,8 +1049,8 @@ int fl_queue_destroy(fl_queue queue);
  * so it never leaks. A `name` such as "/my-data" makes a POSIX shared-memory object that
  * outlives the processes until fl_shm_unlink(). Processes started afterwards inherit the
  * mapping; any process of the same user may map it with fl_shm_open() and the name from
- * fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name), FL_ESTATE (the name exists),
- * FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
+ * fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name, a size of 0 or above 16 TiB),
+ * FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
  */
 int fl_shm_create(const char *name, size_t size, fl_shm *shm);
 
@@ -1454,10 +1454,11 @@ int fl_get_many(const fl_ref *refs, size_t count, double timeout, const void **d
  * until this reference is released (ray.get). A failed object returns its status (FL_ETASK,
  * FL_ECANCELED, FL_ENOMEM, ...) and fl_last_error() gives its message; for FL_ETASK the
  * message ends with the task's own code, as in "seven is not allowed (code 7)".
- * With FL_FOREVER, if the object's task is queued and no worker has taken it yet, the
- * calling thread runs it itself (as a TBB or .NET wait does; not for isolated tasks, nor
- * for an actor call with others queued behind it). Called from a remote task, it runs other
- * tasks of the runtime while it waits.
+ * With FL_FOREVER, if the object's task is queued when fl_get is called and no worker has
+ * taken it yet, the calling thread runs it itself (as a TBB or .NET wait does; not for
+ * isolated tasks, nor for an actor call with others queued behind it); a task that becomes
+ * queued later is left to the workers. Called from a remote task, it runs other tasks of
+ * the runtime while it waits.
  * Errors: FL_ETIMEDOUT (not ready yet), FL_EHANDLE, FL_EINVAL. Thread-safe.
  */
 int fl_get(fl_ref ref, double timeout, const void **data, size_t *len);

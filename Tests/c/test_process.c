@@ -413,6 +413,8 @@ static void test_shared_memory(void) {
     CHECK_RC(FL_EINVAL, fl_shm_open(named, &again));
     CHECK_RC(FL_EINVAL, fl_shm_open("memfd:1:999999", &again));
     CHECK_RC(FL_EINVAL, fl_shm_create(NULL, 0, &again));
+    CHECK_RC(FL_EINVAL, fl_shm_create(NULL, SIZE_MAX, &again));
+    CHECK(strstr(fl_last_error(), "18446744073709551615") != NULL); /* the size asked for, not -1 */
     CHECK_OK(fl_pool_destroy(pool));
 }
 

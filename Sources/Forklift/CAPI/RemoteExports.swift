@@ -376,10 +376,11 @@ public func fl_get_many(_ refs: UnsafePointer<fl_ref?>?, _ count: size_t, _ time
 /// until this reference is released (ray.get). A failed object returns its status (FL_ETASK,
 /// FL_ECANCELED, FL_ENOMEM, ...) and fl_last_error() gives its message; for FL_ETASK the
 /// message ends with the task's own code, as in "seven is not allowed (code 7)".
-/// With FL_FOREVER, if the object's task is queued and no worker has taken it yet, the
-/// calling thread runs it itself (as a TBB or .NET wait does; not for isolated tasks, nor
-/// for an actor call with others queued behind it). Called from a remote task, it runs other
-/// tasks of the runtime while it waits.
+/// With FL_FOREVER, if the object's task is queued when fl_get is called and no worker has
+/// taken it yet, the calling thread runs it itself (as a TBB or .NET wait does; not for
+/// isolated tasks, nor for an actor call with others queued behind it); a task that becomes
+/// queued later is left to the workers. Called from a remote task, it runs other tasks of
+/// the runtime while it waits.
 /// Errors: FL_ETIMEDOUT (not ready yet), FL_EHANDLE, FL_EINVAL. Thread-safe.
 @_cdecl("fl_get")
 public func fl_get(_ ref: fl_ref?, _ timeout: Double, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?,

@@ -128,14 +128,16 @@ public func fl_queue_destroy(_ queue: fl_queue?) -> CInt {
 /// so it never leaks. A `name` such as "/my-data" makes a POSIX shared-memory object that
 /// outlives the processes until fl_shm_unlink(). Processes started afterwards inherit the
 /// mapping; any process of the same user may map it with fl_shm_open() and the name from
-/// fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name), FL_ESTATE (the name exists),
-/// FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
+/// fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name, a size of 0 or above 16 TiB),
+/// FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
 @_cdecl("fl_shm_create")
 public func fl_shm_create(_ name: UnsafePointer<CChar>?, _ size: size_t, _ shm: UnsafeMutablePointer<fl_shm?>?) -> CInt {
     withStatusAnywhere { () throws(Failure) in
         let out = try Check.required(shm, "shm")
         out.pointee = nil
-        guard size > 0 && size <= 1 << 44 else { throw Failure(FL_EINVAL, "size \(size) is impossible for a segment") }
+        guard size > 0 && size <= 1 << 44 else {
+            throw Failure(FL_EINVAL, "size \(UInt(bitPattern: size)) is impossible for a segment (1 byte to 16 TiB)")
+        }
         let segment = try SharedSegment(create: name.map { String(cString: $0) }, size: size)
         out.pointee = cHandle(try Registry.segments.register(segment))
         return FL_OK
