@@ -314,11 +314,28 @@ void fls_worker_interrupt(fls_worker *worker) {
     (void)!write(worker->event_fd, &one, sizeof one);
 }
 
-/* In the child: wakes the sleeping proxy through the event fd; if the task closed it, says so
- * in the mailbox (the proxy then looks at it often). */
+/* In the child: the event fd's identity when the child started (an anonymous inode), so a
+ * descriptor a task opened after closing it, under the same number, is not written to. */
+static dev_t event_fd_dev;
+static ino_t event_fd_ino;
+
+static void remember_event_fd(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        event_fd_dev = st.st_dev;
+        event_fd_ino = st.st_ino;
+    }
+}
+
+/* In the child: wakes the sleeping proxy through the event fd; if the task closed it (or put
+ * another kind of descriptor in its place), says so in the mailbox instead (the proxy then
+ * looks at it often). */
 static void wake_proxy(fls_worker *worker) {
+    struct stat st;
     uint64_t one = 1;
-    if (write(worker->event_fd, &one, sizeof one) < 0 && errno != EAGAIN) store(&worker->mailbox->wake_lost, 1);
+    int intact = fstat(worker->event_fd, &st) == 0 && st.st_dev == event_fd_dev && st.st_ino == event_fd_ino;
+    if (!intact || (write(worker->event_fd, &one, sizeof one) < 0 && errno != EAGAIN))
+        store(&worker->mailbox->wake_lost, 1);
 }
 
 /* Whether sequence number `mark` has reached `seq` (wrapping order). */
@@ -740,6 +757,7 @@ static void close_kept_files(void) {
 
 _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *init, pid_t parent) {
     in_worker = 1;
+    remember_event_fd(worker->event_fd);
     close_kept_files();
     fls_mailbox *mb = worker->mailbox;
     if (init->death_signal) {

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -233,23 +234,32 @@ static void test_idle_death_costs_nothing(void) {
     CHECK_OK(fl_pool_destroy(pool));
 }
 
-/* Closes every descriptor from 3 up, as daemonizing code does, then returns its pid. */
+/* Closes every descriptor from 3 up, as daemonizing code does, then opens the file `arg`
+ * names 64 times (so those numbers are taken by a regular file), then returns its pid. */
 static int close_descriptors(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
-    (void)user; (void)arg; (void)len;
+    (void)user;
     for (int fd = 3; fd < 1024; fd++) close(fd);
+    char path[128] = {0};
+    memcpy(path, arg, len < sizeof path - 1 ? len : sizeof path - 1);
+    for (int i = 0; i < 64; i++)
+        if (open(path, O_WRONLY | O_CREAT | O_APPEND, 0600) < 0) return 1;
     int64_t pid = getpid();
     return fl_task_return(ctx, &pid, sizeof pid);
 }
 
 static void test_a_task_closing_descriptors(void) {
     /* The worker can no longer wake its waiting proxy through a descriptor, yet the answer
-     * arrives (the proxy looks at the mailbox often from then on), and the worker goes on. */
+     * arrives (the proxy looks at the mailbox often from then on), and the worker goes on;
+     * the file now under the old descriptor numbers gets nothing written to it. */
     fl_pool pool = make_process_pool(1, 0, 0, 0);
     fl_result result = NULL;
     int64_t pid = 0, again = 0;
     size_t len = 0;
     const void *data = NULL;
-    CHECK_OK(fl_pool_apply_async(pool, close_descriptors, NULL, NULL, 0, NULL, NULL, NULL, &result));
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/forklift-fds-%d", (int)getpid());
+    unlink(path);
+    CHECK_OK(fl_pool_apply_async(pool, close_descriptors, NULL, path, strlen(path), NULL, NULL, NULL, &result));
     CHECK_OK(fl_result_get(result, 10, &data, &len));
     if (len == sizeof pid) memcpy(&pid, data, sizeof pid);
     CHECK(pid > 0 && pid != getpid());
@@ -262,6 +272,9 @@ static void test_a_task_closing_descriptors(void) {
         CHECK_OK(fl_result_release(result));
     }
     CHECK_OK(fl_pool_destroy(pool));
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && st.st_size == 0);
+    unlink(path);
 }
 
 static void test_timeout_kills_and_replaces(void) {
