@@ -110,7 +110,8 @@ static void append(fls_queue *q, uint64_t header, const void *body, size_t body_
     /* Published last: a holder that dies mid-copy leaves the queue as it was. */
     q->tail += cost(body_len);
     __atomic_store_n(&q->items, q->items + 1, __ATOMIC_RELAXED); /* also read without the lock */
-    fls_shared_cond_signal(&q->not_empty, 0);
+    /* Every waiter: one woken and killed before it takes the lock would take the wake-up with it. */
+    fls_shared_cond_signal(&q->not_empty, 1);
 }
 
 /* Copies a large message into a fresh region of the overflow area. Returns FL_OK with the
@@ -206,6 +207,8 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
     size_t length = (size_t)(header & ~OUT_OF_LINE);
     *len = length;
     if (length > capacity) {
+        /* The message stays: pass the wake-up this consumer may have taken on to another. */
+        fls_shared_cond_signal(&q->not_empty, 0);
         pthread_mutex_unlock(&q->lock);
         return FL_ERANGE;
     }
@@ -273,14 +276,19 @@ static int map_segment(int fd, size_t size, int named, fls_segment *segment) {
 
 /* Whether `fd` (opened through a "memfd:PID:FD" token) is an anonymous segment's memfd, not
  * some other descriptor of that process (a file, a socket, a queue's memfd). */
-static int is_segment_memfd(int fd) {
-    char path[64], target[128];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+static int is_segment_link(const char *path) {
+    char target[128];
     ssize_t n = readlink(path, target, sizeof target - 1);
     if (n < 0) return 0;
     target[n] = 0;
     static const char expected[] = "/memfd:" SEGMENT_MEMFD_NAME " (deleted)";
     return strcmp(target, expected) == 0;
+}
+
+static int is_segment_memfd(int fd) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return is_segment_link(path);
 }
 
 int fls_segment_create(const char *name, size_t size, fls_segment *segment) {
@@ -304,6 +312,9 @@ int fls_segment_open(const char *name, fls_segment *segment) {
     if (sscanf(name, "memfd:%d:%d%c", &pid, &number, &tail) == 2) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/fd/%d", pid, number);
+        /* Looked at before it is opened (opening a device or a terminal may do something),
+         * and again after (the number may have been reused in between). */
+        if (!is_segment_link(path)) return access(path, F_OK) == 0 ? EPROTOTYPE : errno;
         fd = open(path, O_RDWR | O_CLOEXEC);
         if (fd >= 0 && !is_segment_memfd(fd)) {
             close(fd);

@@ -260,7 +260,8 @@ int fls_semaphore_release(fls_sync *sync) {
         status = FL_ERANGE;
     } else {
         sync->value++;
-        fls_shared_cond_signal(&sync->changed, 0);
+        /* Every waiter: one woken and killed before it takes the lock would take the wake-up with it. */
+        fls_shared_cond_signal(&sync->changed, 1);
     }
     pthread_mutex_unlock(&sync->mutex);
     return status;

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/kcmp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -314,12 +315,15 @@ void fls_worker_interrupt(fls_worker *worker) {
     (void)!write(worker->event_fd, &one, sizeof one);
 }
 
-/* In the child: the event fd's identity when the child started (an anonymous inode), so a
- * descriptor a task opened after closing it, under the same number, is not written to. */
+/* In the child: a second descriptor of the event fd, taken when the child started, and the
+ * event fd's device and inode then, so a descriptor a task opened under the event fd's number
+ * after closing it is not written to. */
+static int event_fd_copy = -1;
 static dev_t event_fd_dev;
 static ino_t event_fd_ino;
 
 static void remember_event_fd(int fd) {
+    event_fd_copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     struct stat st;
     if (fstat(fd, &st) == 0) {
         event_fd_dev = st.st_dev;
@@ -327,14 +331,25 @@ static void remember_event_fd(int fd) {
     }
 }
 
-/* In the child: wakes the sleeping proxy through the event fd; if the task closed it (or put
- * another kind of descriptor in its place), says so in the mailbox instead (the proxy then
- * looks at it often). */
-static void wake_proxy(fls_worker *worker) {
+/* Whether the child's event fd is still the one it started with. kcmp tells whether the
+ * number and the copy name the same open file (the copy may be gone or replaced too: then
+ * they differ, or kcmp fails); where kcmp is not available, the device and inode must match
+ * (which tells a file, pipe or socket from it, but not another anonymous-inode descriptor
+ * such as a task's own eventfd). */
+static int event_fd_is_intact(int fd) {
+    long same = syscall(SYS_kcmp, (pid_t)getpid(), (pid_t)getpid(), KCMP_FILE, fd, event_fd_copy);
+    if (same >= 0) return same == 0;
+    if (errno != ENOSYS && errno != EPERM) return 0;
     struct stat st;
+    return fstat(fd, &st) == 0 && st.st_dev == event_fd_dev && st.st_ino == event_fd_ino;
+}
+
+/* In the child: wakes the sleeping proxy through the event fd; if the task closed it (or put
+ * another descriptor in its place), says so in the mailbox instead (the proxy then looks at
+ * it often). */
+static void wake_proxy(fls_worker *worker) {
     uint64_t one = 1;
-    int intact = fstat(worker->event_fd, &st) == 0 && st.st_dev == event_fd_dev && st.st_ino == event_fd_ino;
-    if (!intact || (write(worker->event_fd, &one, sizeof one) < 0 && errno != EAGAIN))
+    if (!event_fd_is_intact(worker->event_fd) || (write(worker->event_fd, &one, sizeof one) < 0 && errno != EAGAIN))
         store(&worker->mailbox->wake_lost, 1);
 }
 

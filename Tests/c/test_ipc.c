@@ -6,6 +6,7 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -487,11 +488,31 @@ static int wait_forever(void *user, const void *args, size_t len, fl_task_ctx ct
     }
 }
 
+/* Waits up to 5 s until process `pid` sleeps in the futex system call (what
+ * /proc/PID/syscall shows first); returns whether it does. */
+static int sleeps_in_futex(int64_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%lld/syscall", (long long)pid);
+    for (int i = 0; i < 5000; i++) {
+        FILE *file = fopen(path, "r");
+        long number = -1;
+        if (file) {
+            if (fscanf(file, "%ld", &number) != 1) number = -1;
+            fclose(file);
+        }
+        if (number == SYS_futex) return 1;
+        pause_ms(1);
+    }
+    return 0;
+}
+
 /* Starts a process waiting on object `which`, waits until it sleeps there, kills it. */
 static void kill_a_waiter(char which) {
     fl_process waiter = NULL;
+    int64_t pid = 0;
     CHECK_OK(fl_process_start(wait_forever, NULL, &which, 1, NULL, &waiter));
-    pause_ms(50);
+    CHECK_OK(fl_process_pid(waiter, &pid));
+    CHECK(sleeps_in_futex(pid)); /* so the kill lands in the wait this test is about */
     CHECK_RC(1, fl_process_is_alive(waiter));
     CHECK_OK(fl_process_kill(waiter));
     CHECK_OK(fl_process_join(waiter, 30));

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -234,17 +235,35 @@ static void test_idle_death_costs_nothing(void) {
     CHECK_OK(fl_pool_destroy(pool));
 }
 
+/* A worker's own eventfds (see close_descriptors). */
+static int task_eventfds[64];
+
 /* Closes every descriptor from 3 up, as daemonizing code does, then opens the file `arg`
- * names 64 times (so those numbers are taken by a regular file), then returns its pid. */
+ * names 64 times (so those numbers are taken by a regular file), or 64 eventfds of its own
+ * if `arg` is "eventfd", then returns its pid. */
 static int close_descriptors(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
     (void)user;
     for (int fd = 3; fd < 1024; fd++) close(fd);
     char path[128] = {0};
     memcpy(path, arg, len < sizeof path - 1 ? len : sizeof path - 1);
-    for (int i = 0; i < 64; i++)
-        if (open(path, O_WRONLY | O_CREAT | O_APPEND, 0600) < 0) return 1;
+    for (int i = 0; i < 64; i++) {
+        int fd = strcmp(path, "eventfd") == 0 ? (task_eventfds[i] = eventfd(0, EFD_NONBLOCK))
+                                               : open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd < 0) return 1;
+    }
     int64_t pid = getpid();
     return fl_task_return(ctx, &pid, sizeof pid);
+}
+
+/* In the worker after close_descriptors("eventfd"): what its eventfds have counted. */
+static int count_task_eventfds(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    int64_t total = 0;
+    for (int i = 0; i < 64; i++) {
+        uint64_t value = 0;
+        if (read(task_eventfds[i], &value, sizeof value) == (ssize_t)sizeof value) total += (int64_t)value;
+    }
+    return fl_task_return(ctx, &total, sizeof total);
 }
 
 static void test_a_task_closing_descriptors(void) {
@@ -275,6 +294,20 @@ static void test_a_task_closing_descriptors(void) {
     struct stat st;
     CHECK(stat(path, &st) == 0 && st.st_size == 0);
     unlink(path);
+    /* The same with the task's own eventfds in their place: none of them counts a wake-up. */
+    pool = make_process_pool(1, 0, 0, 0);
+    CHECK_OK(fl_pool_apply_async(pool, close_descriptors, NULL, "eventfd", 7, NULL, NULL, NULL, &result));
+    CHECK_OK(fl_result_get(result, 10, &data, &len));
+    CHECK_OK(fl_result_release(result));
+    for (int i = 0; i < 3; i++) {
+        int64_t counted = -1;
+        CHECK_OK(fl_pool_apply_async(pool, count_task_eventfds, NULL, NULL, 0, NULL, NULL, NULL, &result));
+        CHECK_OK(fl_result_get(result, 10, &data, &len));
+        if (len == sizeof counted) memcpy(&counted, data, sizeof counted);
+        CHECK(counted == 0);
+        CHECK_OK(fl_result_release(result));
+    }
+    CHECK_OK(fl_pool_destroy(pool));
 }
 
 static void test_timeout_kills_and_replaces(void) {

@@ -186,7 +186,13 @@ final class WorkerProcess {
     private func start(resumingAfter resume: UInt32) -> Failure? {
         var failure = startOnce(resumingAfter: resume)
         // Only with a bound: a pool's processes (unbounded) report a dying initializer instead.
+        // Each further start waits twice as long as the last, from 1 ms up to 1 s (as Ray
+        // backs off restarting an actor), so a constructor that always dies does not keep a
+        // CPU forking.
+        var backoff: UInt32 = 1000
         while failure != nil && diedInInitializer && settings.maxStarts > 0 && starts < settings.maxStarts {
+            usleep(backoff)
+            backoff = min(backoff * 2, 1_000_000)
             failure = startOnce(resumingAfter: resume)
         }
         return failure

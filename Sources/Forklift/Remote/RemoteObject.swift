@@ -177,7 +177,8 @@ final class RemoteObject {
     func account(_ outcome: UnsafeMutablePointer<fls_slot>, reserved: Bool = false) -> Accounting {
         // Counted (or spilled, which may write a file) before the lock is taken.
         var accounting = Accounting(reserved: reserved)
-        if outcome.pointee.status == FL_OK && !reserved {
+        // An object already resolved (cancelled) keeps its outcome: no room is taken for this one.
+        if outcome.pointee.status == FL_OK && !reserved && !isReady {
             if store.reserve(bytes: outcome.pointee.len) {
                 accounting.counted = true
             } else {

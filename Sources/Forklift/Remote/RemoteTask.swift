@@ -284,11 +284,13 @@ final class RemoteTask: PoolJob {
         }
         // Counted and let go of before the output resolves, so whoever sees the output
         // ready also sees the counters and the argument objects' references updated; a value
-        // that does not fit the store has become its failure by then.
+        // that does not fit the store has become its failure by then. The arguments go
+        // first: one whose last reference this task held gives its bytes back before the
+        // value asks for room.
+        dropArguments()
         let accounting = output.account(&outcome)
         runtime.taskRunning(-1)
         runtime.finished(failed: outcome.status != FL_OK || isCancelled)
-        dropArguments()
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
         output.publish(taking: &outcome, accounting)
     }
