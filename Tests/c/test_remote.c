@@ -1156,6 +1156,7 @@ static void test_several_returns(fl_runtime rt) {
     for (int i = 0; i < 3; i++) {
         CHECK_RC(FL_ETASK, fl_get(out[i], 30, NULL, NULL));
         CHECK(strstr(fl_last_error(), "negative input") != NULL);
+        CHECK(strstr(fl_last_error(), "(code -") == NULL && count_of(fl_last_error(), "(code ") == 1); /* the task's code, once */
         fl_ref_release(out[i]);
     }
     /* Results not set are empty. */

@@ -415,7 +415,9 @@ final class RemoteTask: PoolJob {
         for (index, extra) in extraOutputs.enumerated() {
             let slot = extras.slots! + index
             if let failure {
-                extra.fail(ResultSlot.status(outcome), code: failure.code, message: failure.message)
+                // The task's own code and message (see `failArgumentCause`).
+                let message = outcome.pointee.message.map { String(cString: $0) } ?? failure.message
+                extra.fail(ResultSlot.status(outcome), code: outcome.pointee.code, message: message)
                 ResultSlot.clear(slot)
             } else {
                 if slot.pointee.status == FLS_SLOT_PENDING { slot.pointee.status = FL_OK }
