@@ -655,7 +655,8 @@ int fl_group_destroy(fl_group group);
  * "i64(i32, double, ptr)". Types: void (result only; "(void)" means no arguments), i8 u8 i16
  * u16 i32 u32 i64 u64, char int unsigned long ulong size_t, float double, ptr (any pointer,
  * strings included), and structs passed by value as "{T, T, ...}" (nestable). At most 64
- * arguments, 64 fields per struct and 8 levels of nesting. Variadic functions are rejected. The signature is immutable and may be used from any thread at once.
+ * arguments, 64 fields per struct and 8 levels of nesting. Variadic functions are rejected.
+ * The signature is immutable and may be used from any thread at once.
  * Errors: FL_EINVAL (text or sig NULL; a syntax error, named with its offset in
  * fl_last_error()), FL_ENOMEM. Thread-safe.
  */
@@ -1051,7 +1052,8 @@ int fl_queue_destroy(fl_queue queue);
  * outlives the processes until fl_shm_unlink(). Processes started afterwards inherit the
  * mapping; any process of the same user may map it with fl_shm_open() and the name from
  * fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name, a size of 0 or above 16 TiB),
- * FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
+ * FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started
+ * process or a worker process.
  */
 int fl_shm_create(const char *name, size_t size, fl_shm *shm);
 
@@ -1060,8 +1062,7 @@ int fl_shm_create(const char *name, size_t size, fl_shm *shm);
  * "memfd:PID:FD" token of an anonymous segment while its creator lives) and stores it in
  * `*shm`. Writes are seen by every process that maps it: no copy is made. Errors: FL_EINVAL
  * (NULL arguments, no such segment, a token naming a descriptor that is not a segment's),
- * FL_ESYSTEM. Thread-safe; also inside a started process
- * or a worker process.
+ * FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
  */
 int fl_shm_open(const char *name, fl_shm *shm);
 
@@ -1537,8 +1538,8 @@ int fl_actor_kill(fl_actor actor);
  * is skipped in its turn); a running task or actor call finishes on its own, and
  * fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
  * stops an isolated task that does not look, not an actor call). No effect once the task has
- * finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
- * FL_EHANDLE. Thread-safe.
+ * finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the
+ * object was put, not produced by a task), FL_EHANDLE. Thread-safe.
  */
 int fl_cancel(fl_ref ref);
 

@@ -74,11 +74,6 @@ static void lock(fls_queue *q) {
     if (pthread_mutex_lock(&q->lock) == EOWNERDEAD) pthread_mutex_consistent(&q->lock);
 }
 
-/* Waits on `cond` until `deadline_ns` (negative: forever). Returns 0, or ETIMEDOUT. */
-static int wait_on(fls_queue *q, fls_shared_cond *cond, int64_t deadline_ns) {
-    return fls_shared_cond_wait(cond, &q->lock, deadline_ns);
-}
-
 static void copy_in(fls_queue *q, uint64_t at, const void *data, size_t len) {
     uint64_t offset = at % q->capacity;
     size_t first = (size_t)(q->capacity - offset) < len ? (size_t)(q->capacity - offset) : len;
@@ -99,7 +94,7 @@ static int wait_for_room(fls_queue *q, uint64_t need, int64_t deadline_ns) {
         if (q->closed) return FL_ESTATE;
         int fits = q->capacity - (q->tail - q->head) >= need && (q->max_items == 0 || q->items < q->max_items);
         if (fits) return FL_OK;
-        if (wait_on(q, &q->not_full, deadline_ns) == ETIMEDOUT) return FL_ETIMEDOUT;
+        if (fls_shared_cond_wait(&q->not_full, &q->lock, deadline_ns) == ETIMEDOUT) return FL_ETIMEDOUT;
     }
 }
 
@@ -110,8 +105,7 @@ static void append(fls_queue *q, uint64_t header, const void *body, size_t body_
     /* Published last: a holder that dies mid-copy leaves the queue as it was. */
     q->tail += cost(body_len);
     __atomic_store_n(&q->items, q->items + 1, __ATOMIC_RELAXED); /* also read without the lock */
-    /* Every waiter: one woken and killed before it takes the lock would take the wake-up with it. */
-    fls_shared_cond_signal(&q->not_empty, 1);
+    fls_shared_cond_broadcast(&q->not_empty);
 }
 
 /* Copies a large message into a fresh region of the overflow area. Returns FL_OK with the
@@ -197,7 +191,7 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
             pthread_mutex_unlock(&q->lock);
             return FL_EDONE;
         }
-        if (wait_on(q, &q->not_empty, deadline_ns) == ETIMEDOUT) {
+        if (fls_shared_cond_wait(&q->not_empty, &q->lock, deadline_ns) == ETIMEDOUT) {
             pthread_mutex_unlock(&q->lock);
             return FL_ETIMEDOUT;
         }
@@ -207,8 +201,6 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
     size_t length = (size_t)(header & ~OUT_OF_LINE);
     *len = length;
     if (length > capacity) {
-        /* The message stays: pass the wake-up this consumer may have taken on to another. */
-        fls_shared_cond_signal(&q->not_empty, 0);
         pthread_mutex_unlock(&q->lock);
         return FL_ERANGE;
     }
@@ -221,7 +213,7 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
         q->head += cost(length);
     }
     __atomic_store_n(&q->items, q->items - 1, __ATOMIC_RELAXED); /* also read without the lock */
-    fls_shared_cond_signal(&q->not_full, 1); /* messages differ in size: any waiter may fit now */
+    fls_shared_cond_broadcast(&q->not_full);
     pthread_mutex_unlock(&q->lock);
     if (!(header & OUT_OF_LINE)) return FL_OK;
     /* The message is this consumer's now: copy it out without the lock, then free it. */
@@ -241,8 +233,8 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
 void fls_queue_close(fls_queue *q) {
     lock(q);
     __atomic_store_n(&q->closed, 1, __ATOMIC_RELAXED); /* also read without the lock */
-    fls_shared_cond_signal(&q->not_empty, 1);
-    fls_shared_cond_signal(&q->not_full, 1);
+    fls_shared_cond_broadcast(&q->not_empty);
+    fls_shared_cond_broadcast(&q->not_full);
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -274,8 +266,8 @@ static int map_segment(int fd, size_t size, int named, fls_segment *segment) {
 /* The name anonymous segments' memfds get (what /proc shows as "/memfd:NAME (deleted)"). */
 #define SEGMENT_MEMFD_NAME "forklift-shm"
 
-/* Whether `fd` (opened through a "memfd:PID:FD" token) is an anonymous segment's memfd, not
- * some other descriptor of that process (a file, a socket, a queue's memfd). */
+/* Whether the /proc/PID/fd/N link at `path` names an anonymous segment's memfd, not some other
+ * descriptor of that process (a file, a socket, a queue's memfd). */
 static int is_segment_link(const char *path) {
     char target[128];
     ssize_t n = readlink(path, target, sizeof target - 1);
@@ -285,6 +277,7 @@ static int is_segment_link(const char *path) {
     return strcmp(target, expected) == 0;
 }
 
+/* The same for a descriptor of this process. */
 static int is_segment_memfd(int fd) {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);

@@ -131,36 +131,6 @@ void fls_shared_mutex_init(pthread_mutex_t *mutex, int recursive) {
     pthread_mutexattr_destroy(&attr);
 }
 
-/* Takes the mutex, marking it consistent if its holder died. 0, ETIMEDOUT or EDEADLK. */
-static int take(pthread_mutex_t *mutex, int64_t deadline_ns);
-
-int fls_shared_cond_wait(fls_shared_cond *cond, pthread_mutex_t *mutex, int64_t deadline_ns) {
-    /* Read and counted under the mutex, so a signaller (which holds it) that changes the
-     * counter after this sees the waiter, and the futex call below returns at once. */
-    uint32_t seen = __atomic_load_n(&cond->changes, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&cond->waiters, 1, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(mutex);
-    struct timespec ts, *tsp = NULL;
-    if (deadline_ns >= 0) {
-        ts.tv_sec = (time_t)(deadline_ns / 1000000000);
-        ts.tv_nsec = (long)(deadline_ns % 1000000000);
-        tsp = &ts;
-    }
-    /* A shared futex (no _PRIVATE): the waker may be another process. FUTEX_WAIT_BITSET takes
-     * an absolute CLOCK_MONOTONIC deadline. */
-    long r = syscall(SYS_futex, &cond->changes, FUTEX_WAIT_BITSET, seen, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
-    int timed_out = r == -1 && errno == ETIMEDOUT;
-    __atomic_sub_fetch(&cond->waiters, 1, __ATOMIC_SEQ_CST);
-    take(mutex, -1);
-    return timed_out ? ETIMEDOUT : 0;
-}
-
-void fls_shared_cond_signal(fls_shared_cond *cond, int all) {
-    __atomic_add_fetch(&cond->changes, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&cond->waiters, __ATOMIC_SEQ_CST) != 0)
-        syscall(SYS_futex, &cond->changes, FUTEX_WAKE, all ? INT32_MAX : 1, NULL, NULL, 0);
-}
-
 fls_sync *fls_sync_create(uint32_t kind, int64_t value, int64_t max, int *fd, int *error) {
     fls_sync *sync = fls_shared_create(kind, sizeof(fls_sync), fd, error);
     if (!sync) return NULL;
@@ -177,6 +147,7 @@ static struct timespec timespec_of(int64_t ns) {
     return ts;
 }
 
+/* Takes the mutex, marking it consistent if its holder died. 0, ETIMEDOUT or EDEADLK. */
 static int take(pthread_mutex_t *mutex, int64_t deadline_ns) {
     int r;
     if (deadline_ns < 0) {
@@ -192,6 +163,29 @@ static int take(pthread_mutex_t *mutex, int64_t deadline_ns) {
     return r;
 }
 
+int fls_shared_cond_wait(fls_shared_cond *cond, pthread_mutex_t *mutex, int64_t deadline_ns) {
+    /* Read and counted under the mutex, so a signaller (which holds it) that changes the
+     * counter after this sees the waiter, and the futex call below returns at once. */
+    uint32_t seen = __atomic_load_n(&cond->changes, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&cond->waiters, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(mutex);
+    struct timespec ts = timespec_of(deadline_ns < 0 ? 0 : deadline_ns);
+    /* A shared futex (no _PRIVATE): the waker may be another process. FUTEX_WAIT_BITSET takes
+     * an absolute CLOCK_MONOTONIC deadline. */
+    long r = syscall(SYS_futex, &cond->changes, FUTEX_WAIT_BITSET, seen, deadline_ns < 0 ? NULL : &ts, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    int timed_out = r == -1 && errno == ETIMEDOUT;
+    __atomic_sub_fetch(&cond->waiters, 1, __ATOMIC_SEQ_CST);
+    take(mutex, -1);
+    return timed_out ? ETIMEDOUT : 0;
+}
+
+void fls_shared_cond_broadcast(fls_shared_cond *cond) {
+    __atomic_add_fetch(&cond->changes, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&cond->waiters, __ATOMIC_SEQ_CST) != 0)
+        syscall(SYS_futex, &cond->changes, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
 int fls_lock_acquire(fls_sync *sync, int64_t deadline_ns) {
     switch (take(&sync->mutex, deadline_ns)) {
     case 0: return FL_OK;
@@ -205,15 +199,10 @@ int fls_lock_release(fls_sync *sync) {
     return pthread_mutex_unlock(&sync->mutex) == 0 ? FL_OK : FL_ESTATE;
 }
 
-/* Waits on `changed` until `deadline_ns`; the mutex is held. 0 or ETIMEDOUT. */
-static int wait_changed(fls_sync *sync, int64_t deadline_ns) {
-    return fls_shared_cond_wait(&sync->changed, &sync->mutex, deadline_ns);
-}
-
 void fls_event_set(fls_sync *sync) {
     take(&sync->mutex, -1);
     sync->value = 1;
-    fls_shared_cond_signal(&sync->changed, 1);
+    fls_shared_cond_broadcast(&sync->changed);
     pthread_mutex_unlock(&sync->mutex);
 }
 
@@ -230,7 +219,7 @@ int fls_event_is_set(fls_sync *sync) { return __atomic_load_n(&sync->value, __AT
 static int take_when_positive(fls_sync *sync, int64_t deadline_ns) {
     take(&sync->mutex, -1);
     while (sync->value == 0) {
-        if (wait_changed(sync, deadline_ns) == ETIMEDOUT && sync->value == 0) {
+        if (fls_shared_cond_wait(&sync->changed, &sync->mutex, deadline_ns) == ETIMEDOUT && sync->value == 0) {
             pthread_mutex_unlock(&sync->mutex);
             return FL_ETIMEDOUT;
         }
@@ -260,8 +249,7 @@ int fls_semaphore_release(fls_sync *sync) {
         status = FL_ERANGE;
     } else {
         sync->value++;
-        /* Every waiter: one woken and killed before it takes the lock would take the wake-up with it. */
-        fls_shared_cond_signal(&sync->changed, 1);
+        fls_shared_cond_broadcast(&sync->changed);
     }
     pthread_mutex_unlock(&sync->mutex);
     return status;

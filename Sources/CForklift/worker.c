@@ -321,8 +321,10 @@ void fls_worker_interrupt(fls_worker *worker) {
 static int event_fd_copy = -1;
 static dev_t event_fd_dev;
 static ino_t event_fd_ino;
+static pid_t child_pid; /* for kcmp, without a getpid call per wake-up */
 
 static void remember_event_fd(int fd) {
+    child_pid = getpid();
     event_fd_copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     struct stat st;
     if (fstat(fd, &st) == 0) {
@@ -337,7 +339,7 @@ static void remember_event_fd(int fd) {
  * (which tells a file, pipe or socket from it, but not another anonymous-inode descriptor
  * such as a task's own eventfd). */
 static int event_fd_is_intact(int fd) {
-    long same = syscall(SYS_kcmp, (pid_t)getpid(), (pid_t)getpid(), KCMP_FILE, fd, event_fd_copy);
+    long same = syscall(SYS_kcmp, child_pid, child_pid, KCMP_FILE, fd, event_fd_copy);
     if (same >= 0) return same == 0;
     if (errno != ENOSYS && errno != EPERM) return 0;
     struct stat st;

@@ -946,6 +946,18 @@ int remote_test_product(void *user, const fl_blob *args, size_t nargs, fl_task_c
     return fl_task_return(ctx, &product, sizeof product);
 }
 
+/* Writes the runtime's trace to `path`, reads it into `text` (`size` bytes at most, NUL
+ * included), removes the file. */
+static void written_trace(fl_runtime rt, const char *path, char *text, size_t size) {
+    CHECK_OK(fl_runtime_trace_write(rt, path));
+    FILE *file = fopen(path, "r");
+    CHECK(file != NULL);
+    size_t length = file ? fread(text, 1, size - 1, file) : 0;
+    text[length] = 0;
+    if (file) fclose(file);
+    unlink(path);
+}
+
 static void test_names_and_trace(fl_runtime rt) {
     /* Registration and submission by name. */
     int64_t offset = 1000;
@@ -986,14 +998,8 @@ static void test_names_and_trace(fl_runtime rt) {
 
     char path[64];
     snprintf(path, sizeof path, "/tmp/forklift-trace-%d.json", (int)getpid());
-    CHECK_OK(fl_runtime_trace_write(rt, path));
-    FILE *file = fopen(path, "r");
-    CHECK(file != NULL);
     static char text[1 << 16];
-    size_t length = file ? fread(text, 1, sizeof text - 1, file) : 0;
-    text[length] = 0;
-    if (file) fclose(file);
-    unlink(path);
+    written_trace(rt, path, text, sizeof text);
     CHECK(strstr(text, "\"traceEvents\"") != NULL);
     CHECK(count_of(text, "\"ph\":\"X\"") == 11); /* 1 + 8 tasks, a constructor, a call */
     CHECK(count_of(text, "\"name\":\"sum\"") == 1);
@@ -1008,13 +1014,7 @@ static void test_names_and_trace(fl_runtime rt) {
     CHECK_RC(FL_EINVAL, fl_function_unregister("sum"));
     CHECK_RC(FL_EINVAL, fl_remote_named(rt, "sum", two, 2, NULL, &missing));
     /* Written after the unregistration, the trace still names the task that ran as "sum". */
-    CHECK_OK(fl_runtime_trace_write(rt, path));
-    file = fopen(path, "r");
-    CHECK(file != NULL);
-    length = file ? fread(text, 1, sizeof text - 1, file) : 0;
-    text[length] = 0;
-    if (file) fclose(file);
-    unlink(path);
+    written_trace(rt, path, text, sizeof text);
     CHECK(count_of(text, "\"name\":\"sum\"") == 1);
     fl_ref_release(named);
     fl_ref_release(after);

@@ -57,8 +57,9 @@ typedef struct fls_shared_cond {
  *  holder died). Returns 0 (signalled, or woken for no reason: the caller checks its
  *  predicate again) or ETIMEDOUT. */
 int fls_shared_cond_wait(fls_shared_cond *cond, pthread_mutex_t *mutex, int64_t deadline_ns);
-/** Wakes one waiter of `cond` (`all`: every waiter); `cond`'s mutex is held. */
-void fls_shared_cond_signal(fls_shared_cond *cond, int all);
+/** Wakes every waiter of `cond`; `cond`'s mutex is held. Always all of them: one woken and
+ *  killed before it takes the mutex would otherwise take the wake-up with it. */
+void fls_shared_cond_broadcast(fls_shared_cond *cond);
 
 /** A lock, a recursive lock, an event or a semaphore. */
 typedef struct fls_sync fls_sync;

@@ -597,8 +597,8 @@ public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
 /// is skipped in its turn); a running task or actor call finishes on its own, and
 /// fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
 /// stops an isolated task that does not look, not an actor call). No effect once the task has
-/// finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the object was put, not produced by a task),
-/// FL_EHANDLE. Thread-safe.
+/// finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the
+/// object was put, not produced by a task), FL_EHANDLE. Thread-safe.
 @_cdecl("fl_cancel")
 public func fl_cancel(_ ref: fl_ref?) -> CInt {
     cancel(ref, force: false)

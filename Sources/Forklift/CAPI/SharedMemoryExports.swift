@@ -129,7 +129,8 @@ public func fl_queue_destroy(_ queue: fl_queue?) -> CInt {
 /// outlives the processes until fl_shm_unlink(). Processes started afterwards inherit the
 /// mapping; any process of the same user may map it with fl_shm_open() and the name from
 /// fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name, a size of 0 or above 16 TiB),
-/// FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
+/// FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started
+/// process or a worker process.
 @_cdecl("fl_shm_create")
 public func fl_shm_create(_ name: UnsafePointer<CChar>?, _ size: size_t, _ shm: UnsafeMutablePointer<fl_shm?>?) -> CInt {
     withStatusAnywhere { () throws(Failure) in
@@ -148,8 +149,7 @@ public func fl_shm_create(_ name: UnsafePointer<CChar>?, _ size: size_t, _ shm: 
 /// "memfd:PID:FD" token of an anonymous segment while its creator lives) and stores it in
 /// `*shm`. Writes are seen by every process that maps it: no copy is made. Errors: FL_EINVAL
 /// (NULL arguments, no such segment, a token naming a descriptor that is not a segment's),
-/// FL_ESYSTEM. Thread-safe; also inside a started process
-/// or a worker process.
+/// FL_ESYSTEM. Thread-safe; also inside a started process or a worker process.
 @_cdecl("fl_shm_open")
 public func fl_shm_open(_ name: UnsafePointer<CChar>?, _ shm: UnsafeMutablePointer<fl_shm?>?) -> CInt {
     withStatusAnywhere { () throws(Failure) in

@@ -6,7 +6,8 @@ import CForklift
 /// "i64(i32, double, ptr)". Types: void (result only; "(void)" means no arguments), i8 u8 i16
 /// u16 i32 u32 i64 u64, char int unsigned long ulong size_t, float double, ptr (any pointer,
 /// strings included), and structs passed by value as "{T, T, ...}" (nestable). At most 64
-/// arguments, 64 fields per struct and 8 levels of nesting. Variadic functions are rejected. The signature is immutable and may be used from any thread at once.
+/// arguments, 64 fields per struct and 8 levels of nesting. Variadic functions are rejected.
+/// The signature is immutable and may be used from any thread at once.
 /// Errors: FL_EINVAL (text or sig NULL; a syntax error, named with its offset in
 /// fl_last_error()), FL_ENOMEM. Thread-safe.
 @_cdecl("fl_signature_create")

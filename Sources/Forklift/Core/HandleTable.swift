@@ -250,9 +250,7 @@ extension HandleTable {
     @inline(__always)
     func with<T>(_ handle: OpaquePointer?, _ name: StaticString, _ body: (Object) throws(Failure) -> T) throws(Failure) -> T {
         let raw = rawHandle(handle)
-        guard let object = borrowUnmanaged(raw) else {
-            throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not \(withArticle(name.description))")
-        }
+        guard let object = borrowUnmanaged(raw) else { throw Self.notLive(name) }
         defer { giveBack(raw) }
         // No retain: the borrow keeps the object alive, and the refcount stays off the hot path.
         return try object._withUnsafeGuaranteedRef { object in Result { () throws(Failure) in try body(object) } }.get()
@@ -266,9 +264,7 @@ extension HandleTable {
     func destroy(_ handle: OpaquePointer?, _ name: StaticString,
                  _ teardown: (Object) throws(Failure) -> Void = { _ in }) throws(Failure) {
         let raw = rawHandle(handle)
-        guard let object = borrowUnmanaged(raw) else {
-            throw Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not \(withArticle(name.description))")
-        }
+        guard let object = borrowUnmanaged(raw) else { throw Self.notLive(name) }
         defer { giveBack(raw) }
         let (word, _) = slot(Int(raw & 0xFFFF_FFFF))!
         guard fls_atomic_or_u64(word, Self.tearingDownBit) & Self.tearingDownBit == 0 else {
@@ -282,6 +278,11 @@ extension HandleTable {
         }
         // The borrow and the bit keep the slot ours: nobody else can retire it.
         retire(raw)
+    }
+
+    /// The error for a handle that names no live object of this table.
+    private static func notLive(_ name: StaticString) -> Failure {
+        Failure(FL_EHANDLE, "\(name) handle is NULL, destroyed, released or not \(withArticle(name.description))")
     }
 }
 

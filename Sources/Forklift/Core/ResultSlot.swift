@@ -186,6 +186,15 @@ enum ResultSlot {
     }
 
     /// A completed slot's status for the caller; a failure also becomes the thread's last error.
+    /// The failure of a completed slot as recorded: its status and the code and message the
+    /// task gave (`failure` words them for the caller, adding " (code N)"), or nil for
+    /// success. What a failure passed on to other objects carries.
+    static func recordedFailure(_ slot: UnsafeMutablePointer<fls_slot>) -> (status: Int32, code: Int32, message: String)? {
+        guard let failure = failure(slot) else { return nil }
+        let message = slot.pointee.message.map { String(cString: $0) } ?? failure.message
+        return (slot.pointee.status, slot.pointee.code, message)
+    }
+
     static func status(_ slot: UnsafeMutablePointer<fls_slot>, item: Int? = nil) -> Int32 {
         guard let failure = failure(slot, item: item) else { return FL_OK }
         return Status.fail(failure)

@@ -184,33 +184,33 @@ final class WorkerProcess {
 
     /// `start()`, resuming after the request `resume`.
     private func start(resumingAfter resume: UInt32) -> Failure? {
-        var failure = startOnce(resumingAfter: resume)
+        var (failure, died) = startOnce(resumingAfter: resume)
         // Only with a bound: a pool's processes (unbounded) report a dying initializer instead.
         // Each further start waits twice as long as the last, from 1 ms up to 1 s (as Ray
         // backs off restarting an actor), so a constructor that always dies does not keep a
         // CPU forking.
         var backoff: UInt32 = 1000
-        while failure != nil && diedInInitializer && settings.maxStarts > 0 && starts < settings.maxStarts {
+        while failure != nil && died && settings.maxStarts > 0 && mayStartAgain {
             usleep(backoff)
             backoff = min(backoff * 2, 1_000_000)
-            failure = startOnce(resumingAfter: resume)
+            (failure, died) = startOnce(resumingAfter: resume)
         }
         return failure
     }
 
-    /// Whether the last start failed because its process died while running the initializer.
-    private var diedInInitializer = false
+    /// Whether `settings.maxStarts` allows one more start.
+    private var mayStartAgain: Bool { settings.maxStarts == 0 || starts < settings.maxStarts }
 
-    private func startOnce(resumingAfter resume: UInt32) -> Failure? {
-        diedInInitializer = false
+    /// One start: its failure, if any, and whether its process died in the initializer.
+    private func startOnce(resumingAfter resume: UInt32) -> (Failure?, diedInInitializer: Bool) {
         fls_worker_prepare(worker, resume)
-        if settings.maxStarts > 0 && starts >= settings.maxStarts {
-            return Failure(FL_EWORKER, "the worker process died and was started \(starts) times already "
-                + "(\(settings.maxStarts - 1) restarts allowed)")
+        if !mayStartAgain {
+            return (Failure(FL_EWORKER, "the worker process died and was started \(starts) times already "
+                + "(\(settings.maxStarts - 1) restarts allowed)"), false)
         }
         starts += 1
         let error = fls_worker_spawn(worker, &initializer)
-        guard error == 0 else { return Failure(FL_ESYSTEM, "could not fork a worker process (errno \(error))") }
+        guard error == 0 else { return (Failure(FL_ESYSTEM, "could not fork a worker process (errno \(error))"), false) }
         tasksSinceStart = 0
         let initState = UnsafeMutableRawPointer(mailbox).advanced(by: MemoryLayout<fls_mailbox>.offset(of: \fls_mailbox.init_state)!)
             .assumingMemoryBound(to: UInt32.self)
@@ -218,15 +218,14 @@ final class WorkerProcess {
         if outcome == FLS_WAIT_DIED && mailbox.pointee.init_state == FLS_INIT_PENDING {
             let pid = worker.pointee.pid
             let end = fls_worker_reap(worker)
-            diedInInitializer = true
-            return Failure(FL_EWORKER, "worker process \(pid) \(Self.describe(end)) while running the initializer")
+            return (Failure(FL_EWORKER, "worker process \(pid) \(Self.describe(end)) while running the initializer"), true)
         }
         if mailbox.pointee.init_state == FLS_INIT_FAILED {
             let code = mailbox.pointee.init_code
             _ = fls_worker_reap(worker)
-            return Failure(FL_EINIT, "worker initializer returned \(code)")
+            return (Failure(FL_EINIT, "worker initializer returned \(code)"), false)
         }
-        return nil
+        return (nil, false)
     }
 
     /// Ends the process: asks it to exit, kills it if it has not after a second, reaps it.

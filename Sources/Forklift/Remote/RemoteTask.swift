@@ -224,12 +224,10 @@ final class RemoteTask: PoolJob {
     /// behind this one) and returns true.
     func failArgumentCause() -> Bool {
         for (index, argument) in arguments.enumerated() {
-            guard case .object(let object) = argument, let failure = object.failure else { continue }
-            // The cause's own code and message: `failure` has the status as its code and adds
-            // " (code N)" to the message, which fl_get adds once for the whole chain.
-            let cause = object.slot.pointee.message.map { String(cString: $0) } ?? failure.message
-            finish(status: ResultSlot.status(object.slot), code: object.slot.pointee.code,
-                   message: "argument \(index) failed: \(cause)")
+            guard case .object(let object) = argument, object.isReady,
+                  let cause = ResultSlot.recordedFailure(object.slot) else { continue }
+            // fl_get adds the code once for the whole chain.
+            finish(status: cause.status, code: cause.code, message: "argument \(index) failed: \(cause.message)")
             return true
         }
         return false
@@ -411,13 +409,11 @@ final class RemoteTask: PoolJob {
     /// Outputs 1... get the values returned for them (empty when none was), or the task's
     /// failure; before output 0, so whoever sees output 0 resolved sees them all resolved.
     private func resolveExtraOutputs(_ extras: ExtraOutputs, outcome: UnsafeMutablePointer<fls_slot>) {
-        let failure = outcome.pointee.status == FL_OK ? nil : ResultSlot.failure(outcome)
+        let failure = ResultSlot.recordedFailure(outcome)
         for (index, extra) in extraOutputs.enumerated() {
             let slot = extras.slots! + index
             if let failure {
-                // The task's own code and message (see `failArgumentCause`).
-                let message = outcome.pointee.message.map { String(cString: $0) } ?? failure.message
-                extra.fail(ResultSlot.status(outcome), code: outcome.pointee.code, message: message)
+                extra.fail(failure.status, code: failure.code, message: failure.message)
                 ResultSlot.clear(slot)
             } else {
                 if slot.pointee.status == FLS_SLOT_PENDING { slot.pointee.status = FL_OK }
