@@ -387,7 +387,8 @@ typedef struct fl_actor_options {
     /** For an isolated actor: how many times its process is started again, constructor
      *  included, after it dies (Ray's max_restarts). Beyond that, calls fail with FL_EWORKER.
      *  A process that dies in the constructor is started again after a pause that doubles
-     *  from 1 ms up to 1 s. Default 0. */
+     *  from 1 ms up to 1 s; fl_actor_kill or the runtime's shutdown ends that pause, and the
+     *  restarts, at once. Default 0. */
     int max_restarts;
     /** For an isolated actor: how many times a call that was running when the process died
      *  runs again on the restarted process (Ray's max_task_retries); 0 (the default): it fails

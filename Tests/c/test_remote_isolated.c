@@ -697,6 +697,51 @@ static void test_restart_after_a_death_in_the_constructor(void) {
     CHECK_OK(fl_runtime_shutdown(rt));
 }
 
+/* Waits (up to 30 s) until dying_init has started `count` times. */
+static int constructions_reach(uint32_t count) {
+    for (int i = 0; i < 30000 && __atomic_load_n(&shared->constructions, __ATOMIC_SEQ_CST) < count; i++) usleep(1000);
+    return __atomic_load_n(&shared->constructions, __ATOMIC_SEQ_CST) >= count;
+}
+
+static void test_kill_and_shutdown_end_the_restarts(void) {
+    /* A constructor that always dies, with restarts enough for minutes of pauses (1 ms
+     * doubling to 1 s): a kill, and then a shutdown, end the pauses at once. The bounds below
+     * only tell an ended pause from one left to run its course. */
+    fl_runtime rt = isolated_runtime(1);
+    fl_actor_options options;
+    CHECK_OK(fl_actor_options_init(&options));
+    options.isolate = 1;
+    options.max_restarts = 1000;
+    __atomic_store_n(&shared->deaths_left, 1000000, __ATOMIC_SEQ_CST);
+    for (int round = 0; round < 2; round++) {
+        __atomic_store_n(&shared->constructions, 0, __ATOMIC_SEQ_CST);
+        fl_actor a = NULL;
+        CHECK_OK(fl_actor_create(rt, dying_init, NULL, NULL, NULL, 0, &options, &a));
+        fl_ref call = NULL;
+        CHECK_OK(fl_actor_call(a, counter_increment, NULL, 0, &call));
+        CHECK(constructions_reach(12)); /* the pauses have reached 1 ms << 11, about 2 s */
+        double t0 = now_s();
+        if (round == 0) {
+            CHECK_OK(fl_actor_kill(a));
+            int rc = fl_get(call, 20, NULL, NULL);
+            CHECK(rc == FL_ECANCELED || rc == FL_ESTATE);
+            CHECK(now_s() - t0 < 20);
+        } else {
+            CHECK_OK(fl_runtime_shutdown(rt));
+            CHECK(now_s() - t0 < 20);
+            int rc = fl_get(call, 0, NULL, NULL);
+            CHECK(rc == FL_ECANCELED || rc == FL_ESTATE);
+        }
+        fl_ref_release(call);
+        uint32_t seen = __atomic_load_n(&shared->constructions, __ATOMIC_SEQ_CST);
+        usleep(50 * 1000);
+        CHECK(__atomic_load_n(&shared->constructions, __ATOMIC_SEQ_CST) == seen); /* no more starts */
+        if (round == 1) fl_actor_kill(a); /* frees the handle */
+    }
+    __atomic_store_n(&shared->deaths_left, 0, __ATOMIC_SEQ_CST);
+    CHECK(child_pids(NULL, 0) == 0);
+}
+
 static void test_shutdown_with_work_in_flight(void) {
     fl_runtime rt = isolated_runtime(2);
     fl_remote_options opts = isolated(0);
@@ -891,6 +936,7 @@ int main(void) {
     test_actor_restarts();
     test_restart_reads_the_constructor_argument();
     test_restart_after_a_death_in_the_constructor();
+    test_kill_and_shutdown_end_the_restarts();
     test_shutdown_with_work_in_flight();
     test_spilled_object_in_a_worker();
     test_arena_reuses_pages();

@@ -90,6 +90,10 @@ final class WorkerProcess {
     private var slotWords: [TaskWords]
     /// Processes started so far (see `ProcessSettings.maxStarts`).
     private var starts = 0
+    /// Words that, once one is non-zero, end the pauses between restarts after a death in the
+    /// initializer, and the restarts with them (an isolated actor's killed flag, its
+    /// runtime's closed flag). Set before the first `start`.
+    var restartStoppers: [UnsafePointer<UInt32>] = []
 
     private static let handOverAttempts = 3
     /// Polls of the response word before the proxy sleeps.
@@ -190,12 +194,27 @@ final class WorkerProcess {
         // backs off restarting an actor), so a constructor that always dies does not keep a
         // CPU forking.
         var backoff: UInt32 = 1000
-        while failure != nil && died && settings.maxStarts > 0 && mayStartAgain {
-            usleep(backoff)
+        while let last = failure, died && settings.maxStarts > 0 && mayStartAgain {
+            guard pause(microseconds: backoff) else {
+                return Failure(FL_ECANCELED, "\(last.message); not started again: stopped while waiting to restart it")
+            }
             backoff = min(backoff * 2, 1_000_000)
             (failure, died) = startOnce(resumingAfter: resume)
         }
         return failure
+    }
+
+    /// Sleeps `microseconds` in slices of at most 5 ms; returns false, early, once a word of
+    /// `restartStoppers` is set.
+    private func pause(microseconds: UInt32) -> Bool {
+        var left = microseconds
+        while true {
+            if restartStoppers.contains(where: { fls_atomic_load_u32($0) != 0 }) { return false }
+            guard left > 0 else { return true }
+            let slice = min(left, 5000)
+            usleep(slice)
+            left -= slice
+        }
     }
 
     /// Whether `settings.maxStarts` allows one more start.

@@ -46,6 +46,10 @@ struct ActorHandOff {
     /// Whether the actor was killed.
     var isKilled: Bool { fls_atomic_load_u32(killedFlag) != 0 }
 
+    /// The word `kill` sets, for a reader that watches it (an isolated actor's process
+    /// restarts stop when it is set).
+    var killedWord: UnsafePointer<UInt32> { UnsafePointer(killedFlag) }
+
     /// A thread waits for a call that is still queued: a worker gathering calls takes them now,
     /// and goes on without gathering until it empties the queue.
     func hurry() {

@@ -124,6 +124,8 @@ final class RemoteActor {
         do throws(Failure) {
             let started = try WorkerProcess(settings: isolation!, initializer: fls_remote_child_construct, user: nil,
                                             initargs: call.array, cancelled: Self.neverCancelled)
+            // A kill or a shutdown ends the pauses between restarts after deaths in the constructor.
+            started.restartStoppers = [handOff.killedWord, runtime.closedWord]
             if let failure = started.start() {
                 let message = failure.code == FL_EINIT ? "the constructor returned \(started.initializerCode)" : failure.message
                 ResultSlot.fail(outcome, status: FL_ETASK, code: failure.code == FL_EINIT ? started.initializerCode : failure.code,

@@ -92,6 +92,10 @@ final class RemoteRuntime {
 
     var isShutDown: Bool { fls_atomic_load_u32(closed) != 0 }
 
+    /// The word `shutDown` sets first, for a reader that watches it (an isolated actor's
+    /// process restarts stop when it is set).
+    var closedWord: UnsafePointer<UInt32> { UnsafePointer(closed) }
+
     /// Submits a task: it runs once its arguments are ready.
     func submit(_ task: RemoteTask) throws(Failure) {
         try admit()
