@@ -849,7 +849,8 @@ int fl_iter_destroy(fl_iter iter);
 /**
  * Copies `len` bytes from `data` as the result of the running task (replacing an earlier
  * one). Call only from inside the task function that received `ctx`. Errors: FL_EHANDLE (ctx
- * is not the running task's), FL_EINVAL (data NULL with a length), FL_ENOMEM.
+ * is not the running task's), FL_EINVAL (data NULL with a length), FL_ERANGE (in a process
+ * of fl_process_start: more than its 1 MiB), FL_ENOMEM.
  */
 int fl_task_return(fl_task_ctx ctx, const void *data, size_t len);
 
@@ -864,7 +865,8 @@ int fl_task_return_at(fl_task_ctx ctx, size_t index, const void *data, size_t le
 /**
  * Reserves a `len`-byte result and stores where to write it in `*buffer` — the caller's own
  * buffer for fl_pool_apply() when it fits (zero-copy), else library memory. The buffer is
- * valid until the task function returns. Errors: FL_EHANDLE, FL_EINVAL, FL_ENOMEM.
+ * valid until the task function returns. Errors: FL_EHANDLE, FL_EINVAL, FL_ERANGE (as for
+ * fl_task_return), FL_ENOMEM (no memory for `len` bytes: a `len` of 2^63 or more too).
  */
 int fl_task_result_buffer(fl_task_ctx ctx, size_t len, void **buffer);
 
@@ -987,14 +989,15 @@ int fl_process_destroy(fl_process process);
  * back when it is taken), so it is copied once in and once out, never through the kernel.
  * The queue is shared with every process started afterwards by fork (fl_process_start,
  * process pools), which use the same handle; other processes open it by name
- * (fl_queue_name, fl_queue_open). Errors: FL_EINVAL (queue NULL), FL_ENOMEM. Thread-safe.
+ * (fl_queue_name, fl_queue_open). Errors: FL_EINVAL (queue NULL, capacity above 2^40), FL_ENOMEM. Thread-safe.
  */
 int fl_queue_create(size_t capacity, size_t max_items, fl_queue *queue);
 
 /**
  * Appends a copy of `data` (`len` bytes), waiting at most `timeout` seconds for room
  * (FL_FOREVER: no limit; 0: do not wait). Errors: FL_ETIMEDOUT (still full), FL_ENOMEM (no
- * shared memory for a large message), FL_ESTATE (closed), FL_EHANDLE, FL_EINVAL.
+ * shared memory for a large message), FL_ERANGE (a message of 2^62 bytes or more), FL_ESTATE
+ * (closed), FL_EHANDLE, FL_EINVAL.
  * Thread-safe and process-safe; also inside a started process or a worker process.
  */
 int fl_queue_put(fl_queue queue, const void *data, size_t len, double timeout);
@@ -1254,7 +1257,7 @@ int fl_semaphore_acquire(fl_semaphore semaphore, double timeout);
 
 /**
  * Increments the semaphore and wakes one waiter. Any thread of any process may release.
- * Errors: FL_ERANGE (a bounded semaphore at its max), FL_EHANDLE.
+ * Errors: FL_ERANGE (a bounded semaphore at its max, or any at UINT_MAX), FL_EHANDLE.
  */
 int fl_semaphore_release(fl_semaphore semaphore);
 
@@ -1433,7 +1436,9 @@ int fl_create(fl_runtime runtime, size_t len, void **buffer, fl_ref *ref);
 /**
  * Seals an object made by fl_create(): it becomes ready with the bytes written into its
  * buffer, and whoever waits for it goes on. Errors: FL_EHANDLE, FL_ESTATE (not an unsealed
- * object of fl_create: sealed already, or a task's result or a put). Thread-safe.
+ * object of fl_create: sealed already, or a task's result or a put; or resolved as
+ * FL_ECANCELED by fl_runtime_shutdown before it was sealed, and the buffer freed now).
+ * Thread-safe.
  */
 int fl_seal(fl_ref ref);
 

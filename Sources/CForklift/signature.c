@@ -99,6 +99,7 @@ static ffi_type *own(parser *p, ffi_type *t) {
     return t;
 }
 
+/* `depth`: the nesting level of the struct parsed there (1 for an argument or result itself). */
 static ffi_type *parse_type(parser *p, int depth);
 
 static ffi_type *parse_struct(parser *p, int depth) {
@@ -176,7 +177,7 @@ fls_sig *fls_sig_parse(const char *text, char *error, size_t error_len) {
         return NULL;
     }
     parser p = {text, text, sig, error, error_len, 0};
-    sig->result = parse_type(&p, 0);
+    sig->result = parse_type(&p, 1);
     if (sig->result && !accept(&p, '(')) fail(&p, "expected '(' after the return type");
     if (!p.failed && !accept(&p, ')')) {
         do {
@@ -184,7 +185,7 @@ fls_sig *fls_sig_parse(const char *text, char *error, size_t error_len) {
                 fail(&p, "more than %d arguments", MAX_ARGS);
                 break;
             }
-            ffi_type *arg = parse_type(&p, 0);
+            ffi_type *arg = parse_type(&p, 1);
             if (!arg) break;
             if (arg == &ffi_type_void) {
                 if (sig->nargs == 0 && accept(&p, ')')) goto arguments_done; /* "(void)" */

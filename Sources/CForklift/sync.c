@@ -9,6 +9,7 @@
 #include "forklift_worker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -245,7 +246,8 @@ int fls_semaphore_acquire(fls_sync *sync, int64_t deadline_ns) {
 int fls_semaphore_release(fls_sync *sync) {
     take(&sync->mutex, -1);
     int status = FL_OK;
-    if (sync->max > 0 && sync->value >= sync->max) {
+    /* The value is an unsigned int at the C API: UINT_MAX bounds an unbounded one too. */
+    if ((sync->max > 0 && sync->value >= sync->max) || sync->value >= (int64_t)UINT_MAX) {
         status = FL_ERANGE;
     } else {
         sync->value++;

@@ -171,6 +171,18 @@ static void test_bad_handles(void) {
     CHECK_OK(fl_pool_destroy(again));
 }
 
+/* Asks for a result buffer of the size its argument names; returns what that call returned. */
+static int ask_for_buffer(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)len;
+    size_t size;
+    memcpy(&size, arg, sizeof size);
+    void *buffer = &size;
+    int rc = fl_task_result_buffer(ctx, size, &buffer);
+    if (rc == FL_OK) return fl_task_fail(ctx, 1, "the buffer was granted");
+    if (buffer != NULL) return fl_task_fail(ctx, 2, "the buffer pointer was left set");
+    return fl_task_return(ctx, &rc, sizeof rc);
+}
+
 static void test_bad_arguments(void) {
     fl_pool pool;
     fl_pool_options o;
@@ -190,6 +202,22 @@ static void test_bad_arguments(void) {
     CHECK_RC(FL_EINVAL, fl_pool_map(pool, NULL, NULL, buf, 1, 8, 0, &r));
     CHECK_RC(FL_EINVAL, fl_pool_map(pool, noop, NULL, buf, SIZE_MAX / 2, 4, 0, &r));
     CHECK(strstr(fl_last_error(), "impossible") != NULL);
+    /* Sizes are named as the unsigned numbers they are. */
+    CHECK_RC(FL_EINVAL, fl_pool_map(pool, noop, NULL, buf, 8, SIZE_MAX, 0, &r));
+    CHECK(strstr(fl_last_error(), "18446744073709551615 items of 8 bytes") != NULL);
+    CHECK_RC(FL_EINVAL, fl_pool_map(pool, noop, NULL, buf, SIZE_MAX / 2 + 2, 2, 0, &r));
+    CHECK(strstr(fl_last_error(), "2 items of 9223372036854775809 bytes") != NULL);
+    /* A result buffer of 2^63 bytes or more is no memory, not a small buffer (the caller's
+     * 16 bytes here). */
+    const size_t sizes[] = {SIZE_MAX, (size_t)1 << 63, SIZE_MAX - 15};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char out[16];
+        int answer = 0;
+        len = 0;
+        CHECK_OK(fl_pool_apply(pool, ask_for_buffer, NULL, &sizes[i], sizeof sizes[i], out, sizeof out, &len));
+        memcpy(&answer, out, sizeof answer);
+        CHECK(len == sizeof answer && answer == FL_ENOMEM);
+    }
     CHECK_RC(FL_EINVAL, fl_pool_map_async(pool, noop, NULL, buf, 1, 8, 0, NULL, NULL, NULL, NULL));
     CHECK_RC(FL_EINVAL, fl_pool_starmap(pool, noop, NULL, NULL, 3, 0, &r));
     fl_blob bad = {NULL, 5};
@@ -206,6 +234,8 @@ static void test_bad_arguments(void) {
     CHECK_OK(fl_result_wait(r, FL_FOREVER));
     CHECK_OK(fl_result_get(r, 0, NULL, NULL)); /* data and len may be NULL */
     CHECK_OK(fl_result_error(r, NULL, NULL));
+    CHECK_RC(FL_ERANGE, fl_result_item(r, SIZE_MAX, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "item 18446744073709551615 of") != NULL);
     CHECK_OK(fl_result_release(r));
     CHECK_RC(FL_EINVAL, fl_pool_imap(pool, noop, NULL, source_none, NULL, 1, 0, NULL));
     CHECK_RC(FL_EINVAL, fl_pool_imap_unordered(pool, NULL, NULL, source_none, NULL, 1, 0, (fl_iter *)&r));

@@ -4,6 +4,7 @@
 #include "check.h"
 #include "children.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -344,6 +345,15 @@ static void test_semaphore(void) {
     CHECK_RC(FL_ERANGE, fl_semaphore_release(s)); /* bounded at 2 */
     CHECK_OK(fl_semaphore_value(s, &value));
     CHECK(value == 2);
+    CHECK_OK(fl_semaphore_destroy(s));
+    /* An unbounded semaphore stops at UINT_MAX, the largest value the API can show. */
+    CHECK_OK(fl_semaphore_create(UINT_MAX, 0, &s));
+    CHECK_RC(FL_ERANGE, fl_semaphore_release(s));
+    CHECK(strstr(fl_last_error(), "4294967295") != NULL);
+    CHECK_OK(fl_semaphore_value(s, &value));
+    CHECK(value == UINT_MAX);
+    CHECK_OK(fl_semaphore_acquire(s, 0));
+    CHECK_OK(fl_semaphore_release(s));
     CHECK_OK(fl_semaphore_destroy(s));
 
     /* At most two of five processes inside at once. */

@@ -243,6 +243,16 @@ static void test_queue_semantics(void) {
     CHECK_OK(fl_queue_destroy(q));
     CHECK_RC(FL_EHANDLE, fl_queue_put(q, "a", 1, 0));
     CHECK_RC(FL_EINVAL, fl_queue_create(0, 0, NULL));
+    /* Capacities near SIZE_MAX are impossible, not wrapped round to a small ring. */
+    const size_t huge[] = {SIZE_MAX, SIZE_MAX - 7, SIZE_MAX - 4095, SIZE_MAX / 2 + 1, ((size_t)1 << 40) + 1};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        q = (fl_queue)(void *)&q;
+        CHECK_RC(FL_EINVAL, fl_queue_create(huge[i], 0, &q));
+        CHECK(q == NULL && strstr(fl_last_error(), "impossible") != NULL);
+    }
+    CHECK(strstr(fl_last_error(), "1099511627777") != NULL);
+    CHECK_RC(FL_EINVAL, fl_queue_create(SIZE_MAX, 0, &q));
+    CHECK(strstr(fl_last_error(), "18446744073709551615") != NULL);
 }
 
 /* Bytes of memory the queue's memfd holds now (from its name, "memfd:PID:FD"). */

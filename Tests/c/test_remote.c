@@ -351,6 +351,11 @@ static void test_unsealed_argument_at_shutdown(void) {
     CHECK_RC(FL_ECANCELED, fl_get(waiting, 30, NULL, NULL));
     CHECK(strstr(fl_last_error(), "argument 0 failed") != NULL && strstr(fl_last_error(), "sealed") != NULL);
     CHECK_RC(FL_ECANCELED, fl_get(kept, 30, NULL, NULL));
+    /* Sealing it now is refused (its buffer is freed): the object stays cancelled. */
+    CHECK_RC(FL_ESTATE, fl_seal(kept));
+    CHECK(strstr(fl_last_error(), "resolved before it was sealed") != NULL && strstr(fl_last_error(), "shut down") != NULL);
+    CHECK_RC(FL_ECANCELED, fl_get(kept, 30, NULL, NULL));
+    CHECK_RC(FL_ESTATE, fl_seal(kept));
     fl_ref_release(waiting);
     fl_ref_release(kept);
 }
@@ -397,6 +402,14 @@ static void test_objects_and_refcounts(void) {
     CHECK_OK(fl_runtime_get_stats(rt, &after));
     CHECK(after.tasks_finished - before.tasks_finished == 1 && after.tasks_failed - before.tasks_failed == 1);
     CHECK_OK(fl_ref_release(oversized));
+    /* A result buffer of 2^63 bytes or more is no memory: the task sees FL_ENOMEM (and fails
+     * with it here), the host goes on. */
+    int64_t impossible = -1; /* SIZE_MAX as the task's size_t */
+    count = int_arg(&impossible);
+    CHECK_OK(fl_remote(rt, return_zeros, NULL, &count, 1, NULL, &oversized));
+    CHECK_RC(FL_ETASK, fl_get(oversized, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "returned -3") != NULL);
+    CHECK_OK(fl_ref_release(oversized));
 
     /* 1M put/get/release cycles leave nothing behind. */
     int ok = 1;
@@ -418,8 +431,8 @@ static void test_objects_and_refcounts(void) {
     CHECK(ok);
     fl_runtime_stats stats = stats_once_settled(rt);
     CHECK(stats.objects == 0 && stats.object_bytes == 0);
-    /* The 10,000, and the oversized one above (failed). */
-    CHECK(stats.tasks_submitted == 10001 && stats.tasks_finished == 10001 && stats.tasks_failed == 1);
+    /* The 10,000, and the oversized and impossible ones above (failed). */
+    CHECK(stats.tasks_submitted == 10002 && stats.tasks_finished == 10002 && stats.tasks_failed == 2);
     CHECK(stats.tasks_running == 0);
     CHECK_OK(fl_runtime_shutdown(rt));
 }
@@ -460,6 +473,34 @@ static void test_shutdown_with_work_in_flight(void) {
 
 static void test_bad_input(fl_runtime rt) {
     fl_ref r = NULL;
+    /* Worker counts are size_t: 2^63 or more is as far above 1024 as 1025 is. */
+    {
+        const size_t counts[] = {1025, SIZE_MAX, (size_t)1 << 63};
+        for (size_t i = 0; i < 3; i++) {
+            for (int field = 0; field < 2; field++) {
+                fl_runtime_options options;
+                CHECK_OK(fl_runtime_options_init(&options));
+                if (field == 0) options.workers = counts[i];
+                else options.process_workers = counts[i];
+                fl_runtime made = (fl_runtime)(void *)&made;
+                CHECK_RC(FL_EINVAL, fl_runtime_create(&options, &made));
+                CHECK(made == NULL && strstr(fl_last_error(), "more than 1024") != NULL);
+            }
+        }
+        CHECK(strstr(fl_last_error(), "9223372036854775808 process workers") != NULL);
+        /* A store capacity that large is no limit at all. */
+        fl_runtime_options options;
+        CHECK_OK(fl_runtime_options_init(&options));
+        options.workers = 1;
+        options.store_capacity = SIZE_MAX;
+        fl_runtime unbounded = NULL;
+        CHECK_OK(fl_runtime_create(&options, &unbounded));
+        static char megabyte[1 << 20];
+        CHECK_OK(fl_put(unbounded, megabyte, sizeof megabyte, &r));
+        CHECK_OK(fl_ref_release(r));
+        CHECK_OK(fl_runtime_shutdown(unbounded));
+        r = NULL;
+    }
     CHECK_RC(FL_EINVAL, fl_remote(rt, NULL, NULL, NULL, 0, NULL, &r));
     CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, NULL, 2, NULL, &r));
     fl_arg bad_blob = {NULL, 4, NULL};

@@ -285,6 +285,21 @@ static void test_bad_input(void) {
         CHECK(strstr(fl_last_error(), "more than 64 arguments") != NULL);
         CHECK(strstr(fl_last_error(), "offset 260") != NULL && strstr(fl_last_error(), "(264 characters)") != NULL);
     }
+    /* Structs nest 8 levels deep at most: an argument that is a struct is level 1. */
+    for (int levels = 8; levels <= 9; levels++) {
+        char text[64] = "void(";
+        for (int i = 0; i < levels; i++) strcat(text, "{");
+        strcat(text, "int");
+        for (int i = 0; i < levels; i++) strcat(text, "}");
+        strcat(text, ")");
+        if (levels == 8) {
+            CHECK_OK(fl_signature_create(text, &s));
+            CHECK_OK(fl_signature_destroy(s));
+        } else {
+            CHECK_RC(FL_EINVAL, fl_signature_create(text, &s));
+            CHECK(strstr(fl_last_error(), "nested deeper than 8") != NULL);
+        }
+    }
     CHECK_RC(FL_EINVAL, fl_signature_create(NULL, &s));
     CHECK_RC(FL_EINVAL, fl_signature_create("int(int)", NULL));
 

@@ -47,7 +47,7 @@ enum Check {
     static func product(_ count: Int, _ size: Int, _ name: StaticString) throws(Failure) -> Int {
         let (total, overflow) = count.multipliedReportingOverflow(by: size)
         guard !overflow, count >= 0, size >= 0, total <= Int(Int32.max) * 1024 else {
-            throw Failure(FL_EINVAL, "\(name): \(count) items of \(size) bytes is an impossible size")
+            throw Failure(FL_EINVAL, "\(name): \(UInt(bitPattern: count)) items of \(UInt(bitPattern: size)) bytes is an impossible size")
         }
         return total
     }

@@ -24,12 +24,17 @@ public func fl_runtime_create(_ options: UnsafePointer<fl_runtime_options>?,
             let given = try readOptions(options, over: fl_runtime_options(),
                                         oldest: MemoryLayout<fl_runtime_options>.offset(of: \fl_runtime_options.process_workers)!,
                                         size: \.size, initializer: "fl_runtime_options_init")
-            if given.workers > 0 { workers = given.workers }
-            capacity = given.store_capacity
+            if given.workers != 0 { workers = given.workers }
+            // size_t fields: 2^63 or more arrives negative. A capacity that large is no limit.
+            capacity = given.store_capacity < 0 ? 0 : given.store_capacity
             processWorkers = given.process_workers
         }
-        guard workers <= 1024 else { throw Failure(FL_EINVAL, "\(workers) workers is more than 1024") }
-        guard processWorkers <= 1024 else { throw Failure(FL_EINVAL, "\(processWorkers) process workers is more than 1024") }
+        guard UInt(bitPattern: workers) <= 1024 else {
+            throw Failure(FL_EINVAL, "\(UInt(bitPattern: workers)) workers is more than 1024")
+        }
+        guard UInt(bitPattern: processWorkers) <= 1024 else {
+            throw Failure(FL_EINVAL, "\(UInt(bitPattern: processWorkers)) process workers is more than 1024")
+        }
         let created = try RemoteRuntime(workers: workers, storeCapacity: capacity, processWorkers: processWorkers)
         do throws(Failure) {
             out.pointee = cHandle(try Registry.runtimes.register(created))
@@ -318,7 +323,9 @@ public func fl_create(_ runtime: fl_runtime?, _ len: size_t, _ buffer: UnsafeMut
 
 /// Seals an object made by fl_create(): it becomes ready with the bytes written into its
 /// buffer, and whoever waits for it goes on. Errors: FL_EHANDLE, FL_ESTATE (not an unsealed
-/// object of fl_create: sealed already, or a task's result or a put). Thread-safe.
+/// object of fl_create: sealed already, or a task's result or a put; or resolved as
+/// FL_ECANCELED by fl_runtime_shutdown before it was sealed, and the buffer freed now).
+/// Thread-safe.
 @_cdecl("fl_seal")
 public func fl_seal(_ ref: fl_ref?) -> CInt {
     withStatus { () throws(Failure) in

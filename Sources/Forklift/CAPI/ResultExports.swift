@@ -151,7 +151,7 @@ public func fl_result_release(_ result: fl_result?) -> CInt {
 private func readySlot(_ box: ResultView, _ index: Int) throws(Failure) -> UnsafeMutablePointer<fls_slot> {
     guard box.isReady else { throw Failure(FL_ESTATE, "result is not ready: wait for it first") }
     let count = box.kind == .strided ? 0 : box.count
-    guard index >= 0 && index < count else { throw Failure(FL_ERANGE, "item \(index) of a result with \(count) items") }
+    guard index >= 0 && index < count else { throw Failure(FL_ERANGE, "item \(UInt(bitPattern: index)) of a result with \(count) items") }
     return box.slots + index
 }
 

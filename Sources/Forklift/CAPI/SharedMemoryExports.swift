@@ -11,13 +11,15 @@ import CForklift
 /// back when it is taken), so it is copied once in and once out, never through the kernel.
 /// The queue is shared with every process started afterwards by fork (fl_process_start,
 /// process pools), which use the same handle; other processes open it by name
-/// (fl_queue_name, fl_queue_open). Errors: FL_EINVAL (queue NULL), FL_ENOMEM. Thread-safe.
+/// (fl_queue_name, fl_queue_open). Errors: FL_EINVAL (queue NULL, capacity above 2^40), FL_ENOMEM. Thread-safe.
 @_cdecl("fl_queue_create")
 public func fl_queue_create(_ capacity: size_t, _ max_items: size_t, _ queue: UnsafeMutablePointer<fl_queue?>?) -> CInt {
     withStatusAnywhere { () throws(Failure) in
         let out = try Check.required(queue, "queue")
         out.pointee = nil
-        guard capacity <= 1 << 40 else { throw Failure(FL_EINVAL, "capacity of \(capacity) bytes is impossible") }
+        guard capacity >= 0 && capacity <= 1 << 40 else {
+            throw Failure(FL_EINVAL, "capacity of \(UInt(bitPattern: capacity)) bytes is impossible")
+        }
         let created = try SharedQueue(capacity: capacity == 0 ? Int(FL_QUEUE_DEFAULT_CAPACITY) : capacity,
                                       maxItems: max_items)
         out.pointee = cHandle(try Registry.queues.register(created))
@@ -27,7 +29,8 @@ public func fl_queue_create(_ capacity: size_t, _ max_items: size_t, _ queue: Un
 
 /// Appends a copy of `data` (`len` bytes), waiting at most `timeout` seconds for room
 /// (FL_FOREVER: no limit; 0: do not wait). Errors: FL_ETIMEDOUT (still full), FL_ENOMEM (no
-/// shared memory for a large message), FL_ESTATE (closed), FL_EHANDLE, FL_EINVAL.
+/// shared memory for a large message), FL_ERANGE (a message of 2^62 bytes or more), FL_ESTATE
+/// (closed), FL_EHANDLE, FL_EINVAL.
 /// Thread-safe and process-safe; also inside a started process or a worker process.
 @_cdecl("fl_queue_put")
 public func fl_queue_put(_ queue: fl_queue?, _ data: UnsafeRawPointer?, _ len: size_t, _ timeout: Double) -> CInt {

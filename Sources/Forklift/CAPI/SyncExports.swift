@@ -197,7 +197,7 @@ public func fl_semaphore_acquire(_ semaphore: fl_semaphore?, _ timeout: Double) 
 }
 
 /// Increments the semaphore and wakes one waiter. Any thread of any process may release.
-/// Errors: FL_ERANGE (a bounded semaphore at its max), FL_EHANDLE.
+/// Errors: FL_ERANGE (a bounded semaphore at its max, or any at UINT_MAX), FL_EHANDLE.
 @_cdecl("fl_semaphore_release")
 public func fl_semaphore_release(_ semaphore: fl_semaphore?) -> CInt {
     withStatusAnywhere { () throws(Failure) in
@@ -211,7 +211,7 @@ public func fl_semaphore_release(_ semaphore: fl_semaphore?) -> CInt {
 public func fl_semaphore_value(_ semaphore: fl_semaphore?, _ value: UnsafeMutablePointer<CUnsignedInt>?) -> CInt {
     withStatusAnywhere { () throws(Failure) in
         let out = try Check.required(value, "value")
-        out.pointee = try Registry.semaphores.with(semaphore, "semaphore") { CUnsignedInt(fls_semaphore_value($0.sync)) }
+        out.pointee = try Registry.semaphores.with(semaphore, "semaphore") { CUnsignedInt(clamping: fls_semaphore_value($0.sync)) }
         return FL_OK
     }
 }

@@ -2,7 +2,8 @@ import CForklift
 
 /// Copies `len` bytes from `data` as the result of the running task (replacing an earlier
 /// one). Call only from inside the task function that received `ctx`. Errors: FL_EHANDLE (ctx
-/// is not the running task's), FL_EINVAL (data NULL with a length), FL_ENOMEM.
+/// is not the running task's), FL_EINVAL (data NULL with a length), FL_ERANGE (in a process
+/// of fl_process_start: more than its 1 MiB), FL_ENOMEM.
 @_cdecl("fl_task_return")
 public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len: size_t) -> CInt {
     if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 {
@@ -37,7 +38,8 @@ public func fl_task_return_at(_ ctx: fl_task_ctx?, _ index: size_t, _ data: Unsa
 
 /// Reserves a `len`-byte result and stores where to write it in `*buffer` — the caller's own
 /// buffer for fl_pool_apply() when it fits (zero-copy), else library memory. The buffer is
-/// valid until the task function returns. Errors: FL_EHANDLE, FL_EINVAL, FL_ENOMEM.
+/// valid until the task function returns. Errors: FL_EHANDLE, FL_EINVAL, FL_ERANGE (as for
+/// fl_task_return), FL_ENOMEM (no memory for `len` bytes: a `len` of 2^63 or more too).
 @_cdecl("fl_task_result_buffer")
 public func fl_task_result_buffer(_ ctx: fl_task_ctx?, _ len: size_t,
                                   _ buffer: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> CInt {

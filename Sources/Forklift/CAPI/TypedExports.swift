@@ -139,7 +139,8 @@ private func submitTypedMap(_ pool: fl_pool?, _ sig: fl_signature?, _ fn: fl_fn?
         if singleArgument && signature.argumentCount != 1 {
             throw Failure(FL_EINVAL, "map needs a one-argument signature; this one takes \(signature.argumentCount)")
         }
-        try Check.bytes(tuples, try Check.product(count, signature.tupleSize, "tuples"), "tuples")
+        let name: StaticString = singleArgument ? "args" : "tuples"  // as the header names it
+        try Check.bytes(tuples, try Check.product(count, signature.tupleSize, name), name)
         try Check.bytes(results, try Check.product(count, signature.resultSize, "results"), "results")
         let handle = try Registry.pools.with(pool, "pool") { pool throws(Failure) in
             try pool.starmapTyped(signature, fn, tuples: tuples, count: count, results: results, chunkSize: chunkSize,

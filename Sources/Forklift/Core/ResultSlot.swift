@@ -107,6 +107,8 @@ enum ResultSlot {
     /// large result of a slot marked by `shareLarge`) or a new heap block.
     static func reserve(_ slot: UnsafeMutablePointer<fls_slot>, length: Int, external: UnsafeMutableRawPointer?,
                         externalCapacity: Int) throws(Failure) -> UnsafeMutableRawPointer {
+        // A `size_t` of 2^63 or more arrives as a negative Int: no memory holds it.
+        guard length >= 0 else { throw Failure(FL_ENOMEM, "no memory for a result of \(UInt(bitPattern: length)) bytes") }
         let share = slot.pointee.external == FLS_STORAGE_SHARE_LARGE
         releaseStorage(slot)
         slot.pointee.external = UInt32(FLS_STORAGE_HEAP)

@@ -66,7 +66,7 @@ final class SharedSync {
 
     func releaseSemaphore() throws(Failure) {
         guard fls_semaphore_release(sync) == FL_OK else {
-            throw Failure(FL_ERANGE, "semaphore is at its maximum value")
+            throw Failure(FL_ERANGE, "semaphore is at its maximum value (its bound, or 4294967295 without one)")
         }
     }
 }

@@ -142,6 +142,8 @@ final class RemoteObject {
     }
 
     /// Seals the buffer of `createBuffer`: the object becomes ready with the bytes written.
+    /// Throws FL_ESTATE for an object that is not an unsealed buffer, and for one that has
+    /// resolved meanwhile (cancelled at the runtime's shutdown): its buffer is freed then.
     func seal() throws(Failure) {
         let buffer: UnsafeMutablePointer<fls_slot>? = lock.withLock {
             defer { unsealed = nil }
@@ -149,8 +151,12 @@ final class RemoteObject {
         }
         guard let buffer else { throw Failure(FL_ESTATE, "the object is not an unsealed buffer of fl_create") }
         buffer.pointee.status = FL_OK
-        resolve(taking: buffer, reserved: true)
+        let sealed = resolve(taking: buffer, reserved: true)
         buffer.deallocate()
+        guard sealed else {
+            let reason = failure?.message ?? "resolved already"
+            throw Failure(FL_ESTATE, "the object resolved before it was sealed: \(reason)")
+        }
     }
 
     /// Resolves with `outcome` (a filled slot, which this takes over) unless already resolved,
