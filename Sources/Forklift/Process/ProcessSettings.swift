@@ -42,7 +42,8 @@ struct ProcessSettings {
             }
             guard options.task_retries >= 0 else { throw Failure(FL_EINVAL, "task_retries must not be negative") }
             taskTimeout = max(0, options.task_timeout)
-            maxTasksPerChild = options.max_tasks_per_child
+            // A size_t of 2^63 or more arrives negative: that many tasks is no limit.
+            maxTasksPerChild = max(0, options.max_tasks_per_child)
             retries = Int(options.task_retries)
         default:
             throw Failure(FL_EINVAL, "backend is \(options.backend): use FL_BACKEND_THREAD or FL_BACKEND_PROCESS")
