@@ -8,6 +8,13 @@
  * names a code and fl_last_error() gives the calling thread's last failure in detail. A NULL,
  * destroyed or foreign handle yields FL_EHANDLE, never a crash. Each function documents what
  * it copies, what it borrows and until when, and which thread runs its callbacks.
+ *
+ * fork() by the program: a child forked while Forklift threads run in the parent (a pool, a
+ * runtime, a process started as a daemon) is limited to the calls a started process has:
+ * fl_task_*, queues, pipes, locks, events, semaphores and shared memory. Every other call
+ * returns FL_ENOTSUP there: the parent's threads do not exist in the child, and locks they
+ * held stay held. Exec, or start processes with fl_process_start, instead. A child forked
+ * when no Forklift thread runs (before the first pool, after the last is destroyed) is free.
  */
 #ifndef FORKLIFT_H
 #define FORKLIFT_H
@@ -273,6 +280,15 @@ typedef struct fl_pool_options {
 #define FL_START_FORK 0
 #define FL_START_SPAWN 1
 #define FL_START_FORKSERVER 2
+
+/**
+ * The exit code (fl_process_exitcode) of a process that ended without finishing its function
+ * when its exit status was lost: collected elsewhere in this program (SIGCHLD set to SIG_IGN,
+ * or a waitpid(-1) or wait() of the host's), or with the fork server that held it gone. A
+ * process that finished its function reports the function's return value in any case. Worker
+ * processes that end this way fail their task with FL_EWORKER, saying so.
+ */
+#define FL_EXIT_UNKNOWN (-1000)
 
 /**
  * Options of fl_process_start(). Fill with fl_process_options_init() first.
@@ -938,8 +954,9 @@ int fl_process_is_alive(fl_process process);
 /**
  * Stores the exit code in `*code` (multiprocessing's exitcode): the function's return value
  * (0 for success), the status passed to exit() if the function called it, or the negated
- * signal number if a signal ended the process (-9 for SIGKILL). Errors: FL_ESTATE (still
- * running), FL_EHANDLE, FL_EINVAL. Thread-safe.
+ * signal number if a signal ended the process (-9 for SIGKILL); FL_EXIT_UNKNOWN if it ended
+ * before its function returned and its status was collected elsewhere in the program (see
+ * FL_EXIT_UNKNOWN). Errors: FL_ESTATE (still running), FL_EHANDLE, FL_EINVAL. Thread-safe.
  */
 int fl_process_exitcode(fl_process process, int *code);
 

@@ -71,18 +71,36 @@ void fls_set_thread_name(const char *name) {
     pthread_setname_np(pthread_self(), buf);
 }
 
+/* Threads started by fls_thread_start and not joined yet. */
+static int live_threads;
+int fls_forked_with_threads;
+
+/* In the child of every fork() of this process (the program's or Forklift's own). */
+static void note_fork_in_child(void) {
+    if (__atomic_load_n(&live_threads, __ATOMIC_RELAXED) > 0) fls_forked_with_threads = 1;
+}
+
+__attribute__((constructor)) static void watch_forks(void) { pthread_atfork(NULL, NULL, note_fork_in_child); }
+
 int fls_thread_start(void *(*fn)(void *), void *arg, uint64_t *out) {
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 8u << 20);
+    /* Counted before the thread exists, so a fork meanwhile already counts it. */
+    __atomic_add_fetch(&live_threads, 1, __ATOMIC_SEQ_CST);
     int r = pthread_create(&t, &attr, fn, arg);
     pthread_attr_destroy(&attr);
     if (r == 0) *out = (uint64_t)t;
+    else __atomic_sub_fetch(&live_threads, 1, __ATOMIC_SEQ_CST);
     return r;
 }
 
-int fls_thread_join(uint64_t thread) { return pthread_join((pthread_t)thread, NULL); }
+int fls_thread_join(uint64_t thread) {
+    int r = pthread_join((pthread_t)thread, NULL);
+    if (r == 0) __atomic_sub_fetch(&live_threads, 1, __ATOMIC_SEQ_CST);
+    return r;
+}
 
 uint64_t fls_thread_self(void) { return (uint64_t)pthread_self(); }
 

@@ -95,21 +95,23 @@ static int spawn_program(const char *spec, const int *keep, int nkeep, int death
     if (!program[0]) return ENOEXEC;
     library_to_preload(preload, sizeof preload);
 
-    /* The environment, built before the fork: the child may only exec. */
+    /* The environment, built before the fork: the child may only exec. (clearenv() leaves
+     * `environ` NULL: an empty environment.) */
+    char **host = environ;
     size_t count = 0;
-    while (environ[count]) count++;
+    while (host && host[count]) count++;
     char **env = calloc(count + 4, sizeof *env);
     char *strings[3] = {NULL, NULL, NULL};
     if (!env) return ENOMEM;
     size_t used = 0;
     const char *old_preload = NULL;
     for (size_t i = 0; i < count; i++) {
-        if (strncmp(environ[i], "LD_PRELOAD=", 11) == 0) {
-            old_preload = environ[i] + 11;
+        if (strncmp(host[i], "LD_PRELOAD=", 11) == 0) {
+            old_preload = host[i] + 11;
             continue;
         }
-        if (strncmp(environ[i], "FORKLIFT_SPAWN", 14) == 0) continue;
-        env[used++] = environ[i];
+        if (strncmp(host[i], "FORKLIFT_SPAWN", 14) == 0) continue;
+        env[used++] = host[i];
     }
     int failed = asprintf(&strings[0], "FORKLIFT_SPAWN=%s", spec) < 0;
     if (preload[0]) {
@@ -364,8 +366,13 @@ __attribute__((constructor)) static void spawned_entry(void) {
     const char *found = getenv("FORKLIFT_SPAWN");
     if (!found) return;
     char spec[96];
-    if (copy_text(spec, sizeof spec, found) != 0) _exit(126);
+    int fits = copy_text(spec, sizeof spec, found) == 0;
     unsetenv("FORKLIFT_SPAWN");
+    int a = -1, b = -1, parent = 0, death_signal = 0;
+    int worker = fits && sscanf(spec, "worker:%d:%d:%d:%d", &a, &b, &parent, &death_signal) == 4;
+    int server = fits && !worker && sscanf(spec, "server:%d:%d", &a, &parent) == 2;
+    /* Not a spec spawn_program writes (a variable set by hand): the program starts as usual. */
+    if (!worker && !server) return;
     const char *preload = getenv("FORKLIFT_SPAWN_PRELOAD");
     if (preload) {
         setenv("LD_PRELOAD", preload, 1);
@@ -373,12 +380,8 @@ __attribute__((constructor)) static void spawned_entry(void) {
     } else {
         unsetenv("LD_PRELOAD");
     }
-    int a = -1, b = -1, parent = 0, death_signal = 0;
-    if (sscanf(spec, "worker:%d:%d:%d:%d", &a, &b, &parent, &death_signal) == 4) {
-        become_worker(a, b, (pid_t)parent, death_signal);
-    }
-    if (sscanf(spec, "server:%d:%d", &a, &parent) == 2) server_main(a, (pid_t)parent);
-    _exit(126);
+    if (worker) become_worker(a, b, (pid_t)parent, death_signal);
+    server_main(a, (pid_t)parent);
 }
 
 int fls_forkserver_poll_end(int status_fd, int pid_fd, int *end) {
@@ -392,6 +395,6 @@ int fls_forkserver_poll_end(int status_fd, int pid_fd, int *end) {
     /* The server is gone: the end is unknown; the process counts as ended once it has died. */
     struct pollfd p = {pid_fd, POLLIN, 0};
     if (pid_fd >= 0 && poll(&p, 1, 0) == 0) return 0;
-    *end = 255;
+    *end = FL_EXIT_UNKNOWN;
     return 1;
 }

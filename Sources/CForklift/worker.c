@@ -441,7 +441,7 @@ void fls_worker_signal(fls_worker *worker, int signal) {
 }
 
 int fls_worker_reap(fls_worker *worker) {
-    int result = -SIGKILL;
+    int result = FL_EXIT_UNKNOWN; /* ECHILD below: reaped elsewhere (SIGCHLD ignored, waitpid(-1)) */
     if (worker->pid > 0) {
         int status = 0;
         pid_t got;
@@ -452,7 +452,6 @@ int fls_worker_reap(fls_worker *worker) {
             if (WIFEXITED(status)) result = WEXITSTATUS(status);
             else if (WIFSIGNALED(status)) result = -WTERMSIG(status);
         }
-        /* ECHILD: the host reaps children itself (SIGCHLD ignored); the status is unknown. */
     }
     if (worker->pid_fd >= 0) close(worker->pid_fd);
     worker->pid_fd = -1;
@@ -507,6 +506,8 @@ static int in_worker;
 static int pending_result_fd[FLS_MAX_SLOTS]; /* -1: none; set at the child's start */
 
 int fls_in_worker_process(void) { return in_worker; }
+
+int fls_call_restriction(void) { return in_worker ? 1 : fls_forked_with_threads ? 2 : 0; }
 
 int fls_child_ctx_is_current(const void *ctx) {
     return in_worker && ctx != NULL && ctx == (const void *)current_ctx && current_ctx->magic == CHILD_CTX_MAGIC;

@@ -2,6 +2,9 @@
 #include "check.h"
 
 #include <stdint.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int init_fails(void *user, const void *args, size_t len) {
     (void)user; (void)args; (void)len;
@@ -250,7 +253,65 @@ static void test_bad_arguments(void) {
     CHECK_OK(fl_pool_destroy(pool));
 }
 
+/* The child of a fork() made while a pool's threads run: only a started process's calls work
+ * (the shared queue made before the fork does), every other call is FL_ENOTSUP, never a hang
+ * on threads that are not there. Returns the child's failed checks (0 on success). */
+static int forked_child_checks(fl_pool pool, fl_queue queue, int pools_alive) {
+    int failed = 0;
+    int64_t x = 3;
+    int rc = fl_pool_apply(pool, noop, NULL, &x, sizeof x, NULL, 0, NULL);
+    if (pools_alive) {
+        failed += rc != FL_ENOTSUP || strstr(fl_last_error(), "fork()") == NULL;
+        fl_pool fresh = NULL;
+        failed += fl_pool_create(NULL, &fresh) != FL_ENOTSUP;
+        fl_runtime rt = NULL;
+        failed += fl_runtime_create(NULL, &rt) != FL_ENOTSUP;
+        failed += fl_pool_destroy(pool) != FL_ENOTSUP;
+    } else {
+        /* No thread ran at the fork: the child is free to start its own. */
+        fl_pool fresh = NULL;
+        failed += fl_pool_create(NULL, &fresh) != FL_OK;
+        failed += fl_pool_apply(fresh, noop, NULL, &x, sizeof x, NULL, 0, NULL) != FL_OK;
+        failed += fl_pool_destroy(fresh) != FL_OK;
+    }
+    failed += fl_queue_put(queue, "from the child", 14, 5) != FL_OK;
+    return failed;
+}
+
+static void test_fork_by_the_program(void) {
+    fl_queue queue = NULL;
+    CHECK_OK(fl_queue_create(0, 0, &queue));
+    for (int pools_alive = 1; pools_alive >= 0; pools_alive--) {
+        fl_pool pool = NULL;
+        fl_pool_options o;
+        CHECK_OK(fl_pool_options_init(&o));
+        o.workers = 2;
+        CHECK_OK(fl_pool_create(&o, &pool));
+        if (!pools_alive) CHECK_OK(fl_pool_destroy(pool));
+        pid_t child = fork();
+        CHECK(child >= 0);
+        if (child == 0) {
+            alarm(30);
+            _exit(forked_child_checks(pool, queue, pools_alive));
+        }
+        int status = 0;
+        CHECK(waitpid(child, &status, 0) == child);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        char message[32];
+        size_t len = 0;
+        CHECK_OK(fl_queue_get(queue, message, sizeof message, &len, 5));
+        CHECK(len == 14 && memcmp(message, "from the child", 14) == 0);
+        if (pools_alive) {
+            int64_t x = 3;
+            CHECK_OK(fl_pool_apply(pool, noop, NULL, &x, sizeof x, NULL, 0, NULL)); /* the parent's goes on */
+            CHECK_OK(fl_pool_destroy(pool));
+        }
+    }
+    CHECK_OK(fl_queue_destroy(queue));
+}
+
 int main(void) {
+    test_fork_by_the_program(); /* first: no other test's threads may run at its second fork */
     test_version_and_errors();
     test_options();
     test_default_pool();

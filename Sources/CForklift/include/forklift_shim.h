@@ -120,6 +120,9 @@ void fls_set_thread_name(const char *name);
 int fls_thread_start(void *(*fn)(void *), void *arg, uint64_t *out);
 /** Joins a thread started by fls_thread_start. */
 int fls_thread_join(uint64_t thread);
+/** Set in the child of a fork() made while threads of fls_thread_start ran (not joined yet):
+ *  only the calls a worker process has work there (see `fls_call_restriction`). */
+extern int fls_forked_with_threads;
 /** The calling thread's id for identity checks. */
 uint64_t fls_thread_self(void);
 

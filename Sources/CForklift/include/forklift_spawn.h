@@ -48,8 +48,8 @@ typedef struct fls_forkserver_end {
 } fls_forkserver_end;
 
 /** Reads a worker's end from its status socket without blocking: 1 (and `*end`) once it has
- *  ended, 0 while it runs. If the server died, the end is reported as 255 once the worker has
- *  died too (`pid_fd` its pidfd, or -1). */
+ *  ended, 0 while it runs. If the server died, the end is reported as FL_EXIT_UNKNOWN once
+ *  the worker has died too (`pid_fd` its pidfd, or -1). */
 int fls_forkserver_poll_end(int status_fd, int pid_fd, int *end);
 
 #endif /* FORKLIFT_SPAWN_H */

@@ -272,6 +272,15 @@ typedef struct fl_pool_options {
 #define FL_START_FORKSERVER 2
 
 /**
+ * The exit code (fl_process_exitcode) of a process that ended without finishing its function
+ * when its exit status was lost: collected elsewhere in this program (SIGCHLD set to SIG_IGN,
+ * or a waitpid(-1) or wait() of the host's), or with the fork server that held it gone. A
+ * process that finished its function reports the function's return value in any case. Worker
+ * processes that end this way fail their task with FL_EWORKER, saying so.
+ */
+#define FL_EXIT_UNKNOWN (-1000)
+
+/**
  * Options of fl_process_start(). Fill with fl_process_options_init() first.
  */
 typedef struct fl_process_options {

@@ -185,8 +185,8 @@ void fls_wait_readable(int fd, int64_t deadline_ns);
 /** Sends `signal` to the child (if any). */
 void fls_worker_signal(fls_worker *worker, int signal);
 
-/** Waits for the dead or dying child and describes its end. Returns the exit code (>= 0) or
- *  the negated signal number. Clears `pid`. */
+/** Waits for the dead or dying child and describes its end. Returns the exit code (>= 0), the
+ *  negated signal number, or FL_EXIT_UNKNOWN if it was reaped elsewhere. Clears `pid`. */
 int fls_worker_reap(fls_worker *worker);
 
 /** Asks an idle child (no request in flight) to exit, then reaps it (killing it if it has not
@@ -296,5 +296,9 @@ uint64_t fls_child_task_index(const void *ctx);
 int fls_child_task_cancelled(const void *ctx);
 /** Non-zero in a worker process (its own calls into pools and results are refused). */
 int fls_in_worker_process(void);
+/** Which calls this process may make: 0 all; 1 a worker process's (fl_task_*, queues, pipes,
+ *  locks, events, semaphores, shared memory); 2 the same, in the child of a fork() the
+ *  program made while Forklift threads ran (`fls_forked_with_threads`). */
+int fls_call_restriction(void);
 
 #endif /* FORKLIFT_WORKER_H */

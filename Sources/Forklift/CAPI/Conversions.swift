@@ -3,10 +3,26 @@ import CForklift
 /// Runs an export body, turning a thrown `Failure` into its status code and last-error message.
 @inline(__always)
 func withStatus(_ body: () throws(Failure) -> Int32) -> Int32 {
-    if fls_in_worker_process() != 0 {
-        return Status.fail(FL_ENOTSUP, "inside a worker process or a started process only the fl_task_*, fl_queue_* and fl_shm_* calls are available")
-    }
+    if let refusal = Refusal(rawValue: fls_call_restriction()) { return Status.fail(FL_ENOTSUP, refusal.message) }
     return withStatusAnywhere(body)
+}
+
+/// Why a process may not make a call (`fls_call_restriction`).
+enum Refusal: Int32 {
+    case workerProcess = 1
+    case forkedChild = 2
+
+    var message: String {
+        switch self {
+        case .workerProcess:
+            return "inside a worker process or a started process only the fl_task_*, queue, pipe, lock, event, "
+                + "semaphore and shared-memory calls are available"
+        case .forkedChild:
+            return "this process is a fork() of one whose Forklift threads were running, and they do not exist "
+                + "here: only the fl_task_*, queue, pipe, lock, event, semaphore and shared-memory calls are "
+                + "available (exec, or use fl_process_start)"
+        }
+    }
 }
 
 /// `withStatus` for the calls that also work inside a worker process or a started process

@@ -89,8 +89,9 @@ public func fl_process_is_alive(_ process: fl_process?) -> CInt {
 
 /// Stores the exit code in `*code` (multiprocessing's exitcode): the function's return value
 /// (0 for success), the status passed to exit() if the function called it, or the negated
-/// signal number if a signal ended the process (-9 for SIGKILL). Errors: FL_ESTATE (still
-/// running), FL_EHANDLE, FL_EINVAL. Thread-safe.
+/// signal number if a signal ended the process (-9 for SIGKILL); FL_EXIT_UNKNOWN if it ended
+/// before its function returned and its status was collected elsewhere in the program (see
+/// FL_EXIT_UNKNOWN). Errors: FL_ESTATE (still running), FL_EHANDLE, FL_EINVAL. Thread-safe.
 @_cdecl("fl_process_exitcode")
 public func fl_process_exitcode(_ process: fl_process?, _ code: UnsafeMutablePointer<CInt>?) -> CInt {
     withStatus { () throws(Failure) in

@@ -91,8 +91,10 @@ final class CallbackThread: ThreadBody {
     }
 
     /// Asks the thread to end once every queued callback has run, and waits for it.
-    /// Returns false if the deadline passed first (the thread goes on draining).
+    /// Returns false if the deadline passed first (the thread goes on draining). A thread that
+    /// never started (the system refused it) has nothing to wait for.
     func stop(until deadline: Deadline) -> Bool {
+        guard threadID != 0 else { return true }
         fls_atomic_store_seq_cst_u32(flags, 1)
         wakeup.notifyAll()
         let done: Bool = lock.withLock {

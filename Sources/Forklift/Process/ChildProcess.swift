@@ -119,8 +119,9 @@ final class ChildProcess {
         case 1:
             finish(code)
         default:
-            // Reaped by someone else (the host ignores SIGCHLD): the status is lost.
-            finish(-SIGKILL)
+            // Reaped by someone else (the host ignores SIGCHLD, or waits for any child): the
+            // status is lost, but an answer in the mailbox still tells how the function ended.
+            finish(FL_EXIT_UNKNOWN)
         }
     }
 
@@ -129,7 +130,7 @@ final class ChildProcess {
         let mailbox = worker.pointee.mailbox!
         let answered = fls_atomic_load_u32(&mailbox.pointee.response_seq) != 0
         let response = fls_worker_request(worker, 0)!
-        if answered && code >= 0 {
+        if answered && (code >= 0 || code == FL_EXIT_UNKNOWN) {
             end = response.pointee.status == FL_OK ? 0 : response.pointee.code
             if response.pointee.status == FL_OK {
                 let length = Int(response.pointee.result_len)

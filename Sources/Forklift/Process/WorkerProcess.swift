@@ -611,6 +611,9 @@ final class WorkerProcess {
     /// "exited with status 3", "was killed by signal 11 (SIGSEGV)".
     static func describe(_ end: Int32) -> String {
         if end >= 0 { return "exited with status \(end)" }
+        if end == FL_EXIT_UNKNOWN {
+            return "ended, its exit status lost (collected elsewhere in this program: SIGCHLD ignored, or a wait for any child)"
+        }
         return "was killed by signal \(-end) (\(String(cString: fls_signal_name(-end))))"
     }
 }
