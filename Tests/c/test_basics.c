@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -310,8 +311,47 @@ static void test_fork_by_the_program(void) {
     CHECK_OK(fl_queue_destroy(queue));
 }
 
+/* With the thread limit reached at each step of creation, fl_pool_create and
+ * fl_runtime_create return (FL_ESYSTEM, or FL_OK once the limit allows them): creation used to
+ * wait for a callback thread that never started. RLIMIT_NPROC binds only a user other than
+ * root, so a child takes the nobody user; without root this is skipped. */
+static void test_thread_limit(void) {
+    if (geteuid() != 0) return;
+    for (int limit = 1; limit <= 6; limit++) {
+        for (int what = 0; what < 3; what++) {
+            pid_t child = fork();
+            CHECK(child >= 0);
+            if (child == 0) {
+                alarm(30);
+                if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+                struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
+                if (setrlimit(RLIMIT_NPROC, &rl) != 0) _exit(3);
+                int rc;
+                if (what == 0) {
+                    fl_pool pool = NULL;
+                    rc = fl_pool_create(NULL, &pool);
+                    if (rc == FL_OK) rc = fl_pool_destroy(pool);
+                } else {
+                    fl_runtime_options options;
+                    fl_runtime_options_init(&options);
+                    options.workers = 1;
+                    options.process_workers = (size_t)(what - 1);
+                    fl_runtime rt = NULL;
+                    rc = fl_runtime_create(&options, &rt);
+                    if (rc == FL_OK) rc = fl_runtime_shutdown(rt);
+                }
+                _exit(rc == FL_OK || rc == FL_ESYSTEM ? 0 : 4);
+            }
+            int status = 0;
+            CHECK(waitpid(child, &status, 0) == child);
+            CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        }
+    }
+}
+
 int main(void) {
-    test_fork_by_the_program(); /* first: no other test's threads may run at its second fork */
+    test_fork_by_the_program();
+    test_thread_limit(); /* first: no other test's threads may run at its second fork */
     test_version_and_errors();
     test_options();
     test_default_pool();

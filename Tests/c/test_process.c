@@ -198,6 +198,55 @@ static void test_exit_codes(void) {
     CHECK_OK(fl_process_destroy(p));
 }
 
+/* Returns "hi" as its result. */
+static int answer_hi(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    return fl_task_return(ctx, "hi", 2);
+}
+
+/* With SIGCHLD ignored the kernel reaps every child at once and keeps no status: a process
+ * whose function returned still reports what it returned; one that died first says its
+ * status was lost, and so does a pool task whose worker died. */
+static void test_status_reaped_elsewhere(void) {
+    struct sigaction ignore, old;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGCHLD, &ignore, &old);
+    fl_process p = NULL;
+    CHECK_OK(fl_process_start(answer_hi, NULL, NULL, 0, NULL, &p));
+    CHECK_OK(fl_process_join(p, 30));
+    int code = -1;
+    char result[8] = {0};
+    size_t len = 0;
+    CHECK_OK(fl_process_exitcode(p, &code));
+    CHECK(code == 0);
+    CHECK_OK(fl_process_result(p, result, sizeof result, &len));
+    CHECK(len == 2 && memcmp(result, "hi", 2) == 0);
+    CHECK_OK(fl_process_destroy(p));
+    CHECK_OK(fl_process_start(behave, NULL, "seven", 5, NULL, &p));
+    CHECK_OK(fl_process_join(p, 30));
+    CHECK_OK(fl_process_exitcode(p, &code));
+    CHECK(code == 7);
+    CHECK_OK(fl_process_destroy(p));
+    CHECK_OK(fl_process_start(behave, NULL, "exit", 4, NULL, &p)); /* exit(3) before answering */
+    CHECK_OK(fl_process_join(p, 30));
+    CHECK_OK(fl_process_exitcode(p, &code));
+    CHECK(code == FL_EXIT_UNKNOWN);
+    CHECK_OK(fl_process_destroy(p));
+
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 1;
+    o.backend = FL_BACKEND_PROCESS;
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    CHECK_RC(FL_EWORKER, fl_pool_apply(pool, behave, NULL, "segv", 4, NULL, 0, NULL));
+    CHECK(strstr(fl_last_error(), "exit status lost") != NULL && strstr(fl_last_error(), "SIGKILL") == NULL);
+    CHECK_OK(fl_pool_apply(pool, behave, NULL, "ok", 2, NULL, 0, NULL)); /* a fresh worker */
+    CHECK_OK(fl_pool_destroy(pool));
+    sigaction(SIGCHLD, &old, NULL);
+}
+
 static void test_queue_semantics(void) {
     fl_queue q = NULL;
     CHECK_OK(fl_queue_create(256, 2, &q));
@@ -508,6 +557,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--start-daemon") == 0) return start_daemon_and_exit();
     test_seed_example();
     test_exit_codes();
+    test_status_reaped_elsewhere();
     test_queue_semantics();
     test_queue_across_processes();
     test_queue_large_messages();

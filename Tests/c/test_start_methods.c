@@ -217,5 +217,13 @@ int main(void) {
     CHECK_OK(fl_process_join(p, 30));
     CHECK_OK(fl_process_destroy(p));
     CHECK(workers_left() == 0);
+
+    /* After clearenv() (environ NULL) a spawned process still starts, with an empty
+     * environment. Last: the environment does not come back. */
+    clearenv();
+    int64_t x = 9, out[2] = {0, 0};
+    CHECK_OK(run_to_end(square_task, &x, sizeof x, FL_START_SPAWN, out, sizeof out, &code));
+    CHECK(code == 0 && out[0] == 81);
+    CHECK(workers_left() == 0);
     return check_finish("start_methods");
 }
