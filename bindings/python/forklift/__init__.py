@@ -11,7 +11,7 @@ parallel-execution engine.
 
 from ._lib import (ForkliftError, TimeoutError, CancelledError, WorkerLostError, TaskError,
                    InvalidArgumentError, version, cpu_count, LIBRARY_PATH)
-from ._results import AsyncResult, RemoteTraceback
+from ._results import AsyncResult, RemoteError, RemoteTraceback
 from .pool import Pool
 from . import futures
 from .remote import (init, shutdown, is_initialized, remote, get, wait, put, cancel, kill, stats,
@@ -22,7 +22,7 @@ __version__ = version()
 __all__ = ["Pool", "AsyncResult", "futures", "init", "shutdown", "is_initialized", "remote", "get", "wait",
            "put", "cancel", "kill", "stats", "timeline", "start_timeline", "stop_timeline", "ObjectRef", "ActorHandle", "ForkliftError", "TimeoutError",
            "CancelledError", "WorkerLostError", "TaskError", "InvalidArgumentError", "GetTimeoutError",
-           "RemoteTraceback", "version", "cpu_count"]
+           "RemoteError", "RemoteTraceback", "version", "cpu_count"]
 
 from .process import *  # noqa: F401,F403,E402  (Process, Queue, Pipe, SharedMemory, locks)
 from .process import __all__ as _process_names  # noqa: E402

@@ -9,6 +9,7 @@ import threading
 from ctypes import byref, c_char_p, c_int, c_size_t, c_void_p
 
 from . import _lib
+from ._results import helping
 from ._native import NativeFunction
 
 _signatures: dict = {}
@@ -70,10 +71,12 @@ class CEngine:
             self._init_error = error
             return 1
 
-    def submit(self, function, args, kwds, finish):
-        """Runs ``function(*args, **kwds)`` on a worker thread; ``finish(success, value)`` once."""
+    def submit(self, function, args, kwds, finish, start=None):
+        """Runs ``function(*args, **kwds)`` on a worker thread; ``finish(success, value)`` once.
+        ``start()``, if given, is asked on that thread just before: False skips the call
+        (it was cancelled), and ``finish`` then gets a CancelledError."""
         task_id = next(self._ids)
-        self._tasks[task_id] = (function, args, kwds, finish)
+        self._tasks[task_id] = (function, args, kwds, finish, start)
         code = _lib.lib.fl_group_submit(self._group, self._task_trampoline, task_id, None, 0)
         if code != _lib.OK:
             self._tasks.pop(task_id, None)
@@ -83,14 +86,41 @@ class CEngine:
         entry = self._tasks.pop(user, None)
         if entry is None:  # failed as cancelled by terminate() just before it could start
             return 0
-        function, args, kwds, finish = entry
+        self._run_entry(entry)
+        return 0
+
+    def _run_entry(self, entry):
+        function, args, kwds, finish, start = entry
+        if start is not None and not start():
+            finish(False, _lib.CancelledError("the call was cancelled before it ran", _lib.ECANCELED))
+            return
+        outer = getattr(helping, "engine", None)
+        helping.engine = self
         try:
             value = function(*args, **kwds)
         except BaseException as error:
             finish(False, error)
         else:
             finish(True, value)
-        return 0
+        finally:
+            helping.engine = outer
+
+    def run_one_queued(self) -> bool:
+        """Runs the oldest Python task no worker has started, on this thread (one of the pool's
+        workers, waiting for a result); its worker later finds it gone. False if none."""
+        try:
+            for task_id in self._tasks:
+                if len(self._tasks.get(task_id, ())) == 5:  # a Python call (not a native one)
+                    break
+            else:
+                return False
+        except RuntimeError:  # the table changed meanwhile: look again next time
+            return True
+        entry = self._tasks.pop(task_id, None)
+        if entry is None:
+            return True
+        self._run_entry(entry)
+        return True
 
     # ---- native functions ----
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_int, c_size_t,
                     c_uint, c_uint8, c_uint64, c_void_p, c_int64)
@@ -49,8 +50,10 @@ class ForkliftError(Exception):
         self.code = code
 
 
-class TimeoutError(ForkliftError, builtins.TimeoutError):
-    """A wait ran out of time (``FL_ETIMEDOUT``); nothing was lost, the wait may be retried."""
+class TimeoutError(ForkliftError, multiprocessing.TimeoutError, builtins.TimeoutError):
+    """A wait ran out of time (``FL_ETIMEDOUT``); nothing was lost, the wait may be retried.
+    Also a ``multiprocessing.TimeoutError`` (what code written for multiprocessing catches) and
+    the builtin ``TimeoutError``."""
 
 
 class InvalidArgumentError(ForkliftError, ValueError):

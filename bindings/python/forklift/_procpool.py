@@ -21,7 +21,7 @@ import time
 from . import _lib
 from ._channel import Channel
 from ._results import attach_traceback
-from ._worker import TASK_ID, serve
+from ._worker import TASK_ID, decode_answer, serve
 
 #: Requests queued at one worker: at least 2 (one running, the next one ready), and as many
 #: of its recent tasks as fit in DEPTH_BUDGET seconds, up to MAX_DEPTH, so that short tasks
@@ -78,6 +78,7 @@ class ProcessEngine:
         self._lock = threading.Lock()
         self._tasks: dict = {}
         self._backlog: collections.deque = collections.deque()
+        self._dropped: list = []  # finish of calls whose start() said no (guarded by _lock)
         self._ids = itertools.count(1)
         self._indices = itertools.count()
         self._running = True
@@ -99,17 +100,27 @@ class ProcessEngine:
 
     # ---- submission ----
 
-    def submit(self, function, args, kwds, finish):
-        """Runs ``function(*args, **kwds)`` in a worker process; ``finish(success, value)`` once."""
+    def submit(self, function, args, kwds, finish, start=None):
+        """Runs ``function(*args, **kwds)`` in a worker process; ``finish(success, value)`` once.
+        ``start()``, if given, is asked as the call is handed to a worker: False drops the call
+        (it was cancelled), and ``finish`` then gets a CancelledError."""
         # Pickled here, in the caller, so a call that cannot travel fails at once.
         payload = pickle.dumps((function, args, kwds), pickle.HIGHEST_PROTOCOL)
         with self._lock:
             if not self._running:
                 raise _lib.ForkliftError("the pool is not running", _lib.ESTATE)
             task_id = next(self._ids)
-            self._tasks[task_id] = (payload, finish)
+            self._tasks[task_id] = (payload, finish, start)
             self._backlog.append(task_id)
             self._dispatch()
+        self._tell_dropped()
+
+    def _tell_dropped(self):
+        """Finishes the calls `_dispatch` dropped (cancelled before they ran)."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, []
+        for finish in dropped:
+            finish(False, _lib.CancelledError("the call was cancelled before it ran", _lib.ECANCELED))
 
     def _dispatch(self):
         """Hands backlog tasks to workers with room. Call with the lock held."""
@@ -124,6 +135,11 @@ class ProcessEngine:
             task_id = self._backlog.popleft()
             entry = self._tasks.get(task_id)
             if entry is None:
+                continue
+            if entry[2] is not None and not entry[2]():
+                del self._tasks[task_id]
+                # Told on the collector's next pass, outside this lock.
+                self._dropped.append(entry[1])
                 continue
             data = TASK_ID.pack(task_id) + entry[0]
             code = worker.requests.send_bytes(data, 0)
@@ -146,12 +162,12 @@ class ProcessEngine:
             code, data = self._results.recv_bytes(LIVENESS_SECONDS)
             if code == _lib.OK:
                 # Take what else has arrived too, and settle it all under one lock.
-                answers = [pickle.loads(data)]
+                answers = [decode_answer(data)]
                 while len(answers) < ANSWER_BATCH:
                     more, data = self._results.recv_bytes(0)
                     if more != _lib.OK:
                         break
-                    answers.append(pickle.loads(data))
+                    answers.append(decode_answer(data))
                 self._answer(answers)
             elif code != _lib.ETIMEDOUT:
                 return
@@ -187,6 +203,7 @@ class ProcessEngine:
             self._dispatch()
         for finish, success, value in finished:
             finish(success, value)
+        self._tell_dropped()
 
     def _check_workers(self) -> bool:
         """Replaces dead workers; returns False once the engine has stopped and all are gone."""
@@ -199,7 +216,7 @@ class ProcessEngine:
             code, data = self._results.recv_bytes(0)
             if code != _lib.OK:
                 break
-            self._answer([pickle.loads(data)])
+            self._answer([decode_answer(data)])
         failed = []
         with self._lock:
             for worker in dead:
@@ -220,6 +237,7 @@ class ProcessEngine:
             message = (f"worker process {worker.process.pid} {describe_exit(worker.process.exitcode)} "
                        "while running the task")
             finish(False, _lib.WorkerLostError(message, _lib.EWORKER))
+        self._tell_dropped()
         return not stopped
 
     # ---- life cycle ----
@@ -240,11 +258,18 @@ class ProcessEngine:
         for worker in workers:
             if worker.process.exitcode is None:
                 worker.process.kill()
-        for _, finish in pending:
+        for _, finish, _ in pending:
             finish(False, _lib.CancelledError("the pool was terminated before the task finished", _lib.ECANCELED))
         self._shutdown(workers)
 
     def join(self):
+        # Tasks submitted before close (an imap's rest, drained at close) run to the end first:
+        # the workers' queues close only once every task has settled.
+        while self._collector.is_alive():
+            with self._lock:
+                if not self._tasks:
+                    break
+            time.sleep(0.002)
         with self._lock:
             self._running = False
             workers = list(self._workers)

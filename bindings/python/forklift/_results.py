@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import collections
+import pickle
 import queue
 import sys
 import threading
+import time
 import traceback
 
 from . import _lib
+
+
+#: On a thread-backend pool's worker thread, while it runs a task: that pool's engine. A task
+#: that waits for a result then runs the pool's queued tasks meanwhile (`AsyncResult._wait`),
+#: so tasks that submit to their own pool and wait cannot take every worker and deadlock.
+helping = threading.local()
 
 
 class RemoteTraceback(Exception):
@@ -20,6 +28,35 @@ class RemoteTraceback(Exception):
 
     def __str__(self):
         return self.text
+
+
+class RemoteError(Exception):
+    """An exception (or result) of a task that could not travel back as itself: it does not
+    pickle, or does not unpickle here. ``type_name`` names its class; the message is its text."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self):
+        return (RemoteError, (self.type_name, self.message))
+
+
+def qualified_name(value) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def portable(error: BaseException) -> BaseException:
+    """``error`` if a pickle round trip rebuilds it, else a RemoteError naming its type and
+    text (an exception whose ``__init__`` takes other arguments than its ``args``, or that holds
+    something unpicklable, would otherwise be lost, or raise a confusing TypeError, on the way)."""
+    try:
+        pickle.loads(pickle.dumps(error, pickle.HIGHEST_PROTOCOL))
+        return error
+    except Exception:
+        return RemoteError(qualified_name(error), str(error))
 
 
 def attach_traceback(error: BaseException, text: str | None) -> BaseException:
@@ -127,6 +164,25 @@ class AsyncResult:
     def _wait(self, timeout) -> bool:
         if self._done:
             return True
+        engine = getattr(helping, "engine", None)
+        if engine is not None:
+            return self._wait_helping(engine, timeout)
+        return self._sleep(timeout)
+
+    def _wait_helping(self, engine, timeout) -> bool:
+        """`_wait` on a worker thread of the pool: runs its queued tasks until this is done."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done:
+            if engine.run_one_queued():
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return self._done
+            # Nothing queued: the task runs on another worker; look again shortly.
+            self._sleep(0.001 if left is None else min(0.001, left))
+        return True
+
+    def _sleep(self, timeout) -> bool:
         with AsyncResult._guard:
             if self._done:
                 return True
@@ -206,7 +262,9 @@ class IMapIterator:
     """The iterator of ``imap`` (in order) and ``imap_unordered`` (completion order).
 
     Chunks are submitted as the iterator is consumed, at most ``read_ahead`` ahead, so an
-    endless input works; ``next(timeout)`` raises TimeoutError when nothing came in time.
+    endless input works; ``next(timeout)`` raises TimeoutError when nothing came in time. When
+    the pool is closed, ``drain`` submits the rest of the input at once (multiprocessing's
+    ``close`` lets an ``imap`` made before it finish), so the results can still be read.
     """
 
     def __init__(self, submit_chunk, items, chunksize: int, read_ahead: int, ordered: bool):
@@ -224,9 +282,20 @@ class IMapIterator:
         self._exhausted = False
         self._buffer = collections.deque()
         self._source_error = None  # raised by the input: delivered after the items before it
+        self._feeding = threading.Lock()  # the input is read by one thread at a time
         self._fill()
 
+    def drain(self):
+        """Submits the rest of the input now (the pool is closing)."""
+        with self._feeding:
+            self._read_ahead = float("inf")
+            self._fill_locked()
+
     def _fill(self):
+        with self._feeding:
+            self._fill_locked()
+
+    def _fill_locked(self):
         while not self._exhausted and self._submitted - self._next_chunk < self._read_ahead:
             chunk = []
             try:
@@ -285,10 +354,11 @@ class IMapIterator:
                 if not self._arrived.wait(timeout):
                     raise _lib.TimeoutError("no result arrived in time", _lib.ETIMEDOUT)
             self._next_chunk += 1
+        if success:
+            self._buffer.extend(values)  # kept even if submitting more fails below
         self._fill()
         if not success:
             raise values
-        self._buffer.extend(values)
         if not self._buffer:
             return self.next(timeout)
         return self._buffer.popleft()

@@ -25,28 +25,45 @@ class Executor(concurrent.futures.Executor):
         self._pool = Pool(max_workers, initializer, initargs, max_tasks_per_child, backend, start_method)
         self._tracker = Tracker()
         self._shutdown = False
+        self._futures: set = set()  # not finished yet (for shutdown's cancel_futures)
 
     def submit(self, fn, /, *args, **kwargs):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         future = concurrent.futures.Future()
         self._tracker.add()
+        self._futures.add(future)
+        started = []
+
+        def start():
+            # The call is handed to its worker: from now on it runs (cancel() says False);
+            # one cancelled before never runs.
+            started.append(True)
+            return future.set_running_or_notify_cancel()
 
         def finish(success, value):
             try:
-                if future.set_running_or_notify_cancel():
-                    if success:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                if not started:  # a native call, or one the engine did not ask about
+                    if not start():
+                        return
+                elif future.cancelled():
+                    return
+                if success:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
             finally:
+                self._futures.discard(future)
                 self._tracker.done()
         try:
             if is_native(fn) and not kwargs:
+                # Native calls cannot be held back once submitted: they run from the start.
+                start()
                 self._pool._native().apply_native_async(native_function(fn), tuple(args), finish)
             else:
-                self._pool._engine.submit(fn, tuple(args), dict(kwargs), finish)
+                self._pool._engine.submit(fn, tuple(args), dict(kwargs), finish, start)
         except BaseException:
+            self._futures.discard(future)
             self._tracker.done()
             raise
         return future
@@ -59,10 +76,12 @@ class Executor(concurrent.futures.Executor):
         return super().map(fn, *iterables, timeout=timeout)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
+        """As concurrent.futures: with ``cancel_futures``, the calls not started are cancelled
+        (they never run); running ones finish."""
         self._shutdown = True
         if cancel_futures:
-            self._pool.terminate()
-            return
+            for future in list(self._futures):
+                future.cancel()  # False for a running one, which goes on
         if wait:
             self._tracker.wait_idle()
             self._pool.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 
 from . import _lib
 from ._engine import CEngine, native_function
@@ -53,6 +54,7 @@ class Pool:
             raise ValueError('backend must be "process" or "thread"')
         self._processes = processes or _lib.cpu_count()
         self._backend = backend
+        self._iterators: weakref.WeakSet = weakref.WeakSet()  # imap iterators, drained at close
         self._state = _RUN
         self._lock = threading.Lock()
         self._tracker = Tracker()
@@ -185,13 +187,18 @@ class Pool:
             else:
                 self._engine.submit(_run_chunk, (func, chunk, False), {}, done)
 
-        return IMapIterator(submit_chunk, iterable, chunksize, read_ahead=4 * self._processes, ordered=ordered)
+        iterator = IMapIterator(submit_chunk, iterable, chunksize, read_ahead=4 * self._processes, ordered=ordered)
+        self._iterators.add(iterator)
+        return iterator
 
     # ---- life cycle ----
 
     def close(self):
-        """No more tasks; the workers end once the queued ones are done."""
+        """No more tasks; the workers end once the queued ones are done. An ``imap`` made
+        before has the rest of its input submitted now, so its results can still be read."""
         if self._state == _RUN:
+            for iterator in list(self._iterators):
+                iterator.drain()
             self._state = _CLOSE
             self._engine.close()
 

@@ -17,6 +17,7 @@ tasks, and ``isolate=True`` runs it in one of the runtime's worker processes
 from __future__ import annotations
 
 import ctypes
+import io
 import itertools
 import os
 import pickle
@@ -26,13 +27,14 @@ import traceback
 from ctypes import byref, c_size_t, c_uint8, c_void_p
 
 from . import _lib, _native
-from ._results import attach_traceback
+from ._results import attach_traceback, portable
 
 _state_lock = threading.Lock()
 _runtime = None
 _calls: dict = {}  # call id -> what the C entry point runs (shared by every runtime)
 _ids = itertools.count(1)
 _named_entries: dict = {}  # qualified name -> its registered C entry point
+_RETIRE = object()  # the method name of the last call of an actor whose handles are gone
 
 
 class _Failure:
@@ -73,7 +75,15 @@ class _Runtime:
     def _resolve(template, blobs, count: int, first: int):
         """The call's arguments with each ObjectRef replaced by its value; a failed
         argument comes back as its _Failure."""
-        args, kwargs, positions = template
+        packed, nested, positions = template
+        if packed is None:
+            args, kwargs = (), {}
+        else:
+            _unpickling.nested = nested
+            try:
+                args, kwargs = pickle.loads(packed)
+            finally:
+                _unpickling.nested = ()
         values = []
         for i in range(first, count):
             blob = blobs[i]
@@ -119,7 +129,7 @@ class _Runtime:
                 if retries > 0:
                     retries -= 1
                     continue
-                return _Failure(error, traceback.format_exc())
+                return _Failure(portable(error), traceback.format_exc())
 
     @staticmethod
     def _run_task(user, blobs, count, ctx):
@@ -147,6 +157,9 @@ class _Runtime:
         try:
             call_id = struct.unpack("q", ctypes.string_at(blobs[0].data, 8))[0]
             name, template = _calls.pop(call_id)
+            if name is _RETIRE:  # see ActorHandle.__del__: `template` is the actor's handle
+                _lib.lib.fl_actor_kill(template)
+                return 0
             instance = self.actors[state]
             if isinstance(instance, _Failure):
                 return _Runtime._finish(ctx, instance)
@@ -210,12 +223,14 @@ def _current() -> _Runtime:
 class ObjectRef:
     """A reference to an object of the store: a task's future result or a put value."""
 
-    __slots__ = ("_handle", "_decode", "__weakref__")
+    __slots__ = ("_handle", "_decode", "_call", "__weakref__")
 
-    def __init__(self, handle: c_void_p, decode=None):
+    def __init__(self, handle: c_void_p, decode=None, call=None):
         self._handle = handle
         # A native task's result holds C bytes: this turns them into the Python value.
         self._decode = decode
+        # The id of the call producing it (its entry in `_calls`), for cancel.
+        self._call = call
 
     def __del__(self):
         if self._handle:
@@ -242,18 +257,55 @@ class ObjectRef:
         return future
 
 
+class _ArgumentPickler(pickle.Pickler):
+    """Pickles a call's plain arguments; an ObjectRef inside one (in a list, say) travels as
+    itself, as in Ray: the task gets the ref, not its value."""
+
+    def __init__(self, file, nested: list):
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.nested = nested
+
+    def reducer_override(self, obj):
+        if type(obj) is ObjectRef:
+            self.nested.append(obj)
+            return _nested_ref, (len(self.nested) - 1,)
+        return NotImplemented
+
+
+_unpickling = threading.local()  # the nested refs of the call whose arguments are unpickled
+
+
+def _nested_ref(index: int) -> "ObjectRef":
+    return _unpickling.nested[index]
+
+
 def _split(args, kwargs):
-    """Plain arguments stay in Python; refs become runtime arguments (dataflow)."""
+    """Refs given as arguments become runtime arguments (dataflow: the task waits for them
+    and gets their values); the other arguments are pickled now, so that the task sees them
+    as they were at the call (Ray's by-value arguments), whatever the caller does to them
+    afterwards. Returns the call's template and its refs."""
     positions, refs = [], []
+    plain_args = list(args)
+    plain_kwargs = dict(kwargs)
     for i, value in enumerate(args):
         if isinstance(value, ObjectRef):
             positions.append(("a", i, value._decode))
             refs.append(value)
+            plain_args[i] = None
     for key, value in kwargs.items():
         if isinstance(value, ObjectRef):
             positions.append(("k", key, value._decode))
             refs.append(value)
-    return (tuple(args), dict(kwargs), positions), refs
+            plain_kwargs[key] = None
+    if not plain_args and not plain_kwargs:
+        return (None, (), positions), refs
+    nested: list = []
+    buffer = io.BytesIO()
+    try:
+        _ArgumentPickler(buffer, nested).dump((tuple(plain_args), plain_kwargs))
+    except Exception as error:
+        raise TypeError(f"an argument could not be pickled: {error}") from error
+    return (buffer.getvalue(), tuple(nested), positions), refs
 
 
 def _arg_array(refs, leading: bytes | None = None):
@@ -346,8 +398,8 @@ class RemoteFunction:
             _calls.pop(call_id, None)
             raise _lib.error(code, self.__name__ + ".remote")
         if self._returns == 1:
-            return ObjectRef(handles[0])
-        return [ObjectRef(handle) for handle in handles]
+            return ObjectRef(handles[0], call=call_id)
+        return [ObjectRef(handle, call=call_id) for handle in handles]
 
 
 class ActorMethod:
@@ -368,7 +420,7 @@ class ActorMethod:
         if code != _lib.OK:
             _calls.pop(call_id, None)
             raise _lib.error(code, f"{actor._class_name}.{self._name}.remote")
-        return ObjectRef(handle)
+        return ObjectRef(handle, call=call_id)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor method {self._name} cannot be called directly; use .{self._name}.remote()")
@@ -383,6 +435,25 @@ class ActorHandle:
         self._handle = handle
         self._class_name = class_name
         self._methods = methods
+        self._killed = False
+
+    def __del__(self):
+        # The last handle is gone (Ray's automatic termination): a last call, queued behind
+        # the calls made so far, kills the actor once they have run, and its state goes.
+        if self._killed or _runtime is not self._runtime or not getattr(self, "_handle", None):
+            return
+        try:
+            call_id = next(_ids)
+            _calls[call_id] = (_RETIRE, self._handle)
+            leading = struct.pack("q", call_id)
+            array, count = _arg_array([], leading)
+            ref = c_void_p()
+            if _lib.lib.fl_actor_call(self._handle, self._runtime.method_trampoline, array, count, byref(ref)) == 0:
+                _lib.lib.fl_ref_release(ref)
+            else:
+                _calls.pop(call_id, None)
+        except Exception:  # interpreter shutdown: the runtime's shutdown ends the actor
+            pass
 
     def __getattr__(self, name):
         if name.startswith("_") or name not in self._methods:
@@ -562,6 +633,8 @@ def wait(refs, *, num_returns=1, timeout=None):
     refs = list(refs)
     if not all(isinstance(ref, ObjectRef) for ref in refs):
         raise TypeError("wait() expects a list of ObjectRefs")
+    if len({id(ref) for ref in refs}) != len(refs):
+        raise ValueError("wait() expects a list of unique ObjectRefs (as ray.wait)")
     if num_returns > len(refs):
         raise ValueError("num_returns cannot be larger than the number of refs")
     if not refs:
@@ -581,11 +654,17 @@ def wait(refs, *, num_returns=1, timeout=None):
 def cancel(ref: ObjectRef):
     """Cancels the task behind ``ref``: not started, it never runs; get raises CancelledError."""
     _lib.check(_lib.lib.fl_cancel(ref._handle), "cancel")
+    # What the call would have run goes now (a call that has started took it already; one
+    # that starts meanwhile finds nothing and fails, its result cancelled already).
+    if ref._call is not None:
+        _calls.pop(ref._call, None)
 
 
 def kill(actor: ActorHandle):
-    """Ends an actor: calls not started are cancelled."""
+    """Ends an actor: calls not started are cancelled. (An actor whose last handle goes
+    away ends by itself, once the calls made before have run.)"""
     _lib.check(_lib.lib.fl_actor_kill(actor._handle), "kill")
+    actor._killed = True
 
 
 def timeline(filename=None):

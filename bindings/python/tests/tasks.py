@@ -82,3 +82,25 @@ class CustomError(Exception):
 
 def raise_custom(code):
     raise CustomError(code)
+
+
+class TwoArgError(Exception):
+    """Pickles, but does not unpickle: its __init__ takes two arguments, its args hold one."""
+
+    def __init__(self, a, b):
+        super().__init__(a)
+        self.b = b
+
+
+def raise_two_arg(a, b):
+    raise TwoArgError(a, b)
+
+
+def returns_stranger():
+    """Returns an instance of a class that exists in this process's module only: it pickles
+    here and does not unpickle in a process that lacks it (the pool's)."""
+    import sys
+    module = sys.modules[__name__]
+    cls = type("OnlyInTheWorker", (), {"__module__": __name__})
+    setattr(module, "OnlyInTheWorker", cls)
+    return cls()

@@ -53,3 +53,47 @@ def test_shutdown_cancel_futures():
         except (forklift.CancelledError, cf.CancelledError):
             outcomes.append("cancelled")
     assert "cancelled" in outcomes
+
+
+def touch_after(path, seconds):
+    import time
+    time.sleep(seconds)
+    with open(path, "w") as file:
+        file.write("ran")
+    return path
+
+
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_running_calls_cannot_be_cancelled_and_cancelled_ones_never_run(backend, tmp_path):
+    import os
+    import time
+    with forklift.futures.Executor(1, backend=backend) as executor:
+        running = executor.submit(touch_after, str(tmp_path / "running"), 0.4)
+        # Behind it, beyond what the engine hands to its one worker at once.
+        queued = [executor.submit(touch_after, str(tmp_path / f"queued{i}"), 0) for i in range(4)]
+        deadline = time.monotonic() + 10
+        while not running.running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert running.running()
+        assert not running.cancel()
+        assert queued[-1].cancel() and queued[-1].cancelled()
+        assert running.result(30) == str(tmp_path / "running")
+        for future in queued[:-1]:
+            future.result(30)
+    assert not os.path.exists(tmp_path / "queued3")
+    assert os.path.exists(tmp_path / "queued0")
+
+
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_shutdown_cancels_futures_not_started(backend, tmp_path):
+    import os
+    executor = forklift.futures.Executor(1, backend=backend)
+    futures = [executor.submit(touch_after, str(tmp_path / str(i)), 0.2) for i in range(8)]
+    import time
+    time.sleep(0.05)
+    executor.shutdown(wait=True, cancel_futures=True)
+    ran = {int(name) for name in os.listdir(tmp_path)}
+    cancelled = {i for i, future in enumerate(futures) if future.cancelled()}
+    assert ran and cancelled and ran | cancelled == set(range(8)) and not ran & cancelled
+    for i in ran:
+        assert futures[i].result(0) == str(tmp_path / str(i))

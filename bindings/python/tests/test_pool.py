@@ -8,7 +8,8 @@ import time
 import pytest
 
 import forklift
-from tasks import add, big, die, fail, pid, recall, remember, sleep_pair, sleep_then, square, unpicklable_result
+from tasks import (TwoArgError, add, big, die, fail, pid, raise_two_arg, recall, remember, returns_stranger, sleep_pair,
+                   sleep_then, square, unpicklable_result)
 
 BACKENDS = ["process", "thread"]
 
@@ -274,3 +275,61 @@ def test_cffi_functions_run_natively():
         buffer = bytearray(16)
         pool.apply(c.memset, (buffer, 1, 16))
         assert buffer == b"\x01" * 16
+
+
+def test_what_does_not_unpickle_fails_its_task_only():
+    """An exception or a result that pickles in the worker but does not unpickle in the pool's
+    process fails its own task (RemoteError naming it); the pool goes on."""
+    with forklift.Pool(2) as pool:
+        with pytest.raises(forklift.RemoteError, match="TwoArgError: a") as caught:
+            pool.apply_async(raise_two_arg, ("a", "b")).get(30)
+        assert caught.value.type_name.endswith("TwoArgError")
+        assert isinstance(caught.value.__cause__, forklift.RemoteTraceback)
+        with pytest.raises(forklift.RemoteError, match="could not be unpickled"):
+            pool.apply_async(returns_stranger).get(30)
+        assert pool.apply_async(square, (7,)).get(30) == 49
+    with forklift.Pool(2, backend="thread") as pool:  # no pickling: the exception itself
+        with pytest.raises(TwoArgError):
+            pool.apply(raise_two_arg, ("a", "b"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_imap_made_before_close_finishes(backend):
+    """As multiprocessing: close() refuses new calls, an imap made before it still yields all."""
+    for join_first in (False, True):
+        pool = forklift.Pool(2, backend=backend)
+        iterator = pool.imap(square, range(100))
+        unordered = pool.imap_unordered(square, range(50), chunksize=3)
+        pool.close()
+        if join_first:
+            pool.join()
+        assert list(iterator) == [x * x for x in range(100)]
+        assert sorted(unordered) == [x * x for x in range(50)]
+        if not join_first:
+            pool.join()
+
+
+def test_timeouts_are_multiprocessing_timeouts():
+    import multiprocessing
+    with forklift.Pool(1, backend="thread") as pool:
+        result = pool.apply_async(sleep_then, (1, 0.5))
+        with pytest.raises(multiprocessing.TimeoutError):
+            result.get(0.01)
+        with pytest.raises(TimeoutError):  # the builtin one too
+            result.get(0.01)
+        assert result.get(30) == 1
+        iterator = pool.imap(sleep_pair, [(2, 0.5)])
+        with pytest.raises(multiprocessing.TimeoutError):
+            iterator.next(0.01)
+        assert list(iterator) == [2]
+
+
+def test_thread_pool_tasks_may_wait_for_their_own_pool():
+    """A task that submits to its own (thread-backend) pool and waits runs queued tasks
+    meanwhile, so every worker waiting at once does not deadlock (the C API's rule too)."""
+    with forklift.Pool(2, backend="thread") as pool:
+        def outer(x):
+            inner = pool.apply_async(square, (x,))
+            return pool.apply(add, (inner.get(30), 1))
+        assert pool.map(outer, range(10)) == [x * x + 1 for x in range(10)]
+        assert pool.map(lambda x: sum(pool.map(square, range(x))), range(6)) == [sum(i * i for i in range(x)) for x in range(6)]

@@ -1,3 +1,4 @@
+import sys
 import threading
 import time
 
@@ -358,3 +359,122 @@ def test_native_remote_isolated_in_worker_processes():
     with pytest.raises(forklift.ForkliftError, match="SIGSEGV"):
         forklift.get(crash.remote(11))
     assert forklift.get(native_sqrt.options(isolate=True).remote(native_pow.remote(2.0, 6.0))) == 8.0
+
+
+@forklift.remote
+def mutate_and_measure(items, box):
+    box["touched"] = True
+    items.append("task")
+    return len(items)
+
+
+@forklift.remote
+def first_value(refs):
+    return forklift.get(refs[0]) + 1 if isinstance(refs[0], forklift.ObjectRef) else None
+
+
+def test_arguments_travel_by_value():
+    """As in Ray: a task sees its arguments as they were at .remote(); neither side's later
+    changes reach the other. A ref inside an argument travels as a ref."""
+    items, box = [1, 2, 3], {}
+    blockers = [slow.remote(i, 0.2) for i in range(2)]
+    ref = mutate_and_measure.remote(items, box)
+    items.extend(range(100))
+    assert forklift.get(ref) == 4
+    assert box == {} and len(items) == 103
+    forklift.get(blockers)
+    inner = forklift.put(41)
+    assert forklift.get(first_value.remote([inner])) == 42
+    with pytest.raises(TypeError, match="could not be pickled"):
+        identity.remote(lambda: 1)
+
+
+def test_cancelled_calls_let_go_of_their_arguments():
+    module = sys.modules["forklift.remote"]
+    blockers = [slow.remote(i, 0.3) for i in range(2)]
+    held = len(module._calls)
+    victims = [identity.remote(bytes(100_000)) for _ in range(50)]
+    for victim in victims:
+        forklift.cancel(victim)
+    assert len(module._calls) <= held
+    for victim in victims:
+        with pytest.raises(forklift.CancelledError):
+            forklift.get(victim)
+    assert forklift.get(blockers) == [0, 1]
+
+
+def test_an_actor_without_handles_ends_after_its_calls():
+    import gc
+    module = sys.modules["forklift.remote"]
+
+    @forklift.remote
+    class Holder:
+        def __init__(self):
+            self.data = bytearray(1 << 20)
+
+        def size(self):
+            time.sleep(0.05)
+            return len(self.data)
+
+    before = len(module._current().actors)
+    refs = []
+    for _ in range(20):
+        actor = Holder.remote()
+        refs.append(actor.size.remote())  # made before the last handle goes: it still runs
+        del actor
+    gc.collect()
+    assert forklift.get(refs, timeout=30) == [1 << 20] * 20
+    deadline = time.monotonic() + 10
+    while len(module._current().actors) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(module._current().actors) == before
+    kept = Holder.remote()
+    forklift.kill(kept)
+    del kept  # killed already: nothing more to do
+    gc.collect()
+
+
+class TwoArgError(Exception):
+    def __init__(self, a, b):
+        super().__init__(a)
+        self.b = b
+
+
+class HoldsALock(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()  # does not pickle
+
+
+@forklift.remote
+def raise_two_arg():
+    raise TwoArgError("a", "b")
+
+
+@forklift.remote
+def raise_holding_a_lock():
+    raise HoldsALock("locked out")
+
+
+@forklift.remote
+class Raiser:
+    def two_arg(self):
+        raise TwoArgError("from an actor", 2)
+
+
+def test_exceptions_that_do_not_pickle_arrive_named():
+    for ref, text in ((raise_two_arg.remote(), "TwoArgError: a"), (raise_holding_a_lock.remote(), "HoldsALock: locked out"),
+                      (identity.remote(raise_two_arg.remote()), "TwoArgError: a"),
+                      (Raiser.remote().two_arg.remote(), "TwoArgError: from an actor")):
+        with pytest.raises(forklift.RemoteError, match=text) as caught:
+            forklift.get(ref)
+        assert "Traceback" in str(caught.value.__cause__)
+    with pytest.raises(KeyError, match="plain"):  # one that pickles keeps its type
+        forklift.get(broken.remote("plain"))
+
+
+def test_wait_refuses_duplicates():
+    ref = identity.remote(1)
+    with pytest.raises(ValueError, match="unique"):
+        forklift.wait([ref, ref])
+    assert forklift.wait([ref], timeout=30) == ([ref], [])
