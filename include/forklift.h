@@ -14,7 +14,9 @@
  * fl_task_*, queues, pipes, locks, events, semaphores and shared memory. Every other call
  * returns FL_ENOTSUP there: the parent's threads do not exist in the child, and locks they
  * held stay held. Exec, or start processes with fl_process_start, instead. A child forked
- * when no Forklift thread runs (before the first pool, after the last is destroyed) is free.
+ * when no Forklift thread runs is free: before the first pool or runtime, or after the last
+ * is destroyed, unless a process was started as a daemon or with FL_START_FORKSERVER (the
+ * thread that forks those stays for the rest of the program).
  */
 #ifndef FORKLIFT_H
 #define FORKLIFT_H
@@ -865,8 +867,8 @@ int fl_iter_destroy(fl_iter iter);
 /**
  * Copies `len` bytes from `data` as the result of the running task (replacing an earlier
  * one). Call only from inside the task function that received `ctx`. Errors: FL_EHANDLE (ctx
- * is not the running task's), FL_EINVAL (data NULL with a length), FL_ERANGE (in a process
- * of fl_process_start: more than its 1 MiB), FL_ENOMEM.
+ * is not the running task's), FL_EINVAL (data NULL with a length, or a length of 2^63 or
+ * more), FL_ERANGE (in a process of fl_process_start: more than its 1 MiB), FL_ENOMEM.
  */
 int fl_task_return(fl_task_ctx ctx, const void *data, size_t len);
 

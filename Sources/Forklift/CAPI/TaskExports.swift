@@ -2,8 +2,8 @@ import CForklift
 
 /// Copies `len` bytes from `data` as the result of the running task (replacing an earlier
 /// one). Call only from inside the task function that received `ctx`. Errors: FL_EHANDLE (ctx
-/// is not the running task's), FL_EINVAL (data NULL with a length), FL_ERANGE (in a process
-/// of fl_process_start: more than its 1 MiB), FL_ENOMEM.
+/// is not the running task's), FL_EINVAL (data NULL with a length, or a length of 2^63 or
+/// more), FL_ERANGE (in a process of fl_process_start: more than its 1 MiB), FL_ENOMEM.
 @_cdecl("fl_task_return")
 public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len: size_t) -> CInt {
     if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 {

@@ -81,6 +81,7 @@ class CEngine:
         if code != _lib.OK:
             self._tasks.pop(task_id, None)
             raise _lib.error(code, "submit")
+        return task_id
 
     def _run_task(self, user, data, length, ctx):
         entry = self._tasks.pop(user, None)
@@ -105,22 +106,15 @@ class CEngine:
         finally:
             helping.engine = outer
 
-    def run_one_queued(self) -> bool:
-        """Runs the oldest Python task no worker has started, on this thread (one of the pool's
-        workers, waiting for a result); its worker later finds it gone. False if none."""
-        try:
-            for task_id in self._tasks:
-                if len(self._tasks.get(task_id, ())) == 5:  # a Python call (not a native one)
-                    break
-            else:
-                return False
-        except RuntimeError:  # the table changed meanwhile: look again next time
-            return True
+    def run_if_queued(self, task_id: int):
+        """Runs Python task `task_id` on this thread (one of the pool's workers, waiting for
+        its result) if no worker has taken it yet; that worker later finds it gone."""
+        entry = self._tasks.get(task_id)
+        if entry is None or len(entry) != 5:  # taken, or a native call (not run from Python)
+            return
         entry = self._tasks.pop(task_id, None)
-        if entry is None:
-            return True
-        self._run_entry(entry)
-        return True
+        if entry is not None:
+            self._run_entry(entry)
 
     # ---- native functions ----
 

@@ -136,7 +136,7 @@ class ProcessEngine:
             entry = self._tasks.get(task_id)
             if entry is None:
                 continue
-            if entry[2] is not None and not entry[2]():
+            if entry[2] is not None and not self._may_start(entry[2]):
                 del self._tasks[task_id]
                 # Told on the collector's next pass, outside this lock.
                 self._dropped.append(entry[1])
@@ -148,6 +148,15 @@ class ProcessEngine:
                 return
             worker.inflight.append(task_id)
             worker.assigned += 1
+
+    @staticmethod
+    def _may_start(start) -> bool:
+        """A task's start() hook's answer; a hook that raises counts as no (it must not stop
+        the thread dispatching, often the collector)."""
+        try:
+            return bool(start())
+        except Exception:
+            return False
 
     def _has_room(self, worker: _Worker) -> bool:
         if self._maxtasks is not None and worker.assigned >= self._maxtasks:

@@ -7,15 +7,16 @@ import pickle
 import queue
 import sys
 import threading
-import time
 import traceback
 
 from . import _lib
 
 
 #: On a thread-backend pool's worker thread, while it runs a task: that pool's engine. A task
-#: that waits for a result then runs the pool's queued tasks meanwhile (`AsyncResult._wait`),
-#: so tasks that submit to their own pool and wait cannot take every worker and deadlock.
+#: that waits for a result of the same pool first runs that result's own tasks if no worker has
+#: taken them yet (`AsyncResult._wait`), so tasks that submit to their own pool and wait cannot
+#: take every worker and deadlock. (Only those: an unrelated task run there could block the
+#: waiter on something the waiter itself was to do next.)
 helping = threading.local()
 
 
@@ -144,8 +145,16 @@ class AsyncResult:
         self._error_callback = error_callback
         self._success = None
         self._value = None
+        # A thread-backend engine and the ids of its tasks that make this result (`_wait`).
+        self._engine = None
+        self._task_ids = ()
         if tracker is not None:
             tracker.add()
+
+    def _made_by(self, engine, task_ids):
+        """Records the engine tasks this result waits for (thread backend)."""
+        self._engine = engine
+        self._task_ids = task_ids
 
     def ready(self) -> bool:
         """Whether the call has completed."""
@@ -164,23 +173,15 @@ class AsyncResult:
     def _wait(self, timeout) -> bool:
         if self._done:
             return True
-        engine = getattr(helping, "engine", None)
-        if engine is not None:
-            return self._wait_helping(engine, timeout)
+        engine = self._engine
+        if engine is not None and getattr(helping, "engine", None) is engine:
+            # On a worker of the same pool: its own tasks not taken yet run here (the others
+            # are running on other workers, which finish them).
+            for task_id in self._task_ids:
+                engine.run_if_queued(task_id)
+            if self._done:
+                return True
         return self._sleep(timeout)
-
-    def _wait_helping(self, engine, timeout) -> bool:
-        """`_wait` on a worker thread of the pool: runs its queued tasks until this is done."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done:
-            if engine.run_one_queued():
-                continue
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return self._done
-            # Nothing queued: the task runs on another worker; look again shortly.
-            self._sleep(0.001 if left is None else min(0.001, left))
-        return True
 
     def _sleep(self, timeout) -> bool:
         with AsyncResult._guard:
@@ -286,17 +287,27 @@ class IMapIterator:
         self._fill()
 
     def drain(self):
-        """Submits the rest of the input now (the pool is closing)."""
-        with self._feeding:
-            self._read_ahead = float("inf")
-            self._fill_locked()
+        """Submits the rest of the input (the pool is closing; on its feeder thread), a few
+        chunks per hold of the input, so the reader's own fills are not held up."""
+        self._read_ahead = float("inf")
+        while not self._exhausted:
+            with self._feeding:
+                self._fill_locked(limit=16)
 
     def _fill(self):
-        with self._feeding:
-            self._fill_locked()
+        # While another thread reads the input (the feeder), it fills for this one too.
+        if self._feeding.acquire(blocking=False):
+            try:
+                self._fill_locked()
+            finally:
+                self._feeding.release()
 
-    def _fill_locked(self):
+    def _fill_locked(self, limit=None):
         while not self._exhausted and self._submitted - self._next_chunk < self._read_ahead:
+            if limit is not None:
+                if limit == 0:
+                    return
+                limit -= 1
             chunk = []
             try:
                 for item in self._items:
@@ -304,10 +315,12 @@ class IMapIterator:
                     if len(chunk) == self._chunksize:
                         break
             except Exception as error:
-                self._source_error = error
-                self._exhausted = True
+                # The items before the failure first: a reader that sees the input exhausted
+                # must see their chunk counted too.
                 if chunk:
                     self._submit(chunk)
+                self._source_error = error
+                self._exhausted = True
                 return
             if not chunk:
                 self._exhausted = True
@@ -319,7 +332,13 @@ class IMapIterator:
     def _submit(self, chunk):
         index = self._submitted
         self._submitted += 1
-        self._submit_chunk(chunk, lambda success, values, index=index: self._chunk_done(index, success, values))
+        try:
+            self._submit_chunk(chunk, lambda success, values, index=index: self._chunk_done(index, success, values))
+        except BaseException as error:
+            # Refused (the pool was terminated): the chunk ends with the refusal, the input here.
+            self._chunk_done(index, False, error)
+            self._exhausted = True
+            raise
 
     def _chunk_done(self, index, success, values):
         with self._arrived:

@@ -33,13 +33,15 @@ class Executor(concurrent.futures.Executor):
         future = concurrent.futures.Future()
         self._tracker.add()
         self._futures.add(future)
-        started = []
+        started = []  # the one answer of start(), once asked
 
         def start():
             # The call is handed to its worker: from now on it runs (cancel() says False);
-            # one cancelled before never runs.
-            started.append(True)
-            return future.set_running_or_notify_cancel()
+            # one cancelled before never runs. Asked again (a dead worker's queued calls are
+            # handed to another), it gives the same answer.
+            if not started:
+                started.append(future.set_running_or_notify_cancel())
+            return started[0]
 
         def finish(success, value):
             try:

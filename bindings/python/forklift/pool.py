@@ -55,6 +55,7 @@ class Pool:
         self._processes = processes or _lib.cpu_count()
         self._backend = backend
         self._iterators: weakref.WeakSet = weakref.WeakSet()  # imap iterators, drained at close
+        self._feeder = None  # the thread that submits their rest after close
         self._state = _RUN
         self._lock = threading.Lock()
         self._tracker = Tracker()
@@ -103,7 +104,9 @@ class Pool:
             if is_native(func) and not kwds:
                 self._native().apply_native_async(native_function(func), tuple(args), result._set)
             else:
-                self._engine.submit(func, tuple(args), dict(kwds), result._set)
+                task_id = self._engine.submit(func, tuple(args), dict(kwds), result._set)
+                if task_id is not None:
+                    result._made_by(self._engine, (task_id,))
         except BaseException:
             self._tracker.done()
             raise
@@ -140,16 +143,19 @@ class Pool:
         chunks = [(start, items[start:start + chunksize]) for start in range(0, count, chunksize)]
         result = MapResult(self._dispatcher, self._tracker, len(chunks), count, callback, error_callback)
         bar = Progress(count) if progress else None
+        task_ids = []
         for start, chunk in chunks:
             def finish(success, values, start=start, size=len(chunk)):
                 if bar is not None and success:
                     bar.advance(size)
                 result._chunk_done(start, success, values)
             try:
-                self._engine.submit(_run_chunk, (func, chunk, star), {}, finish)
+                task_ids.append(self._engine.submit(_run_chunk, (func, chunk, star), {}, finish))
             except BaseException as error:
                 result._chunk_done(start, False, error)
                 break
+        if task_ids and task_ids[0] is not None:
+            result._made_by(self._engine, task_ids)
         if bar is not None:
             bar.attach(result)
         return result
@@ -195,11 +201,25 @@ class Pool:
 
     def close(self):
         """No more tasks; the workers end once the queued ones are done. An ``imap`` made
-        before has the rest of its input submitted now, so its results can still be read."""
+        before goes on: a feeder thread submits the rest of its input (as multiprocessing's
+        task handler does), then closes the engine; ``join`` waits for it."""
         if self._state == _RUN:
-            for iterator in list(self._iterators):
-                iterator.drain()
             self._state = _CLOSE
+            iterators = list(self._iterators)
+            if not iterators:
+                self._engine.close()
+                return
+            self._feeder = threading.Thread(target=self._drain_then_close, args=(iterators,),
+                                            name="forklift-imap-feeder", daemon=True)
+            self._feeder.start()
+
+    def _drain_then_close(self, iterators):
+        for iterator in iterators:
+            try:
+                iterator.drain()
+            except BaseException:  # terminated meanwhile: the iterator has the refusal
+                pass
+        if self._state == _CLOSE:
             self._engine.close()
 
     def terminate(self):
@@ -219,6 +239,9 @@ class Pool:
         self._finish()
 
     def _finish(self):
+        feeder = self._feeder
+        if feeder is not None and self._state == _CLOSE and feeder is not threading.current_thread():
+            feeder.join()  # the rest of the imap inputs is submitted (after terminate: not waited for)
         self._tracker.wait_idle()
         for engine in {id(e): e for e in (self._engine, self._native_engine) if e is not None}.values():
             engine.join()

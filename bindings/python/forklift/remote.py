@@ -76,8 +76,8 @@ class _Runtime:
         """The call's arguments with each ObjectRef replaced by its value; a failed
         argument comes back as its _Failure."""
         packed, nested, positions = template
-        if packed is None:
-            args, kwargs = (), {}
+        if packed is None:  # no plain arguments, or ones that do not pickle (passed as such)
+            args, kwargs = nested if nested else ((), {})
         else:
             _unpickling.nested = nested
             try:
@@ -170,7 +170,10 @@ class _Runtime:
 
     def _construct(self, user, blobs, count, state_out):
         cls, template = _calls.pop(user)
-        resolved = _Runtime._resolve(template, blobs, count, 0)
+        try:
+            resolved = _Runtime._resolve(template, blobs, count, 0)
+        except BaseException as error:  # an argument that does not unpickle
+            resolved = _Failure(portable(error), traceback.format_exc())
         made = _Runtime._call(cls, resolved, 0)
         self.actors[user] = made  # a failed constructor is kept: its calls raise its error
         state_out[0] = user
@@ -258,15 +261,16 @@ class ObjectRef:
 
 
 class _ArgumentPickler(pickle.Pickler):
-    """Pickles a call's plain arguments; an ObjectRef inside one (in a list, say) travels as
-    itself, as in Ray: the task gets the ref, not its value."""
+    """Pickles a call's plain arguments; an ObjectRef or an ActorHandle inside one (in a list,
+    say) travels as itself, as in Ray: the task gets the ref, not its value, and the same
+    actor (a copy of a handle would end the actor when collected)."""
 
     def __init__(self, file, nested: list):
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         self.nested = nested
 
     def reducer_override(self, obj):
-        if type(obj) is ObjectRef:
+        if type(obj) is ObjectRef or type(obj) is ActorHandle:
             self.nested.append(obj)
             return _nested_ref, (len(self.nested) - 1,)
         return NotImplemented
@@ -283,7 +287,8 @@ def _split(args, kwargs):
     """Refs given as arguments become runtime arguments (dataflow: the task waits for them
     and gets their values); the other arguments are pickled now, so that the task sees them
     as they were at the call (Ray's by-value arguments), whatever the caller does to them
-    afterwards. Returns the call's template and its refs."""
+    afterwards. Arguments that do not pickle (a lambda, a lock) are passed as themselves:
+    the runtime's tasks run in this process. Returns the call's template and its refs."""
     positions, refs = [], []
     plain_args = list(args)
     plain_kwargs = dict(kwargs)
@@ -303,8 +308,8 @@ def _split(args, kwargs):
     buffer = io.BytesIO()
     try:
         _ArgumentPickler(buffer, nested).dump((tuple(plain_args), plain_kwargs))
-    except Exception as error:
-        raise TypeError(f"an argument could not be pickled: {error}") from error
+    except Exception:
+        return (None, (tuple(plain_args), plain_kwargs), positions), refs
     return (buffer.getvalue(), tuple(nested), positions), refs
 
 

@@ -97,3 +97,15 @@ def test_shutdown_cancels_futures_not_started(backend, tmp_path):
     assert ran and cancelled and ran | cancelled == set(range(8)) and not ran & cancelled
     for i in ran:
         assert futures[i].result(0) == str(tmp_path / str(i))
+
+
+def test_a_dying_worker_does_not_stall_the_executor():
+    """The calls queued at a worker that dies go to another, asked to start once only."""
+    from tasks import die
+    with forklift.futures.Executor(2, backend="process") as executor:
+        for _ in range(3):
+            dying = executor.submit(die, "kill")
+            others = [executor.submit(square, i) for i in range(40)]
+            with pytest.raises(forklift.WorkerLostError):
+                dying.result(30)
+            assert [future.result(30) for future in others] == [i * i for i in range(40)]

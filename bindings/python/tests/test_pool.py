@@ -333,3 +333,35 @@ def test_thread_pool_tasks_may_wait_for_their_own_pool():
             return pool.apply(add, (inner.get(30), 1))
         assert pool.map(outer, range(10)) == [x * x + 1 for x in range(10)]
         assert pool.map(lambda x: sum(pool.map(square, range(x))), range(6)) == [sum(i * i for i in range(x)) for x in range(6)]
+
+
+def test_a_waiting_task_runs_only_what_it_waits_for():
+    """The worker waiting for its own result runs that result's task, not another queued one
+    that could block it on something it has yet to do."""
+    event = threading.Event()
+    with forklift.Pool(4, backend="thread") as pool:
+        def waiter():
+            return event.wait(30)
+
+        def outer():
+            blocked = pool.apply_async(waiter)
+            quick = pool.apply_async(square, (3,))
+            value = quick.get(30)
+            event.set()
+            return value, blocked.get(30)
+        assert pool.apply(outer) == (9, True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_close_returns_with_an_endless_imap(backend):
+    import itertools
+    pool = forklift.Pool(2, backend=backend)
+    iterator = pool.imap(square, itertools.count())
+    assert [next(iterator) for _ in range(5)] == [0, 1, 4, 9, 16]
+    started = time.monotonic()
+    pool.close()  # the input goes on being fed in the background, as in multiprocessing
+    assert time.monotonic() - started < 5
+    assert [next(iterator) for _ in range(5)] == [25, 36, 49, 64, 81]
+    pool.terminate()
+    pool._feeder.join(10)
+    assert not pool._feeder.is_alive()

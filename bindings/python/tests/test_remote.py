@@ -373,6 +373,17 @@ def first_value(refs):
     return forklift.get(refs[0]) + 1 if isinstance(refs[0], forklift.ObjectRef) else None
 
 
+@forklift.remote
+def call_it(function):
+    return function()
+
+
+@forklift.remote
+def add_through(actor, actors):
+    forklift.get(actor.add.remote(1))
+    return forklift.get(actors[0].add.remote(1))
+
+
 def test_arguments_travel_by_value():
     """As in Ray: a task sees its arguments as they were at .remote(); neither side's later
     changes reach the other. A ref inside an argument travels as a ref."""
@@ -385,8 +396,11 @@ def test_arguments_travel_by_value():
     forklift.get(blockers)
     inner = forklift.put(41)
     assert forklift.get(first_value.remote([inner])) == 42
-    with pytest.raises(TypeError, match="could not be pickled"):
-        identity.remote(lambda: 1)
+    # What does not pickle (a lambda, a lock) is passed as itself; an actor handle is the same actor.
+    assert forklift.get(call_it.remote(lambda: 5)) == 5
+    counter = Counter.remote(10)
+    assert forklift.get(add_through.remote(counter, [counter])) == 12
+    assert forklift.get(counter.get.remote()) == 12
 
 
 def test_cancelled_calls_let_go_of_their_arguments():
