@@ -505,8 +505,6 @@ static int in_worker;
  * it (that is, until the slot is used again). */
 static int pending_result_fd[FLS_MAX_SLOTS]; /* -1: none; set at the child's start */
 
-int fls_in_worker_process(void) { return in_worker; }
-
 int fls_call_restriction(void) { return in_worker ? 1 : fls_forked_with_threads ? 2 : 0; }
 
 int fls_child_ctx_is_current(const void *ctx) {

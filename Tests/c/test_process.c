@@ -14,6 +14,17 @@
 
 static int children(void) { return child_pids(NULL, 0); }
 
+/* A process-backed pool of one worker. */
+static fl_pool one_worker_process_pool(void) {
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 1;
+    o.backend = FL_BACKEND_PROCESS;
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    return pool;
+}
+
 static fl_queue shared_queue;
 static fl_shm shared_segment;
 
@@ -234,12 +245,7 @@ static void test_status_reaped_elsewhere(void) {
     CHECK(code == FL_EXIT_UNKNOWN);
     CHECK_OK(fl_process_destroy(p));
 
-    fl_pool_options o;
-    fl_pool_options_init(&o);
-    o.workers = 1;
-    o.backend = FL_BACKEND_PROCESS;
-    fl_pool pool = NULL;
-    CHECK_OK(fl_pool_create(&o, &pool));
+    fl_pool pool = one_worker_process_pool();
     CHECK_RC(FL_EWORKER, fl_pool_apply(pool, behave, NULL, "segv", 4, NULL, 0, NULL));
     CHECK(strstr(fl_last_error(), "exit status lost") != NULL && strstr(fl_last_error(), "SIGKILL") == NULL);
     CHECK_OK(fl_pool_apply(pool, behave, NULL, "ok", 2, NULL, 0, NULL)); /* a fresh worker */
@@ -420,12 +426,7 @@ static void test_queue_across_processes(void) {
 
 static void test_shared_memory(void) {
     /* Anonymous, opened by name in a pool worker started before the segment existed. */
-    fl_pool_options o;
-    fl_pool_options_init(&o);
-    o.workers = 1;
-    o.backend = FL_BACKEND_PROCESS;
-    fl_pool pool = NULL;
-    CHECK_OK(fl_pool_create(&o, &pool));
+    fl_pool pool = one_worker_process_pool();
     fl_shm shm = NULL;
     CHECK_OK(fl_shm_create(NULL, 3 << 20, &shm));
     unsigned char *data = NULL;

@@ -39,6 +39,16 @@ static fl_runtime isolated_runtime(size_t process_workers) {
     return rt;
 }
 
+/* Options of an actor living in a process of its own. */
+static fl_actor_options isolated_actor(int max_restarts, int max_task_retries) {
+    fl_actor_options options;
+    fl_actor_options_init(&options);
+    options.isolate = 1;
+    options.max_restarts = max_restarts;
+    options.max_task_retries = max_task_retries;
+    return options;
+}
+
 static fl_remote_options isolated(int max_retries) {
     fl_remote_options options;
     fl_remote_options_init(&options);
@@ -457,11 +467,7 @@ static void test_bad_input(void) {
 }
 
 static fl_actor isolated_counter(fl_runtime rt, int64_t start, int max_restarts, int max_task_retries) {
-    fl_actor_options options;
-    fl_actor_options_init(&options);
-    options.isolate = 1;
-    options.max_restarts = max_restarts;
-    options.max_task_retries = max_task_retries;
+    fl_actor_options options = isolated_actor(max_restarts, max_task_retries);
     fl_arg arg = {&start, sizeof start, NULL};
     fl_actor a = NULL;
     CHECK_OK(fl_actor_create(rt, counter_init, NULL, NULL, &arg, 1, &options, &a));
@@ -641,10 +647,7 @@ static void test_restart_reads_the_constructor_argument(void) {
     memset(bytes, 'A', CONSTRUCTOR_BYTES);
     fl_ref first = NULL, second = NULL, r = NULL;
     CHECK_OK(fl_put(rt, bytes, CONSTRUCTOR_BYTES, &first));
-    fl_actor_options options;
-    CHECK_OK(fl_actor_options_init(&options));
-    options.isolate = 1;
-    options.max_restarts = 1;
+    fl_actor_options options = isolated_actor(1, 0);
     fl_arg arg = {NULL, 0, first};
     fl_actor a = NULL;
     CHECK_OK(fl_actor_create(rt, middle_byte_init, NULL, NULL, &arg, 1, &options, &a));
@@ -672,10 +675,7 @@ static void test_restart_after_a_death_in_the_constructor(void) {
     /* A process that dies in the constructor is started again, constructor included, within
      * max_restarts; past them, the constructor's failure names the death. */
     fl_runtime rt = isolated_runtime(1);
-    fl_actor_options options;
-    CHECK_OK(fl_actor_options_init(&options));
-    options.isolate = 1;
-    options.max_restarts = 2;
+    fl_actor_options options = isolated_actor(2, 0);
     int status;
     for (uint32_t deaths = 0; deaths <= 3; deaths++) {
         __atomic_store_n(&shared->constructions, 0, __ATOMIC_SEQ_CST);
@@ -708,10 +708,7 @@ static void test_kill_and_shutdown_end_the_restarts(void) {
      * doubling to 1 s): a kill, and then a shutdown, end the pauses at once. The bounds below
      * only tell an ended pause from one left to run its course. */
     fl_runtime rt = isolated_runtime(1);
-    fl_actor_options options;
-    CHECK_OK(fl_actor_options_init(&options));
-    options.isolate = 1;
-    options.max_restarts = 1000;
+    fl_actor_options options = isolated_actor(1000, 0);
     __atomic_store_n(&shared->deaths_left, 1000000, __ATOMIC_SEQ_CST);
     for (int round = 0; round < 2; round++) {
         __atomic_store_n(&shared->constructions, 0, __ATOMIC_SEQ_CST);

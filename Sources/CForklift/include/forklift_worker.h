@@ -294,8 +294,6 @@ int fls_child_task_result_buffer(const void *ctx, size_t len, void **buffer);
 int fls_child_task_fail(const void *ctx, int code, const char *message);
 uint64_t fls_child_task_index(const void *ctx);
 int fls_child_task_cancelled(const void *ctx);
-/** Non-zero in a worker process (its own calls into pools and results are refused). */
-int fls_in_worker_process(void);
 /** Which calls this process may make: 0 all; 1 a worker process's (fl_task_*, queues, pipes,
  *  locks, events, semaphores, shared memory); 2 the same, in the child of a fork() the
  *  program made while Forklift threads ran (`fls_forked_with_threads`). */

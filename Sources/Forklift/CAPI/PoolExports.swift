@@ -33,9 +33,6 @@ public func fl_pool_create(_ options: UnsafePointer<fl_pool_options>?, _ pool: U
                                        oldest: MemoryLayout<fl_pool_options>.offset(of: \fl_pool_options.backend)!,
                                        size: \.size, initializer: "fl_pool_options_init")
         }
-        guard fls_in_worker_process() == 0 else {
-            throw Failure(FL_ENOTSUP, "pools cannot be created inside a worker process")
-        }
         let workers: Int
         switch settings.workers {
         case FL_WORKERS_DEFAULT: workers = Int(fls_cpu_count())
