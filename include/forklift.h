@@ -414,6 +414,11 @@ typedef struct fl_actor_options {
     int max_task_retries;
 } fl_actor_options;
 
+/** A flag of fl_cancel_with(): a running isolated task's process is killed (fl_cancel_force()). */
+#define FL_CANCEL_FORCE 1
+/** A flag of fl_cancel_with(): the task's nested tasks are cancelled too (as by fl_cancel()). */
+#define FL_CANCEL_RECURSIVE 2
+
 /** Counters of a runtime (fl_runtime_get_stats). */
 typedef struct fl_runtime_stats {
     /** Tasks submitted so far. */
@@ -1563,18 +1568,31 @@ int fl_actor_kill(fl_actor actor);
  * is skipped in its turn); a running task or actor call finishes on its own, and
  * fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
  * stops an isolated task that does not look, not an actor call). No effect once the task has
- * finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the
- * object was put, not produced by a task), FL_EHANDLE. Thread-safe.
+ * finished. Tasks depending on the object fail with that cause. Recursive, as in Ray: the
+ * tasks and actor calls that the task submitted while running (nested tasks), and that have
+ * not finished, are cancelled the same way, theirs in turn, and so is any it submits after
+ * this call while it runs on (fl_cancel_with() without FL_CANCEL_RECURSIVE cancels the task
+ * alone). Errors: FL_EINVAL (the object was put, not produced by a task), FL_EHANDLE.
+ * Thread-safe.
  */
 int fl_cancel(fl_ref ref);
 
 /**
  * fl_cancel(), and a task running in a worker process (fl_remote_options.isolate) is stopped
- * at once: its process is killed (SIGKILL) and replaced (ray.cancel(force=True)). Tasks on
- * threads and actor calls are cancelled as by fl_cancel(). Errors: as fl_cancel().
- * Thread-safe.
+ * at once: its process is killed (SIGKILL) and replaced (ray.cancel(force=True)); its nested
+ * tasks too. Tasks on threads and actor calls are cancelled as by fl_cancel(). Errors: as
+ * fl_cancel(). Thread-safe.
  */
 int fl_cancel_force(fl_ref ref);
+
+/**
+ * Cancels as fl_cancel() does, as `flags` say (ray.cancel(ref, force=..., recursive=...)):
+ * FL_CANCEL_FORCE kills a running isolated task's process (fl_cancel_force());
+ * FL_CANCEL_RECURSIVE cancels the task's nested tasks too. fl_cancel() is
+ * `fl_cancel_with(ref, FL_CANCEL_RECURSIVE)`. Errors: as fl_cancel(), and FL_EINVAL for other
+ * bits in `flags`. Thread-safe.
+ */
+int fl_cancel_with(fl_ref ref, unsigned int flags);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Typed remote tasks: any C function by signature, as a remote task                        */

@@ -976,6 +976,189 @@ static void test_cancel(void) {
     for (int i = 0; i < 6; i++) CHECK_OK(fl_ref_release(refs[i]));
 }
 
+/* Submits a task running until cancelled and returns its reference (the handle's bytes). */
+static int submit_and_return(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    fl_ref child = NULL;
+    if (fl_remote((fl_runtime)user, until_cancelled, NULL, NULL, 0, NULL, &child) != FL_OK) return 1;
+    return fl_task_return(ctx, &child, sizeof child);
+}
+
+/* ---- recursive cancel: a task's nested tasks ---- */
+
+/* What a parent task made, for the main thread to look at. */
+typedef struct {
+    fl_runtime rt;
+    fl_actor actor;      /* NULL: no actor call */
+    int grandchild;      /* the running child submits a running grandchild of its own */
+    fl_ref running;      /* a child running until cancelled */
+    fl_ref queued;       /* a child that cannot start (the workers are busy) */
+    fl_ref call_running; /* an actor call running until cancelled, and one queued behind it */
+    fl_ref call_queued;
+    fl_ref late;         /* submitted once the parent saw its own cancel */
+    int late_rc;         /* fl_get(late, 0) right after submitting it */
+    int children_ready;
+    int finished;        /* the parent's function returned (its object resolves at the cancel) */
+    int64_t objects_midway; /* objects alive after 2000 nested submit/get/release cycles */
+} family;
+
+static fl_ref grandchild_ref;
+
+/* A child that submits a grandchild running until cancelled, then waits until cancelled. */
+static int child_with_grandchild(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    family *f = user;
+    fl_ref g = NULL;
+    if (fl_remote(f->rt, until_cancelled, NULL, NULL, 0, NULL, &g) != FL_OK) return 1;
+    __atomic_store_n(&grandchild_ref, g, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 30000 && !fl_task_cancelled(ctx); i++) pause_ms(1);
+    return 0;
+}
+
+/* Makes its children, tells the main thread, waits to be cancelled, then submits one more. */
+static int parent_task(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)args; (void)nargs;
+    family *f = user;
+    /* Finished children leave the parent's list: their objects go with their last reference. */
+    for (int i = 0; i < 2000; i++) {
+        fl_ref r = NULL;
+        if (fl_remote(f->rt, count_run, NULL, NULL, 0, NULL, &r) != FL_OK) return 1;
+        if (fl_get(r, 30, NULL, NULL) != FL_OK) return 2;
+        fl_ref_release(r);
+    }
+    fl_runtime_stats stats;
+    if (fl_runtime_get_stats(f->rt, &stats) != FL_OK) return 3;
+    f->objects_midway = (int64_t)stats.objects;
+    __atomic_store_n(&ran_count, 0, __ATOMIC_SEQ_CST);
+    if (fl_remote(f->rt, f->grandchild ? child_with_grandchild : until_cancelled, f, NULL, 0, NULL, &f->running) != FL_OK)
+        return 4;
+    for (int i = 0; i < 30000 && !fl_task_cancelled(ctx) && !f->grandchild; i++) {
+        fl_runtime_stats s;
+        if (fl_runtime_get_stats(f->rt, &s) == FL_OK && s.tasks_running >= 2) break; /* the child holds the other worker */
+        pause_ms(1);
+    }
+    for (int i = 0; i < 30000 && f->grandchild && !__atomic_load_n(&grandchild_ref, __ATOMIC_SEQ_CST); i++) pause_ms(1);
+    if (fl_remote(f->rt, count_run, NULL, NULL, 0, NULL, &f->queued) != FL_OK) return 5;
+    if (f->actor) {
+        if (fl_actor_call(f->actor, until_cancelled, NULL, 0, &f->call_running) != FL_OK) return 6;
+        if (fl_actor_call(f->actor, count_run, NULL, 0, &f->call_queued) != FL_OK) return 7;
+    }
+    __atomic_store_n(&f->children_ready, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 30000 && !fl_task_cancelled(ctx); i++) pause_ms(1);
+    if (fl_remote(f->rt, count_run, NULL, NULL, 0, NULL, &f->late) != FL_OK) return 8;
+    f->late_rc = fl_get(f->late, 0, NULL, NULL);
+    /* A child the cancel did not reach ends when cancelled itself (the main thread does). */
+    fl_get(f->running, 30, NULL, NULL);
+    __atomic_store_n(&f->finished, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static void wait_finished(family *f) {
+    for (int i = 0; i < 30000 && !__atomic_load_n(&f->finished, __ATOMIC_SEQ_CST); i++) pause_ms(1);
+    CHECK(f->finished);
+}
+
+static void wait_children(family *f) {
+    for (int i = 0; i < 30000 && !__atomic_load_n(&f->children_ready, __ATOMIC_SEQ_CST); i++) pause_ms(1);
+    CHECK(f->children_ready);
+}
+
+static int actor_nothing_init(void *user, const fl_blob *args, size_t nargs, void **state) {
+    (void)user; (void)args; (void)nargs;
+    *state = NULL;
+    return 0;
+}
+
+static void release_family(family *f, fl_ref parent) {
+    fl_ref refs[6] = {parent, f->running, f->queued, f->call_running, f->call_queued, f->late};
+    for (int i = 0; i < 6; i++)
+        if (refs[i]) CHECK_OK(fl_ref_release(refs[i]));
+}
+
+/* fl_cancel (ray.cancel, recursive=True) cancels what the task submitted while running and has
+ * not finished, actor calls included, and what it submits afterwards; grandchildren too.
+ * fl_cancel_with without FL_CANCEL_RECURSIVE cancels the task alone; a finished task's
+ * children run on. */
+static void test_cancel_recursive(void) {
+    /* Recursive: the running child stops, the queued child, the actor calls and the child
+     * submitted after the cancel never run. */
+    {
+        fl_runtime rt = new_runtime(2, 0);
+        family f = {.rt = rt};
+        CHECK_OK(fl_actor_create(rt, actor_nothing_init, NULL, NULL, NULL, 0, NULL, &f.actor));
+        fl_ref parent = NULL;
+        CHECK_OK(fl_remote(rt, parent_task, &f, NULL, 0, NULL, &parent));
+        wait_children(&f);
+        CHECK(f.objects_midway >= 0 && f.objects_midway < 100); /* 2,000 ended children are not kept */
+        CHECK_OK(fl_cancel(parent));
+        CHECK_RC(FL_ECANCELED, fl_get(parent, 0, NULL, NULL));
+        CHECK_RC(FL_ECANCELED, fl_get(f.queued, 0, NULL, NULL));      /* at once */
+        CHECK_RC(FL_ECANCELED, fl_get(f.running, 30, NULL, NULL));    /* it saw fl_task_cancelled */
+        CHECK_RC(FL_ECANCELED, fl_get(f.call_running, 30, NULL, NULL));
+        CHECK_RC(FL_ECANCELED, fl_get(f.call_queued, 0, NULL, NULL));
+        wait_finished(&f);
+        CHECK_OK(fl_actor_kill(f.actor));
+        CHECK_OK(fl_runtime_shutdown(rt));
+        CHECK(f.late != NULL);
+        CHECK(f.late_rc == FL_ECANCELED);
+        CHECK(ran_count == 0); /* neither the queued child, the queued call nor the late child ran */
+        release_family(&f, parent);
+    }
+    /* Grandchildren: cancelling the parent reaches the task its child submitted. */
+    {
+        fl_runtime rt = new_runtime(3, 0);
+        family f = {.rt = rt, .grandchild = 1};
+        __atomic_store_n(&grandchild_ref, NULL, __ATOMIC_SEQ_CST);
+        fl_ref parent = NULL;
+        CHECK_OK(fl_remote(rt, parent_task, &f, NULL, 0, NULL, &parent));
+        wait_children(&f);
+        fl_ref g = __atomic_load_n(&grandchild_ref, __ATOMIC_SEQ_CST);
+        CHECK(g != NULL);
+        CHECK_OK(fl_cancel_force(parent));
+        CHECK_RC(FL_ECANCELED, fl_get(f.running, 30, NULL, NULL));
+        if (g) {
+            CHECK_RC(FL_ECANCELED, fl_get(g, 30, NULL, NULL));
+            CHECK_OK(fl_ref_release(g));
+        }
+        CHECK_OK(fl_runtime_shutdown(rt));
+        release_family(&f, parent);
+    }
+    /* Not recursive: the children run on, and so does the one submitted after the cancel. */
+    {
+        fl_runtime rt = new_runtime(2, 0);
+        family f = {.rt = rt};
+        fl_ref parent = NULL;
+        CHECK_OK(fl_remote(rt, parent_task, &f, NULL, 0, NULL, &parent));
+        wait_children(&f);
+        CHECK_OK(fl_cancel_with(parent, 0));
+        CHECK_RC(FL_ECANCELED, fl_get(parent, 0, NULL, NULL));
+        CHECK_RC(FL_ETIMEDOUT, fl_get(f.running, 0.05, NULL, NULL)); /* still running */
+        CHECK_OK(fl_cancel(f.running));                              /* ends the parent's wait */
+        wait_finished(&f);
+        CHECK_OK(fl_runtime_shutdown(rt));
+        CHECK(f.late_rc != FL_ECANCELED);
+        CHECK(ran_count == 2); /* the queued child and the late one ran */
+        release_family(&f, parent);
+    }
+    /* A finished task's children are not its to cancel; unknown flags are refused. */
+    {
+        fl_runtime rt = new_runtime(2, 0);
+        fl_ref parent = NULL, child = NULL;
+        CHECK_OK(fl_remote(rt, submit_and_return, rt, NULL, 0, NULL, &parent));
+        CHECK(get_value(parent, &child, sizeof child));
+        CHECK_OK(fl_cancel(parent));
+        CHECK_RC(FL_ETIMEDOUT, fl_get(child, 0.05, NULL, NULL)); /* runs on */
+        CHECK_RC(FL_EINVAL, fl_cancel_with(parent, 4));
+        CHECK(strstr(fl_last_error(), "flags") != NULL);
+        CHECK_RC(FL_EHANDLE, fl_cancel_with(NULL, FL_CANCEL_RECURSIVE));
+        CHECK_OK(fl_cancel_with(child, FL_CANCEL_FORCE | FL_CANCEL_RECURSIVE));
+        CHECK_RC(FL_ECANCELED, fl_get(child, 30, NULL, NULL));
+        CHECK_OK(fl_runtime_shutdown(rt));
+        CHECK_OK(fl_ref_release(parent));
+        CHECK_OK(fl_ref_release(child));
+    }
+}
+
 /* ---- functions by name, and the trace ---- */
 
 /* Exported (not static): the trace names it by its symbol. */
@@ -1550,6 +1733,7 @@ int main(void) {
     test_unsealed_argument_at_shutdown();
     test_shutdown_with_work_in_flight();
     test_cancel();
+    test_cancel_recursive();
     test_spill();
     test_concurrent_shutdowns();
     test_failure_down_a_long_chain();

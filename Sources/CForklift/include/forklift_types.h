@@ -402,6 +402,11 @@ typedef struct fl_actor_options {
     int max_task_retries;
 } fl_actor_options;
 
+/** A flag of fl_cancel_with(): a running isolated task's process is killed (fl_cancel_force()). */
+#define FL_CANCEL_FORCE 1
+/** A flag of fl_cancel_with(): the task's nested tasks are cancelled too (as by fl_cancel()). */
+#define FL_CANCEL_RECURSIVE 2
+
 /** Counters of a runtime (fl_runtime_get_stats). */
 typedef struct fl_runtime_stats {
     /** Tasks submitted so far. */

@@ -604,29 +604,48 @@ public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
 /// is skipped in its turn); a running task or actor call finishes on its own, and
 /// fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
 /// stops an isolated task that does not look, not an actor call). No effect once the task has
-/// finished. Tasks depending on the object fail with that cause. Errors: FL_EINVAL (the
-/// object was put, not produced by a task), FL_EHANDLE. Thread-safe.
+/// finished. Tasks depending on the object fail with that cause. Recursive, as in Ray: the
+/// tasks and actor calls that the task submitted while running (nested tasks), and that have
+/// not finished, are cancelled the same way, theirs in turn, and so is any it submits after
+/// this call while it runs on (fl_cancel_with() without FL_CANCEL_RECURSIVE cancels the task
+/// alone). Errors: FL_EINVAL (the object was put, not produced by a task), FL_EHANDLE.
+/// Thread-safe.
 @_cdecl("fl_cancel")
 public func fl_cancel(_ ref: fl_ref?) -> CInt {
-    cancel(ref, force: false)
+    cancel(ref, flags: UInt32(FL_CANCEL_RECURSIVE))
 }
 
 /// fl_cancel(), and a task running in a worker process (fl_remote_options.isolate) is stopped
-/// at once: its process is killed (SIGKILL) and replaced (ray.cancel(force=True)). Tasks on
-/// threads and actor calls are cancelled as by fl_cancel(). Errors: as fl_cancel().
-/// Thread-safe.
+/// at once: its process is killed (SIGKILL) and replaced (ray.cancel(force=True)); its nested
+/// tasks too. Tasks on threads and actor calls are cancelled as by fl_cancel(). Errors: as
+/// fl_cancel(). Thread-safe.
 @_cdecl("fl_cancel_force")
 public func fl_cancel_force(_ ref: fl_ref?) -> CInt {
-    cancel(ref, force: true)
+    cancel(ref, flags: UInt32(FL_CANCEL_FORCE | FL_CANCEL_RECURSIVE))
 }
 
-/// The body of fl_cancel and fl_cancel_force.
-private func cancel(_ ref: fl_ref?, force: Bool) -> CInt {
+/// Cancels as fl_cancel() does, as `flags` say (ray.cancel(ref, force=..., recursive=...)):
+/// FL_CANCEL_FORCE kills a running isolated task's process (fl_cancel_force());
+/// FL_CANCEL_RECURSIVE cancels the task's nested tasks too. fl_cancel() is
+/// `fl_cancel_with(ref, FL_CANCEL_RECURSIVE)`. Errors: as fl_cancel(), and FL_EINVAL for other
+/// bits in `flags`. Thread-safe.
+@_cdecl("fl_cancel_with")
+public func fl_cancel_with(_ ref: fl_ref?, _ flags: CUnsignedInt) -> CInt {
+    cancel(ref, flags: flags)
+}
+
+/// The body of fl_cancel, fl_cancel_force and fl_cancel_with.
+private func cancel(_ ref: fl_ref?, flags: UInt32) -> CInt {
     withStatus { () throws(Failure) in
+        let known = UInt32(FL_CANCEL_FORCE | FL_CANCEL_RECURSIVE)
+        guard flags & ~known == 0 else {
+            throw Failure(FL_EINVAL, "unknown cancel flags 0x\(String(flags & ~known, radix: 16)) (FL_CANCEL_FORCE, FL_CANCEL_RECURSIVE)")
+        }
         try Registry.refs.with(ref, "ref") { object throws(Failure) in
             guard object.isTaskResult else { throw Failure(FL_EINVAL, "the object was put, not produced by a task") }
             // nil: the task has finished and gone.
-            object.producer?.cancel(force: force)
+            object.producer?.cancel(force: flags & UInt32(FL_CANCEL_FORCE) != 0,
+                                    recursive: flags & UInt32(FL_CANCEL_RECURSIVE) != 0)
         }
         return FL_OK
     }

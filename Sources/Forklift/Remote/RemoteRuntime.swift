@@ -99,7 +99,18 @@ final class RemoteRuntime {
     /// Submits a task: it runs once its arguments are ready.
     func submit(_ task: RemoteTask) throws(Failure) {
         try admit()
+        adoptIntoRunningTask(task)
         task.start()
+    }
+
+    /// Makes `task` (submitted now, not started) a child of the task of this runtime that runs
+    /// on the calling thread, if any (see `ChildTasks`): cancelling that one cancels it too.
+    /// An actor's constructor is nobody's child.
+    @inline(__always)
+    func adoptIntoRunningTask(_ task: RemoteTask) {
+        guard let running = fls_tls_remote_task(), !task.constructsActor else { return }
+        let parent = Unmanaged<RemoteTask>.fromOpaque(running).takeUnretainedValue()
+        if parent.runtime === self { parent.adopt(task) }
     }
 
     /// Counts a submission, unless the runtime is shut down.

@@ -67,13 +67,16 @@ final class RemoteTask: PoolJob {
         self.options = options
         self.runtime = runtime
         // One block: the count, the cancel flag, the force-cancel flag, the claim word, then
-        // `runningIn`, then the abandoned flag.
+        // `runningIn`, the abandoned flag, and the links of nested tasks (`ChildTasks`).
         guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
         (pending + 1).initialize(repeating: 0, count: 3)
         (words + 16).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 1).initialize(to: nil)  // `runningIn`
-        (words + 24).bindMemory(to: UInt32.self, capacity: 1).initialize(to: 0)  // `abandonedFlag`
+        (words + 24).bindMemory(to: UInt32.self, capacity: 2).initialize(repeating: 0, count: 2)  // `abandonedFlag`, `cancelsChildrenFlag`
+        // `childrenWord`, `parentWord`, then `indexInParent`.
+        (words + 32).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 2).initialize(repeating: nil, count: 2)
+        (words + 48).bindMemory(to: Int.self, capacity: 1).initialize(to: 0)
         super.init()
         output.setProducer(self)
         for extra in extraOutputs { extra.setProducer(self) }
@@ -154,6 +157,7 @@ final class RemoteTask: PoolJob {
     /// else holds, forget it.
     func abandon() {
         abandonedFlag.pointee = 1
+        leaveParent()
         output.dropProducer()
         for extra in extraOutputs { extra.dropProducer() }
     }
@@ -162,21 +166,90 @@ final class RemoteTask: PoolJob {
     /// has; a task not yet running never runs, a running one sees fl_task_cancelled (in its
     /// worker process too, for an isolated task or actor call: its proxy is woken to pass the
     /// cancel on). With `force` (fl_cancel_force), an isolated task running now has its worker
-    /// process killed instead.
-    func cancel(force: Bool) {
+    /// process killed instead. With `recursive` (fl_cancel's default, as in Ray), the tasks it
+    /// submitted while running that have not ended are cancelled the same way, and so is every
+    /// task it submits from now on (see `ChildTasks`).
+    func cancel(force: Bool, recursive: Bool = true) {
         if force { fls_atomic_store_seq_cst_u32(cancelFlag + 1, 1) }
+        if recursive { fls_atomic_store_seq_cst_u32(cancelsChildrenFlag, 1) }
         fls_atomic_store_seq_cst_u32(cancelFlag, 1)
         output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
         for extra in extraOutputs { extra.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled") }
         // Flags first, then the process: the proxy publishes the process before it looks at
         // the flags, so one of the two sees the other.
         fls_fence_seq_cst()
+        // Then the tasks it submitted (the list, once made, sees the cancel too: see `adopt`).
+        if recursive, let children = fls_atomic_load_seq_cst_ptr(childrenWord) {
+            Unmanaged<ChildTasks>.fromOpaque(children).takeUnretainedValue().cancelAll(force: force)
+        }
         guard let process = fls_atomic_load_seq_cst_ptr(runningIn) else { return }
         if process == Self.runningInActor {
             actor?.wakeProcess()
         } else {
             Unmanaged<WorkerProcess>.fromOpaque(process).takeUnretainedValue().checkTaskWords()
         }
+    }
+
+    // MARK: Nested tasks
+
+    /// Set by a recursive cancel (before `cancelFlag`): the children are cancelled too.
+    private var cancelsChildrenFlag: UnsafeMutablePointer<UInt32> { pending + 7 }
+
+    /// The `ChildTasks` of the tasks this one submitted while running (retained; nil until its
+    /// first). Written once, by the task's own thread; read by fl_cancel.
+    private var childrenWord: UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        UnsafeMutableRawPointer(pending + 8).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    }
+    /// The `ChildTasks` this task is listed in (retained), while it is: a nested task.
+    private var parentWord: UnsafeMutablePointer<UnsafeMutableRawPointer?> { childrenWord + 1 }
+    /// Its index in that list (read and written under the list's lock).
+    var indexInParent: Int {
+        get { UnsafeMutableRawPointer(pending + 12).load(as: Int.self) }
+        set { UnsafeMutableRawPointer(pending + 12).storeBytes(of: newValue, as: Int.self) }
+    }
+
+    /// Makes `child`, a task of this runtime submitted on the thread running this task, one of
+    /// its children, before the child starts: cancelling this task cancels it too.
+    func adopt(_ child: RemoteTask) {
+        let list: ChildTasks
+        if let made = childrenWord.pointee {
+            list = Unmanaged<ChildTasks>.fromOpaque(made).takeUnretainedValue()
+        } else {
+            list = ChildTasks()
+            // Published before the first child goes in: a cancel from now on finds the list
+            // (then the child, or the list's cancelled mark when adding); one before saw no
+            // list, but set the flag that the next line reads.
+            _ = fls_atomic_exchange_ptr(childrenWord, Unmanaged.passRetained(list).toOpaque())
+        }
+        if let forced = list.add(child) { child.cancel(force: forced) }
+        else if fls_atomic_load_seq_cst_u32(cancelsChildrenFlag) != 0 {
+            list.cancelAll(force: fls_atomic_load_u32(cancelFlag + 1) != 0)
+        }
+    }
+
+    /// The list calls this as it adds the task (under its lock).
+    func joinedParent(_ list: ChildTasks, at index: Int) {
+        indexInParent = index
+        parentWord.pointee = Unmanaged.passRetained(list).toOpaque()
+    }
+
+    /// A nested task that ends (before its outputs resolve) leaves its parent's list.
+    @inline(__always)
+    private func leaveParent() {
+        guard parentWord.pointee != nil else { return }
+        leaveParentList()
+    }
+
+    private func leaveParentList() {
+        guard let raw = fls_atomic_exchange_ptr(parentWord, nil) else { return }
+        let list = Unmanaged<ChildTasks>.fromOpaque(raw).takeRetainedValue()
+        list.remove(self)
+    }
+
+    /// The function returned: the tasks it submitted are no longer cancelled with this one.
+    private func closeChildren() {
+        guard let children = childrenWord.pointee else { return }
+        Unmanaged<ChildTasks>.fromOpaque(children).takeUnretainedValue().close()
     }
 
     /// What `runningIn` holds while an isolated actor's call runs: a mark, not a process.
@@ -187,7 +260,10 @@ final class RemoteTask: PoolJob {
         // before it ends, unless its submission failed.
         assert(abandonedFlag.pointee != 0 || (output.hasResolved && extraOutputs.allSatisfy { $0.hasResolved }),
                "a remote task ended with an output still pending")
-        fls_block_free(pending)  // `runningIn` with it
+        // A child still linked here has a closed parent list (an open one would hold it).
+        if let parent = parentWord.pointee { Unmanaged<ChildTasks>.fromOpaque(parent).release() }
+        if let children = childrenWord.pointee { Unmanaged<ChildTasks>.fromOpaque(children).release() }
+        fls_block_free(pending)  // `runningIn` and the links with it
         free(blobBytes)
     }
 
@@ -273,6 +349,7 @@ final class RemoteTask: PoolJob {
         } else {
             runOnThread(user: user, into: &outcome)
         }
+        closeChildren()
         if tracing {
             runtime.timeline.record(Timeline.Event(function: calledFunction(fn, typed: typed), thread: fls_thread_id(),
                                                    startNanoseconds: started, endNanoseconds: fls_monotonic_ns(),
@@ -290,6 +367,7 @@ final class RemoteTask: PoolJob {
         runtime.taskRunning(-1)
         runtime.finished(failed: outcome.status != FL_OK || isCancelled)
         if constructsActor, let actor { actor.constructed(failure: ResultSlot.failure(&outcome)) }
+        leaveParent()
         output.publish(taking: &outcome, accounting)
     }
 
@@ -402,6 +480,7 @@ final class RemoteTask: PoolJob {
         runtime.finished(failed: true)
         dropArguments()
         if constructsActor, let actor { actor.constructed(failure: Failure(status, message)) }
+        leaveParent()
         for extra in extraOutputs { extra.fail(status, code: code, message: message) }
         output.fail(status, code: code, message: message)
     }

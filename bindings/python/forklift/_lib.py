@@ -41,6 +41,10 @@ ENOTSUP = -15
 BACKEND_THREAD = 0
 BACKEND_PROCESS = 1
 
+# fl_cancel_with flags.
+CANCEL_FORCE = 1
+CANCEL_RECURSIVE = 2
+
 
 class ForkliftError(Exception):
     """A call into Forklift failed. ``code`` is the C status code (``FL_E...``)."""
@@ -276,6 +280,7 @@ _declare("fl_wait", I, POINTER(c_void_p), SZ, SZ, D, POINTER(c_uint8))
 _declare("fl_ref_clone", I, P, PP)
 _declare("fl_ref_release", I, P)
 _declare("fl_cancel", I, P)
+_declare("fl_cancel_with", I, P, c_uint)
 _declare("fl_actor_options_init", I, POINTER(ActorOptions))
 _declare("fl_actor_create", I, P, fl_actor_init_fn, fl_actor_free_fn, P, POINTER(Arg), SZ,
          POINTER(ActorOptions), PP)

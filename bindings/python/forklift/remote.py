@@ -237,6 +237,11 @@ class ObjectRef:
 
     def __del__(self):
         if self._handle:
+            # A call that never started (cancelled, its argument failed, the runtime shut
+            # down) never takes its entry: once its result is there, the entry goes.
+            if self._call is not None and self._call in _calls and \
+                    _lib.lib.fl_get(self._handle, 0.0, None, None) != _lib.ETIMEDOUT:
+                _calls.pop(self._call, None)
             _lib.lib.fl_ref_release(self._handle)
             self._handle = None
 
@@ -656,9 +661,14 @@ def wait(refs, *, num_returns=1, timeout=None):
     return ready, [ref for ref in refs if id(ref) not in chosen]
 
 
-def cancel(ref: ObjectRef):
-    """Cancels the task behind ``ref``: not started, it never runs; get raises CancelledError."""
-    _lib.check(_lib.lib.fl_cancel(ref._handle), "cancel")
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True):
+    """Cancels the task behind ``ref`` (ray.cancel): not started, it never runs; get raises
+    CancelledError. A running task finishes on its own; with ``force``, a native task running
+    in a worker process (``isolate=True``) has that process killed. With ``recursive`` (the
+    default), the tasks it submitted while running and that have not finished are cancelled
+    too, and so are those it submits afterwards."""
+    flags = (_lib.CANCEL_FORCE if force else 0) | (_lib.CANCEL_RECURSIVE if recursive else 0)
+    _lib.check(_lib.lib.fl_cancel_with(ref._handle, flags), "cancel")
     # What the call would have run goes now (a call that has started took it already; one
     # that starts meanwhile finds nothing and fails, its result cancelled already).
     if ref._call is not None:

@@ -150,6 +150,60 @@ def test_cancel():
     assert forklift.get(blockers) == [0, 1]
 
 
+_children: list = []
+_ran: list = []
+
+
+@forklift.remote
+def record(x, seconds=0.0):
+    time.sleep(seconds)
+    _ran.append(x)
+    return x
+
+
+@forklift.remote
+def spawner(n):
+    _children.extend(record.remote(i, 0.3) for i in range(n))  # one runs, the others wait
+    time.sleep(0.8)  # still running when cancelled
+    _children.append(record.remote("late"))
+    return "done"
+
+
+def _family(recursive):
+    _children.clear()
+    _ran.clear()
+    parent = spawner.remote(4)
+    deadline = time.monotonic() + 30
+    while len(_children) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    forklift.cancel(parent, recursive=recursive)
+    with pytest.raises(forklift.CancelledError):
+        forklift.get(parent)
+    while len(_children) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(_children) == 5
+    return parent
+
+
+def test_cancel_is_recursive_by_default():
+    calls = sys.modules["forklift.remote"]._calls
+    before = len(calls)
+    _family(recursive=True)
+    for child in _children:  # the running one too: its result was cancelled at once
+        with pytest.raises(forklift.CancelledError):
+            forklift.get(child)
+    assert _ran in ([], [0])  # only the first child may have started
+    del child
+    _children.clear()  # the calls that never ran let go of what they would have run
+    assert len(calls) == before
+
+
+def test_cancel_not_recursive():
+    _family(recursive=False)
+    assert forklift.get(_children) == [0, 1, 2, 3, "late"]
+    _children.clear()
+
+
 def test_actor_state_and_order_under_many_callers():
     counter = Counter.remote(10)
     assert forklift.get([counter.add.remote() for _ in range(5)]) == [11, 12, 13, 14, 15]
