@@ -248,13 +248,15 @@ typedef struct fl_pool_options {
     /** FL_BACKEND_THREAD (the default) or FL_BACKEND_PROCESS. */
     int backend;
     /** Process backend: seconds a task may run before its worker process is killed and
-     *  replaced and the task fails with FL_ETIMEDOUT. 0 (the default) or less: no limit. */
+     *  replaced; the task then fails with FL_EWORKER (code -SIGKILL, the message names the
+     *  timeout), and is not retried. 0 (the default) or less: no limit. */
     double task_timeout;
     /** Process backend: tasks a worker process runs before it is replaced by a fresh one
      *  (multiprocessing's maxtasksperchild). 0 (the default): no limit. */
     size_t max_tasks_per_child;
     /** Process backend: how many times a task is run again, on a fresh worker, after the
-     *  worker running it died. 0 (the default): a death fails the task with FL_EWORKER. */
+     *  worker running it died (at most task_retries + 1 runs in all). 0 (the default): a
+     *  death fails the task with FL_EWORKER. */
     int task_retries;
 } fl_pool_options;
 
@@ -547,7 +549,7 @@ int fl_pool_destroy(fl_pool pool);
  * result. Called from a task of the same pool, the calling worker runs other queued tasks
  * while it waits. Errors: FL_EHANDLE, FL_EINVAL (fn NULL, arg NULL with a length, out NULL
  * with a capacity), FL_ESTATE (pool closed), FL_ETASK / FL_ECANCELED (the task's outcome;
- * fl_last_error() gives its message; on a process pool also FL_EWORKER and FL_ETIMEDOUT, see
+ * fl_last_error() gives its message; on a process pool also FL_EWORKER, see
  * fl_result_get()), FL_ERANGE (the result did not fit: `*out_len` is the
  * size needed and the result is dropped). Thread-safe.
  */
@@ -774,8 +776,8 @@ int fl_result_successful(fl_result result);
  * Waits up to `timeout` seconds, then reports the outcome: FL_OK, the task's FL_ETASK
  * (fl_last_error() and fl_result_error() give its code and message) or FL_ECANCELED, or
  * FL_ETIMEDOUT; on a process pool also FL_EWORKER (the worker process died: the code is its
- * exit status or the negated signal, the message names it) or FL_ETIMEDOUT for a task that
- * exceeded the task timeout. For apply, `*data`/`*len` (each may be NULL) receive the result bytes,
+ * exit status or the negated signal, the message names it; a task that exceeded the task
+ * timeout has its worker killed: code -SIGKILL, the message says why). For apply, `*data`/`*len` (each may be NULL) receive the result bytes,
  * borrowed until fl_result_release(); for maps they are NULL/0 and the status is that of the
  * first failed item — read items with fl_result_item(). Thread-safe.
  */
@@ -790,7 +792,7 @@ int fl_result_count(fl_result result, size_t *count);
 /**
  * Reads item `index` of a ready result: FL_OK with its bytes in `*data`/`*len` (each may be
  * NULL; borrowed until fl_result_release()), or the item's failure: FL_ETASK, FL_ECANCELED, or
- * on a process pool FL_EWORKER (its worker process died) or FL_ETIMEDOUT (task timeout). Errors:
+ * on a process pool FL_EWORKER (its worker process died, or was killed for the task timeout). Errors:
  * FL_ESTATE (not ready: wait first), FL_ERANGE (index >= count), FL_EHANDLE. Thread-safe.
  */
 int fl_result_item(fl_result result, size_t index, const void **data, size_t *len);
@@ -828,7 +830,8 @@ int fl_result_release(fl_result result);
  *
  * Items are pulled from `source` (see fl_source_fn for its thread) only while fewer than
  * `read_ahead` items are pulled and not yet returned (0: 4 * workers * chunksize), each copied,
- * and sent to workers `chunksize` at a time (0 means 1). fl_pool_close() drains the rest of
+ * and sent to workers `chunksize` at a time (0 means 1). Pulling goes a whole chunk at a
+ * time, so up to `read_ahead` rounded up to a multiple of `chunksize` may be pulled ahead. fl_pool_close() drains the rest of
  * the input. Destroy with fl_iter_destroy(). Errors: FL_EHANDLE, FL_EINVAL (fn, source or
  * iter NULL), FL_ESTATE (pool not running), FL_ENOMEM. Thread-safe.
  */
@@ -845,8 +848,9 @@ int fl_pool_imap_unordered(fl_pool pool, fl_task_fn fn, void *user, fl_source_fn
 /**
  * Returns the next result, waiting at most `timeout` seconds: FL_OK with its bytes in
  * `*data`/`*len` (each may be NULL; borrowed until the next fl_iter_next() or
- * fl_iter_destroy()); FL_ETASK or FL_ECANCELED for an item that failed (fl_iter_error() gives
- * its code and message; iteration goes on with the next item); FL_ESOURCE once if the source
+ * fl_iter_destroy()); FL_ETASK or FL_ECANCELED for an item that failed, or on a process pool
+ * FL_EWORKER (its worker process died, or was killed for the task timeout) (fl_iter_error()
+ * gives its code and message; iteration goes on with the next item); FL_ESOURCE once if the source
  * failed; then FL_EDONE at the end. FL_ETIMEDOUT leaves the iterator as it was. Call from one
  * thread at a time.
  */

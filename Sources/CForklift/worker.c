@@ -18,6 +18,7 @@
 #include <linux/kcmp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -556,6 +557,17 @@ int fls_child_task_result_buffer(const void *raw, size_t len, void **buffer) {
 }
 
 int fls_child_task_return(const void *raw, const void *data, size_t len) {
+    /* As the thread backend checks them (Check.bytes), with the same messages. */
+    if (data == NULL && len != 0) {
+        char message[80];
+        snprintf(message, sizeof message, "data is NULL but its length is %zu", len);
+        fls_tls_set_message(message);
+        return FL_EINVAL;
+    }
+    if (len > (size_t)PTRDIFF_MAX) {
+        fls_tls_set_message("data length is impossible");
+        return FL_EINVAL;
+    }
     void *buffer = NULL;
     int status = fls_child_task_result_buffer(raw, len, &buffer);
     if (status == FL_OK && len > 0) memcpy(buffer, data, len);

@@ -313,7 +313,7 @@ static void test_a_task_closing_descriptors(void) {
 static void test_timeout_kills_and_replaces(void) {
     fl_pool pool = make_process_pool(1, 0.3, 0, 0);
     double start = now_s();
-    CHECK_RC(FL_ETIMEDOUT, fl_pool_apply(pool, behave, NULL, "sleep", 5, NULL, 0, NULL));
+    CHECK_RC(FL_EWORKER, fl_pool_apply(pool, behave, NULL, "sleep", 5, NULL, 0, NULL));
     double took = now_s() - start;
     CHECK(took < 10); /* generous: the machine may be loaded; the task itself sleeps 30 s */
     CHECK(strstr(fl_last_error(), "task timeout") != NULL);
@@ -375,6 +375,142 @@ static void test_retries_after_a_death(void) {
     CHECK_OK(fl_pool_apply(pool, crash_once, NULL, path, strlen(path), out, sizeof out, NULL));
     CHECK_OK(fl_pool_destroy(pool));
     unlink(path);
+}
+
+/* Appends its pid to the file the argument names, then dies. */
+static int log_and_die(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)ctx;
+    char path[128] = {0};
+    memcpy(path, arg, len < sizeof path - 1 ? len : sizeof path - 1);
+    FILE *f = fopen(path, "a");
+    if (f) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    raise(SIGKILL);
+    return 0;
+}
+
+static int lines_in(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int lines = 0, c;
+    while ((c = fgetc(f)) != EOF) lines += c == '\n';
+    fclose(f);
+    return lines;
+}
+
+/* A task that always kills its worker runs task_retries + 1 times, whether the caller ran it
+ * on a borrowed worker (fl_pool_apply) or it was queued (apply_async), and the failure names
+ * every run; terminate ends the retries of a task that keeps dying, and destroy returns. */
+static void test_retries_are_counted(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/forklift-retries-%d", (int)getpid());
+    for (int retries = 0; retries <= 2; retries++) {
+        for (int queued = 0; queued <= 1; queued++) {
+            unlink(path);
+            fl_pool pool = make_process_pool(2, 0, 0, retries);
+            if (queued) {
+                fl_result r = NULL;
+                CHECK_OK(fl_pool_apply_async(pool, log_and_die, NULL, path, strlen(path), NULL, NULL, NULL, &r));
+                CHECK_RC(FL_EWORKER, fl_result_get(r, 60, NULL, NULL));
+                CHECK_OK(fl_result_release(r));
+            } else {
+                CHECK_RC(FL_EWORKER, fl_pool_apply(pool, log_and_die, NULL, path, strlen(path), NULL, 0, NULL));
+                if (retries > 0) {
+                    char times[32];
+                    snprintf(times, sizeof times, "run %d times", retries + 1);
+                    CHECK(strstr(fl_last_error(), times) != NULL);
+                }
+            }
+            CHECK(lines_in(path) == retries + 1);
+            CHECK_OK(fl_pool_destroy(pool));
+        }
+    }
+    unlink(path);
+    fl_pool pool = make_process_pool(1, 0, 0, 1000000);
+    fl_result r = NULL;
+    CHECK_OK(fl_pool_apply_async(pool, behave, NULL, "kill", 4, NULL, NULL, NULL, &r));
+    struct timespec pause = {0, 300 * 1000000L};
+    nanosleep(&pause, NULL);
+    CHECK_OK(fl_pool_terminate(pool));
+    CHECK_OK(fl_pool_join(pool, 30));
+    CHECK_RC(FL_ECANCELED, fl_result_get(r, 30, NULL, NULL));
+    CHECK(strstr(fl_last_error(), "terminated") != NULL);
+    CHECK_OK(fl_result_release(r));
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+/* An int64 source of 0..n-1. */
+typedef struct {
+    int64_t next, count, value;
+} counting_source;
+
+static int count_up(void *user, const void **data, size_t *len) {
+    counting_source *source = user;
+    if (source->next >= source->count) return 0;
+    source->value = source->next++;
+    *data = &source->value;
+    *len = sizeof source->value;
+    return 1;
+}
+
+/* Item 1 sleeps past the task timeout; the others echo. */
+static int echo_but_one_sleeps(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user;
+    int64_t x = 0;
+    if (len == sizeof x) memcpy(&x, arg, sizeof x);
+    if (x == 1) sleep(30);
+    return fl_task_return(ctx, &x, sizeof x);
+}
+
+/* An imap item that exceeded the task timeout is a worker failure (FL_EWORKER), which
+ * fl_iter_next tells apart from its own wait running out (FL_ETIMEDOUT, iterator unchanged). */
+static void test_task_timeout_in_imap(void) {
+    fl_pool pool = make_process_pool(1, 0.3, 0, 0);
+    counting_source source = {0, 3, 0};
+    fl_iter it = NULL;
+    CHECK_OK(fl_pool_imap(pool, echo_but_one_sleeps, NULL, count_up, &source, 1, 0, &it));
+    const void *data = NULL;
+    size_t len = 0;
+    CHECK_OK(fl_iter_next(it, 30, &data, &len));
+    CHECK(len == 8 && *(const int64_t *)data == 0);
+    CHECK_RC(FL_EWORKER, fl_iter_next(it, 30, &data, &len));
+    int code = 0;
+    const char *message = NULL;
+    CHECK_OK(fl_iter_error(it, &code, &message));
+    CHECK(code == -SIGKILL && message && strstr(message, "task timeout"));
+    CHECK_OK(fl_iter_next(it, 30, &data, &len));
+    CHECK(len == 8 && *(const int64_t *)data == 2);
+    CHECK_RC(FL_EDONE, fl_iter_next(it, 30, &data, &len));
+    CHECK_OK(fl_iter_destroy(it));
+    CHECK_OK(fl_pool_destroy(pool));
+}
+
+/* fl_task_return refuses an impossible length in a worker process as on a thread. */
+static int return_impossible(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len;
+    int rc = fl_task_return(ctx, "x", (size_t)1 << 63);
+    int null_rc = fl_task_return(ctx, NULL, 4);
+    int64_t both[2] = {rc, null_rc};
+    return fl_task_return(ctx, both, sizeof both);
+}
+
+static void test_impossible_result_length(void) {
+    for (int backend = 0; backend <= 1; backend++) {
+        fl_pool pool = backend ? make_process_pool(1, 0, 0, 0) : NULL;
+        if (!backend) {
+            fl_pool_options o;
+            fl_pool_options_init(&o);
+            o.workers = 1;
+            CHECK_OK(fl_pool_create(&o, &pool));
+        }
+        int64_t both[2] = {0, 0};
+        CHECK_OK(fl_pool_apply(pool, return_impossible, NULL, NULL, 0, both, sizeof both, NULL));
+        CHECK(both[0] == FL_EINVAL);
+        CHECK(both[1] == FL_EINVAL);
+        CHECK_OK(fl_pool_destroy(pool));
+    }
 }
 
 static void test_large_arguments_and_results(void) {
@@ -732,7 +868,7 @@ static void test_pipelined_deaths(void) {
     CHECK(pids[18] > 0 && pids[18] != pids[16] && pids[18] == pids[39]);
     /* A timeout mid-pipeline. */
     memset(pids, 0, sizeof pids);
-    CHECK_RC(FL_ETIMEDOUT, run_pipeline(0.3, 0, 12, 5, 2, pids));
+    CHECK_RC(FL_EWORKER, run_pipeline(0.3, 0, 12, 5, 2, pids));
     CHECK(pids[4] > 0 && pids[6] > 0 && pids[6] != pids[4]);
     /* A retry mid-pipeline: the item runs again in the fresh worker and succeeds. */
     CHECK_OK(fl_shm_create(NULL, 64, &pipeline_flags));
@@ -828,6 +964,9 @@ int main(void) {
     test_max_tasks_per_child();
     test_initializer_in_each_process();
     test_retries_after_a_death();
+    test_retries_are_counted();
+    test_impossible_result_length();
+    test_task_timeout_in_imap();
     test_large_arguments_and_results();
     test_large_arguments_in_turn();
     test_typed_calls();

@@ -1240,6 +1240,25 @@ static void test_names_and_trace(fl_runtime rt) {
     /* Written after the unregistration, the trace still names the task that ran as "sum". */
     written_trace(rt, path, text, sizeof text);
     CHECK(count_of(text, "\"name\":\"sum\"") == 1);
+
+    /* One function under two names, with other user pointers: each task is traced under the
+     * name it was submitted by. */
+    fl_runtime own = new_runtime(1, 0);
+    CHECK_OK(fl_function_register("beta", sum_args, &offset));
+    CHECK_OK(fl_function_register("alpha", sum_args, &a));
+    CHECK_OK(fl_runtime_trace_start(own));
+    fl_ref by_name[3];
+    CHECK_OK(fl_remote_named(own, "beta", two, 2, NULL, &by_name[0]));
+    CHECK_OK(fl_remote_named(own, "alpha", two, 2, NULL, &by_name[1]));
+    CHECK_OK(fl_remote_named(own, "beta", two, 2, NULL, &by_name[2]));
+    for (int i = 0; i < 3; i++) CHECK(get_int(by_name[i]) == 42);
+    written_trace(own, path, text, sizeof text);
+    CHECK(count_of(text, "\"name\":\"alpha\"") == 1);
+    CHECK(count_of(text, "\"name\":\"beta\"") == 2);
+    for (int i = 0; i < 3; i++) fl_ref_release(by_name[i]);
+    CHECK_OK(fl_function_unregister("alpha"));
+    CHECK_OK(fl_function_unregister("beta"));
+    CHECK_OK(fl_runtime_shutdown(own));
     fl_ref_release(named);
     fl_ref_release(after);
     fl_ref_release(call);

@@ -236,13 +236,15 @@ typedef struct fl_pool_options {
     /** FL_BACKEND_THREAD (the default) or FL_BACKEND_PROCESS. */
     int backend;
     /** Process backend: seconds a task may run before its worker process is killed and
-     *  replaced and the task fails with FL_ETIMEDOUT. 0 (the default) or less: no limit. */
+     *  replaced; the task then fails with FL_EWORKER (code -SIGKILL, the message names the
+     *  timeout), and is not retried. 0 (the default) or less: no limit. */
     double task_timeout;
     /** Process backend: tasks a worker process runs before it is replaced by a fresh one
      *  (multiprocessing's maxtasksperchild). 0 (the default): no limit. */
     size_t max_tasks_per_child;
     /** Process backend: how many times a task is run again, on a fresh worker, after the
-     *  worker running it died. 0 (the default): a death fails the task with FL_EWORKER. */
+     *  worker running it died (at most task_retries + 1 runs in all). 0 (the default): a
+     *  death fails the task with FL_EWORKER. */
     int task_retries;
 } fl_pool_options;
 

@@ -5,7 +5,8 @@ import CForklift
 ///
 /// Items are pulled from `source` (see fl_source_fn for its thread) only while fewer than
 /// `read_ahead` items are pulled and not yet returned (0: 4 * workers * chunksize), each copied,
-/// and sent to workers `chunksize` at a time (0 means 1). fl_pool_close() drains the rest of
+/// and sent to workers `chunksize` at a time (0 means 1). Pulling goes a whole chunk at a
+/// time, so up to `read_ahead` rounded up to a multiple of `chunksize` may be pulled ahead. fl_pool_close() drains the rest of
 /// the input. Destroy with fl_iter_destroy(). Errors: FL_EHANDLE, FL_EINVAL (fn, source or
 /// iter NULL), FL_ESTATE (pool not running), FL_ENOMEM. Thread-safe.
 @_cdecl("fl_pool_imap")
@@ -43,8 +44,9 @@ private func startImap(_ pool: fl_pool?, _ fn: fl_task_fn?, _ user: UnsafeMutabl
 
 /// Returns the next result, waiting at most `timeout` seconds: FL_OK with its bytes in
 /// `*data`/`*len` (each may be NULL; borrowed until the next fl_iter_next() or
-/// fl_iter_destroy()); FL_ETASK or FL_ECANCELED for an item that failed (fl_iter_error() gives
-/// its code and message; iteration goes on with the next item); FL_ESOURCE once if the source
+/// fl_iter_destroy()); FL_ETASK or FL_ECANCELED for an item that failed, or on a process pool
+/// FL_EWORKER (its worker process died, or was killed for the task timeout) (fl_iter_error()
+/// gives its code and message; iteration goes on with the next item); FL_ESOURCE once if the source
 /// failed; then FL_EDONE at the end. FL_ETIMEDOUT leaves the iterator as it was. Call from one
 /// thread at a time.
 @_cdecl("fl_iter_next")

@@ -48,8 +48,8 @@ public func fl_result_successful(_ result: fl_result?) -> CInt {
 /// Waits up to `timeout` seconds, then reports the outcome: FL_OK, the task's FL_ETASK
 /// (fl_last_error() and fl_result_error() give its code and message) or FL_ECANCELED, or
 /// FL_ETIMEDOUT; on a process pool also FL_EWORKER (the worker process died: the code is its
-/// exit status or the negated signal, the message names it) or FL_ETIMEDOUT for a task that
-/// exceeded the task timeout. For apply, `*data`/`*len` (each may be NULL) receive the result bytes,
+/// exit status or the negated signal, the message names it; a task that exceeded the task
+/// timeout has its worker killed: code -SIGKILL, the message says why). For apply, `*data`/`*len` (each may be NULL) receive the result bytes,
 /// borrowed until fl_result_release(); for maps they are NULL/0 and the status is that of the
 /// first failed item — read items with fl_result_item(). Thread-safe.
 @_cdecl("fl_result_get")
@@ -84,7 +84,7 @@ public func fl_result_count(_ result: fl_result?, _ count: UnsafeMutablePointer<
 
 /// Reads item `index` of a ready result: FL_OK with its bytes in `*data`/`*len` (each may be
 /// NULL; borrowed until fl_result_release()), or the item's failure: FL_ETASK, FL_ECANCELED, or
-/// on a process pool FL_EWORKER (its worker process died) or FL_ETIMEDOUT (task timeout). Errors:
+/// on a process pool FL_EWORKER (its worker process died, or was killed for the task timeout). Errors:
 /// FL_ESTATE (not ready: wait first), FL_ERANGE (index >= count), FL_EHANDLE. Thread-safe.
 @_cdecl("fl_result_item")
 public func fl_result_item(_ result: fl_result?, _ index: size_t, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?,

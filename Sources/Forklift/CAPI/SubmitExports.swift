@@ -10,7 +10,7 @@ import CForklift
 /// result. Called from a task of the same pool, the calling worker runs other queued tasks
 /// while it waits. Errors: FL_EHANDLE, FL_EINVAL (fn NULL, arg NULL with a length, out NULL
 /// with a capacity), FL_ESTATE (pool closed), FL_ETASK / FL_ECANCELED (the task's outcome;
-/// fl_last_error() gives its message; on a process pool also FL_EWORKER and FL_ETIMEDOUT, see
+/// fl_last_error() gives its message; on a process pool also FL_EWORKER, see
 /// fl_result_get()), FL_ERANGE (the result did not fit: `*out_len` is the
 /// size needed and the result is dropped). Thread-safe.
 @_cdecl("fl_pool_apply")

@@ -7,7 +7,6 @@ import CForklift
 @_cdecl("fl_task_return")
 public func fl_task_return(_ ctx: fl_task_ctx?, _ data: UnsafeRawPointer?, _ len: size_t) -> CInt {
     if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 {
-        if data == nil && len != 0 { return FL_EINVAL }
         return fls_child_task_return(UnsafeRawPointer(ctx), data, len)
     }
     return withStatus { () throws(Failure) in

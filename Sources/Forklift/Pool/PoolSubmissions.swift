@@ -34,7 +34,12 @@ extension Pool {
                             capacity: capacity) {
             box.completeAndNotify(units: 1)
         } else {
-            try submitApply(fn, user: user, arg: arg, length: length, box: box, output: output, capacity: capacity)
+            do throws(Failure) {
+                try submitApply(fn, user: user, arg: arg, length: length, box: box, output: output, capacity: capacity)
+            } catch {
+                _ = HandedBackDeaths.take(for: box.slots)  // a handed-back task that cannot be queued
+                throw error
+            }
             _ = box.wait(until: .forever)
         }
         let slot = box.slots

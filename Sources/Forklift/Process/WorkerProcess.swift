@@ -309,7 +309,7 @@ final class WorkerProcess {
         fls_worker_request(worker, UInt32(mine)).pointee.cancel_requested = 0  // published by the send
         fls_worker_assign(worker, seq, UInt32(mine))
         slotFailures[mine] = nil
-        slotDeaths[mine] = []
+        slotDeaths[mine] = direct ? [] : HandedBackDeaths.take(for: slot)
         fls_worker_send(worker)
         inFlight += 1
         // Queue the next task behind this one while the child runs it.
@@ -323,6 +323,7 @@ final class WorkerProcess {
         if let failure = slotFailures[mine] {
             if failure.status == Self.needsFreshWorker {
                 ran = false
+                if !slotDeaths[mine].isEmpty { HandedBackDeaths.keep(slotDeaths[mine], for: slot) }
             } else {
                 ResultSlot.fail(slot, status: failure.status, code: failure.code, message: failure.message)
             }
@@ -439,8 +440,9 @@ final class WorkerProcess {
             let slot = slotIndex(started)
             idleDeaths = 0
             if timedOut {
+                // A worker failure (killed), not FL_ETIMEDOUT, which means a wait ran out.
                 slotFailures[slot] = SlotFailure(
-                    status: FL_ETIMEDOUT, code: FL_ETIMEDOUT,
+                    status: FL_EWORKER, code: -SIGKILL,
                     message: "task ran longer than the task timeout (\(settings.taskTimeout) s); "
                         + "worker process \(pid) was killed and is replaced")
                 resume = started
@@ -469,6 +471,18 @@ final class WorkerProcess {
             }
         }
         guard resume != sent else {
+            fls_worker_prepare(worker, sent)
+            return
+        }
+        if fls_atomic_load_u32(cancelled) != 0 {
+            // Terminated: no fresh child, not even for a retry; the rest is cancelled.
+            var seq = resume &+ 1
+            while Self.reached(sent, seq) {
+                slotFailures[slotIndex(seq)] = SlotFailure(
+                    status: FL_ECANCELED, code: FL_ECANCELED,
+                    message: "pool terminated; worker process \(pid) \(Self.describe(end)) and is not replaced")
+                seq &+= 1
+            }
             fls_worker_prepare(worker, sent)
             return
         }

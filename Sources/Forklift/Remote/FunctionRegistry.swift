@@ -64,10 +64,16 @@ enum FunctionRegistry {
         }
     }
 
-    /// The name the function at `address` is registered under, else the last name it was
-    /// registered under, if any (for traces).
-    static func name(of address: UnsafeRawPointer) -> String? {
-        lock.withLock { entries.first { $0.value.address == address }?.key ?? formerNames[address] }
+    /// The name the function at `address`, called with `user`, is registered under, else the
+    /// last name it was registered under, if any (for traces). A function registered under
+    /// several names with other user pointers is named by the one it was called with; among
+    /// names that fit equally, the first in byte order.
+    static func name(of address: UnsafeRawPointer, user: UnsafeRawPointer?) -> String? {
+        lock.withLock {
+            let matching = entries.filter { $0.value.address == address }
+            let exact = matching.filter { $0.value.typed == nil && UnsafeRawPointer($0.value.user) == user }
+            return (exact.isEmpty ? matching : exact).keys.min() ?? formerNames[address]
+        }
     }
 
     private static func validate(_ name: String) throws(Failure) {

@@ -13,6 +13,8 @@ final class Timeline {
     struct Event {
         /// The function run (its address: a remote function, or a typed task's C function).
         let function: UnsafeRawPointer
+        /// The user pointer it was called with (which of its registered names it ran under).
+        let user: UnsafeRawPointer?
         let thread: Int64
         let startNanoseconds: Int64
         let endNanoseconds: Int64
@@ -68,19 +70,19 @@ final class Timeline {
         }
         let pid = getpid()
         let origin = snapshot.0.map(\.startNanoseconds).min() ?? 0
-        var names: [UnsafeRawPointer: String] = [:]
+        var names: [CalledAs: String] = [:]
         fputs("{\"displayTimeUnit\":\"ms\",\"otherData\":{\"dropped_events\":\(snapshot.1)},\"traceEvents\":[\n", file)
         fputs("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":\(pid),\"args\":{\"name\":\"forklift runtime\"}}", file)
         for event in snapshot.0 {
-            let address = event.function
+            let called = CalledAs(function: event.function, user: event.user)
             let name: String
             if let label = event.label {
                 name = label.description
-            } else if let known = names[address] {
+            } else if let known = names[called] {
                 name = known
             } else {
-                name = Self.functionName(address)
-                names[address] = name
+                name = Self.functionName(called)
+                names[called] = name
             }
             let start = Double(event.startNanoseconds - origin) / 1000
             let duration = Double(event.endNanoseconds - event.startNanoseconds) / 1000
@@ -96,9 +98,16 @@ final class Timeline {
         }
     }
 
+    /// A function and the user pointer it was called with: what a trace names.
+    private struct CalledAs: Hashable {
+        let function: UnsafeRawPointer
+        let user: UnsafeRawPointer?
+    }
+
     /// The registered name of a function, else its symbol, else its address.
-    private static func functionName(_ address: UnsafeRawPointer) -> String {
-        if let registered = FunctionRegistry.name(of: address) { return registered }
+    private static func functionName(_ called: CalledAs) -> String {
+        let address = called.function
+        if let registered = FunctionRegistry.name(of: address, user: called.user) { return registered }
         var path = [CChar](repeating: 0, count: 4096)
         var symbol = [CChar](repeating: 0, count: 512)
         if fls_function_name(address, &path, path.count, &symbol, symbol.count) == 0 {
