@@ -951,7 +951,8 @@ int fl_process_start(fl_task_fn fn, void *user, const void *arg, size_t arg_len,
 
 /**
  * Waits until the process has ended, at most `timeout` seconds (FL_FOREVER: no limit; 0:
- * poll), and reaps it. Returns FL_OK once it has ended, FL_ETIMEDOUT, or FL_EHANDLE.
+ * poll), and reaps it. Returns FL_OK once it has ended, FL_ETIMEDOUT, FL_EHANDLE, or FL_EINVAL
+ * (a NaN timeout).
  * Thread-safe: several threads may join the same process.
  */
 int fl_process_join(fl_process process, double timeout);
@@ -964,7 +965,8 @@ int fl_process_is_alive(fl_process process);
 
 /**
  * Stores the exit code in `*code` (multiprocessing's exitcode): the function's return value
- * (0 for success), the status passed to exit() if the function called it, or the negated
+ * as an exit status holds it (0 for success; else its low 8 bits, so -2 reads 254, or 1 if
+ * those are 0), the status passed to exit() if the function called it, or the negated
  * signal number if a signal ended the process (-9 for SIGKILL); FL_EXIT_UNKNOWN if it ended
  * before its function returned and its status was collected elsewhere in the program (see
  * FL_EXIT_UNKNOWN). Errors: FL_ESTATE (still running), FL_EHANDLE, FL_EINVAL. Thread-safe.
@@ -1083,7 +1085,8 @@ int fl_queue_destroy(fl_queue queue);
  * so it never leaks. A `name` such as "/my-data" makes a POSIX shared-memory object that
  * outlives the processes until fl_shm_unlink(). Processes started afterwards inherit the
  * mapping; any process of the same user may map it with fl_shm_open() and the name from
- * fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name, a size of 0 or above 16 TiB),
+ * fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name — one beginning with "memfd:" too,
+ * as anonymous segments' tokens do —, a size of 0 or above 16 TiB),
  * FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started
  * process or a worker process.
  */
@@ -1133,8 +1136,10 @@ int fl_shm_unlink(const char *name);
  * (multiprocessing.Pipe). With `duplex` non-zero both ends send and receive; otherwise
  * `first` only receives and `second` only sends. Messages are byte blobs of any size, each
  * delivered whole and in order; large ones (above 64 KiB) travel in shared memory passed
- * along with the message. Processes started afterwards inherit both ends (each process
- * should close the ends it does not use, so that the peer sees the end of the stream).
+ * along with the message. Processes started afterwards with the fork start method inherit
+ * both ends (each process should close the ends it does not use, so that the peer sees the
+ * end of the stream). A pipe has no name to open it by: a spawn or forkserver child, which
+ * inherits no handles, talks to its parent through a queue (fl_queue_name) instead.
  * Errors: FL_EINVAL (NULL pointers), FL_ESYSTEM. Thread-safe.
  */
 int fl_pipe_create(int duplex, fl_pipe *first, fl_pipe *second);

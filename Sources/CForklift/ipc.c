@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,21 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* A region of the overflow area that one process holds while it copies a large message in
+ * (a producer, before the message is published) or out (a consumer, after taking it): if that
+ * process dies meanwhile, another one that reserves a region finds its pid gone and gives the
+ * pages back. pid 0: the entry is free. Guarded by the queue's lock. */
+typedef struct fls_transit {
+    int32_t pid;
+    uint32_t unused;
+    uint64_t offset;
+    uint64_t span;
+} fls_transit;
+
+/* Large messages in transit at once that a death cannot leak; beyond that, a copy goes
+ * untracked (and leaks its region if its process dies during the copy). */
+#define QUEUE_TRANSITS 64
 
 struct fls_queue {
     fls_shared_header header; /* kind FLS_SHARED_QUEUE; the mapping's length */
@@ -31,7 +47,10 @@ struct fls_queue {
     uint32_t closed;
     uint64_t overflow_end;  /* bytes handed out in the overflow area (page multiples) */
     uint64_t file_size;     /* the memfd's size: the header, the ring, the overflow area */
+    fls_transit transit[QUEUE_TRANSITS];
 };
+
+_Static_assert(sizeof(fls_queue) <= 4096, "a queue's header fits its first page");
 
 /* A message is a length word, then its bytes padded to 8. A large message (above a quarter of
  * the ring) lives out of line, in the overflow area of the queue's own memfd after the ring:
@@ -45,7 +64,8 @@ static unsigned char *ring(fls_queue *q) { return (unsigned char *)q + header_si
 static uint64_t cost(size_t len) { return 8 + (((uint64_t)len + 7) & ~(uint64_t)7); }
 static uint64_t page_up(uint64_t n) { return (n + 4095) & ~(uint64_t)4095; }
 static uint64_t overflow_start(const fls_queue *q) { return page_up(header_size() + q->capacity); }
-static int out_of_line(const fls_queue *q, size_t len) { return cost(len) > q->capacity / 4; }
+/* A message of 8 bytes or less costs the ring no more than its out-of-line record would. */
+static int out_of_line(const fls_queue *q, size_t len) { return len > 8 && cost(len) > q->capacity / 4; }
 
 fls_queue *fls_queue_create(size_t capacity, size_t max_items, int *fd, int *error) {
     capacity = (capacity + 7) & ~(size_t)7;
@@ -108,10 +128,41 @@ static void append(fls_queue *q, uint64_t header, const void *body, size_t body_
     fls_shared_cond_broadcast(&q->not_empty);
 }
 
+static void release_out_of_line(fls_queue *q, int fd, uint64_t offset, size_t len) {
+    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(overflow_start(q) + offset), (off_t)page_up(len));
+}
+
+/* Records (the lock held) that this process holds the region at `offset`; returns its entry,
+ * or -1 if every entry is taken. First gives back the regions of processes that died holding
+ * theirs (a zombie still counts as alive until it is reaped). */
+static int transit_begin(fls_queue *q, int fd, uint64_t offset, uint64_t span) {
+    int free_entry = -1;
+    for (int i = 0; i < QUEUE_TRANSITS; i++) {
+        fls_transit *t = &q->transit[i];
+        if (t->pid != 0 && kill(t->pid, 0) != 0 && errno == ESRCH) {
+            release_out_of_line(q, fd, t->offset, t->span);
+            t->pid = 0;
+        }
+        if (t->pid == 0 && free_entry < 0) free_entry = i;
+    }
+    if (free_entry >= 0) {
+        q->transit[free_entry].offset = offset;
+        q->transit[free_entry].span = span;
+        q->transit[free_entry].pid = (int32_t)getpid();
+    }
+    return free_entry;
+}
+
+/* The region of entry `entry` is no longer this process's to give back (the lock held). */
+static void transit_end(fls_queue *q, int entry) {
+    if (entry >= 0) q->transit[entry].pid = 0;
+}
+
 /* Copies a large message into a fresh region of the overflow area. Returns FL_OK with the
- * region's offset, or FL_ENOMEM. */
-static int store_out_of_line(fls_queue *q, int fd, const void *data, size_t len, uint64_t *offset) {
+ * region's offset and its transit entry (see transit_begin), or FL_ENOMEM. */
+static int store_out_of_line(fls_queue *q, int fd, const void *data, size_t len, uint64_t *offset, int *entry) {
     uint64_t span = page_up(len);
+    *entry = -1;
     lock(q);
     *offset = q->overflow_end;
     q->overflow_end += span;
@@ -121,18 +172,21 @@ static int store_out_of_line(fls_queue *q, int fd, const void *data, size_t len,
         grown = ftruncate(fd, (off_t)end) == 0;
         if (grown) q->file_size = end;
     }
+    if (grown) *entry = transit_begin(q, fd, *offset, span);
     pthread_mutex_unlock(&q->lock);
     if (!grown) return FL_ENOMEM;
     /* Copied without the lock: the region is this producer's until it is published. */
     void *map = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(overflow_start(q) + *offset));
-    if (map == MAP_FAILED) return FL_ENOMEM;
+    if (map == MAP_FAILED) {
+        lock(q);
+        transit_end(q, *entry);
+        pthread_mutex_unlock(&q->lock);
+        release_out_of_line(q, fd, *offset, len);
+        return FL_ENOMEM;
+    }
     memcpy(map, data, len);
     munmap(map, span);
     return FL_OK;
-}
-
-static void release_out_of_line(fls_queue *q, int fd, uint64_t offset, size_t len) {
-    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(overflow_start(q) + offset), (off_t)page_up(len));
 }
 
 int fls_queue_put(fls_queue *q, int fd, const void *data, size_t len, int64_t deadline_ns) {
@@ -150,10 +204,14 @@ int fls_queue_put(fls_queue *q, int fd, const void *data, size_t len, int64_t de
     pthread_mutex_unlock(&q->lock);
     if (status != FL_OK) return status;
     uint64_t offset = 0;
-    status = store_out_of_line(q, fd, data, len, &offset);
+    int entry = -1;
+    status = store_out_of_line(q, fd, data, len, &offset, &entry);
     if (status != FL_OK) return status;
     lock(q);
     status = wait_for_room(q, cost(8), deadline_ns);
+    /* The entry goes before the message is published: a death in between leaks the region,
+     * but a published region is never given back as a dead producer's. */
+    transit_end(q, entry);
     if (status == FL_OK) append(q, OUT_OF_LINE | len, &offset, 8);
     pthread_mutex_unlock(&q->lock);
     if (status != FL_OK) release_out_of_line(q, fd, offset, len);
@@ -205,9 +263,13 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
         return FL_ERANGE;
     }
     uint64_t offset = 0;
+    int entry = -1;
     if (header & OUT_OF_LINE) {
         copy_out(q, q->head + 8, &offset, 8);
         q->head += cost(8);
+        /* After the message is taken: a death in between leaks the region, but a region
+         * still in the queue is never given back as a dead consumer's. */
+        entry = transit_begin(q, fd, offset, page_up(length));
     } else {
         if (length > 0) copy_out(q, q->head + 8, buffer, length);
         q->head += cost(length);
@@ -227,6 +289,11 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
         munmap(map, span);
     }
     release_out_of_line(q, fd, offset, length);
+    if (entry >= 0) {
+        lock(q);
+        transit_end(q, entry);
+        pthread_mutex_unlock(&q->lock);
+    }
     return status;
 }
 

@@ -52,6 +52,8 @@ static int behave(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
     if (strcmp(what, "segv") == 0) raise(SIGSEGV);
     if (strcmp(what, "sleep") == 0) sleep(30);
     if (strcmp(what, "fail") == 0) return fl_task_fail(ctx, 300, "bad");
+    if (strcmp(what, "minus two") == 0) return -2;
+    if (strcmp(what, "256") == 0) return 256;
     if (strcmp(what, "pool") == 0) {
         fl_pool pool = NULL;
         return fl_pool_create(NULL, &pool) == FL_ENOTSUP ? 0 : 1;
@@ -151,7 +153,9 @@ static int return_too_much(void *user, const void *arg, size_t len, fl_task_ctx 
 
 static void test_exit_codes(void) {
     struct { const char *arg; int code; } cases[] = {{"ok", 0}, {"seven", 7}, {"exit", 3}, {"segv", -SIGSEGV},
-                                                     {"fail", 300}, {"pool", 0}};
+                                                     {"fail", 300 & 0xff}, {"pool", 0},
+                                                     /* as an exit status holds them: negative means a signal */
+                                                     {"minus two", 254}, {"256", 1}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fl_process p = NULL;
         CHECK_OK(fl_process_start(behave, NULL, cases[i].arg, strlen(cases[i].arg), NULL, &p));
@@ -392,6 +396,66 @@ static void test_queue_large_messages(void) {
     free(back);
 }
 
+#define IN_TRANSIT_MESSAGE (8u << 20)
+
+/* Puts 8 MiB messages until killed. */
+static int put_forever(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len; (void)ctx;
+    unsigned char *data = malloc(IN_TRANSIT_MESSAGE);
+    if (!data) return 1;
+    memset(data, 7, IN_TRANSIT_MESSAGE);
+    for (;;) fl_queue_put(shared_queue, data, IN_TRANSIT_MESSAGE, FL_FOREVER);
+}
+
+/* Takes messages until killed. */
+static int get_forever(void *user, const void *arg, size_t len, fl_task_ctx ctx) {
+    (void)user; (void)arg; (void)len; (void)ctx;
+    unsigned char *data = malloc(IN_TRANSIT_MESSAGE);
+    if (!data) return 1;
+    size_t got = 0;
+    for (;;) fl_queue_get(shared_queue, data, IN_TRANSIT_MESSAGE, &got, FL_FOREVER);
+}
+
+/* Producers and consumers killed while they copy a large message in or out: the regions
+ * they held are given back (at the next large message), so an empty queue does not keep
+ * their memory; an empty message fits even the smallest queue. */
+static void test_queue_deaths_mid_copy(void) {
+    CHECK_OK(fl_queue_create(65536, 0, &shared_queue));
+    unsigned char *buffer = malloc(IN_TRANSIT_MESSAGE);
+    memset(buffer, 1, IN_TRANSIT_MESSAGE);
+    size_t len = 0;
+    for (int round = 0; round < 24; round++) {
+        int consumer = round % 2;
+        fl_process p = NULL;
+        CHECK_OK(fl_process_start(consumer ? get_forever : put_forever, NULL, NULL, 0, NULL, &p));
+        if (consumer)
+            for (int i = 0; i < 3; i++) CHECK_OK(fl_queue_put(shared_queue, buffer, IN_TRANSIT_MESSAGE, 30));
+        struct timespec pause = {0, (1 + round % 7) * 1000000L};
+        nanosleep(&pause, NULL);
+        CHECK_OK(fl_process_kill(p));
+        CHECK_OK(fl_process_join(p, 30));
+        CHECK_OK(fl_process_destroy(p));
+        while (fl_queue_get(shared_queue, buffer, IN_TRANSIT_MESSAGE, &len, 0) == FL_OK) {}
+    }
+    /* One more message through: its put gives back what the last dead ones held. */
+    CHECK_OK(fl_queue_put(shared_queue, buffer, IN_TRANSIT_MESSAGE, 30));
+    CHECK_OK(fl_queue_get(shared_queue, buffer, IN_TRANSIT_MESSAGE, &len, 30));
+    long long kept = queue_memory(shared_queue);
+    CHECK(kept >= 0 && kept < (2 << 20));
+    CHECK_OK(fl_queue_destroy(shared_queue));
+    free(buffer);
+
+    for (size_t capacity = 1; capacity <= 64; capacity++) {
+        fl_queue q = NULL;
+        CHECK_OK(fl_queue_create(capacity, 0, &q));
+        CHECK_OK(fl_queue_put(q, NULL, 0, 0));
+        char out[4];
+        CHECK_OK(fl_queue_get(q, out, sizeof out, &len, 0));
+        CHECK(len == 0);
+        CHECK_OK(fl_queue_destroy(q));
+    }
+}
+
 static void test_queue_across_processes(void) {
     CHECK_OK(fl_queue_create(4096, 0, &shared_queue)); /* small: producers block on a full queue */
     fl_process producers[3], consumers[2];
@@ -473,6 +537,11 @@ static void test_shared_memory(void) {
     CHECK_RC(FL_EINVAL, fl_shm_open(named, &again));
     CHECK_RC(FL_EINVAL, fl_shm_open("memfd:1:999999", &again));
     CHECK_RC(FL_EINVAL, fl_shm_create(NULL, 0, &again));
+    /* A name fl_shm_open would take for an anonymous segment's token is refused. */
+    char token_like[64];
+    snprintf(token_like, sizeof token_like, "memfd:%d:1", (int)getpid());
+    CHECK_RC(FL_EINVAL, fl_shm_create(token_like, 4096, &again));
+    CHECK(strstr(fl_last_error(), "memfd:") != NULL);
     CHECK_RC(FL_EINVAL, fl_shm_create(NULL, SIZE_MAX, &again));
     CHECK(strstr(fl_last_error(), "18446744073709551615") != NULL); /* the size asked for, not -1 */
     CHECK_OK(fl_pool_destroy(pool));
@@ -562,6 +631,7 @@ int main(int argc, char **argv) {
     test_queue_semantics();
     test_queue_across_processes();
     test_queue_large_messages();
+    test_queue_deaths_mid_copy();
     test_shared_memory();
     test_daemon();
     test_daemon_ends_with_parent();

@@ -4,8 +4,10 @@ import CForklift
 /// (multiprocessing.Pipe). With `duplex` non-zero both ends send and receive; otherwise
 /// `first` only receives and `second` only sends. Messages are byte blobs of any size, each
 /// delivered whole and in order; large ones (above 64 KiB) travel in shared memory passed
-/// along with the message. Processes started afterwards inherit both ends (each process
-/// should close the ends it does not use, so that the peer sees the end of the stream).
+/// along with the message. Processes started afterwards with the fork start method inherit
+/// both ends (each process should close the ends it does not use, so that the peer sees the
+/// end of the stream). A pipe has no name to open it by: a spawn or forkserver child, which
+/// inherits no handles, talks to its parent through a queue (fl_queue_name) instead.
 /// Errors: FL_EINVAL (NULL pointers), FL_ESYSTEM. Thread-safe.
 @_cdecl("fl_pipe_create")
 public func fl_pipe_create(_ duplex: CInt, _ first: UnsafeMutablePointer<fl_pipe?>?,

@@ -63,7 +63,8 @@ public func fl_process_start(_ fn: fl_task_fn?, _ user: UnsafeMutableRawPointer?
 }
 
 /// Waits until the process has ended, at most `timeout` seconds (FL_FOREVER: no limit; 0:
-/// poll), and reaps it. Returns FL_OK once it has ended, FL_ETIMEDOUT, or FL_EHANDLE.
+/// poll), and reaps it. Returns FL_OK once it has ended, FL_ETIMEDOUT, FL_EHANDLE, or FL_EINVAL
+/// (a NaN timeout).
 /// Thread-safe: several threads may join the same process.
 @_cdecl("fl_process_join")
 public func fl_process_join(_ process: fl_process?, _ timeout: Double) -> CInt {
@@ -88,7 +89,8 @@ public func fl_process_is_alive(_ process: fl_process?) -> CInt {
 }
 
 /// Stores the exit code in `*code` (multiprocessing's exitcode): the function's return value
-/// (0 for success), the status passed to exit() if the function called it, or the negated
+/// as an exit status holds it (0 for success; else its low 8 bits, so -2 reads 254, or 1 if
+/// those are 0), the status passed to exit() if the function called it, or the negated
 /// signal number if a signal ended the process (-9 for SIGKILL); FL_EXIT_UNKNOWN if it ended
 /// before its function returned and its status was collected elsewhere in the program (see
 /// FL_EXIT_UNKNOWN). Errors: FL_ESTATE (still running), FL_EHANDLE, FL_EINVAL. Thread-safe.

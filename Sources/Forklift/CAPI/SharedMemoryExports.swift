@@ -131,7 +131,8 @@ public func fl_queue_destroy(_ queue: fl_queue?) -> CInt {
 /// so it never leaks. A `name` such as "/my-data" makes a POSIX shared-memory object that
 /// outlives the processes until fl_shm_unlink(). Processes started afterwards inherit the
 /// mapping; any process of the same user may map it with fl_shm_open() and the name from
-/// fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name, a size of 0 or above 16 TiB),
+/// fl_shm_name(). Errors: FL_EINVAL (shm NULL, bad name — one beginning with "memfd:" too,
+/// as anonymous segments' tokens do —, a size of 0 or above 16 TiB),
 /// FL_ESTATE (the name exists), FL_ENOMEM, FL_ESYSTEM. Thread-safe; also inside a started
 /// process or a worker process.
 @_cdecl("fl_shm_create")

@@ -12,6 +12,10 @@ final class SharedSegment {
     let name: String
 
     init(create name: String?, size: Int) throws(Failure) {
+        if let name, name.hasPrefix("memfd:") {
+            // fl_shm_open would read it as an anonymous segment's token.
+            throw Failure(FL_EINVAL, "\"\(name)\" is not a valid shared-memory name (\"memfd:\" begins anonymous segments' tokens)")
+        }
         var mapped = fls_segment()
         let error = name.map { text in text.withCString { fls_segment_create($0, size, &mapped) } }
             ?? fls_segment_create(nil, size, &mapped)
