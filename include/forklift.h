@@ -966,7 +966,7 @@ int fl_process_is_alive(fl_process process);
 /**
  * Stores the exit code in `*code` (multiprocessing's exitcode): the function's return value
  * as an exit status holds it (0 for success; else its low 8 bits, so -2 reads 254, or 1 if
- * those are 0), the status passed to exit() if the function called it, or the negated
+ * those are 0; the same for a code passed to fl_task_fail()), the status passed to exit() if the function called it, or the negated
  * signal number if a signal ended the process (-9 for SIGKILL); FL_EXIT_UNKNOWN if it ended
  * before its function returned and its status was collected elsewhere in the program (see
  * FL_EXIT_UNKNOWN). Errors: FL_ESTATE (still running), FL_EHANDLE, FL_EINVAL. Thread-safe.
@@ -1578,10 +1578,12 @@ int fl_actor_kill(fl_actor actor);
  * fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
  * stops an isolated task that does not look, not an actor call). No effect once the task has
  * finished. Tasks depending on the object fail with that cause. Recursive, as in Ray: the
- * tasks and actor calls that the task submitted while running (nested tasks), and that have
- * not finished, are cancelled the same way, theirs in turn, and so is any it submits after
- * this call while it runs on (fl_cancel_with() without FL_CANCEL_RECURSIVE cancels the task
- * alone). Errors: FL_EINVAL (the object was put, not produced by a task), FL_EHANDLE.
+ * remote tasks that the task submitted from its own thread while running (nested tasks; not
+ * actor calls, which belong to their actor), and that have not finished, are cancelled the
+ * same way, theirs in turn, and so is any it submits after this call while it runs on
+ * (fl_cancel_with() without FL_CANCEL_RECURSIVE cancels the task alone). Only the first
+ * cancel of a task counts: its object is resolved then, and a later cancel changes nothing,
+ * recursive or not. Errors: FL_EINVAL (the object was put, not produced by a task), FL_EHANDLE.
  * Thread-safe.
  */
 int fl_cancel(fl_ref ref);

@@ -31,8 +31,9 @@ static inline uint64_t fls_atomic_and_u64(uint64_t *p, uint64_t v) { return __at
 
 static inline uint32_t fls_atomic_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void fls_atomic_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-/** A sequentially consistent store: later loads cannot move before it. */
+/** A sequentially consistent load (pairs with seq_cst stores in a store-then-load handshake). */
 static inline uint32_t fls_atomic_load_seq_cst_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+/** A sequentially consistent store: later loads cannot move before it. */
 static inline void fls_atomic_store_seq_cst_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
 static inline uint32_t fls_atomic_exchange_u32(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
 static inline uint32_t fls_atomic_add_u32(uint32_t *p, uint32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }

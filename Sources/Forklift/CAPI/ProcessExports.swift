@@ -90,7 +90,7 @@ public func fl_process_is_alive(_ process: fl_process?) -> CInt {
 
 /// Stores the exit code in `*code` (multiprocessing's exitcode): the function's return value
 /// as an exit status holds it (0 for success; else its low 8 bits, so -2 reads 254, or 1 if
-/// those are 0), the status passed to exit() if the function called it, or the negated
+/// those are 0; the same for a code passed to fl_task_fail()), the status passed to exit() if the function called it, or the negated
 /// signal number if a signal ended the process (-9 for SIGKILL); FL_EXIT_UNKNOWN if it ended
 /// before its function returned and its status was collected elsewhere in the program (see
 /// FL_EXIT_UNKNOWN). Errors: FL_ESTATE (still running), FL_EHANDLE, FL_EINVAL. Thread-safe.

@@ -605,10 +605,12 @@ public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
 /// fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
 /// stops an isolated task that does not look, not an actor call). No effect once the task has
 /// finished. Tasks depending on the object fail with that cause. Recursive, as in Ray: the
-/// tasks and actor calls that the task submitted while running (nested tasks), and that have
-/// not finished, are cancelled the same way, theirs in turn, and so is any it submits after
-/// this call while it runs on (fl_cancel_with() without FL_CANCEL_RECURSIVE cancels the task
-/// alone). Errors: FL_EINVAL (the object was put, not produced by a task), FL_EHANDLE.
+/// remote tasks that the task submitted from its own thread while running (nested tasks; not
+/// actor calls, which belong to their actor), and that have not finished, are cancelled the
+/// same way, theirs in turn, and so is any it submits after this call while it runs on
+/// (fl_cancel_with() without FL_CANCEL_RECURSIVE cancels the task alone). Only the first
+/// cancel of a task counts: its object is resolved then, and a later cancel changes nothing,
+/// recursive or not. Errors: FL_EINVAL (the object was put, not produced by a task), FL_EHANDLE.
 /// Thread-safe.
 @_cdecl("fl_cancel")
 public func fl_cancel(_ ref: fl_ref?) -> CInt {

@@ -41,6 +41,8 @@ extension Pool {
                 throw error
             }
             _ = box.wait(until: .forever)
+            // Deaths kept for a re-run that never came to run (terminated, no fresh worker).
+            _ = HandedBackDeaths.take(for: box.slots)
         }
         let slot = box.slots
         if let failure = ResultSlot.failure(slot) { throw failure }

@@ -1,12 +1,12 @@
-/// The tasks a running remote task has submitted (its nested tasks, its children) that have
-/// not ended yet, so that cancelling the task cancels them too, as ray.cancel does by default
-/// (`recursive=True`).
+/// The tasks a running remote task has submitted from its own thread (its nested tasks, its
+/// children; not actor calls) that have not ended yet, so that cancelling the task cancels
+/// them too, as ray.cancel does by default (`recursive=True`).
 ///
 /// The parent's thread makes the list at its first nested submission and adds each child
-/// before the child starts. A child leaves the list when it ends, before its outputs resolve,
-/// so a parent that waits for a child never finds it still listed, and a list holds only the
-/// children still to end. When the parent's function returns, the list closes: cancelling a
-/// task that has finished does nothing, and its children run on.
+/// before the child starts. A child leaves the list when it ends (before its first output
+/// resolves, unless a cancel resolved it earlier), so a list holds only the children still to
+/// end and a nested submit/get loop keeps nothing. When the parent's function returns, the
+/// list closes: cancelling a task that has finished does nothing, and its children run on.
 ///
 /// Each listed child is retained by the list, and retains the list until it leaves, so either
 /// side may end first. A child added once the list was cancelled is cancelled at once: a

@@ -183,9 +183,6 @@ final class RemoteActor {
     func submit(_ call: RemoteTask) throws(Failure) {
         let readyNow = !call.takesObjects
         try runtime.admit()
-        // Before it is queued, where a worker may take it (a refused call is abandoned, and
-        // leaves its parent then).
-        runtime.adoptIntoRunningTask(call)
         let startable: RemoteTask? = try lock.withLock { () throws(Failure) -> RemoteTask? in
             guard !killed else {
                 runtime.withdraw()

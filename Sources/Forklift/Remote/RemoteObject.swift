@@ -284,6 +284,8 @@ final class RemoteObject {
     /// waiting for tasks it submitted) it runs other queued tasks meanwhile, so the runtime
     /// cannot starve itself. Returns isDone().
     static func waitHelping(until deadline: Deadline, isDone: () -> Bool, sleep: (Deadline) -> Bool) -> Bool {
+        // A poll (a deadline already past) only looks: it runs nothing, lends nothing.
+        if deadline.hasPassed { return isDone() }
         // A task holding CPUs lends them while it waits, so the tasks it waits for can start
         // (on a worker, or on a thread that runs it inline in its own fl_get).
         let running = fls_tls_remote_task().map { Unmanaged<RemoteTask>.fromOpaque($0).takeUnretainedValue() }

@@ -105,7 +105,8 @@ final class RemoteRuntime {
 
     /// Makes `task` (submitted now, not started) a child of the task of this runtime that runs
     /// on the calling thread, if any (see `ChildTasks`): cancelling that one cancels it too.
-    /// An actor's constructor is nobody's child.
+    /// Only plain tasks come here: an actor's calls (and its constructor) belong to the actor,
+    /// whose other callers count on them, not to the task that made them.
     @inline(__always)
     func adoptIntoRunningTask(_ task: RemoteTask) {
         guard let running = fls_tls_remote_task(), !task.constructsActor else { return }

@@ -352,7 +352,8 @@ final class RemoteTask: PoolJob {
         closeChildren()
         if tracing {
             runtime.timeline.record(Timeline.Event(function: calledFunction(fn, typed: typed),
-                                                   user: UnsafeRawPointer(self.user), thread: fls_thread_id(),
+                                                   user: typed == nil ? UnsafeRawPointer(self.user) : nil,
+                                                   thread: fls_thread_id(),
                                                    startNanoseconds: started, endNanoseconds: fls_monotonic_ns(),
                                                    status: outcome.status,
                                                    isActorCall: actor != nil && !constructsActor,

@@ -13,7 +13,8 @@ final class Timeline {
     struct Event {
         /// The function run (its address: a remote function, or a typed task's C function).
         let function: UnsafeRawPointer
-        /// The user pointer it was called with (which of its registered names it ran under).
+        /// The user pointer it was called with (which of its registered names it ran under);
+        /// nil for a typed task, whose per-call state tells no name.
         let user: UnsafeRawPointer?
         let thread: Int64
         let startNanoseconds: Int64

@@ -223,6 +223,15 @@ def _current() -> _Runtime:
     return _runtime
 
 
+def _resolved(handle) -> bool:
+    """Whether the object is resolved: a poll that runs no task and sets no error message
+    (fl_wait for none of one), so it is safe in __del__."""
+    refs = (c_void_p * 1)(handle)
+    flags = (ctypes.c_uint8 * 1)()
+    _lib.lib.fl_wait(refs, 1, 0, 0.0, flags)
+    return flags[0] != 0
+
+
 class ObjectRef:
     """A reference to an object of the store: a task's future result or a put value."""
 
@@ -239,8 +248,7 @@ class ObjectRef:
         if self._handle:
             # A call that never started (cancelled, its argument failed, the runtime shut
             # down) never takes its entry: once its result is there, the entry goes.
-            if self._call is not None and self._call in _calls and \
-                    _lib.lib.fl_get(self._handle, 0.0, None, None) != _lib.ETIMEDOUT:
+            if self._call is not None and self._call in _calls and _resolved(self._handle):
                 _calls.pop(self._call, None)
             _lib.lib.fl_ref_release(self._handle)
             self._handle = None

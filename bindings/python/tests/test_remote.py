@@ -204,6 +204,32 @@ def test_cancel_not_recursive():
     _children.clear()
 
 
+_worker_started = threading.Event()
+
+
+@forklift.remote
+def uses_an_actor():
+    counter = Counter.remote(1)
+    forklift.get(counter.add.remote())
+    _worker_started.set()
+    time.sleep(0.5)  # cancelled meanwhile; the actor's last handle goes when this returns
+    return "done"
+
+
+def test_an_actor_made_by_a_cancelled_task_still_ends():
+    module = sys.modules["forklift.remote"]
+    actors = module._current().actors
+    before = len(actors)
+    _worker_started.clear()
+    ref = uses_an_actor.remote()
+    assert _worker_started.wait(30)
+    forklift.cancel(ref)
+    deadline = time.monotonic() + 30
+    while len(actors) > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(actors) == before  # its actor calls are not the task's, so the actor retired
+
+
 def test_actor_state_and_order_under_many_callers():
     counter = Counter.remote(10)
     assert forklift.get([counter.add.remote() for _ in range(5)]) == [11, 12, 13, 14, 15]
