@@ -158,6 +158,14 @@ static void transit_end(fls_queue *q, int entry) {
     if (entry >= 0) q->transit[entry].pid = 0;
 }
 
+/* transit_end, taking the lock for it. */
+static void transit_end_locking(fls_queue *q, int entry) {
+    if (entry < 0) return;
+    lock(q);
+    transit_end(q, entry);
+    pthread_mutex_unlock(&q->lock);
+}
+
 /* Copies a large message into a fresh region of the overflow area. Returns FL_OK with the
  * region's offset and its transit entry (see transit_begin), or FL_ENOMEM. */
 static int store_out_of_line(fls_queue *q, int fd, const void *data, size_t len, uint64_t *offset, int *entry) {
@@ -178,9 +186,7 @@ static int store_out_of_line(fls_queue *q, int fd, const void *data, size_t len,
     /* Copied without the lock: the region is this producer's until it is published. */
     void *map = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)(overflow_start(q) + *offset));
     if (map == MAP_FAILED) {
-        lock(q);
-        transit_end(q, *entry);
-        pthread_mutex_unlock(&q->lock);
+        transit_end_locking(q, *entry);
         release_out_of_line(q, fd, *offset, len);
         return FL_ENOMEM;
     }
@@ -289,11 +295,7 @@ int fls_queue_get(fls_queue *q, int fd, void *buffer, size_t capacity, size_t *l
         munmap(map, span);
     }
     release_out_of_line(q, fd, offset, length);
-    if (entry >= 0) {
-        lock(q);
-        transit_end(q, entry);
-        pthread_mutex_unlock(&q->lock);
-    }
+    transit_end_locking(q, entry);
     return status;
 }
 

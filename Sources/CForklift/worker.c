@@ -851,7 +851,7 @@ _Noreturn void fls_worker_child_main(fls_worker *worker, const fls_worker_init *
         /* Wake a sleeping proxy only for the response it waits for (or for any, if 0). */
         uint32_t wake_at = load(&mb->proxy_wake_at);
         if (load(&mb->proxy_sleeps) && (wake_at == 0 || reached(seq, wake_at))) wake_proxy(worker);
-        if (rq->kind == FLS_REQ_TASK_EXIT) _exit(rq->status == FL_OK ? 0 : (rq->code & 0xff) ? (rq->code & 0xff) : 1);
+        if (rq->kind == FLS_REQ_TASK_EXIT) _exit(rq->status == FL_OK ? 0 : fls_exit_status_of_code(rq->code));
         fls_remote_child_after_response();
     }
 }

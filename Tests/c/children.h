@@ -1,7 +1,10 @@
 /* The child processes of the calling process, read from /proc (for the process tests: no
- * zombies, no leftover workers). Needs _GNU_SOURCE or _POSIX_C_SOURCE before the includes. */
+ * zombies, no leftover workers), and a one-worker process pool. Needs _GNU_SOURCE or
+ * _POSIX_C_SOURCE before the includes. */
 #ifndef FORKLIFT_CHILDREN_H
 #define FORKLIFT_CHILDREN_H
+
+#include "check.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -31,6 +34,17 @@ static int child_pids(pid_t *out, int cap) {
     }
     closedir(dir);
     return n;
+}
+
+/* A process-backed pool of one worker. */
+static inline fl_pool one_worker_process_pool(void) {
+    fl_pool_options o;
+    fl_pool_options_init(&o);
+    o.workers = 1;
+    o.backend = FL_BACKEND_PROCESS;
+    fl_pool pool = NULL;
+    CHECK_OK(fl_pool_create(&o, &pool));
+    return pool;
 }
 
 #endif

@@ -406,12 +406,7 @@ static int use_by_name(void *user, const void *arg, size_t len, fl_task_ctx ctx)
 }
 
 static void test_open_by_name(void) {
-    fl_pool_options options;
-    fl_pool_options_init(&options);
-    options.workers = 1;
-    options.backend = FL_BACKEND_PROCESS;
-    fl_pool pool = NULL;
-    CHECK_OK(fl_pool_create(&options, &pool)); /* its worker process exists before the objects */
+    fl_pool pool = one_worker_process_pool(); /* its worker process exists before the objects */
     fl_queue q = NULL;
     fl_lock l = NULL;
     fl_event e = NULL;

@@ -14,17 +14,6 @@
 
 static int children(void) { return child_pids(NULL, 0); }
 
-/* A process-backed pool of one worker. */
-static fl_pool one_worker_process_pool(void) {
-    fl_pool_options o;
-    fl_pool_options_init(&o);
-    o.workers = 1;
-    o.backend = FL_BACKEND_PROCESS;
-    fl_pool pool = NULL;
-    CHECK_OK(fl_pool_create(&o, &pool));
-    return pool;
-}
-
 static fl_queue shared_queue;
 static fl_shm shared_segment;
 

@@ -299,4 +299,9 @@ int fls_child_task_cancelled(const void *ctx);
  *  program made while Forklift threads ran (`fls_forked_with_threads`). */
 int fls_call_restriction(void);
 
+/** The exit status of a started process whose function failed with `code` (not 0): its low 8
+ *  bits, or 1 if those are 0, so a failure never reads as success and a negative code never
+ *  as a signal. The child exits with it; the parent reports it from the child's answer. */
+static inline int fls_exit_status_of_code(int code) { return (code & 0xff) ? (code & 0xff) : 1; }
+
 #endif /* FORKLIFT_WORKER_H */

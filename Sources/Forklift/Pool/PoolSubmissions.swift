@@ -34,15 +34,11 @@ extension Pool {
                             capacity: capacity) {
             box.completeAndNotify(units: 1)
         } else {
-            do throws(Failure) {
-                try submitApply(fn, user: user, arg: arg, length: length, box: box, output: output, capacity: capacity)
-            } catch {
-                _ = HandedBackDeaths.take(for: box.slots)  // a handed-back task that cannot be queued
-                throw error
-            }
+            // Deaths kept for a handed-back task whose re-run never came to run (not queued,
+            // terminated, no fresh worker) go with its apply.
+            defer { _ = HandedBackDeaths.take(for: box.slots) }
+            try submitApply(fn, user: user, arg: arg, length: length, box: box, output: output, capacity: capacity)
             _ = box.wait(until: .forever)
-            // Deaths kept for a re-run that never came to run (terminated, no fresh worker).
-            _ = HandedBackDeaths.take(for: box.slots)
         }
         let slot = box.slots
         if let failure = ResultSlot.failure(slot) { throw failure }

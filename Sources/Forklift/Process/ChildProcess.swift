@@ -125,19 +125,13 @@ final class ChildProcess {
         }
     }
 
-    /// The exit status the child gave for a function that returned `code` (not 0): its low 8
-    /// bits, or 1 if those are 0, as worker.c exits; so negative codes mean signals only.
-    private static func exitStatus(of code: Int32) -> Int32 {
-        code & 0xff != 0 ? code & 0xff : 1
-    }
-
     /// Records the end: a process that answered reports its function's status.
     private func finish(_ code: Int32) {
         let mailbox = worker.pointee.mailbox!
         let answered = fls_atomic_load_u32(&mailbox.pointee.response_seq) != 0
         let response = fls_worker_request(worker, 0)!
         if answered && (code >= 0 || code == FL_EXIT_UNKNOWN) {
-            end = response.pointee.status == FL_OK ? 0 : Self.exitStatus(of: response.pointee.code)
+            end = response.pointee.status == FL_OK ? 0 : fls_exit_status_of_code(response.pointee.code)
             if response.pointee.status == FL_OK {
                 let length = Int(response.pointee.result_len)
                 result = Array(UnsafeRawBufferPointer(start: fls_worker_result_area(worker, 0), count: length))

@@ -476,14 +476,9 @@ final class WorkerProcess {
         }
         if fls_atomic_load_u32(cancelled) != 0 {
             // Terminated: no fresh child, not even for a retry; the rest is cancelled.
-            var seq = resume &+ 1
-            while Self.reached(sent, seq) {
-                slotFailures[slotIndex(seq)] = SlotFailure(
-                    status: FL_ECANCELED, code: FL_ECANCELED,
-                    message: "pool terminated; worker process \(pid) \(Self.describe(end)) and is not replaced")
-                seq &+= 1
-            }
-            fls_worker_prepare(worker, sent)
+            failRequests(after: resume, through: sent, SlotFailure(
+                status: FL_ECANCELED, code: FL_ECANCELED,
+                message: "pool terminated; worker process \(pid) \(Self.describe(end)) and is not replaced"))
             return
         }
         if direct {
@@ -493,15 +488,20 @@ final class WorkerProcess {
             return
         }
         if let failure = start(resumingAfter: resume) {
-            var seq = resume &+ 1
-            while Self.reached(sent, seq) {
-                slotFailures[slotIndex(seq)] = SlotFailure(
-                    status: failure.code, code: failure.code,
-                    message: "no worker process to run the task: \(failure.message)")
-                seq &+= 1
-            }
-            fls_worker_prepare(worker, sent)
+            failRequests(after: resume, through: sent, SlotFailure(
+                status: failure.code, code: failure.code, message: "no worker process to run the task: \(failure.message)"))
         }
+    }
+
+    /// Fails the requests after `first` through `last` with `failure`, and readies the worker
+    /// record for the request after `last`.
+    private func failRequests(after first: UInt32, through last: UInt32, _ failure: SlotFailure) {
+        var seq = first &+ 1
+        while Self.reached(last, seq) {
+            slotFailures[slotIndex(seq)] = failure
+            seq &+= 1
+        }
+        fls_worker_prepare(worker, last)
     }
 
     /// The pool was terminated: kill the child and cancel every request it has not answered.
@@ -509,15 +509,9 @@ final class WorkerProcess {
         let pid = worker.pointee.pid
         fls_worker_signal(worker, SIGKILL)
         _ = fls_worker_reap(worker)
-        let sent = requestSeq
-        var seq = responseSeq &+ 1
-        while Self.reached(sent, seq) {
-            slotFailures[slotIndex(seq)] = SlotFailure(
-                status: FL_ECANCELED, code: FL_ECANCELED,
-                message: "pool terminated while the task ran; worker process \(pid) was killed")
-            seq &+= 1
-        }
-        fls_worker_prepare(worker, sent)
+        failRequests(after: responseSeq, through: requestSeq, SlotFailure(
+            status: FL_ECANCELED, code: FL_ECANCELED,
+            message: "pool terminated while the task ran; worker process \(pid) was killed"))
     }
 
     /// The request's abort word was set: kill the process and fail the request as cancelled,

@@ -42,12 +42,10 @@ final class ChildTasks {
         let gone: RemoteTask? = lock.withLock {
             let index = child.indexInParent
             guard !closed, index < children.count, children[index] === child else { return nil }
-            let last = children.removeLast()
-            guard index < children.count else { return last }
-            let removed = children[index]
-            children[index] = last
-            last.indexInParent = index
-            return removed
+            // The last child takes its place.
+            children.swapAt(index, children.count - 1)
+            children[index].indexInParent = index
+            return children.removeLast()
         }
         // The list's reference goes outside the lock (the caller still holds the child).
         withExtendedLifetime(gone) {}

@@ -97,21 +97,16 @@ final class RemoteRuntime {
     var closedWord: UnsafePointer<UInt32> { UnsafePointer(closed) }
 
     /// Submits a task: it runs once its arguments are ready.
+    /// A task submitted on a thread that runs a task of this runtime becomes that task's child
+    /// before it starts (see `ChildTasks`): cancelling the parent cancels it too. Actor calls
+    /// do not come here: they belong to their actor, whose other callers count on them.
     func submit(_ task: RemoteTask) throws(Failure) {
         try admit()
-        adoptIntoRunningTask(task)
+        if let running = fls_tls_remote_task() {
+            let parent = Unmanaged<RemoteTask>.fromOpaque(running).takeUnretainedValue()
+            if parent.runtime === self { parent.adopt(task) }
+        }
         task.start()
-    }
-
-    /// Makes `task` (submitted now, not started) a child of the task of this runtime that runs
-    /// on the calling thread, if any (see `ChildTasks`): cancelling that one cancels it too.
-    /// Only plain tasks come here: an actor's calls (and its constructor) belong to the actor,
-    /// whose other callers count on them, not to the task that made them.
-    @inline(__always)
-    func adoptIntoRunningTask(_ task: RemoteTask) {
-        guard let running = fls_tls_remote_task(), !task.constructsActor else { return }
-        let parent = Unmanaged<RemoteTask>.fromOpaque(running).takeUnretainedValue()
-        if parent.runtime === self { parent.adopt(task) }
     }
 
     /// Counts a submission, unless the runtime is shut down.

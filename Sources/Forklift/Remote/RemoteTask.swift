@@ -157,7 +157,6 @@ final class RemoteTask: PoolJob {
     /// else holds, forget it.
     func abandon() {
         abandonedFlag.pointee = 1
-        leaveParent()
         output.dropProducer()
         for extra in extraOutputs { extra.dropProducer() }
     }
