@@ -315,6 +315,12 @@ typedef struct fl_process_options {
  */
 typedef int (*fl_remote_fn)(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx);
 
+/**
+ * What fl_ref_on_ready() calls once an object resolves: `status` is FL_OK for a value, else
+ * the failure's status, which fl_get() on a reference to the object then returns.
+ */
+typedef void (*fl_ready_fn)(void *user, int status);
+
 /** One argument of a remote task: a reference (`ref` not NULL: the object's bytes, once it is
  *  ready; the task waits for it without holding a worker), or a blob (`data`, `len`: copied
  *  at submission). */
@@ -376,6 +382,18 @@ typedef struct fl_remote_options {
      *  (code and data that existed then); the task cannot submit tasks or get objects, and has
      *  one return. Default 0. */
     int isolate;
+    /** Called once with the task's `user` when the runtime is done with it, so that a `user`
+     *  made for one task can be freed however the task ends (as sqlite3's destructor
+     *  arguments): after the function's last run (retries included), before the task's
+     *  results resolve; or, for a task that ends without running (cancelled, an argument
+     *  failed, the runtime shut down), as it ends, which for a cancelled task can be after
+     *  its results resolved as cancelled. Not called when the submission fails: `user` is
+     *  then still the caller's. Runs on the thread that ends the task: a worker, or a thread
+     *  in fl_get(), fl_cancel(), fl_seal(), fl_actor_kill() or fl_runtime_shutdown(); keep
+     *  it short, and take no lock there that such a caller may hold. For an isolated task it
+     *  runs in this process. Only fl_remote() and fl_remote_multi() take one (their `user`
+     *  is the task's own): FL_EINVAL elsewhere. NULL (the default): none. */
+    void (*release_user)(void *user);
 } fl_remote_options;
 
 /**
@@ -1526,6 +1544,21 @@ int fl_ref_clone(fl_ref ref, fl_ref *copy);
  * its last reference and the last task using it are gone. Errors: FL_EHANDLE. Thread-safe.
  */
 int fl_ref_release(fl_ref ref);
+
+/**
+ * Calls `fn(user, status)` once, when the object resolves (as Ray's ObjectRef.future() or
+ * `await ref`): FL_OK for a value, else the failure's status. It runs on the thread that
+ * resolves the object (the worker that ran its task, or a thread in fl_seal,
+ * fl_cancel, fl_actor_kill, fl_ref_release or fl_runtime_shutdown), or at once on this
+ * thread if the object has resolved already. It holds no reference: the object is alive
+ * while `fn` runs, but to read it then (fl_get with a timeout of 0 returns at once), keep a
+ * reference that outlives the call. An fl_create buffer whose last reference goes before
+ * fl_seal calls it with FL_ECANCELED. Keep `fn` short (it delays whoever resolves the
+ * object) and do not wait in it for objects that are not ready. Any number of callbacks
+ * may wait on one object; each is called once. Errors: FL_EHANDLE, FL_EINVAL (fn NULL),
+ * FL_ENOMEM. Thread-safe.
+ */
+int fl_ref_on_ready(fl_ref ref, fl_ready_fn fn, void *user);
 
 /**
  * Stores the runtime's counters in `*stats` (a snapshot): tasks submitted, running, finished

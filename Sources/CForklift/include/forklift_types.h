@@ -303,6 +303,12 @@ typedef struct fl_process_options {
  */
 typedef int (*fl_remote_fn)(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx);
 
+/**
+ * What fl_ref_on_ready() calls once an object resolves: `status` is FL_OK for a value, else
+ * the failure's status, which fl_get() on a reference to the object then returns.
+ */
+typedef void (*fl_ready_fn)(void *user, int status);
+
 /** One argument of a remote task: a reference (`ref` not NULL: the object's bytes, once it is
  *  ready; the task waits for it without holding a worker), or a blob (`data`, `len`: copied
  *  at submission). */
@@ -364,6 +370,18 @@ typedef struct fl_remote_options {
      *  (code and data that existed then); the task cannot submit tasks or get objects, and has
      *  one return. Default 0. */
     int isolate;
+    /** Called once with the task's `user` when the runtime is done with it, so that a `user`
+     *  made for one task can be freed however the task ends (as sqlite3's destructor
+     *  arguments): after the function's last run (retries included), before the task's
+     *  results resolve; or, for a task that ends without running (cancelled, an argument
+     *  failed, the runtime shut down), as it ends, which for a cancelled task can be after
+     *  its results resolved as cancelled. Not called when the submission fails: `user` is
+     *  then still the caller's. Runs on the thread that ends the task: a worker, or a thread
+     *  in fl_get(), fl_cancel(), fl_seal(), fl_actor_kill() or fl_runtime_shutdown(); keep
+     *  it short, and take no lock there that such a caller may hold. For an isolated task it
+     *  runs in this process. Only fl_remote() and fl_remote_multi() take one (their `user`
+     *  is the task's own): FL_EINVAL elsewhere. NULL (the default): none. */
+    void (*release_user)(void *user);
 } fl_remote_options;
 
 /**

@@ -120,12 +120,14 @@ public func fl_remote_multi(_ runtime: fl_runtime?, _ fn: fl_remote_fn?, _ user:
 /// fl_remote_typed (`typed`: its signature and C function, `fn` being `typedRemoteTrampoline`).
 func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMutableRawPointer?,
                   _ args: UnsafePointer<fl_arg>?, _ nargs: size_t, _ options: UnsafePointer<fl_remote_options>?,
-                  _ ref: UnsafeMutablePointer<fl_ref?>?, returns: Int = 1, typed: TypedCall? = nil) throws(Failure) -> CInt {
+                  _ ref: UnsafeMutablePointer<fl_ref?>?, returns: Int = 1, typed: TypedCall? = nil,
+                  userIsTheTasks: Bool = true) throws(Failure) -> CInt {
     let out = try Check.required(ref, "ref")
     out.pointee = nil
     if nargs > 0 { _ = try Check.required(args, "args") }
     try typed?.checkRemoteArguments(args, nargs)
     var settings = RemoteOptions()
+    var releaseUser: RemoteTask.ReleaseUser? = nil
     if let options {
         // Structs from before num_cpus or isolate leave them at 0.
         let given = try readOptions(options, over: fl_remote_options(),
@@ -136,6 +138,10 @@ func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMuta
         settings.retryOnError = given.retry_on_error != 0
         settings.cpus = Int(given.num_cpus)
         settings.isolate = given.isolate != 0
+        releaseUser = given.release_user
+        guard releaseUser == nil || userIsTheTasks else {
+            throw Failure(FL_EINVAL, "release_user is for fl_remote and fl_remote_multi, whose user pointer is the task's own")
+        }
     }
     return try Registry.runtimes.with(runtime, "runtime") { runtime throws(Failure) in
         guard settings.cpus >= 0, settings.cpus <= runtime.cpus.capacity else {
@@ -151,7 +157,8 @@ func submitRemote(_ runtime: fl_runtime?, _ fn: fl_remote_fn, _ user: UnsafeMuta
         let output = RemoteObject(store: runtime.store)
         let extras = (1..<max(returns, 1)).map { _ in RemoteObject(store: runtime.store) }
         let task = RemoteTask(fn: fn, user: user, arguments: arguments.list, blobBytes: arguments.takeBytes(),
-                              output: output, extraOutputs: extras, options: settings, runtime: runtime, typed: typed)
+                              output: output, extraOutputs: extras, options: settings, runtime: runtime, typed: typed,
+                              releaseUser: releaseUser)
         var handles: [UInt64] = []
         do throws(Failure) {
             handles.append(try registerRef(output))
@@ -200,7 +207,8 @@ public func fl_remote_named(_ runtime: fl_runtime?, _ name: UnsafePointer<CChar>
     withStatus { () throws(Failure) in
         if let ref { ref.pointee = nil }
         let entry = try FunctionRegistry.lookup(String(cString: try Check.required(name, "name")))
-        return try submitRemote(runtime, entry.fn, entry.user, args, nargs, options, ref, typed: entry.typed)
+        return try submitRemote(runtime, entry.fn, entry.user, args, nargs, options, ref, typed: entry.typed,
+                                userIsTheTasks: false)
     }
 }
 
@@ -471,6 +479,27 @@ public func fl_ref_release(_ ref: fl_ref?) -> CInt {
         // Finished tasks still holding the object let go of it first, so that it is freed
         // with this reference if this is the last.
         try Registry.refs.destroy(ref, "ref") { object in object.store.graveyard.releaseAll() }
+        return FL_OK
+    }
+}
+
+/// Calls `fn(user, status)` once, when the object resolves (as Ray's ObjectRef.future() or
+/// `await ref`): FL_OK for a value, else the failure's status. It runs on the thread that
+/// resolves the object (the worker that ran its task, or a thread in fl_seal,
+/// fl_cancel, fl_actor_kill, fl_ref_release or fl_runtime_shutdown), or at once on this
+/// thread if the object has resolved already. It holds no reference: the object is alive
+/// while `fn` runs, but to read it then (fl_get with a timeout of 0 returns at once), keep a
+/// reference that outlives the call. An fl_create buffer whose last reference goes before
+/// fl_seal calls it with FL_ECANCELED. Keep `fn` short (it delays whoever resolves the
+/// object) and do not wait in it for objects that are not ready. Any number of callbacks
+/// may wait on one object; each is called once. Errors: FL_EHANDLE, FL_EINVAL (fn NULL),
+/// FL_ENOMEM. Thread-safe.
+@_cdecl("fl_ref_on_ready")
+public func fl_ref_on_ready(_ ref: fl_ref?, _ fn: fl_ready_fn?, _ user: UnsafeMutableRawPointer?) -> CInt {
+    withStatus { () throws(Failure) in
+        let fn = try Check.required(fn, "fn")
+        let object = try Registry.refs.with(ref, "ref") { $0 }
+        object.onResolution(fn, user: user)
         return FL_OK
     }
 }

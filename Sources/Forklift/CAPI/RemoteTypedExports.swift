@@ -21,7 +21,8 @@ public func fl_remote_typed(_ runtime: fl_runtime?, _ sig: fl_signature?, _ fn: 
         let fn = try Check.required(fn, "fn")
         let signature = try Registry.signatures.with(sig, "signature") { $0 }
         let call = TypedCall(signature: signature, fn: fn, results: nil)
-        return try submitRemote(runtime, typedRemoteTrampoline, call.user, args, nargs, options, ref, typed: call)
+        return try submitRemote(runtime, typedRemoteTrampoline, call.user, args, nargs, options, ref, typed: call,
+                                userIsTheTasks: false)
     }
 }
 

@@ -4,15 +4,15 @@ import CForklift
 /// or its value is put, then ready with bytes or failed with a status, code and message —
 /// the outcome lives in a result slot, as a pool task's does.
 ///
-/// Tasks that take the object as an argument register as dependents while it is pending and
-/// are told when it resolves. Resolution happens once; later attempts are ignored (a task
+/// Tasks that take the object as an argument, and callbacks of fl_ref_on_ready, register as
+/// dependents while it is pending and are told when it resolves. Resolution happens once; later attempts are ignored (a task
 /// finishing after its runtime shut down the object as cancelled, for instance).
 final class RemoteObject {
     /// The outcome: pending, then the value or the failure. It opens the object's 64-byte
     /// block, and four words follow it there (`words`): a remote object is this instance (five
     /// references, 64 bytes with malloc's header) and that block, one cache line.
     let slot: UnsafeMutablePointer<fls_slot>
-    private var dependents: [RemoteTask] = []
+    private var dependents: [ObjectDependent] = []
     /// The store whose capacity the value's bytes count against.
     let store: ObjectStore
     /// The task whose result this is, read only until the object resolves (fl_cancel, and
@@ -92,6 +92,9 @@ final class RemoteObject {
             unsealed.deallocate()
         }
         if slot.pointee.status == FL_OK && !isSpilled { store.release(bytes: slot.pointee.len) }
+        // Only callbacks can be left (a task keeps its arguments alive): an unsealed buffer
+        // whose last reference went.
+        for dependent in dependents { dependent.objectResolved(status: FL_ECANCELED) }
         store.objectFreed()
         ResultSlot.clear(slot)
         fls_block_free(slot)  // the words with it
@@ -206,7 +209,7 @@ final class RemoteObject {
     func publish(taking outcome: UnsafeMutablePointer<fls_slot>, _ accounting: Accounting) -> Bool {
         var counted = accounting.counted
         let spilled = accounting.spilled, reserved = accounting.reserved
-        let waiting: [RemoteTask]? = lock.withLock {
+        let waiting: [ObjectDependent]? = lock.withLock {
             guard !resolved else {
                 if reserved { counted = !isSpilled }  // fl_create's buffer, counted unless spilled
                 return nil
@@ -228,7 +231,7 @@ final class RemoteObject {
         }
         ready.signal()
         ObjectStore.announceResolution()
-        for task in waiting { task.dependencyResolved() }
+        for dependent in waiting { dependent.objectResolved(status: ResultSlot.status(slot)) }
         return true
     }
 
@@ -240,13 +243,22 @@ final class RemoteObject {
         return resolve(taking: &outcome)
     }
 
-    /// Registers `task` to be told when this resolves. False if it already has.
-    func addDependent(_ task: RemoteTask) -> Bool {
+    /// Registers `dependent` to be told when this resolves. False if it already has.
+    func addDependent(_ dependent: ObjectDependent) -> Bool {
         lock.withLock {
             guard !resolved else { return false }
-            dependents.append(task)
+            dependents.append(dependent)
             return true
         }
+    }
+
+    /// Calls `fn(user, status)` once this has resolved: when it does, or now if it has
+    /// (fl_ref_on_ready).
+    func onResolution(_ fn: fl_ready_fn, user: UnsafeMutableRawPointer?) {
+        if addDependent(.callback(fn, user)) { return }
+        // Resolved: the ready flag may not be set yet (publish sets it after the lock).
+        _ = ready.wait(until: .forever)
+        fn(user, ResultSlot.status(slot))
     }
 
     /// Waits until resolved or the deadline passes; returns whether resolved.

@@ -54,7 +54,8 @@ final class RemoteTask: PoolJob {
 
     init(fn: fl_remote_fn, user: UnsafeMutableRawPointer?, arguments: [Argument], blobBytes: UnsafeMutableRawPointer?,
          output: RemoteObject, extraOutputs: [RemoteObject] = [], options: RemoteOptions, runtime: RemoteRuntime,
-         actor: RemoteActor? = nil, constructsActor: Bool = false, typed: TypedCall? = nil) {
+         actor: RemoteActor? = nil, constructsActor: Bool = false, typed: TypedCall? = nil,
+         releaseUser: ReleaseUser? = nil) {
         self.typed = typed
         self.extraOutputs = extraOutputs
         self.actor = actor
@@ -67,7 +68,8 @@ final class RemoteTask: PoolJob {
         self.options = options
         self.runtime = runtime
         // One block: the count, the cancel flag, the force-cancel flag, the claim word, then
-        // `runningIn`, the abandoned flag, and the links of nested tasks (`ChildTasks`).
+        // `runningIn`, the abandoned flag, the links of nested tasks (`ChildTasks`), and the
+        // options' `release_user`.
         guard let words = fls_block_alloc() else { fatalError("out of memory for a remote task") }
         pending = words.bindMemory(to: UInt32.self, capacity: 4)
         pending.initialize(to: 1)
@@ -77,6 +79,8 @@ final class RemoteTask: PoolJob {
         // `childrenWord`, `parentWord`, then `indexInParent`.
         (words + 32).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 2).initialize(repeating: nil, count: 2)
         (words + 48).bindMemory(to: Int.self, capacity: 1).initialize(to: 0)
+        (words + 56).bindMemory(to: UnsafeMutableRawPointer?.self, capacity: 1)
+            .initialize(to: releaseUser.map { unsafeBitCast($0, to: UnsafeMutableRawPointer.self) })
         super.init()
         output.setProducer(self)
         for extra in extraOutputs { extra.setProducer(self) }
@@ -251,6 +255,24 @@ final class RemoteTask: PoolJob {
         Unmanaged<ChildTasks>.fromOpaque(children).takeUnretainedValue().close()
     }
 
+    // MARK: The user pointer's release
+
+    /// The C type of `fl_remote_options.release_user`.
+    typealias ReleaseUser = @convention(c) (UnsafeMutableRawPointer?) -> Void
+
+    /// The options' `release_user` until it has been called (nil for none).
+    private var releaseUserWord: UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        UnsafeMutableRawPointer(pending + 14).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    }
+
+    /// Calls `release_user` with `user` the first time the runtime is done with the task: after
+    /// its last run, as it ends without running, or (should a way to end miss it) as it is freed.
+    @inline(__always)
+    private func releaseUserOnce() {
+        guard releaseUserWord.pointee != nil, let raw = fls_atomic_exchange_ptr(releaseUserWord, nil) else { return }
+        unsafeBitCast(raw, to: ReleaseUser.self)(user)
+    }
+
     /// What `runningIn` holds while an isolated actor's call runs: a mark, not a process.
     private static let runningInActor = UnsafeMutableRawPointer(bitPattern: 1)!
 
@@ -262,6 +284,7 @@ final class RemoteTask: PoolJob {
         // A child still linked here has a closed parent list (an open one would hold it).
         if let parent = parentWord.pointee { Unmanaged<ChildTasks>.fromOpaque(parent).release() }
         if let children = childrenWord.pointee { Unmanaged<ChildTasks>.fromOpaque(children).release() }
+        if abandonedFlag.pointee == 0 { releaseUserOnce() }
         fls_block_free(pending)  // `runningIn` and the links with it
         free(blobBytes)
     }
@@ -278,7 +301,7 @@ final class RemoteTask: PoolJob {
             // Counted before registering: the object may resolve (and take its count off)
             // the moment it has the task. The submission's own count keeps this above zero.
             _ = fls_atomic_add_u32(pending, 1)
-            if !object.addDependent(self) { _ = fls_atomic_sub_u32(pending, 1) }
+            if !object.addDependent(.task(self)) { _ = fls_atomic_sub_u32(pending, 1) }
         }
         dependencyResolved()
     }
@@ -345,6 +368,7 @@ final class RemoteTask: PoolJob {
         let started = tracing ? fls_monotonic_ns() : 0
         if options.isolate || actor?.isIsolated == true {
             runIsolated(into: &outcome)
+            releaseUserOnce()
         } else {
             runOnThread(user: user, into: &outcome)
         }
@@ -405,6 +429,7 @@ final class RemoteTask: PoolJob {
                 guard shouldRunAgain(outcome, attempts: attempts) else { break }
                 extras.clear()
             }
+            releaseUserOnce()
             if extras.count > 0 { resolveExtraOutputs(extras, outcome: outcome) }
         }
     }
@@ -480,6 +505,7 @@ final class RemoteTask: PoolJob {
     func finish(status: Int32, code: Int32, message: String) {
         runtime.finished(failed: true)
         dropArguments()
+        releaseUserOnce()
         if constructsActor, let actor { actor.constructed(failure: Failure(status, message)) }
         leaveParent()
         for extra in extraOutputs { extra.fail(status, code: code, message: message) }

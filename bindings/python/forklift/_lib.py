@@ -146,9 +146,13 @@ class RuntimeOptions(Structure):
     _fields_ = [("size", c_size_t), ("workers", c_size_t), ("store_capacity", c_size_t), ("process_workers", c_size_t)]
 
 
+fl_release_fn = CFUNCTYPE(None, c_void_p)
+fl_ready_fn = CFUNCTYPE(None, c_void_p, c_int)
+
+
 class RemoteOptions(Structure):
     _fields_ = [("size", c_size_t), ("max_retries", c_int), ("retry_on_error", c_int), ("num_cpus", c_int),
-                ("isolate", c_int)]
+                ("isolate", c_int), ("release_user", fl_release_fn)]
 
 
 class ActorOptions(Structure):
@@ -279,6 +283,7 @@ _declare("fl_get", I, P, D, PP, PSZ)
 _declare("fl_wait", I, POINTER(c_void_p), SZ, SZ, D, POINTER(c_uint8))
 _declare("fl_ref_clone", I, P, PP)
 _declare("fl_ref_release", I, P)
+_declare("fl_ref_on_ready", I, P, fl_ready_fn, P)
 _declare("fl_cancel", I, P)
 _declare("fl_cancel_with", I, P, c_uint)
 _declare("fl_actor_options_init", I, POINTER(ActorOptions))

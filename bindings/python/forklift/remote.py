@@ -16,6 +16,7 @@ tasks, and ``isolate=True`` runs it in one of the runtime's worker processes
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import io
 import itertools
@@ -35,6 +36,30 @@ _calls: dict = {}  # call id -> what the C entry point runs (shared by every run
 _ids = itertools.count(1)
 _named_entries: dict = {}  # qualified name -> its registered C entry point
 _RETIRE = object()  # the method name of the last call of an actor whose handles are gone
+_futures: dict = {}  # token -> (ObjectRef, concurrent.futures.Future) until the object resolves
+
+
+def _forget_call(call_id, status):
+    """fl_ref_on_ready for the ref of a call that had not started when the ref went: the call
+    has ended by now (it ran and took its entry, or it never will), so its entry goes."""
+    _calls.pop(call_id, None)
+
+
+def _settle_future(token, status):
+    """fl_ref_on_ready for ObjectRef.future(): the object resolved; the future gets its value
+    or its exception."""
+    ref, future = _futures.pop(token)
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(get(ref, timeout=0))
+    except BaseException as error:
+        future.set_exception(error)
+
+
+# The C entry points of the two, alive as long as the module (the library may call them late).
+_forget_call_entry = _lib.fl_ready_fn(_forget_call)
+_settle_future_entry = _lib.fl_ready_fn(_settle_future)
 
 
 class _Failure:
@@ -246,12 +271,32 @@ class ObjectRef:
 
     def __del__(self):
         if self._handle:
-            # A call that never started (cancelled, its argument failed, the runtime shut
-            # down) never takes its entry: once its result is there, the entry goes.
-            if self._call is not None and self._call in _calls and _resolved(self._handle):
-                _calls.pop(self._call, None)
+            # A call that never starts (cancelled, its argument failed, the runtime shut down)
+            # never takes its entry: it goes once the result is there, now or later.
+            if self._call is not None and self._call in _calls:
+                if _resolved(self._handle):
+                    _calls.pop(self._call, None)
+                else:
+                    _lib.lib.fl_ref_on_ready(self._handle, _forget_call_entry, self._call)
             _lib.lib.fl_ref_release(self._handle)
             self._handle = None
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future that gets the object's value, or its task's exception,
+        once the object resolves (ray's ObjectRef.future()); no thread waits for it meanwhile."""
+        future = concurrent.futures.Future()
+        token = next(_ids)
+        _futures[token] = (self, future)
+        code = _lib.lib.fl_ref_on_ready(self._handle, _settle_future_entry, token)
+        if code != _lib.OK:
+            _futures.pop(token, None)
+            raise _lib.error(code, "future")
+        return future
+
+    def __await__(self):
+        """``await ref`` in a coroutine: its value, without blocking the event loop."""
+        import asyncio
+        return asyncio.wrap_future(self.future()).__await__()
 
     def __repr__(self):
         return f"ObjectRef({self._handle.value:#x})"

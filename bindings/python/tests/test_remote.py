@@ -572,3 +572,60 @@ def test_wait_refuses_duplicates():
     with pytest.raises(ValueError, match="unique"):
         forklift.wait([ref, ref])
     assert forklift.wait([ref], timeout=30) == ([ref], [])
+
+
+@forklift.remote
+def fails_after(seconds):
+    time.sleep(seconds)
+    raise ValueError("no good")
+
+
+@forklift.remote
+def takes_two(a, b):
+    return len(b)
+
+
+def _wait_for(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_dropped_refs_of_calls_that_never_run_let_go_of_their_arguments():
+    calls = sys.modules["forklift.remote"]._calls
+    before = len(calls)
+    cause = slow.remote(0, 0.3)
+    for _ in range(20):
+        takes_two.remote(cause, bytes(100_000))  # the ref goes at once
+    assert len(calls) >= before + 20
+    forklift.cancel(cause)  # so they never run: their argument is cancelled
+    with pytest.raises(forklift.CancelledError):
+        forklift.get(cause)
+    del cause
+    assert _wait_for(lambda: len(calls) == before)
+
+
+def test_future():
+    assert slow.remote(3, 0.1).future().result(timeout=10) == 3
+    assert forklift.put([1, 2]).future().result(timeout=10) == [1, 2]  # resolved already
+    error = fails_after.remote(0).future().exception(timeout=10)
+    assert isinstance(error, ValueError) and "no good" in str(error)
+    futures = [slow.remote(i, 0.05).future() for i in range(6)]
+    assert [future.result(timeout=10) for future in futures] == list(range(6))
+    cancelled = slow.remote(0, 1)
+    future = cancelled.future()
+    forklift.cancel(cancelled)
+    assert isinstance(future.exception(timeout=10), forklift.CancelledError)
+
+
+def test_await():
+    import asyncio
+
+    async def main():
+        one = await slow.remote(1, 0.1)
+        many = await asyncio.gather(*[slow.remote(i, 0.05) for i in range(4)])
+        with pytest.raises(ValueError, match="no good"):
+            await fails_after.remote(0)
+        return one, many
+    assert asyncio.run(main()) == (1, [0, 1, 2, 3])
