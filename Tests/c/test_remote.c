@@ -507,7 +507,7 @@ static void test_bad_input(fl_runtime rt) {
     CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, &bad_blob, 1, NULL, &r));
     fl_arg bad_ref = {NULL, 0, (fl_ref)(uintptr_t)0x4F00000012345678ull};
     CHECK_RC(FL_EHANDLE, fl_remote(rt, sum_args, NULL, &bad_ref, 1, NULL, &r));
-    fl_remote_options ro = {0, 0, 0, 0, 0};
+    fl_remote_options ro = {0, 0, 0, 0, 0, NULL};
     CHECK_RC(FL_EINVAL, fl_remote(rt, sum_args, NULL, NULL, 0, &ro, &r));
     CHECK_RC(FL_EHANDLE, fl_get(NULL, 0, NULL, NULL));
     CHECK(strstr(fl_last_error(), "ref handle is NULL, destroyed, released or not a ref") != NULL);
