@@ -89,6 +89,10 @@ enum ResultSlot {
         case UInt32(FLS_STORAGE_ARENA):
             if let heap = slot.pointee.heap { fls_arena_free(heap, slot.pointee.len, arenaSegment(slot)) }
             slot.pointee.external = UInt32(FLS_STORAGE_HEAP)
+        case UInt32(FLS_STORAGE_SHARE_LARGE):
+            // A value below FLS_SHARE_MINIMUM in a slot that shares large ones: malloc'd (the
+            // mark stays, for the slot's next value).
+            if let heap = slot.pointee.heap { free(heap) }
         default:
             break
         }
