@@ -485,15 +485,15 @@ public func fl_ref_release(_ ref: fl_ref?) -> CInt {
 
 /// Calls `fn(user, status)` once, when the object resolves (as Ray's ObjectRef.future() or
 /// `await ref`): FL_OK for a value, else the failure's status. It runs on the thread that
-/// resolves the object (the worker that ran its task, or a thread in fl_seal,
-/// fl_cancel, fl_actor_kill, fl_ref_release or fl_runtime_shutdown), or at once on this
-/// thread if the object has resolved already. It holds no reference: the object is alive
+/// resolves the object (the worker that ran its task, or a thread in fl_seal, fl_cancel,
+/// fl_actor_kill, fl_ref_release or fl_runtime_shutdown), or at once on this thread if the
+/// object has resolved already. It holds no reference: the object is alive
 /// while `fn` runs, but to read it then (fl_get with a timeout of 0 returns at once), keep a
 /// reference that outlives the call. An fl_create buffer whose last reference goes before
 /// fl_seal calls it with FL_ECANCELED. Keep `fn` short (it delays whoever resolves the
 /// object) and do not wait in it for objects that are not ready. Any number of callbacks
-/// may wait on one object; each is called once. Errors: FL_EHANDLE, FL_EINVAL (fn NULL),
-/// FL_ENOMEM. Thread-safe.
+/// may wait on one object; each is called once. Errors: FL_EHANDLE, FL_EINVAL (fn NULL).
+/// Thread-safe.
 @_cdecl("fl_ref_on_ready")
 public func fl_ref_on_ready(_ ref: fl_ref?, _ fn: fl_ready_fn?, _ user: UnsafeMutableRawPointer?) -> CInt {
     withStatus { () throws(Failure) in

@@ -5,8 +5,9 @@ import CForklift
 /// the outcome lives in a result slot, as a pool task's does.
 ///
 /// Tasks that take the object as an argument, and callbacks of fl_ref_on_ready, register as
-/// dependents while it is pending and are told when it resolves. Resolution happens once; later attempts are ignored (a task
-/// finishing after its runtime shut down the object as cancelled, for instance).
+/// dependents while it is pending and are told when it resolves. Resolution happens once;
+/// later attempts are ignored (a task finishing after its runtime shut down the object as
+/// cancelled, for instance).
 final class RemoteObject {
     /// The outcome: pending, then the value or the failure. It opens the object's 64-byte
     /// block, and four words follow it there (`words`): a remote object is this instance (five
