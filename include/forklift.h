@@ -398,12 +398,16 @@ typedef struct fl_remote_options {
 
 /**
  * An actor's constructor (fl_actor_create): builds the state from `args` (as for a remote
- * task) and stores it in `*state`. Return 0, or a non-zero code: then every call of the actor
- * fails with FL_ESTATE ("the actor's constructor failed: ..."). Runs on a worker thread.
+ * task) and stores it in `*state` (NULL is a state too). Return 0, or a non-zero code: then
+ * every call of the actor fails with FL_ESTATE ("the actor's constructor failed: ...") and
+ * free_state is not called. Runs on a worker thread.
  */
 typedef int (*fl_actor_init_fn)(void *user, const fl_blob *args, size_t nargs, void **state);
 
-/** Frees an actor's state when the actor ends (after fl_actor_kill and its last running call). */
+/** Frees an actor's state when the actor ends: after fl_actor_kill, or the fl_runtime_shutdown()
+ *  of an actor still alive, once its last running call has ended (on the thread calling
+ *  either, or the one that ran that call). Called once, with whatever the constructor stored
+ *  (NULL included), if the constructor ran and returned 0; not for an isolated actor. */
 typedef void (*fl_actor_free_fn)(void *user, void *state);
 
 /**
@@ -423,7 +427,8 @@ typedef struct fl_actor_options {
      *  max_concurrency must be 1. Default 0. */
     int isolate;
     /** For an isolated actor: how many times its process is started again, constructor
-     *  included, after it dies (Ray's max_restarts). Beyond that, calls fail with FL_EWORKER.
+     *  included, after it dies (Ray's max_restarts). Beyond that, calls fail with FL_EWORKER
+     *  (after deaths in the constructor too: "the actor's constructor failed: ...").
      *  A process that dies in the constructor is started again after a pause that doubles
      *  from 1 ms up to 1 s; fl_actor_kill or the runtime's shutdown ends that pause, and the
      *  restarts, at once. Default 0. */
@@ -1361,8 +1366,10 @@ int fl_runtime_default(fl_runtime *runtime);
 
 /**
  * Shuts the runtime down (ray.shutdown): no new tasks or puts, running tasks finish, tasks
- * that have not run resolve as FL_ECANCELED, and the handle is freed. References stay valid
- * (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
+ * that have not run resolve as FL_ECANCELED, and the handle is freed. Actors still alive are
+ * then killed: their states are freed (free_state, on this thread) and their processes end;
+ * their handles stay valid for fl_actor_kill(), their calls give FL_ESTATE. References stay
+ * valid (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
  * (called from one of its tasks). Thread-safe.
  */
 int fl_runtime_shutdown(fl_runtime runtime);
@@ -1578,7 +1585,8 @@ int fl_actor_options_init(fl_actor_options *options);
  * constructor `init(user, args, nargs, &state)` runs on a worker as the actor's first call
  * (arguments as for fl_remote, references included). Calls then run against the state, one
  * at a time in submission order unless options.max_concurrency says otherwise. `free_state`
- * (may be NULL) frees the state after fl_actor_kill. `options` may be NULL.
+ * (may be NULL) frees the state after fl_actor_kill, or at fl_runtime_shutdown if the actor
+ * is still alive then. `options` may be NULL.
  * Errors: FL_EINVAL (init or actor NULL, bad arguments or options), FL_EHANDLE, FL_ESTATE
  * (runtime shut down), FL_ENOMEM. Thread-safe.
  */
@@ -1600,7 +1608,8 @@ int fl_actor_call(fl_actor actor, fl_remote_fn method, const fl_arg *args, size_
 /**
  * Ends the actor (ray.kill): calls that have not started resolve as FL_ECANCELED, running ones
  * finish, then `free_state` frees the state; the handle is freed at once. References to its
- * calls stay valid until released. Errors: FL_EHANDLE. Thread-safe.
+ * calls stay valid until released. An actor that fl_runtime_shutdown() ended still needs this
+ * call to free its handle (it frees nothing more). Errors: FL_EHANDLE. Thread-safe.
  */
 int fl_actor_kill(fl_actor actor);
 

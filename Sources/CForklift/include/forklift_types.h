@@ -386,12 +386,16 @@ typedef struct fl_remote_options {
 
 /**
  * An actor's constructor (fl_actor_create): builds the state from `args` (as for a remote
- * task) and stores it in `*state`. Return 0, or a non-zero code: then every call of the actor
- * fails with FL_ESTATE ("the actor's constructor failed: ..."). Runs on a worker thread.
+ * task) and stores it in `*state` (NULL is a state too). Return 0, or a non-zero code: then
+ * every call of the actor fails with FL_ESTATE ("the actor's constructor failed: ...") and
+ * free_state is not called. Runs on a worker thread.
  */
 typedef int (*fl_actor_init_fn)(void *user, const fl_blob *args, size_t nargs, void **state);
 
-/** Frees an actor's state when the actor ends (after fl_actor_kill and its last running call). */
+/** Frees an actor's state when the actor ends: after fl_actor_kill, or the fl_runtime_shutdown()
+ *  of an actor still alive, once its last running call has ended (on the thread calling
+ *  either, or the one that ran that call). Called once, with whatever the constructor stored
+ *  (NULL included), if the constructor ran and returned 0; not for an isolated actor. */
 typedef void (*fl_actor_free_fn)(void *user, void *state);
 
 /**
@@ -411,7 +415,8 @@ typedef struct fl_actor_options {
      *  max_concurrency must be 1. Default 0. */
     int isolate;
     /** For an isolated actor: how many times its process is started again, constructor
-     *  included, after it dies (Ray's max_restarts). Beyond that, calls fail with FL_EWORKER.
+     *  included, after it dies (Ray's max_restarts). Beyond that, calls fail with FL_EWORKER
+     *  (after deaths in the constructor too: "the actor's constructor failed: ...").
      *  A process that dies in the constructor is started again after a pause that doubles
      *  from 1 ms up to 1 s; fl_actor_kill or the runtime's shutdown ends that pause, and the
      *  restarts, at once. Default 0. */

@@ -59,8 +59,10 @@ public func fl_runtime_default(_ runtime: UnsafeMutablePointer<fl_runtime?>?) ->
 }
 
 /// Shuts the runtime down (ray.shutdown): no new tasks or puts, running tasks finish, tasks
-/// that have not run resolve as FL_ECANCELED, and the handle is freed. References stay valid
-/// (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
+/// that have not run resolve as FL_ECANCELED, and the handle is freed. Actors still alive are
+/// then killed: their states are freed (free_state, on this thread) and their processes end;
+/// their handles stay valid for fl_actor_kill(), their calls give FL_ESTATE. References stay
+/// valid (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
 /// (called from one of its tasks). Thread-safe.
 @_cdecl("fl_runtime_shutdown")
 public func fl_runtime_shutdown(_ runtime: fl_runtime?) -> CInt {
@@ -529,7 +531,8 @@ public func fl_actor_options_init(_ options: UnsafeMutablePointer<fl_actor_optio
 /// constructor `init(user, args, nargs, &state)` runs on a worker as the actor's first call
 /// (arguments as for fl_remote, references included). Calls then run against the state, one
 /// at a time in submission order unless options.max_concurrency says otherwise. `free_state`
-/// (may be NULL) frees the state after fl_actor_kill. `options` may be NULL.
+/// (may be NULL) frees the state after fl_actor_kill, or at fl_runtime_shutdown if the actor
+/// is still alive then. `options` may be NULL.
 /// Errors: FL_EINVAL (init or actor NULL, bad arguments or options), FL_EHANDLE, FL_ESTATE
 /// (runtime shut down), FL_ENOMEM. Thread-safe.
 @_cdecl("fl_actor_create")
@@ -619,7 +622,8 @@ public func fl_actor_call(_ actor: fl_actor?, _ method: fl_remote_fn?, _ args: U
 
 /// Ends the actor (ray.kill): calls that have not started resolve as FL_ECANCELED, running ones
 /// finish, then `free_state` frees the state; the handle is freed at once. References to its
-/// calls stay valid until released. Errors: FL_EHANDLE. Thread-safe.
+/// calls stay valid until released. An actor that fl_runtime_shutdown() ended still needs this
+/// call to free its handle (it frees nothing more). Errors: FL_EHANDLE. Thread-safe.
 @_cdecl("fl_actor_kill")
 public func fl_actor_kill(_ actor: fl_actor?) -> CInt {
     withStatus { () throws(Failure) in

@@ -5,10 +5,12 @@ import CForklift
 /// `user` is the state.
 ///
 /// Calls (the constructor first) wait in `queue` in submission order. A call whose arguments
-/// have resolved is marked ready; `pump` starts calls from the head while the head is ready and
+/// have resolved, or that was cancelled (it resolves as such in its turn, without waiting for
+/// them), is marked ready; `pump` starts calls from the head while the head is ready and
 /// fewer than `maxConcurrency` run, so a call never overtakes an earlier one. A call that
 /// ends lets `pump` start the next. `kill` cancels the calls that have not started and frees
-/// the state once the running ones have ended.
+/// the state once the running ones have ended; the runtime keeps every actor until then, and
+/// kills those still alive when it shuts down.
 ///
 /// A worker whose call ends with none ready behind it lingers for a moment, keeping the
 /// actor's running slot (`workerCallEnded`, for actors running one call at a time): a call
@@ -127,16 +129,24 @@ final class RemoteActor {
             // A kill or a shutdown ends the pauses between restarts after deaths in the constructor.
             started.restartStoppers = [handOff.killedWord, runtime.closedWord]
             if let failure = started.start() {
-                let message = failure.code == FL_EINIT ? "the constructor returned \(started.initializerCode)" : failure.message
-                ResultSlot.fail(outcome, status: FL_ETASK, code: failure.code == FL_EINIT ? started.initializerCode : failure.code,
-                                message: message)
+                switch failure.code {
+                case FL_EINIT:
+                    ResultSlot.fail(outcome, status: FL_ETASK, code: started.initializerCode,
+                                    message: "the constructor returned \(started.initializerCode)")
+                case FL_EWORKER, FL_ECANCELED:
+                    // The process died in the constructor at every start allowed (the calls
+                    // then fail with FL_EWORKER, as after deaths in a method), or a kill or
+                    // shutdown ended the restarts.
+                    ResultSlot.fail(outcome, status: failure.code, code: failure.code, message: failure.message)
+                default:
+                    ResultSlot.fail(outcome, status: FL_ETASK, code: failure.code, message: failure.message)
+                }
                 return
             }
             lock.withLock {
                 process = started
                 constructorObjects = objects
             }
-            runtime.keep(self)
             outcome.pointee.status = FL_OK
         } catch {
             ResultSlot.fail(outcome, status: error.code, code: error.code, message: error.message)
@@ -186,7 +196,10 @@ final class RemoteActor {
         let startable: RemoteTask? = try lock.withLock { () throws(Failure) -> RemoteTask? in
             guard !killed else {
                 runtime.withdraw()
-                throw Failure(FL_ESTATE, "the actor was killed")
+                // As for a handle fl_actor_kill has freed: the kill came first (or the
+                // shutdown that killed the actor).
+                throw runtime.isShutDown ? Failure(FL_ESTATE, "runtime is shut down")
+                                         : Failure(FL_EHANDLE, "the actor was killed")
             }
             queue.append(.passRetained(call))
             guard readyNow else {
@@ -199,6 +212,8 @@ final class RemoteActor {
             handHeadToLingerer()
             return nil
         }
+        // Known to the runtime from its constructor on, so that a shutdown kills it.
+        if call.constructsActor { runtime.keep(self) }
         if !readyNow {
             call.start()  // registers with its arguments; the last to resolve makes it ready
         } else if let startable {
@@ -226,13 +241,27 @@ final class RemoteActor {
 
     /// A queued call's arguments have resolved.
     func argumentsReady(_ call: RemoteTask) {
-        let known: Bool = lock.withLock {
-            guard !killed else { return false }
+        markReady(call)
+    }
+
+    /// A call was cancelled (its cancel flag is set): if it still waits for its arguments, it
+    /// takes its turn now, in which it resolves as cancelled without running, so that the
+    /// calls behind it need not wait for arguments it will never use.
+    func callCancelled(_ call: RemoteTask) {
+        markReady(call)
+    }
+
+    /// Marks a queued call ready to take its turn, once (its arguments resolved, or it was
+    /// cancelled), and starts what may start now.
+    private func markReady(_ call: RemoteTask) {
+        let changed: Bool = lock.withLock {
+            // A call out of the queue (or of a killed actor's dropped queue) is marked already.
+            guard !killed, !call.argumentsAreReady else { return false }
             call.argumentsAreReady = true
             unreadyCalls -= 1
             return true
         }
-        if known { pump() }
+        if changed { pump() }
     }
 
     /// A call has ended on a worker: returns the next call for that worker to run right away,
@@ -460,13 +489,16 @@ final class RemoteActor {
         return true
     }
 
+    /// Frees the state (NULL too, if the constructor made it so) of an actor whose
+    /// constructor ran and succeeded, or ends an isolated actor's process; the runtime lets
+    /// go of the actor.
     private func freeNow() {
         if isIsolated {
             stopProcess()
-            runtime.forget(self)
-            return
+        } else if let freeState, lock.withLock({ constructorDone && constructorFailure == nil }) {
+            freeState(user, state)
         }
-        if let freeState, let state, constructorFailure == nil { freeState(user, state) }
+        runtime.forget(self)
     }
 }
 

@@ -37,9 +37,11 @@ final class RemoteRuntime {
     /// Running, finished, failed (written by the threads running tasks).
     private let outcomes: UnsafeMutablePointer<UInt64>
 
-    /// Isolated actors not yet killed, whose processes shutdown stops.
+    /// Actors not yet killed, which shutdown kills (freeing their states, ending their
+    /// processes); `actorsClosed` once it has taken them, after which none is kept.
     private let actorsLock = Lock()
-    private var isolatedActors: [ObjectIdentifier: RemoteActor] = [:]
+    private var liveActors: [ObjectIdentifier: RemoteActor] = [:]
+    private var actorsClosed = false
 
     init(workers: Int, storeCapacity: Int, processWorkers: Int = 0) throws(Failure) {
         let graveyard = TaskGraveyard(workers: workers, handsOverEachTask: storeCapacity > 0)
@@ -258,25 +260,33 @@ final class RemoteRuntime {
         while fls_atomic_load_u64(inlineRuns) != 0 { usleep(100) }
         // The workers handed their buried tasks over as they ran out of work: release them.
         store.graveyard.releaseAll()
-        // No call runs any more: end the isolated actors' processes.
+        // No call runs any more: kill the actors still alive, which frees their states (on
+        // this thread) and ends their processes. Their handles stay valid until fl_actor_kill.
         let actors = actorsLock.withLock {
-            defer { isolatedActors = [:] }
-            return Array(isolatedActors.values)
+            defer {
+                liveActors = [:]
+                actorsClosed = true
+            }
+            return Array(liveActors.values)
         }
-        for actor in actors { actor.stopProcess() }
+        for actor in actors { actor.kill() }
         // The free shared memory the arena kept for the next large objects goes back to the
         // system (objects still referenced keep theirs).
         if store.sharesLargeObjects { fls_arena_trim() }
     }
 
-    /// Keeps an isolated actor until it is killed (`forget`) or the runtime shuts down.
+    /// Keeps an actor whose constructor was queued until it is killed (`forget`) or the
+    /// runtime shuts down; not once shutdown has killed the others (its constructor, which
+    /// the shutdown cancels, then makes no state).
     func keep(_ actor: RemoteActor) {
-        actorsLock.withLock { isolatedActors[ObjectIdentifier(actor)] = actor }
+        actorsLock.withLock {
+            if !actorsClosed { liveActors[ObjectIdentifier(actor)] = actor }
+        }
     }
 
-    /// Lets go of a killed isolated actor.
+    /// Lets go of a killed actor.
     func forget(_ actor: RemoteActor) {
-        actorsLock.withLock { _ = isolatedActors.removeValue(forKey: ObjectIdentifier(actor)) }
+        actorsLock.withLock { _ = liveActors.removeValue(forKey: ObjectIdentifier(actor)) }
     }
 
     // MARK: The default runtime

@@ -178,6 +178,9 @@ final class RemoteTask: PoolJob {
         fls_atomic_store_seq_cst_u32(cancelFlag, 1)
         output.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled")
         for extra in extraOutputs { extra.fail(FL_ECANCELED, code: FL_ECANCELED, message: "the task was cancelled") }
+        // An actor call waiting for an argument is skipped in its turn rather than holding
+        // the calls behind it until the argument resolves.
+        actor?.callCancelled(self)
         // Flags first, then the process: the proxy publishes the process before it looks at
         // the flags, so one of the two sees the other.
         fls_fence_seq_cst()
@@ -351,7 +354,10 @@ final class RemoteTask: PoolJob {
         var user = self.user
         if let actor, !constructsActor {
             if let failure = actor.constructorFailure {
-                finish(status: FL_ESTATE, code: failure.code, message: "the actor's constructor failed: \(failure.message)")
+                // A constructor that returned a code leaves an actor without state (FL_ESTATE);
+                // a process that died in it at every start allowed, a dead actor (FL_EWORKER).
+                let status = failure.code == FL_EWORKER || failure.code == FL_ECANCELED ? failure.code : FL_ESTATE
+                finish(status: status, code: failure.code, message: "the actor's constructor failed: \(failure.message)")
                 return
             }
             user = actor.state
