@@ -503,7 +503,15 @@ class ActorHandle:
     def __del__(self):
         # The last handle is gone (Ray's automatic termination): a last call, queued behind
         # the calls made so far, kills the actor once they have run, and its state goes.
-        if self._killed or _runtime is not self._runtime or not getattr(self, "_handle", None):
+        if self._killed or not getattr(self, "_handle", None):
+            return
+        if _runtime is not self._runtime:
+            # Its runtime was shut down, which ended the actor (and dropped its instance):
+            # only the handle is left to free.
+            try:
+                _lib.lib.fl_actor_kill(self._handle)
+            except Exception:  # interpreter shutdown
+                pass
             return
         try:
             call_id = next(_ids)

@@ -497,6 +497,31 @@ def test_cancelled_calls_let_go_of_their_arguments():
     assert forklift.get(blockers) == [0, 1]
 
 
+def test_shutdown_ends_the_actors_still_alive():
+    import gc
+    import weakref
+    instances = []
+
+    @forklift.remote
+    class Holder:
+        def __init__(self):
+            instances.append(weakref.ref(self))
+
+        def ping(self):
+            return 1
+
+    kept = Holder.remote()
+    assert forklift.get(kept.ping.remote()) == 1
+    forklift.shutdown()
+    gc.collect()
+    assert len(instances) == 1 and instances[0]() is None  # the shutdown let go of it
+    with pytest.raises(forklift.ForkliftError, match="shut down"):
+        kept.ping.remote()
+    del kept  # frees the handle
+    gc.collect()
+    forklift.init(num_workers=2)  # the fixture shuts this one down
+
+
 def test_an_actor_without_handles_ends_after_its_calls():
     import gc
     module = sys.modules["forklift.remote"]
