@@ -406,7 +406,7 @@ typedef int (*fl_actor_init_fn)(void *user, const fl_blob *args, size_t nargs, v
 
 /** Frees an actor's state when the actor ends: after fl_actor_kill, or the fl_runtime_shutdown()
  *  of an actor still alive, once its last running call has ended (on the thread calling
- *  either, or the one that ran that call). Called once, with whatever the constructor stored
+ *  either, or the one that ran that call, or one in another call on the actor just then). Called once, with whatever the constructor stored
  *  (NULL included), if the constructor ran and returned 0; not for an isolated actor. */
 typedef void (*fl_actor_free_fn)(void *user, void *state);
 
@@ -1367,7 +1367,8 @@ int fl_runtime_default(fl_runtime *runtime);
 /**
  * Shuts the runtime down (ray.shutdown): no new tasks or puts, running tasks finish, tasks
  * that have not run resolve as FL_ECANCELED, and the handle is freed. Actors still alive are
- * then killed: their states are freed (free_state, on this thread) and their processes end;
+ * then killed: their states are freed (free_state, on this thread, unless another call on the
+ * actor holds its turn at that moment: then on that call's thread, just after) and their processes end;
  * their handles stay valid for fl_actor_kill(), their calls give FL_ESTATE. References stay
  * valid (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
  * (called from one of its tasks). Thread-safe.
@@ -1598,7 +1599,7 @@ int fl_actor_create(fl_runtime runtime, fl_actor_init_fn initialize, fl_actor_fr
  * Calls `method(state, args, nargs, ctx)` on the actor (actor.method.remote(...)) and stores
  * a reference to its result in `*ref`, at once. Calls run after the constructor, in the order
  * they were made (each waits for its reference arguments without holding a worker or letting
- * later calls pass). Errors: FL_EINVAL, FL_EHANDLE (actor, or a reference argument; also after
+ * later calls pass; one cancelled meanwhile stops waiting, and the later calls go on). Errors: FL_EINVAL, FL_EHANDLE (actor, or a reference argument; also after
  * fl_actor_kill), FL_ESTATE (runtime shut down), FL_ENOMEM. Thread-safe: calls from several
  * threads are ordered as they enter.
  */
@@ -1616,7 +1617,7 @@ int fl_actor_kill(fl_actor actor);
 /**
  * Cancels the task whose result `ref` names (ray.cancel): its object resolves as FL_ECANCELED
  * at once ("the task was cancelled"); a task that has not started never runs (an actor call
- * is skipped in its turn); a running task or actor call finishes on its own, and
+ * is skipped in its turn, which comes at once if it waited for arguments); a running task or actor call finishes on its own, and
  * fl_task_cancelled() tells it to stop early, in a worker process too (fl_cancel_force()
  * stops an isolated task that does not look, not an actor call). No effect once the task has
  * finished. Tasks depending on the object fail with that cause. Recursive, as in Ray: the

@@ -394,7 +394,7 @@ typedef int (*fl_actor_init_fn)(void *user, const fl_blob *args, size_t nargs, v
 
 /** Frees an actor's state when the actor ends: after fl_actor_kill, or the fl_runtime_shutdown()
  *  of an actor still alive, once its last running call has ended (on the thread calling
- *  either, or the one that ran that call). Called once, with whatever the constructor stored
+ *  either, or the one that ran that call, or one in another call on the actor just then). Called once, with whatever the constructor stored
  *  (NULL included), if the constructor ran and returned 0; not for an isolated actor. */
 typedef void (*fl_actor_free_fn)(void *user, void *state);
 

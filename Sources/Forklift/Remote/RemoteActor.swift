@@ -9,7 +9,7 @@ import CForklift
 /// them), is marked ready; `pump` starts calls from the head while the head is ready and
 /// fewer than `maxConcurrency` run, so a call never overtakes an earlier one. A call that
 /// ends lets `pump` start the next. `kill` cancels the calls that have not started and frees
-/// the state once the running ones have ended; the runtime keeps every actor until then, and
+/// the state once the running ones have ended; the runtime keeps every actor until its state is freed, and
 /// kills those still alive when it shuts down.
 ///
 /// A worker whose call ends with none ready behind it lingers for a moment, keeping the
@@ -255,7 +255,7 @@ final class RemoteActor {
     /// cancelled), and starts what may start now.
     private func markReady(_ call: RemoteTask) {
         let changed: Bool = lock.withLock {
-            // A call out of the queue (or of a killed actor's dropped queue) is marked already.
+            // A call taken from the queue is marked already; a killed actor dropped its queue.
             guard !killed, !call.argumentsAreReady else { return false }
             call.argumentsAreReady = true
             unreadyCalls -= 1

@@ -275,8 +275,8 @@ final class RemoteRuntime {
         if store.sharesLargeObjects { fls_arena_trim() }
     }
 
-    /// Keeps an actor whose constructor was queued until it is killed (`forget`) or the
-    /// runtime shuts down; not once shutdown has killed the others (its constructor, which
+    /// Keeps an actor whose constructor was queued until its state is freed (`forget`, after
+    /// its kill and its last running call) or the runtime shuts down; not once shutdown has killed the others (its constructor, which
     /// the shutdown cancels, then makes no state).
     func keep(_ actor: RemoteActor) {
         actorsLock.withLock {
