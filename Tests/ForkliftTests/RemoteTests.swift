@@ -487,4 +487,53 @@ final class RemoteTests: XCTestCase {
         }
         XCTAssertEqual(Self.assertNothingLeftThenShutDown(runtime).tasks_finished, 900)
     }
+
+    /// A call cancelled before its submission has queued it (its ref's handle is live before
+    /// fl_actor_call returns, so a thread guessing it could) takes its turn as cancelled, and
+    /// leaves the actor's count of calls waiting for arguments right: a call queued before it,
+    /// waiting for an argument not sealed, still waits, and so do the calls behind that one.
+    func testCallCancelledBeforeItsSubmission() throws {
+        let runtime = Self.twoWorkerRuntime()
+        var handle: fl_actor?
+        XCTAssertEqual(fl_actor_create(runtime, Self.counterInit, Self.counterFree, nil, nil, 0, nil, &handle), FL_OK)
+        let actor = try Registry.actors.with(handle, "actor") { $0 }
+        var buffers: [UnsafeMutableRawPointer?] = [nil, nil]
+        var unsealed: [fl_ref?] = [nil, nil]
+        for i in 0..<2 { XCTAssertEqual(fl_create(runtime, 8, &buffers[i], &unsealed[i]), FL_OK) }
+        // Queued first: waits for the second buffer.
+        var waiting: fl_ref?
+        var argument = fl_arg(data: nil, len: 0, ref: unsealed[1])
+        XCTAssertEqual(fl_actor_call(handle, Self.increment, &argument, 1, &waiting), FL_OK)
+        // Made and cancelled, not yet submitted: waits for the first buffer.
+        let firstObject = try Registry.refs.with(unsealed[0], "ref") { $0 }
+        let output = RemoteObject(store: actor.runtime.store)
+        let early = RemoteTask(fn: Self.increment, user: nil, arguments: [.object(firstObject)], blobBytes: nil,
+                               output: output, options: RemoteOptions(), runtime: actor.runtime, actor: actor)
+        let earlyRef = cHandle(try Registry.refs.register(output, hint: UnsafeRawPointer(output.slot)))
+        early.cancel(force: false)
+        // Behind the waiting call: it must not run before the second buffer is sealed.
+        var behind: fl_ref?
+        XCTAssertEqual(fl_actor_call(handle, Self.increment, nil, 0, &behind), FL_OK)
+        usleep(50_000)
+        XCTAssertEqual(fl_get(waiting, 0, nil, nil), FL_ETIMEDOUT)
+        XCTAssertEqual(fl_get(behind, 0, nil, nil), FL_ETIMEDOUT)
+        try actor.submit(early)
+        XCTAssertEqual(fl_get(earlyRef, 30, nil, nil), FL_ECANCELED)
+        XCTAssertEqual(fl_get(waiting, 0, nil, nil), FL_ETIMEDOUT)
+        buffers[1]!.storeBytes(of: Int64(7), as: Int64.self)
+        XCTAssertEqual(fl_seal(unsealed[1]), FL_OK)
+        XCTAssertEqual(Self.value(waiting), 1)
+        XCTAssertEqual(Self.value(behind), 2)
+        // The count is right again: a call waiting for the first buffer waits for it.
+        var last: fl_ref?
+        argument = fl_arg(data: nil, len: 0, ref: unsealed[0])
+        XCTAssertEqual(fl_actor_call(handle, Self.increment, &argument, 1, &last), FL_OK)
+        usleep(20_000)
+        XCTAssertEqual(fl_get(last, 0, nil, nil), FL_ETIMEDOUT)
+        XCTAssertEqual(fl_seal(unsealed[0]), FL_OK)
+        XCTAssertEqual(Self.value(last), 3)
+        for ref in [waiting, behind, last, earlyRef] + unsealed { XCTAssertEqual(fl_ref_release(ref), FL_OK) }
+        XCTAssertEqual(fl_actor_kill(handle), FL_OK)
+        XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
+    }
 }

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static fl_runtime new_runtime(size_t workers) {
     fl_runtime_options options;
@@ -417,6 +418,95 @@ static void test_shutdown_frees_after_the_running_call(void) {
     CHECK(frees() == base + 1);
 }
 
+/* ---- a constructor whose argument failed ---- */
+
+static int failing_task(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    return 5;
+}
+
+/* Calls of an actor whose constructor failed because an argument did fail with FL_ESTATE (an
+ * actor without state), whatever the argument's own status: cancelled, or a task error. */
+static void test_constructor_argument_failed(void) {
+    fl_runtime rt = new_runtime(2);
+    __atomic_store_n(&gate_open, 0, __ATOMIC_SEQ_CST);
+    fl_ref slow = NULL;
+    CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &slow));
+    CHECK_OK(fl_cancel(slow));
+    fl_ref failed = NULL;
+    CHECK_OK(fl_remote(rt, failing_task, NULL, NULL, 0, NULL, &failed));
+    fl_ref causes[2] = {slow, failed};
+    int expected_cause[2] = {FL_ECANCELED, FL_ETASK};
+    for (int i = 0; i < 2; i++) {
+        CHECK_RC(expected_cause[i], fl_get(causes[i], 30, NULL, NULL));
+        fl_arg arg = ref_arg(causes[i]);
+        fl_actor a = NULL;
+        CHECK_OK(fl_actor_create(rt, counter_init, counter_free, NULL, &arg, 1, NULL, &a));
+        for (int call = 0; call < 3; call++) {
+            fl_ref r = call_with(a, counter_runs, NULL, 0);
+            CHECK_RC(FL_ESTATE, fl_get(r, 30, NULL, NULL));
+            const char *message = fl_last_error();
+            CHECK(message && strstr(message, "constructor failed") && strstr(message, "argument 0 failed"));
+            fl_ref_release(r);
+        }
+        CHECK_OK(fl_actor_kill(a));
+    }
+    __atomic_store_n(&gate_open, 1, __ATOMIC_SEQ_CST);
+    fl_ref_release(slow);
+    fl_ref_release(failed);
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
+/* ---- a shutdown racing callers ---- */
+
+typedef struct {
+    fl_actor actor;
+    volatile int stop;
+    int unexpected; /* statuses other than FL_OK, FL_ECANCELED, FL_ESTATE */
+} caller;
+
+/* Calls the actor, cancels every other call and releases it, until told to stop. */
+static void *call_and_cancel(void *raw) {
+    caller *c = raw;
+    for (long i = 0; !__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST); i++) {
+        fl_ref r = NULL;
+        int rc = fl_actor_call(c->actor, counter_runs, NULL, 0, &r);
+        if (rc == FL_ESTATE) continue;
+        if (rc != FL_OK) {
+            c->unexpected++;
+            continue;
+        }
+        if (i % 2) fl_cancel(r);
+        fl_ref_release(r);
+    }
+    return NULL;
+}
+
+/* A shutdown while two threads call an actor (and cancel calls): it frees the state once, on its
+ * own thread, before it returns, whichever thread held the actor's turn at that moment. */
+static void test_shutdown_racing_callers(void) {
+    for (int round = 0; round < 30; round++) {
+        fl_runtime rt = new_runtime(2);
+        int base = frees();
+        caller c = {new_counter(rt, 1 + round % 2), 0, 0};
+        fl_ref first = call_with(c.actor, counter_runs, NULL, 0); /* the constructor has run */
+        CHECK(get_int(first) == 1);
+        fl_ref_release(first);
+        pthread_t threads[2];
+        for (int t = 0; t < 2; t++) pthread_create(&threads[t], NULL, call_and_cancel, &c);
+        pause_ms(2 + round % 5);
+        last_free_thread = (pthread_t)0;
+        CHECK_OK(fl_runtime_shutdown(rt));
+        CHECK(frees() == base + 1);
+        CHECK(pthread_equal(last_free_thread, pthread_self()));
+        __atomic_store_n(&c.stop, 1, __ATOMIC_SEQ_CST);
+        for (int t = 0; t < 2; t++) pthread_join(threads[t], NULL);
+        CHECK(c.unexpected == 0);
+        CHECK_OK(fl_actor_kill(c.actor));
+        CHECK(frees() == base + 1);
+    }
+}
+
 int main(void) {
     test_cancelled_waiting_call_gives_up_its_turn(1);
     test_cancelled_waiting_call_gives_up_its_turn(3);
@@ -424,5 +514,7 @@ int main(void) {
     test_calls_racing_a_kill();
     test_free_state();
     test_shutdown_frees_after_the_running_call();
+    test_constructor_argument_failed();
+    test_shutdown_racing_callers();
     return check_finish("actor_lifecycle");
 }

@@ -387,15 +387,17 @@ typedef struct fl_remote_options {
 /**
  * An actor's constructor (fl_actor_create): builds the state from `args` (as for a remote
  * task) and stores it in `*state` (NULL is a state too). Return 0, or a non-zero code: then
- * every call of the actor fails with FL_ESTATE ("the actor's constructor failed: ...") and
- * free_state is not called. Runs on a worker thread.
+ * every call of the actor fails with FL_ESTATE ("the actor's constructor failed: ..."), as
+ * when one of `args` is a reference to an object that failed (the constructor does not run),
+ * and free_state is not called. Runs on a worker thread.
  */
 typedef int (*fl_actor_init_fn)(void *user, const fl_blob *args, size_t nargs, void **state);
 
-/** Frees an actor's state when the actor ends: after fl_actor_kill, or the fl_runtime_shutdown()
- *  of an actor still alive, once its last running call has ended (on the thread calling
- *  either, or the one that ran that call, or one in another call on the actor just then). Called once, with whatever the constructor stored
- *  (NULL included), if the constructor ran and returned 0; not for an isolated actor. */
+/** Frees an actor's state when the actor ends, once its last running call has ended: after
+ *  fl_actor_kill (on the thread calling it, or the one that ran that call, or one in another
+ *  call on the actor just then), or in the fl_runtime_shutdown() of an actor still alive (on
+ *  the thread calling it, before it returns). Called once, with whatever the constructor
+ *  stored (NULL included), if the constructor ran and returned 0; not for an isolated actor. */
 typedef void (*fl_actor_free_fn)(void *user, void *state);
 
 /**

@@ -60,9 +60,8 @@ public func fl_runtime_default(_ runtime: UnsafeMutablePointer<fl_runtime?>?) ->
 
 /// Shuts the runtime down (ray.shutdown): no new tasks or puts, running tasks finish, tasks
 /// that have not run resolve as FL_ECANCELED, and the handle is freed. Actors still alive are
-/// then killed: their states are freed (free_state, on this thread, unless another call on the
-/// actor holds its turn at that moment: then on that call's thread, just after) and their processes end;
-/// their handles stay valid for fl_actor_kill(), their calls give FL_ESTATE. References stay
+/// then killed: their states are freed (free_state, on this thread, before this returns) and
+/// their processes end; their handles stay valid for fl_actor_kill(), their calls give FL_ESTATE. References stay
 /// valid (fl_get reports each object's outcome) until released. Errors: FL_EHANDLE, FL_EDEADLK
 /// (called from one of its tasks). Thread-safe.
 @_cdecl("fl_runtime_shutdown")

@@ -1,4 +1,5 @@
 import CForklift
+import Glibc
 
 /// An actor (`fl_actor`): state built by a constructor, and calls that run against it one at a
 /// time in submission order (or up to `maxConcurrency` at once), each a remote task whose
@@ -42,6 +43,9 @@ final class RemoteActor {
     private(set) var state: UnsafeMutableRawPointer?
     /// Set when the constructor failed.
     private(set) var constructorFailure: Failure?
+    /// Set (before `constructorFailure`) when an isolated actor's process died in the
+    /// constructor at every start allowed, or a kill or shutdown ended its restarts.
+    private var diedInConstructor = false
     /// Where a lingering worker waits for the next call.
     private let handOff = ActorHandOff()
 
@@ -68,6 +72,8 @@ final class RemoteActor {
     private var running = 0
     private var killed = false
     private var stateFreed = false
+    /// Set by the runtime's shutdown, which frees the state itself (`endAtShutdown`).
+    private var shutdownFrees = false
     /// Whether the constructor has ended: no call starts before.
     private var constructorDone = false
     /// An isolated actor's process, once its constructor has run there.
@@ -110,6 +116,16 @@ final class RemoteActor {
         handOff.deallocate()
     }
 
+    /// The status of a call of an actor whose constructor failed: FL_EWORKER (FL_ECANCELED)
+    /// if its process died in the constructor at every start allowed (a kill or shutdown
+    /// ended the restarts), as after deaths in a method; else FL_ESTATE, an actor without
+    /// state (the constructor returned a code, or an argument of it failed). Read by a call
+    /// that runs after the constructor ended.
+    var callStatusAfterConstructorFailure: Int32 {
+        guard diedInConstructor, let failure = constructorFailure else { return FL_ESTATE }
+        return failure.code
+    }
+
     /// Whether the actor lives in a worker process of its own.
     var isIsolated: Bool { isolation != nil }
 
@@ -137,6 +153,7 @@ final class RemoteActor {
                     // The process died in the constructor at every start allowed (the calls
                     // then fail with FL_EWORKER, as after deaths in a method), or a kill or
                     // shutdown ended the restarts.
+                    diedInConstructor = true
                     ResultSlot.fail(outcome, status: failure.code, code: failure.code, message: failure.message)
                 default:
                     ResultSlot.fail(outcome, status: FL_ETASK, code: failure.code, message: failure.message)
@@ -191,9 +208,8 @@ final class RemoteActor {
     /// actor was killed or the runtime shut down; once queued, a call always ends (a shutdown
     /// meanwhile cancels it when its turn comes).
     func submit(_ call: RemoteTask) throws(Failure) {
-        let readyNow = !call.takesObjects
         try runtime.admit()
-        let startable: RemoteTask? = try lock.withLock { () throws(Failure) -> RemoteTask? in
+        let (waits, startable) = try lock.withLock { () throws(Failure) -> (Bool, RemoteTask?) in
             guard !killed else {
                 runtime.withdraw()
                 // As for a handle fl_actor_kill has freed: the kill came first (or the
@@ -202,20 +218,27 @@ final class RemoteActor {
                                          : Failure(FL_EHANDLE, "the actor was killed")
             }
             queue.append(.passRetained(call))
-            guard readyNow else {
+            // A call cancelled already (through its ref) takes its turn without its arguments.
+            if call.takesObjects && !call.isCancelled {
+                // Registered under the lock, so that a cancel or a kill (which take it) finds
+                // the call not queued yet or done registering, never in the loop over its
+                // arguments. The submission's own count, dropped below, keeps their
+                // resolutions from coming here meanwhile (object locks come after this one).
+                call.registerWithArguments()
+                call.waitsInQueue = true
                 unreadyCalls += 1
                 handOff.setQueued(queue.count - head)
-                return nil
+                return (true, nil)
             }
             call.argumentsAreReady = true
-            if let startable = takeHead() { return startable }
+            if let startable = takeHead() { return (false, startable) }
             handHeadToLingerer()
-            return nil
+            return (false, nil)
         }
         // Known to the runtime from its constructor on, so that a shutdown kills it.
         if call.constructsActor { runtime.keep(self) }
-        if !readyNow {
-            call.start()  // registers with its arguments; the last to resolve makes it ready
+        if waits {
+            call.dependencyResolved()  // the last argument to resolve makes it ready
         } else if let startable {
             start(startable)
         }
@@ -255,8 +278,11 @@ final class RemoteActor {
     /// cancelled), and starts what may start now.
     private func markReady(_ call: RemoteTask) {
         let changed: Bool = lock.withLock {
-            // A call taken from the queue is marked already; a killed actor dropped its queue.
-            guard !killed, !call.argumentsAreReady else { return false }
+            // Only a call waiting in the queue: not one marked already, nor one whose
+            // submission has not queued it yet (it sees the cancel flag then), nor one of a
+            // killed actor, which dropped its queue.
+            guard !killed, call.waitsInQueue else { return false }
+            call.waitsInQueue = false
             call.argumentsAreReady = true
             unreadyCalls -= 1
             return true
@@ -271,7 +297,7 @@ final class RemoteActor {
         let (next, free): (RemoteTask?, Bool) = lock.withLock {
             running -= 1
             if let call = takeHead() { return (call, false) }
-            return (nil, killed && running == 0 && takeStateForFreeing())
+            return (nil, takeStateIfLastOut())
         }
         if free { freeNow() }
         // With room for more than one call at once, others may start behind the one taken.
@@ -329,7 +355,7 @@ final class RemoteActor {
                     if emptied { handOff.clearHurry() }
                     return (true, false)
                 }
-                return (false, killed && running == 0 && takeStateForFreeing())
+                return (false, takeStateIfLastOut())
             }
             if free { freeNow() }
             // Without a batch the slot is gone (`batch` belongs to whoever holds it now). With
@@ -453,12 +479,14 @@ final class RemoteActor {
     /// failed and no longer counts as running.
     func start(_ call: RemoteTask) {
         guard let failure = runtime.enqueue(call) else { return }
-        call.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
-                    message: failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message)
+        // The slot goes back before the call resolves, so no callback of its output runs
+        // while this thread holds it (a shutdown waits for the slots: see `endAtShutdown`).
         let free: Bool = lock.withLock {
             running -= 1
-            return killed && running == 0 && takeStateForFreeing()
+            return takeStateIfLastOut()
         }
+        call.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
+                    message: failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message)
         if free { freeNow() }
     }
 
@@ -474,12 +502,37 @@ final class RemoteActor {
             head = 0
             unreadyCalls = 0
             handOff.setQueued(0)
-            return (waiting, running == 0 && takeStateForFreeing())
+            return (waiting, takeStateIfLastOut())
         }
         for call in cancelled {
             call.finish(status: FL_ECANCELED, code: FL_ECANCELED, message: "the actor was killed before the call ran")
         }
         if free { freeNow() }
+    }
+
+    /// The runtime's shutdown kills the actor (if it is alive) and frees its state on the
+    /// calling thread: it waits for the running slots to come back first. The pools have
+    /// drained by then, so a slot is held only for a moment, by a thread whose start of a
+    /// call is being refused (`start`), which runs no callback while it holds it.
+    func endAtShutdown() {
+        lock.withLock { shutdownFrees = true }
+        kill()
+        while true {
+            let free: Bool? = lock.withLock { running == 0 ? takeStateForFreeing() : nil }
+            guard let free else {
+                usleep(50)
+                continue
+            }
+            // False if an fl_actor_kill before the shutdown freed the state already.
+            if free { freeNow() }
+            return
+        }
+    }
+
+    /// Whether the last running call of a killed actor has ended and its state is to be freed
+    /// now, by this thread (once; not once the shutdown frees it). Call with `lock` held.
+    private func takeStateIfLastOut() -> Bool {
+        killed && running == 0 && !shutdownFrees && takeStateForFreeing()
     }
 
     /// Whether the state is to be freed now (once). Call with `lock` held.

@@ -260,8 +260,8 @@ final class RemoteRuntime {
         while fls_atomic_load_u64(inlineRuns) != 0 { usleep(100) }
         // The workers handed their buried tasks over as they ran out of work: release them.
         store.graveyard.releaseAll()
-        // No call runs any more: kill the actors still alive, which frees their states (on
-        // this thread) and ends their processes. Their handles stay valid until fl_actor_kill.
+        // No call runs any more: kill the actors still alive, free their states on this thread
+        // and end their processes. Their handles stay valid until fl_actor_kill.
         let actors = actorsLock.withLock {
             defer {
                 liveActors = [:]
@@ -269,7 +269,7 @@ final class RemoteRuntime {
             }
             return Array(liveActors.values)
         }
-        for actor in actors { actor.kill() }
+        for actor in actors { actor.endAtShutdown() }
         // The free shared memory the arena kept for the next large objects goes back to the
         // system (objects still referenced keep theirs).
         if store.sharesLargeObjects { fls_arena_trim() }

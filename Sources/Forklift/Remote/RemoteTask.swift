@@ -35,8 +35,12 @@ final class RemoteTask: PoolJob {
     // stream of tasks then keeps malloc consolidating).
     /// Whether this is the actor's constructor rather than a method call.
     let constructsActor: Bool
-    /// An actor call whose arguments have resolved (guarded by the actor's lock).
+    /// An actor call whose arguments have resolved, or that was cancelled: it may take its
+    /// turn (guarded by the actor's lock).
     var argumentsAreReady = false
+    /// An actor call in its actor's queue, registered with its arguments, that is not ready
+    /// yet (guarded by the actor's lock): only such a call is marked ready, once.
+    var waitsInQueue = false
     /// Whether the task holds `options.cpus` of the runtime's CPUs (see `CPUAccount`).
     var holdsCPUs = false
     let runtime: RemoteRuntime
@@ -300,13 +304,19 @@ final class RemoteTask: PoolJob {
     /// Registers with every pending argument, then drops the submission's own count: the task
     /// is scheduled now if nothing is pending, else by the last argument to resolve.
     func start() {
+        registerWithArguments()
+        dependencyResolved()
+    }
+
+    /// Registers with every pending argument, keeping the submission's own count: until
+    /// `dependencyResolved` drops it, no resolution makes the task ready.
+    func registerWithArguments() {
         for case .object(let object) in arguments {
             // Counted before registering: the object may resolve (and take its count off)
             // the moment it has the task. The submission's own count keeps this above zero.
             _ = fls_atomic_add_u32(pending, 1)
             if !object.addDependent(.task(self)) { _ = fls_atomic_sub_u32(pending, 1) }
         }
-        dependencyResolved()
     }
 
     /// One argument resolved (or the submission finished registering).
@@ -354,10 +364,8 @@ final class RemoteTask: PoolJob {
         var user = self.user
         if let actor, !constructsActor {
             if let failure = actor.constructorFailure {
-                // A constructor that returned a code leaves an actor without state (FL_ESTATE);
-                // a process that died in it at every start allowed, a dead actor (FL_EWORKER).
-                let status = failure.code == FL_EWORKER || failure.code == FL_ECANCELED ? failure.code : FL_ESTATE
-                finish(status: status, code: failure.code, message: "the actor's constructor failed: \(failure.message)")
+                finish(status: actor.callStatusAfterConstructorFailure, code: failure.code,
+                       message: "the actor's constructor failed: \(failure.message)")
                 return
             }
             user = actor.state
