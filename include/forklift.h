@@ -1549,6 +1549,57 @@ int fl_wait(const fl_ref *refs, size_t count, size_t num_returns, double timeout
 int fl_ref_clone(fl_ref ref, fl_ref *copy);
 
 /**
+ * Makes the object of `container`, an fl_create() buffer not sealed yet, contain the object
+ * of `inner`: it keeps that object alive until it is freed itself, as a Ray object keeps the
+ * refs serialized in it, so a value that names other objects (a list of refs, a graph) can be
+ * stored and read back with fl_ref_contained(). Stores the index of `inner` among the
+ * objects `container` contains (0, 1, ... in the order added) in `*index` (may be NULL).
+ * `inner` may be pending; it is not copied and the reference stays the caller's. A cycle
+ * (an object containing itself through others) is never freed. Errors: FL_EHANDLE,
+ * FL_EINVAL (the same object, or one of another runtime), FL_ESTATE (container is not an
+ * unsealed fl_create buffer). Thread-safe.
+ */
+int fl_ref_contain(fl_ref container, fl_ref inner, size_t *index);
+
+/**
+ * Stores a new reference to the object at `index` among those the object of `container`
+ * contains (fl_ref_contain(), fl_task_contain()) in `*ref`; release it on its own. Errors:
+ * FL_EHANDLE, FL_EINVAL (ref NULL), FL_ERANGE (index not below fl_ref_contained_count()).
+ * Thread-safe.
+ */
+int fl_ref_contained(fl_ref container, size_t index, fl_ref *ref);
+
+/**
+ * Stores how many objects the object of `ref` contains in `*count`. Errors: FL_EHANDLE,
+ * FL_EINVAL (count NULL). Thread-safe.
+ */
+int fl_ref_contained_count(fl_ref ref, size_t *count);
+
+/**
+ * Makes result `output` (0 for fl_task_return's) of the remote task or actor call running
+ * with `ctx` contain the object of `inner`, as fl_ref_contain() does for a buffer, and
+ * stores its index in `*index` (may be NULL): a task can return a value that names other
+ * objects (refs of tasks it submitted, say), which its caller reads with fl_ref_contained().
+ * Only inside the task's function. Errors: FL_EHANDLE (ctx is not the running task's, or
+ * inner), FL_ENOTSUP (a task of a pool, or one running in a worker process), FL_ERANGE
+ * (output beyond the task's num_returns), FL_EINVAL, FL_ESTATE (the task was cancelled: its
+ * results have resolved).
+ */
+int fl_task_contain(fl_task_ctx ctx, size_t output, fl_ref inner, size_t *index);
+
+/**
+ * Stores a new reference to the object at `index` among those contained by the object that
+ * argument `arg` of the remote task, actor call or actor constructor running on this thread
+ * refers to (an argument given as a ref) in `*ref`: how a task reads the refs inside a value
+ * made with fl_ref_contain() or fl_task_contain(). Only inside that task's function (or
+ * constructor) on a runtime thread. Errors: FL_ENOTSUP (no remote task runs on this thread:
+ * a task in a worker process too),
+ * FL_ERANGE (arg beyond the arguments, or index beyond what that object contains), FL_EINVAL
+ * (ref NULL, or argument `arg` is a blob, not a ref).
+ */
+int fl_arg_contained(size_t arg, size_t index, fl_ref *ref);
+
+/**
  * Releases the reference; views from fl_get through it become invalid. The object goes when
  * its last reference and the last task using it are gone. Errors: FL_EHANDLE. Thread-safe.
  */

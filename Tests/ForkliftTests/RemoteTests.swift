@@ -536,4 +536,67 @@ final class RemoteTests: XCTestCase {
         XCTAssertEqual(fl_actor_kill(handle), FL_OK)
         XCTAssertEqual(fl_runtime_shutdown(runtime), FL_OK)
     }
+
+    /// Three threads make boxes that contain puts and a shared box, read them back through
+    /// fl_ref_contained and release them in scrambled orders, while tasks read the shared
+    /// box's contents (fl_arg_contained): every value arrives, and nothing is left.
+    func testContainedObjectsFromThreads() {
+        let runtime = Self.twoWorkerRuntime()
+        var shared: fl_ref?
+        var bytes: UnsafeMutableRawPointer?
+        XCTAssertEqual(fl_create(runtime, 0, &bytes, &shared), FL_OK)
+        for value in Int64(1)...3 {
+            var put: fl_ref?
+            var v = value
+            XCTAssertEqual(fl_put(runtime, &v, 8, &put), FL_OK)
+            XCTAssertEqual(fl_ref_contain(shared, put, nil), FL_OK)
+            XCTAssertEqual(fl_ref_release(put), FL_OK)
+        }
+        XCTAssertEqual(fl_seal(shared), FL_OK)
+        let sharedAddress = UInt(bitPattern: UnsafeRawPointer(shared!))
+        let sumContained: fl_remote_fn = { _, _, _, ctx in
+            var total: Int64 = 0
+            var index = 0
+            while true {
+                var ref: fl_ref?
+                guard fl_arg_contained(0, index, &ref) == FL_OK else { break }
+                var data: UnsafeRawPointer?
+                if fl_get(ref, 30, &data, nil) == FL_OK { total += data!.loadUnaligned(as: Int64.self) }
+                _ = fl_ref_release(ref)
+                index += 1
+            }
+            return fl_task_return(ctx, &total, 8)
+        }
+        let failures = Self.onThreeThreads(runtime) { runtime, thread in
+            let shared = OpaquePointer(bitPattern: sharedAddress)
+            var failures = 0
+            for round in 0..<300 {
+                var box: fl_ref?
+                var bytes: UnsafeMutableRawPointer?
+                if fl_create(runtime, 0, &bytes, &box) != FL_OK { failures += 1; continue }
+                var v = Int64(round)
+                var put: fl_ref?
+                if fl_put(runtime, &v, 8, &put) != FL_OK { failures += 1 }
+                if fl_ref_contain(box, put, nil) != FL_OK { failures += 1 }
+                if fl_ref_contain(box, shared, nil) != FL_OK { failures += 1 }
+                if fl_seal(box) != FL_OK { failures += 1 }
+                if (round + thread) % 2 == 0 { _ = fl_ref_release(put) }
+                var first: fl_ref?, second: fl_ref?
+                if fl_ref_contained(box, 0, &first) != FL_OK || Self.value(first) != Int64(round) { failures += 1 }
+                if fl_ref_contained(box, 1, &second) != FL_OK { failures += 1 }
+                var arg = fl_arg(data: nil, len: 0, ref: second)
+                var sum: fl_ref?
+                if fl_remote(runtime, sumContained, nil, &arg, 1, nil, &sum) != FL_OK || Self.value(sum) != 6 { failures += 1 }
+                _ = fl_ref_release(sum)
+                _ = fl_ref_release(box)
+                _ = fl_ref_release(second)
+                _ = fl_ref_release(first)
+                if (round + thread) % 2 != 0 { _ = fl_ref_release(put) }
+            }
+            return failures
+        }
+        XCTAssertEqual(failures, 0)
+        XCTAssertEqual(fl_ref_release(shared), FL_OK)
+        _ = Self.assertNothingLeftThenShutDown(runtime)
+    }
 }

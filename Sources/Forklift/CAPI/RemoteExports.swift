@@ -473,6 +473,120 @@ public func fl_ref_clone(_ ref: fl_ref?, _ copy: UnsafeMutablePointer<fl_ref?>?)
     }
 }
 
+/// Makes the object of `container`, an fl_create() buffer not sealed yet, contain the object
+/// of `inner`: it keeps that object alive until it is freed itself, as a Ray object keeps the
+/// refs serialized in it, so a value that names other objects (a list of refs, a graph) can be
+/// stored and read back with fl_ref_contained(). Stores the index of `inner` among the
+/// objects `container` contains (0, 1, ... in the order added) in `*index` (may be NULL).
+/// `inner` may be pending; it is not copied and the reference stays the caller's. A cycle
+/// (an object containing itself through others) is never freed. Errors: FL_EHANDLE,
+/// FL_EINVAL (the same object, or one of another runtime), FL_ESTATE (container is not an
+/// unsealed fl_create buffer). Thread-safe.
+@_cdecl("fl_ref_contain")
+public func fl_ref_contain(_ container: fl_ref?, _ inner: fl_ref?, _ index: UnsafeMutablePointer<size_t>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let holder = try Registry.refs.with(container, "container") { $0 }
+        let held = try Registry.refs.with(inner, "inner") { $0 }
+        let added = try holder.contain(held, asBuffer: true)
+        index?.pointee = added
+        return FL_OK
+    }
+}
+
+/// Stores a new reference to the object at `index` among those the object of `container`
+/// contains (fl_ref_contain(), fl_task_contain()) in `*ref`; release it on its own. Errors:
+/// FL_EHANDLE, FL_EINVAL (ref NULL), FL_ERANGE (index not below fl_ref_contained_count()).
+/// Thread-safe.
+@_cdecl("fl_ref_contained")
+public func fl_ref_contained(_ container: fl_ref?, _ index: size_t, _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(ref, "ref")
+        out.pointee = nil
+        let contents = try Registry.refs.with(container, "container") { $0.containedObjects }
+        out.pointee = cHandle(try registerRef(try containedObject(contents, index)))
+        return FL_OK
+    }
+}
+
+/// Stores how many objects the object of `ref` contains in `*count`. Errors: FL_EHANDLE,
+/// FL_EINVAL (count NULL). Thread-safe.
+@_cdecl("fl_ref_contained_count")
+public func fl_ref_contained_count(_ ref: fl_ref?, _ count: UnsafeMutablePointer<size_t>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(count, "count")
+        out.pointee = 0
+        out.pointee = try Registry.refs.with(ref, "ref") { $0.containedObjects.count }
+        return FL_OK
+    }
+}
+
+/// Makes result `output` (0 for fl_task_return's) of the remote task or actor call running
+/// with `ctx` contain the object of `inner`, as fl_ref_contain() does for a buffer, and
+/// stores its index in `*index` (may be NULL): a task can return a value that names other
+/// objects (refs of tasks it submitted, say), which its caller reads with fl_ref_contained().
+/// Only inside the task's function. Errors: FL_EHANDLE (ctx is not the running task's, or
+/// inner), FL_ENOTSUP (a task of a pool, or one running in a worker process), FL_ERANGE
+/// (output beyond the task's num_returns), FL_EINVAL, FL_ESTATE (the task was cancelled: its
+/// results have resolved).
+@_cdecl("fl_task_contain")
+public func fl_task_contain(_ ctx: fl_task_ctx?, _ output: size_t, _ inner: fl_ref?,
+                            _ index: UnsafeMutablePointer<size_t>?) -> CInt {
+    if fls_child_ctx_is_current(UnsafeRawPointer(ctx)) != 0 { return FL_ENOTSUP }
+    return withStatus { () throws(Failure) in
+        _ = try TaskRunner.current(ctx)
+        let task = try runningRemoteTask()
+        let outputs = task.outputCount
+        guard output < outputs else {
+            throw Failure(FL_ERANGE, "output \(output) is beyond the task's \(outputs) result\(outputs == 1 ? "" : "s")")
+        }
+        let held = try Registry.refs.with(inner, "inner") { $0 }
+        let added = try task.output(at: output).contain(held, asBuffer: false)
+        index?.pointee = added
+        return FL_OK
+    }
+}
+
+/// Stores a new reference to the object at `index` among those contained by the object that
+/// argument `arg` of the remote task, actor call or actor constructor running on this thread
+/// refers to (an argument given as a ref) in `*ref`: how a task reads the refs inside a value
+/// made with fl_ref_contain() or fl_task_contain(). Only inside that task's function (or
+/// constructor) on a runtime thread. Errors: FL_ENOTSUP (no remote task runs on this thread:
+/// a task in a worker process too),
+/// FL_ERANGE (arg beyond the arguments, or index beyond what that object contains), FL_EINVAL
+/// (ref NULL, or argument `arg` is a blob, not a ref).
+@_cdecl("fl_arg_contained")
+public func fl_arg_contained(_ arg: size_t, _ index: size_t, _ ref: UnsafeMutablePointer<fl_ref?>?) -> CInt {
+    withStatus { () throws(Failure) in
+        let out = try Check.required(ref, "ref")
+        out.pointee = nil
+        let arguments = try runningRemoteTask().arguments
+        guard arg < arguments.count else {
+            throw Failure(FL_ERANGE, "argument \(arg) is beyond the task's \(arguments.count)")
+        }
+        guard case .object(let object) = arguments[arg] else {
+            throw Failure(FL_EINVAL, "argument \(arg) is a blob, not a ref")
+        }
+        out.pointee = cHandle(try registerRef(try containedObject(object.containedObjects, index)))
+        return FL_OK
+    }
+}
+
+/// The remote task running on this thread (its function, or an actor's constructor).
+private func runningRemoteTask() throws(Failure) -> RemoteTask {
+    guard let running = fls_tls_remote_task() else {
+        throw Failure(FL_ENOTSUP, "no remote task runs on this thread")
+    }
+    return Unmanaged<RemoteTask>.fromOpaque(running).takeUnretainedValue()
+}
+
+/// Element `index` of an object's contents, or FL_ERANGE.
+private func containedObject(_ contents: [RemoteObject], _ index: Int) throws(Failure) -> RemoteObject {
+    guard index < contents.count else {
+        throw Failure(FL_ERANGE, "index \(index) is beyond the \(contents.count) object\(contents.count == 1 ? "" : "s") contained")
+    }
+    return contents[index]
+}
+
 /// Releases the reference; views from fl_get through it become invalid. The object goes when
 /// its last reference and the last task using it are gone. Errors: FL_EHANDLE. Thread-safe.
 @_cdecl("fl_ref_release")

@@ -46,6 +46,9 @@ final class ObjectStore {
     /// Owned by the store, which outlives the runtime's workers and every object.
     let graveyard: TaskGraveyard
 
+    /// What the store's objects contain (fl_ref_contain, fl_task_contain).
+    let contained = ContainedRefs()
+
     init(capacity: Int, sharesLargeObjects: Bool = false, graveyard: TaskGraveyard) {
         self.capacity = capacity
         self.graveyard = graveyard

@@ -51,6 +51,12 @@ final class RemoteObject {
     }
     /// Whether a task produces this object (false for a put); set before the object is shared.
     var isTaskResult: Bool { words[3] != 0 }
+    /// Whether the object contains others (`contain`), listed in the store's `contained`
+    /// (guarded by `lock`; read unlocked only by the last owner).
+    private var containsRefs: Bool {
+        get { words[2] & 4 != 0 }
+        set { words[2] = newValue ? words[2] | 4 : words[2] & ~4 }
+    }
 
     init(store: ObjectStore) {
         self.store = store
@@ -96,6 +102,7 @@ final class RemoteObject {
         // Only callbacks can be left (a task keeps its arguments alive): an unsealed buffer
         // whose last reference went.
         for dependent in dependents { dependent.objectResolved(status: FL_ECANCELED) }
+        if containsRefs { store.contained.drop(self) }
         store.objectFreed()
         ResultSlot.clear(slot)
         fls_block_free(slot)  // the words with it
@@ -143,6 +150,31 @@ final class RemoteObject {
             buffer.deallocate()
             throw error
         }
+    }
+
+    /// Makes this object keep `inner` alive until it is freed (fl_ref_contain, fl_task_contain)
+    /// and returns its index among the objects it contains. Only before it resolves: an
+    /// unsealed buffer of fl_create (`asBuffer`), or a task's result while the task runs.
+    func contain(_ inner: RemoteObject, asBuffer: Bool) throws(Failure) -> Int {
+        guard inner !== self else { throw Failure(FL_EINVAL, "an object cannot contain itself") }
+        guard inner.store === store else { throw Failure(FL_EINVAL, "the ref is of another runtime") }
+        // Under the lock that resolution takes, so the contents are complete once it has
+        // resolved (the table's lock comes after this one, never before).
+        let added: Int? = lock.withLock {
+            guard !resolved, !asBuffer || unsealed != nil else { return nil }
+            containsRefs = true
+            return store.contained.add(inner, to: self)
+        }
+        guard let added else {
+            throw Failure(FL_ESTATE, asBuffer ? "the object is not an unsealed buffer of fl_create"
+                                              : "the task's result has resolved already (the task was cancelled)")
+        }
+        return added
+    }
+
+    /// The objects this one contains, in the order `contain` added them.
+    var containedObjects: [RemoteObject] {
+        lock.withLock { containsRefs } ? store.contained.contents(of: self) : []
     }
 
     /// Seals the buffer of `createBuffer`: the object becomes ready with the bytes written.

@@ -301,6 +301,12 @@ final class RemoteTask: PoolJob {
         arguments.contains { if case .object = $0 { return true } else { return false } }
     }
 
+    /// How many results the task has (num_returns).
+    var outputCount: Int { 1 + extraOutputs.count }
+
+    /// Result `index` (0: `output`).
+    func output(at index: Int) -> RemoteObject { index == 0 ? output : extraOutputs[index - 1] }
+
     /// Registers with every pending argument, then drops the submission's own count: the task
     /// is scheduled now if nothing is pending, else by the last argument to resolve.
     func start() {
