@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 
 static fl_runtime new_runtime(size_t workers) {
@@ -425,19 +426,33 @@ static int failing_task(void *user, const fl_blob *args, size_t nargs, fl_task_c
     return 5;
 }
 
+static int die_in_process(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs; (void)ctx;
+    raise(SIGKILL);
+    return 0;
+}
+
 /* Calls of an actor whose constructor failed because an argument did fail with FL_ESTATE (an
- * actor without state), whatever the argument's own status: cancelled, or a task error. */
+ * actor without state), whatever the argument's own status: cancelled, a task error, or a
+ * worker process that died (the actor itself runs on threads). */
 static void test_constructor_argument_failed(void) {
-    fl_runtime rt = new_runtime(2);
+    fl_runtime rt = runtime_with_processes(1);
+    CHECK(rt != NULL);
+    if (!rt) return;
     __atomic_store_n(&gate_open, 0, __ATOMIC_SEQ_CST);
     fl_ref slow = NULL;
     CHECK_OK(fl_remote(rt, wait_for_gate, NULL, NULL, 0, NULL, &slow));
     CHECK_OK(fl_cancel(slow));
     fl_ref failed = NULL;
     CHECK_OK(fl_remote(rt, failing_task, NULL, NULL, 0, NULL, &failed));
-    fl_ref causes[2] = {slow, failed};
-    int expected_cause[2] = {FL_ECANCELED, FL_ETASK};
-    for (int i = 0; i < 2; i++) {
+    fl_remote_options isolated;
+    fl_remote_options_init(&isolated);
+    isolated.isolate = 1;
+    fl_ref died = NULL;
+    CHECK_OK(fl_remote(rt, die_in_process, NULL, NULL, 0, &isolated, &died));
+    fl_ref causes[3] = {slow, failed, died};
+    int expected_cause[3] = {FL_ECANCELED, FL_ETASK, FL_EWORKER};
+    for (int i = 0; i < 3; i++) {
         CHECK_RC(expected_cause[i], fl_get(causes[i], 30, NULL, NULL));
         fl_arg arg = ref_arg(causes[i]);
         fl_actor a = NULL;
@@ -454,6 +469,7 @@ static void test_constructor_argument_failed(void) {
     __atomic_store_n(&gate_open, 1, __ATOMIC_SEQ_CST);
     fl_ref_release(slow);
     fl_ref_release(failed);
+    fl_ref_release(died);
     CHECK_OK(fl_runtime_shutdown(rt));
 }
 
@@ -462,7 +478,7 @@ static void test_constructor_argument_failed(void) {
 typedef struct {
     fl_actor actor;
     volatile int stop;
-    int unexpected; /* statuses other than FL_OK, FL_ECANCELED, FL_ESTATE */
+    int unexpected; /* codes of fl_actor_call other than FL_OK and FL_ESTATE */
 } caller;
 
 /* Calls the actor, cancels every other call and releases it, until told to stop. */

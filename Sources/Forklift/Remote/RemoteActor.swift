@@ -466,7 +466,7 @@ final class RemoteActor {
                 return nil
             }
             guard let next else { return }
-            start(next)
+            start(next, pumpsAfterRefusal: false)
         }
     }
 
@@ -477,17 +477,29 @@ final class RemoteActor {
     /// Hands a call taken from the head (or returned by `callEnded` to a thread that will not
     /// run it) to the runtime; if it is refused, the call resolves as cancelled (shut down) or
     /// failed and no longer counts as running.
-    func start(_ call: RemoteTask) {
+    ///
+    /// The calls behind a refused one then get their turn (`pump`), unless the caller is
+    /// `pump` itself (`pumpsAfterRefusal` false), which goes on by itself.
+    func start(_ call: RemoteTask, pumpsAfterRefusal: Bool = true) {
         guard let failure = runtime.enqueue(call) else { return }
-        // The slot goes back before the call resolves, so no callback of its output runs
-        // while this thread holds it (a shutdown waits for the slots: see `endAtShutdown`).
+        let status = failure.code == FL_ESTATE ? FL_ECANCELED : failure.code
+        let message = failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message
+        // The constructor's failure is recorded before its slot goes back, so no call starts
+        // meanwhile as if it had made a state (nobody holds a ref to its output, so no
+        // callback runs there). Any other call gives the slot back before it resolves, so no
+        // callback of its output runs while this thread holds it (a shutdown waits for the
+        // slots: see `endAtShutdown`).
+        if call.constructsActor { call.finish(status: status, code: failure.code, message: message) }
         let free: Bool = lock.withLock {
             running -= 1
             return takeStateIfLastOut()
         }
-        call.finish(status: failure.code == FL_ESTATE ? FL_ECANCELED : failure.code, code: failure.code,
-                    message: failure.code == FL_ESTATE ? "runtime shut down before the call ran" : failure.message)
-        if free { freeNow() }
+        if !call.constructsActor { call.finish(status: status, code: failure.code, message: message) }
+        if free {
+            freeNow()
+        } else if pumpsAfterRefusal {
+            pump()
+        }
     }
 
     /// Ends the actor: calls not started resolve as cancelled; the state is freed once the
@@ -518,7 +530,7 @@ final class RemoteActor {
         lock.withLock { shutdownFrees = true }
         kill()
         while true {
-            let free: Bool? = lock.withLock { running == 0 ? takeStateForFreeing() : nil }
+            let free: Bool? = lock.withLock { running <= 0 ? takeStateForFreeing() : nil }
             guard let free else {
                 usleep(50)
                 continue

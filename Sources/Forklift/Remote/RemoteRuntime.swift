@@ -152,7 +152,9 @@ final class RemoteRuntime {
             return nil
         } catch {
             retained.release()
-            return error
+            // A thread waiting for the task's output may have claimed it meanwhile (see
+            // `RemoteTask.runInlineIfQueued`): it runs the task and ends it, as a worker would.
+            return task.withdrawFromQueue() ? error : nil
         }
     }
 

@@ -132,6 +132,13 @@ final class RemoteTask: PoolJob {
         fls_atomic_store_u32(claimWord, 0)
     }
 
+    /// Undoes `markQueued` for a task the pool refused: false if a waiting thread claimed it
+    /// first (that thread then runs it, and the refusal is moot).
+    func withdrawFromQueue() -> Bool {
+        var expected = Self.queued
+        return fls_atomic_cas_u32(claimWord, &expected, 0)
+    }
+
     /// Claims the task for the worker that popped its node: false if a waiting thread took
     /// it first (the worker then drops the node).
     func claimForWorker() -> Bool {

@@ -116,7 +116,7 @@ class _Runtime:
             if decode is not None:  # the C value of a native task
                 values.append(decode(ctypes.string_at(blob.data, blob.len)))
                 continue
-            value = pickle.loads(ctypes.string_at(blob.data, blob.len)) if blob.len else None
+            value = _loads(ctypes.string_at(blob.data, blob.len), _arg_contained(i)) if blob.len else None
             if isinstance(value, _Failure):
                 return value
             values.append(value)
@@ -135,12 +135,22 @@ class _Runtime:
     def _finish(ctx, value, returns: int = 1):
         """Stores `value` as result 0 (a failure as every result, so each ref re-raises it)."""
         try:
-            data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            data = _Runtime._pickled_result(ctx, 0, value)
         except Exception as error:
             data = pickle.dumps(_Failure(TypeError(f"the result could not be pickled: {error}"), ""))
         for index in range(1, returns):
             _lib.lib.fl_task_return_at(ctx, index, data, len(data))
         return _lib.lib.fl_task_return(ctx, data, len(data))
+
+    @staticmethod
+    def _pickled_result(ctx, index: int, value) -> bytes:
+        """`value` pickled for result `index`, which then contains the refs inside it."""
+        data, refs = _dumps(value)
+        for ref in refs:
+            code = _lib.lib.fl_task_contain(ctx, index, ref._handle, None)
+            if code != _lib.OK:
+                raise _lib.error(code, "the result's ObjectRef")
+        return data
 
     @staticmethod
     def _call(function, resolved, retries: int):
@@ -172,7 +182,10 @@ class _Runtime:
                     f"the task has num_returns={returns} but returned {type(value).__name__} "
                     f"{'of ' + str(len(values)) + ' items' if values else 'that is not a sequence'}"), ""), returns)
             for index in range(returns - 1, -1, -1):
-                data = pickle.dumps(values[index], pickle.HIGHEST_PROTOCOL)
+                try:
+                    data = _Runtime._pickled_result(ctx, index, values[index])
+                except Exception as error:
+                    data = pickle.dumps(_Failure(TypeError(f"result {index} could not be pickled: {error}"), ""))
                 _lib.lib.fl_task_return_at(ctx, index, data, len(data))
             return 0
         except BaseException as error:  # a fault of the binding itself: fail the task, say why
@@ -302,20 +315,12 @@ class ObjectRef:
         return f"ObjectRef({self._handle.value:#x})"
 
     def __reduce__(self):
-        raise TypeError("an ObjectRef cannot be pickled; pass it as a task argument instead")
-
-    def future(self):
-        """A concurrent.futures.Future resolved with this object's value."""
-        from concurrent.futures import Future
-        future = Future()
-
-        def wait():
-            try:
-                future.set_result(get(self))
-            except BaseException as error:
-                future.set_exception(error)
-        threading.Thread(target=wait, daemon=True).start()
-        return future
+        refs = getattr(_containing, "refs", None)
+        if refs is None:
+            raise TypeError("an ObjectRef can be pickled only inside a value that forklift stores "
+                            "(put, a task's result or argument)")
+        refs.append(self)
+        return _contained_ref, (len(refs) - 1,)
 
 
 class _ArgumentPickler(pickle.Pickler):
@@ -339,6 +344,55 @@ _unpickling = threading.local()  # the nested refs of the call whose arguments a
 
 def _nested_ref(index: int) -> "ObjectRef":
     return _unpickling.nested[index]
+
+
+# An ObjectRef inside a value that put() stores or a task returns is pickled as its index
+# among the refs the value's object contains (fl_ref_contain, fl_task_contain): the object
+# keeps those alive, as a Ray object keeps the refs inside it, and unpickling the value makes
+# a new ref to each (fl_ref_contained from outside, fl_arg_contained in a task).
+_containing = threading.local()  # .refs: the ObjectRefs met while pickling such a value
+
+
+def _dumps(value):
+    """`value` pickled, and the ObjectRefs inside it in the order their indices name them."""
+    outer = getattr(_containing, "refs", None)
+    _containing.refs = []
+    try:
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        return data, _containing.refs
+    finally:
+        _containing.refs = outer
+
+
+def _loads(data, contained):
+    """Unpickles `data`; `contained(i)` makes the handle of the i-th ref its object contains."""
+    outer = getattr(_unpickling, "contained", None)
+    _unpickling.contained = contained
+    try:
+        return pickle.loads(data)
+    finally:
+        _unpickling.contained = outer
+
+
+def _contained_ref(index: int) -> "ObjectRef":
+    contained = getattr(_unpickling, "contained", None)
+    if contained is None:
+        raise pickle.UnpicklingError("an ObjectRef inside a value can only be unpickled by forklift.get or a task")
+    handle = c_void_p()
+    code = contained(index, handle)
+    if code != _lib.OK:
+        raise _lib.error(code, "get")
+    return ObjectRef(handle)
+
+
+def _ref_contained(ref_handle):
+    """The `contained` of _loads for the object of a ref."""
+    return lambda index, out: _lib.lib.fl_ref_contained(ref_handle, index, byref(out))
+
+
+def _arg_contained(arg: int):
+    """The `contained` of _loads for argument `arg` of the running task."""
+    return lambda index, out: _lib.lib.fl_arg_contained(arg, index, byref(out))
 
 
 def _split(args, kwargs):
@@ -658,10 +712,20 @@ def remote(*args, **options):
 def put(value) -> ObjectRef:
     """Stores a copy of ``value`` in the object store (pickled) and returns its ref."""
     runtime = _current()
-    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    data, refs = _dumps(value)
     handle = c_void_p()
-    _lib.check(_lib.lib.fl_put(runtime.handle, data, len(data), byref(handle)), "put")
-    return ObjectRef(handle)
+    if not refs:
+        _lib.check(_lib.lib.fl_put(runtime.handle, data, len(data), byref(handle)), "put")
+        return ObjectRef(handle)
+    # A value with refs inside: a buffer that contains their objects, then sealed.
+    buffer = c_void_p()
+    _lib.check(_lib.lib.fl_create(runtime.handle, len(data), byref(buffer), byref(handle)), "put")
+    made = ObjectRef(handle)  # released (and the buffer with it) if what follows fails
+    ctypes.memmove(buffer, data, len(data))
+    for ref in refs:
+        _lib.check(_lib.lib.fl_ref_contain(handle, ref._handle, None), "put")
+    _lib.check(_lib.lib.fl_seal(handle), "put")
+    return made
 
 
 def _get_one(ref: ObjectRef, timeout: float):
@@ -675,7 +739,7 @@ def _get_one(ref: ObjectRef, timeout: float):
         raise _lib.error(code, "get")
     if ref._decode is not None:
         return ref._decode(ctypes.string_at(data, length.value))
-    value = pickle.loads(ctypes.string_at(data, length.value)) if length.value else None
+    value = _loads(ctypes.string_at(data, length.value), _ref_contained(ref._handle)) if length.value else None
     if isinstance(value, _Failure):
         value.raise_it()
     return value

@@ -67,9 +67,71 @@ def test_refs_flow_into_tasks():
     for _ in range(100):
         chain = add.remote(chain, 1)
     assert forklift.get(chain) == 100
-    # Only top-level arguments are resolved; a ref inside a value cannot be stored.
-    with pytest.raises(TypeError, match="cannot be pickled"):
-        forklift.get(identity.remote([forklift.put(5)]))
+    # Only top-level arguments are resolved: a ref inside a value comes back as a ref.
+    [inner] = forklift.get(identity.remote([forklift.put(5)]))
+    assert isinstance(inner, forklift.ObjectRef)
+    assert forklift.get(inner) == 5
+
+
+@forklift.remote
+def squares(n):
+    return [add.remote(i * i, 0) for i in range(n)]
+
+
+@forklift.remote
+def total_of(box):
+    return sum(forklift.get(box["refs"]))
+
+
+@forklift.remote
+class Keeper:
+    def __init__(self, box):
+        self.refs = box
+
+    def total(self, more):
+        return sum(forklift.get(self.refs + more))
+
+
+def test_refs_inside_values():
+    import gc
+    import pickle
+    # put: the value's object keeps the refs' objects alive after their own refs went.
+    a, b = forklift.put(1), add.remote(2, 0)
+    box = forklift.put({"refs": [a, b], "name": "pair"})
+    before = forklift.stats()["objects"]
+    del a, b
+    gc.collect()
+    assert forklift.stats()["objects"] == before
+    value = forklift.get(box)
+    assert value["name"] == "pair" and forklift.get(value["refs"]) == [1, 2]
+    # A task's argument: the task gets the refs and reads their values.
+    assert forklift.get(total_of.remote(box)) == 3
+    # A task returning refs of tasks it submitted (a dynamic graph, as in Ray).
+    refs = forklift.get(squares.remote(5))
+    assert all(isinstance(ref, forklift.ObjectRef) for ref in refs)
+    assert forklift.get(refs) == [0, 1, 4, 9, 16]
+    # num_returns: each result contains its own refs.
+    first, second = forklift.get(identity.options(num_returns=2).remote((forklift.put("x"), [forklift.put("y")])))
+    assert forklift.get(first) == "x" and forklift.get(second[0]) == "y"
+    # An actor's constructor and method.
+    keeper = Keeper.remote(forklift.put([forklift.put(10), forklift.put(20)]))
+    assert forklift.get(keeper.total.remote(forklift.put([forklift.put(3)]))) == 33
+    # Nested values and a get in a future.
+    outer = forklift.put([forklift.put([forklift.put("deep")])])
+    [[deep]] = [forklift.get(ref) for ref in forklift.get(outer)]
+    assert forklift.get(deep) == "deep"
+    assert forklift.get(outer.future().result(timeout=30)[0].future().result(timeout=30)[0]) == "deep"
+    # Outside the store a ref still does not pickle.
+    with pytest.raises(TypeError, match="can be pickled only inside a value"):
+        pickle.dumps(box)
+    # Once the containers go, so does everything they held.
+    del box, value, refs, first, second, keeper, outer, deep
+    gc.collect()
+    for _ in range(500):
+        if forklift.stats()["objects"] == 0:
+            break
+        time.sleep(0.01)
+    assert forklift.stats()["objects"] == 0
 
 
 def test_errors_travel_as_objects():
