@@ -1601,7 +1601,8 @@ int fl_arg_contained(size_t arg, size_t index, fl_ref *ref);
 
 /**
  * Releases the reference; views from fl_get through it become invalid. The object goes when
- * its last reference and the last task using it are gone. Errors: FL_EHANDLE. Thread-safe.
+ * its last reference, the last task using it and the last object containing it
+ * (fl_ref_contain) are gone. Errors: FL_EHANDLE. Thread-safe.
  */
 int fl_ref_release(fl_ref ref);
 

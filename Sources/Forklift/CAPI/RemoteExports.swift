@@ -588,7 +588,8 @@ private func containedObject(_ contents: [RemoteObject], _ index: Int) throws(Fa
 }
 
 /// Releases the reference; views from fl_get through it become invalid. The object goes when
-/// its last reference and the last task using it are gone. Errors: FL_EHANDLE. Thread-safe.
+/// its last reference, the last task using it and the last object containing it
+/// (fl_ref_contain) are gone. Errors: FL_EHANDLE. Thread-safe.
 @_cdecl("fl_ref_release")
 public func fl_ref_release(_ ref: fl_ref?) -> CInt {
     withStatus { () throws(Failure) in
