@@ -58,6 +58,15 @@ static inline int shared_mapping_of(const void *p, char *line, int size) {
     return found;
 }
 
+/* A runtime with `workers` worker threads, or NULL. */
+static inline fl_runtime runtime_with_workers(size_t workers) {
+    fl_runtime_options options;
+    fl_runtime rt = NULL;
+    if (fl_runtime_options_init(&options) != FL_OK) return NULL;
+    options.workers = workers;
+    return fl_runtime_create(&options, &rt) == FL_OK ? rt : NULL;
+}
+
 /* A runtime with two worker threads and `process_workers` worker processes, or NULL. */
 static inline fl_runtime runtime_with_processes(size_t process_workers) {
     fl_runtime_options options;

@@ -12,11 +12,8 @@
 #include <stdlib.h>
 
 static fl_runtime new_runtime(size_t workers) {
-    fl_runtime_options options;
-    fl_runtime rt = NULL;
-    fl_runtime_options_init(&options);
-    options.workers = workers;
-    CHECK_OK(fl_runtime_create(&options, &rt));
+    fl_runtime rt = runtime_with_workers(workers);
+    CHECK(rt != NULL);
     return rt;
 }
 
