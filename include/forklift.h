@@ -1563,7 +1563,8 @@ int fl_ref_contain(fl_ref container, fl_ref inner, size_t *index);
 
 /**
  * Stores a new reference to the object at `index` among those the object of `container`
- * contains (fl_ref_contain(), fl_task_contain()) in `*ref`; release it on its own. Errors:
+ * contains (fl_ref_contain(), fl_task_contain()) in `*ref`; release it on its own. The list is
+ * complete once the object has resolved (before, it holds what was added so far). Errors:
  * FL_EHANDLE, FL_EINVAL (ref NULL), FL_ERANGE (index not below fl_ref_contained_count()).
  * Thread-safe.
  */
@@ -1580,10 +1581,12 @@ int fl_ref_contained_count(fl_ref ref, size_t *count);
  * with `ctx` contain the object of `inner`, as fl_ref_contain() does for a buffer, and
  * stores its index in `*index` (may be NULL): a task can return a value that names other
  * objects (refs of tasks it submitted, say), which its caller reads with fl_ref_contained().
- * Only inside the task's function. Errors: FL_EHANDLE (ctx is not the running task's, or
- * inner), FL_ENOTSUP (a task of a pool, or one running in a worker process), FL_ERANGE
- * (output beyond the task's num_returns), FL_EINVAL, FL_ESTATE (the task was cancelled: its
- * results have resolved).
+ * The reference stays the caller's. A task that runs again (max_retries) starts with empty
+ * results: what an earlier run contained is let go. Only inside the task's function, on the
+ * thread running it. Errors: FL_EHANDLE (ctx is not the running task's, or inner),
+ * FL_ENOTSUP (a task of a pool, or one running in a worker process), FL_ERANGE (output
+ * beyond the task's num_returns), FL_EINVAL (inner is of another runtime, or is this result),
+ * FL_ESTATE (the task was cancelled: its results have resolved).
  */
 int fl_task_contain(fl_task_ctx ctx, size_t output, fl_ref inner, size_t *index);
 
@@ -1592,7 +1595,7 @@ int fl_task_contain(fl_task_ctx ctx, size_t output, fl_ref inner, size_t *index)
  * argument `arg` of the remote task, actor call or actor constructor running on this thread
  * refers to (an argument given as a ref) in `*ref`: how a task reads the refs inside a value
  * made with fl_ref_contain() or fl_task_contain(). Only inside that task's function (or
- * constructor) on a runtime thread. Errors: FL_ENOTSUP (no remote task runs on this thread:
+ * constructor), on the thread running it. Errors: FL_ENOTSUP (no remote task runs on this thread:
  * a task in a worker process too),
  * FL_ERANGE (arg beyond the arguments, or index beyond what that object contains), FL_EINVAL
  * (ref NULL, or argument `arg` is a blob, not a ref).

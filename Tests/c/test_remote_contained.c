@@ -43,9 +43,10 @@ static int objects_reach(fl_runtime rt, int64_t count) {
 
 static volatile int gate_open;
 
+/* Waits for the gate (at most 20 s, so a failed check before it opens cannot hang the suite). */
 static int wait_for_gate(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     (void)args; (void)nargs;
-    while (!__atomic_load_n(&gate_open, __ATOMIC_SEQ_CST)) pause_ms(1);
+    for (int i = 0; i < 20000 && !__atomic_load_n(&gate_open, __ATOMIC_SEQ_CST); i++) pause_ms(1);
     int64_t v = (int64_t)(intptr_t)user;
     return fl_task_return(ctx, &v, sizeof v);
 }
@@ -159,6 +160,8 @@ static void test_errors(void) {
     fl_ref out = (fl_ref)1;
     CHECK_RC(FL_ERANGE, fl_ref_contained(box, 1, &out));
     CHECK(out == NULL);
+    CHECK_RC(FL_ERANGE, fl_ref_contained(box, SIZE_MAX, &out));
+    CHECK_RC(FL_ERANGE, fl_ref_contained(box, (size_t)1 << 63, &out));
     CHECK_RC(FL_ERANGE, fl_ref_contained(plain, 0, &out));
     CHECK_RC(FL_EINVAL, fl_ref_contained(box, 0, NULL));
     CHECK_RC(FL_EHANDLE, fl_ref_contained(NULL, 0, &out));
@@ -225,6 +228,9 @@ static int contained_errors(void *user, const fl_blob *args, size_t nargs, fl_ta
     fl_ref r = NULL;
     int64_t failures = 0;
     if (fl_arg_contained(nargs, 0, &r) != FL_ERANGE) failures += 1;
+    if (fl_arg_contained(SIZE_MAX, 0, &r) != FL_ERANGE) failures += 1;
+    if (fl_arg_contained(0, SIZE_MAX, &r) != FL_ERANGE) failures += 1;
+    if (fl_task_contain(ctx, SIZE_MAX, NULL, NULL) != FL_ERANGE) failures += 1000;
     if (fl_arg_contained(1, 0, &r) != FL_EINVAL) failures += 10;
     if (fl_arg_contained(0, 0, NULL) != FL_EINVAL) failures += 100;
     if (fl_task_contain(ctx, 1, NULL, NULL) != FL_ERANGE) failures += 1000;
@@ -292,10 +298,12 @@ static void test_tasks(void) {
 
 /* A task cancelled while it runs: its result has resolved, so it can contain nothing. */
 static volatile int cancelled_contain_rc;
+static volatile int contain_task_started;
 
 static int contain_after_cancel(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     (void)user; (void)args; (void)nargs;
-    while (!fl_task_cancelled(ctx)) pause_ms(1);
+    __atomic_store_n(&contain_task_started, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 20000 && !fl_task_cancelled(ctx); i++) pause_ms(1);
     fl_ref r = NULL;
     if (fl_arg_contained(0, 0, &r) != FL_OK) {
         __atomic_store_n(&cancelled_contain_rc, 1, __ATOMIC_SEQ_CST);
@@ -316,9 +324,10 @@ static void test_cancelled_task(void) {
     CHECK_OK(fl_seal(box));
     fl_arg arg = {NULL, 0, box};
     cancelled_contain_rc = 12345;
+    contain_task_started = 0;
     fl_ref task = NULL;
     CHECK_OK(fl_remote(rt, contain_after_cancel, NULL, &arg, 1, NULL, &task));
-    pause_ms(20);
+    for (int i = 0; i < 20000 && !__atomic_load_n(&contain_task_started, __ATOMIC_SEQ_CST); i++) pause_ms(1);
     CHECK_OK(fl_cancel(task));
     CHECK_RC(FL_ECANCELED, fl_get(task, 30, NULL, NULL));
     for (int i = 0; i < 5000 && __atomic_load_n(&cancelled_contain_rc, __ATOMIC_SEQ_CST) == 12345; i++) pause_ms(1);
@@ -415,6 +424,8 @@ static void test_actor(void) {
 static int contain_in_process(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
     (void)user; (void)args; (void)nargs;
     int64_t rc = fl_task_contain(ctx, 0, NULL, NULL);
+    fl_ref r = NULL;
+    if (fl_arg_contained(0, 0, &r) != FL_ENOTSUP) rc = 1;
     return fl_task_return(ctx, &rc, sizeof rc);
 }
 
@@ -425,10 +436,19 @@ static void test_isolated(void) {
     fl_remote_options options;
     fl_remote_options_init(&options);
     options.isolate = 1;
+    fl_ref leaf = put_int(rt, 5);
+    fl_ref box = NULL;
+    void *bytes = NULL;
+    CHECK_OK(fl_create(rt, 0, &bytes, &box));
+    CHECK_OK(fl_ref_contain(box, leaf, NULL));
+    CHECK_OK(fl_seal(box));
+    fl_arg arg = {NULL, 0, box};
     fl_ref r = NULL;
-    CHECK_OK(fl_remote(rt, contain_in_process, NULL, NULL, 0, &options, &r));
+    CHECK_OK(fl_remote(rt, contain_in_process, NULL, &arg, 1, &options, &r));
     CHECK(get_int(r) == FL_ENOTSUP);
     fl_ref_release(r);
+    fl_ref_release(box);
+    fl_ref_release(leaf);
     CHECK_OK(fl_runtime_shutdown(rt));
 }
 
@@ -441,7 +461,11 @@ static void *read_box(void *unused) {
     long bad = 0;
     for (int i = 0; i < 2000; i++) {
         fl_ref r = NULL;
-        if (fl_ref_contained(shared_box, (size_t)(i % 4), &r) != FL_OK || get_int(r) != i % 4 + 1) bad++;
+        if (fl_ref_contained(shared_box, (size_t)(i % 4), &r) != FL_OK) {
+            bad++;
+            continue;
+        }
+        if (get_int(r) != i % 4 + 1) bad++;
         fl_ref_release(r);
     }
     return (void *)bad;
@@ -482,6 +506,81 @@ static void test_cycles(void) {
     CHECK_OK(fl_runtime_shutdown(rt));
 }
 
+/* ---- retries: a run that fails lets go of what it contained ---- */
+
+static int attempts_made;
+
+static int contain_then_fail_once(void *user, const fl_blob *args, size_t nargs, fl_task_ctx ctx) {
+    (void)user; (void)args; (void)nargs;
+    int attempt = __atomic_add_fetch(&attempts_made, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < attempt; i++) { /* attempt 1 contains one object, attempt 2 two */
+        fl_ref r = NULL;
+        if (fl_arg_contained(0, (size_t)i, &r) != FL_OK) return 50;
+        size_t index = 99;
+        int rc = fl_task_contain(ctx, 0, r, &index);
+        fl_ref_release(r);
+        if (rc != FL_OK || index != (size_t)i) return 51;
+    }
+    if (attempt == 1) return 7; /* an error: retried */
+    int64_t v = attempt;
+    return fl_task_return(ctx, &v, sizeof v);
+}
+
+static void test_retry_starts_empty(void) {
+    fl_runtime rt = new_runtime(2);
+    fl_ref box = NULL;
+    void *bytes = NULL;
+    CHECK_OK(fl_create(rt, 0, &bytes, &box));
+    for (int64_t v = 10; v <= 11; v++) {
+        fl_ref leaf = put_int(rt, v);
+        CHECK_OK(fl_ref_contain(box, leaf, NULL));
+        fl_ref_release(leaf);
+    }
+    CHECK_OK(fl_seal(box));
+    fl_remote_options options;
+    fl_remote_options_init(&options);
+    options.max_retries = 1;
+    options.retry_on_error = 1;
+    attempts_made = 0;
+    fl_arg arg = {NULL, 0, box};
+    fl_ref r = NULL;
+    CHECK_OK(fl_remote(rt, contain_then_fail_once, NULL, &arg, 1, &options, &r));
+    CHECK(get_int(r) == 2);
+    size_t count = 0;
+    CHECK_OK(fl_ref_contained_count(r, &count));
+    CHECK(count == 2);
+    fl_ref first = contained(r, 0), second = contained(r, 1);
+    CHECK(get_int(first) == 10 && get_int(second) == 11);
+    fl_ref_release(first);
+    fl_ref_release(second);
+    fl_ref_release(r);
+    fl_ref_release(box);
+    CHECK(objects_reach(rt, 0));
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
+/* ---- a long chain (each box holding the one before) frees without deep recursion ---- */
+
+static void test_long_chain(void) {
+    fl_runtime rt = new_runtime(2);
+    fl_ref head = put_int(rt, 0);
+    long failures = 0;
+    for (int i = 0; i < 200000; i++) {
+        fl_ref box = NULL;
+        void *bytes = NULL;
+        failures += fl_create(rt, 0, &bytes, &box) != FL_OK;
+        failures += fl_ref_contain(box, head, NULL) != FL_OK;
+        failures += fl_seal(box) != FL_OK;
+        fl_ref_release(head);
+        head = box;
+    }
+    CHECK(failures == 0);
+    CHECK(objects_now(rt) == 200001);
+    CHECK_OK(fl_ref_release(head)); /* frees all 200,001 objects */
+    CHECK(objects_reach(rt, 0));
+    CHECK_OK(fl_runtime_shutdown(rt));
+}
+
 int main(void) {
     test_buffer_contains();
     test_nested_boxes();
@@ -491,5 +590,7 @@ int main(void) {
     test_actor();
     test_isolated();
     test_cycles();
+    test_retry_starts_empty();
+    test_long_chain();
     return check_finish("remote_contained");
 }

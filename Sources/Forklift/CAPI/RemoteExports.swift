@@ -494,7 +494,8 @@ public func fl_ref_contain(_ container: fl_ref?, _ inner: fl_ref?, _ index: Unsa
 }
 
 /// Stores a new reference to the object at `index` among those the object of `container`
-/// contains (fl_ref_contain(), fl_task_contain()) in `*ref`; release it on its own. Errors:
+/// contains (fl_ref_contain(), fl_task_contain()) in `*ref`; release it on its own. The list is
+/// complete once the object has resolved (before, it holds what was added so far). Errors:
 /// FL_EHANDLE, FL_EINVAL (ref NULL), FL_ERANGE (index not below fl_ref_contained_count()).
 /// Thread-safe.
 @_cdecl("fl_ref_contained")
@@ -502,8 +503,8 @@ public func fl_ref_contained(_ container: fl_ref?, _ index: size_t, _ ref: Unsaf
     withStatus { () throws(Failure) in
         let out = try Check.required(ref, "ref")
         out.pointee = nil
-        let contents = try Registry.refs.with(container, "container") { $0.containedObjects }
-        out.pointee = cHandle(try registerRef(try containedObject(contents, index)))
+        let object = try Registry.refs.with(container, "container") { $0 }
+        out.pointee = cHandle(try registerRef(try containedObject(object, index)))
         return FL_OK
     }
 }
@@ -515,7 +516,7 @@ public func fl_ref_contained_count(_ ref: fl_ref?, _ count: UnsafeMutablePointer
     withStatus { () throws(Failure) in
         let out = try Check.required(count, "count")
         out.pointee = 0
-        out.pointee = try Registry.refs.with(ref, "ref") { $0.containedObjects.count }
+        out.pointee = try Registry.refs.with(ref, "ref") { $0.containedCount }
         return FL_OK
     }
 }
@@ -524,10 +525,12 @@ public func fl_ref_contained_count(_ ref: fl_ref?, _ count: UnsafeMutablePointer
 /// with `ctx` contain the object of `inner`, as fl_ref_contain() does for a buffer, and
 /// stores its index in `*index` (may be NULL): a task can return a value that names other
 /// objects (refs of tasks it submitted, say), which its caller reads with fl_ref_contained().
-/// Only inside the task's function. Errors: FL_EHANDLE (ctx is not the running task's, or
-/// inner), FL_ENOTSUP (a task of a pool, or one running in a worker process), FL_ERANGE
-/// (output beyond the task's num_returns), FL_EINVAL, FL_ESTATE (the task was cancelled: its
-/// results have resolved).
+/// The reference stays the caller's. A task that runs again (max_retries) starts with empty
+/// results: what an earlier run contained is let go. Only inside the task's function, on the
+/// thread running it. Errors: FL_EHANDLE (ctx is not the running task's, or inner),
+/// FL_ENOTSUP (a task of a pool, or one running in a worker process), FL_ERANGE (output
+/// beyond the task's num_returns), FL_EINVAL (inner is of another runtime, or is this result),
+/// FL_ESTATE (the task was cancelled: its results have resolved).
 @_cdecl("fl_task_contain")
 public func fl_task_contain(_ ctx: fl_task_ctx?, _ output: size_t, _ inner: fl_ref?,
                             _ index: UnsafeMutablePointer<size_t>?) -> CInt {
@@ -536,7 +539,8 @@ public func fl_task_contain(_ ctx: fl_task_ctx?, _ output: size_t, _ inner: fl_r
         _ = try TaskRunner.current(ctx)
         let task = try runningRemoteTask()
         let outputs = task.outputCount
-        guard output < outputs else {
+        // A size_t of 2^63 or more arrives negative.
+        guard output >= 0, output < outputs else {
             throw Failure(FL_ERANGE, "output \(output) is beyond the task's \(outputs) result\(outputs == 1 ? "" : "s")")
         }
         let held = try Registry.refs.with(inner, "inner") { $0 }
@@ -550,7 +554,7 @@ public func fl_task_contain(_ ctx: fl_task_ctx?, _ output: size_t, _ inner: fl_r
 /// argument `arg` of the remote task, actor call or actor constructor running on this thread
 /// refers to (an argument given as a ref) in `*ref`: how a task reads the refs inside a value
 /// made with fl_ref_contain() or fl_task_contain(). Only inside that task's function (or
-/// constructor) on a runtime thread. Errors: FL_ENOTSUP (no remote task runs on this thread:
+/// constructor), on the thread running it. Errors: FL_ENOTSUP (no remote task runs on this thread:
 /// a task in a worker process too),
 /// FL_ERANGE (arg beyond the arguments, or index beyond what that object contains), FL_EINVAL
 /// (ref NULL, or argument `arg` is a blob, not a ref).
@@ -560,13 +564,13 @@ public func fl_arg_contained(_ arg: size_t, _ index: size_t, _ ref: UnsafeMutabl
         let out = try Check.required(ref, "ref")
         out.pointee = nil
         let arguments = try runningRemoteTask().arguments
-        guard arg < arguments.count else {
+        guard arg >= 0, arg < arguments.count else {
             throw Failure(FL_ERANGE, "argument \(arg) is beyond the task's \(arguments.count)")
         }
         guard case .object(let object) = arguments[arg] else {
             throw Failure(FL_EINVAL, "argument \(arg) is a blob, not a ref")
         }
-        out.pointee = cHandle(try registerRef(try containedObject(object.containedObjects, index)))
+        out.pointee = cHandle(try registerRef(try containedObject(object, index)))
         return FL_OK
     }
 }
@@ -579,12 +583,11 @@ private func runningRemoteTask() throws(Failure) -> RemoteTask {
     return Unmanaged<RemoteTask>.fromOpaque(running).takeUnretainedValue()
 }
 
-/// Element `index` of an object's contents, or FL_ERANGE.
-private func containedObject(_ contents: [RemoteObject], _ index: Int) throws(Failure) -> RemoteObject {
-    guard index < contents.count else {
-        throw Failure(FL_ERANGE, "index \(index) is beyond the \(contents.count) object\(contents.count == 1 ? "" : "s") contained")
-    }
-    return contents[index]
+/// The object at `index` among those `container` contains, or FL_ERANGE.
+private func containedObject(_ container: RemoteObject, _ index: Int) throws(Failure) -> RemoteObject {
+    if let object = container.containedObject(at: index) { return object }
+    let count = container.containedCount
+    throw Failure(FL_ERANGE, "index \(UInt(bitPattern: index)) is beyond the \(count) object\(count == 1 ? "" : "s") contained")
 }
 
 /// Releases the reference; views from fl_get through it become invalid. The object goes when

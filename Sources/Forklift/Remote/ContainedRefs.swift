@@ -15,15 +15,35 @@ final class ContainedRefs {
         }
     }
 
-    /// What `container` contains (empty if nothing).
-    func contents(of container: RemoteObject) -> [RemoteObject] {
-        lock.withLock { table[ObjectIdentifier(container)] ?? [] }
+    /// How many objects `container` contains.
+    func count(of container: RemoteObject) -> Int {
+        lock.withLock { table[ObjectIdentifier(container)]?.count ?? 0 }
     }
 
-    /// `container` is being freed: lets go of what it contains, after the lock (freeing an
-    /// inner object may free what that one contains, which takes the lock again).
+    /// The object at `index` among those `container` contains, if there is one.
+    func element(of container: RemoteObject, at index: Int) -> RemoteObject? {
+        lock.withLock { () -> RemoteObject? in
+            guard index >= 0, let contents = table[ObjectIdentifier(container)], index < contents.count else { return nil }
+            return contents[index]
+        }
+    }
+
+    /// Takes what `container` contains out of the table (nil if nothing).
+    func remove(_ container: RemoteObject) -> [RemoteObject]? {
+        lock.withLock { table.removeValue(forKey: ObjectIdentifier(container)) }
+    }
+
+    /// `container` is being freed: lets go of what it contains, after the lock. Objects that
+    /// go with it and contain others in turn have their contents taken here too, and released
+    /// by this loop rather than by their own deinit, so freeing a chain of any length takes
+    /// a constant depth of stack.
     func drop(_ container: RemoteObject) {
-        let contents = lock.withLock { table.removeValue(forKey: ObjectIdentifier(container)) }
-        withExtendedLifetime(contents) {}
+        guard var pending = remove(container) else { return }
+        while var object = pending.popLast() {
+            // The last reference: nobody else can reach the object or add to it any more.
+            if isKnownUniquelyReferenced(&object), let contents = object.takeContentsBeforeFreeing() {
+                pending.append(contentsOf: contents)
+            }
+        }
     }
 }

@@ -530,7 +530,10 @@ final class RemoteActor {
         lock.withLock { shutdownFrees = true }
         kill()
         while true {
-            let free: Bool? = lock.withLock { running <= 0 ? takeStateForFreeing() : nil }
+            let free: Bool? = lock.withLock { () -> Bool? in
+                assert(running >= 0, "an actor's running count went below zero")
+                return running <= 0 ? takeStateForFreeing() : nil
+            }
             guard let free else {
                 usleep(50)
                 continue

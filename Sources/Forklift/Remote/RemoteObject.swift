@@ -172,9 +172,33 @@ final class RemoteObject {
         return added
     }
 
-    /// The objects this one contains, in the order `contain` added them.
-    var containedObjects: [RemoteObject] {
-        lock.withLock { containsRefs } ? store.contained.contents(of: self) : []
+    /// How many objects this one contains.
+    var containedCount: Int {
+        lock.withLock { containsRefs } ? store.contained.count(of: self) : 0
+    }
+
+    /// The object at `index` among those this one contains, in the order `contain` added them.
+    func containedObject(at index: Int) -> RemoteObject? {
+        lock.withLock { containsRefs } ? store.contained.element(of: self, at: index) : nil
+    }
+
+    /// Lets go of what the object contains (a task's result before its task runs again).
+    func dropContents() {
+        let contents: [RemoteObject]? = lock.withLock {
+            guard containsRefs else { return nil }
+            containsRefs = false
+            return store.contained.remove(self)
+        }
+        withExtendedLifetime(contents) {}
+    }
+
+    /// Takes what the object contains out of the store's table, for `ContainedRefs.drop`,
+    /// which releases it: the caller holds the object's last reference, so its deinit then
+    /// finds nothing to drop. Nil if it contains nothing.
+    func takeContentsBeforeFreeing() -> [RemoteObject]? {
+        guard containsRefs else { return nil }
+        containsRefs = false
+        return store.contained.remove(self)
     }
 
     /// Seals the buffer of `createBuffer`: the object becomes ready with the bytes written.

@@ -470,6 +470,8 @@ final class RemoteTask: PoolJob {
               !runtime.isShutDown, !isCancelled else { return false }
         ResultSlot.clear(outcome)
         outcome.pointee = runtime.store.newValueSlot
+        // The next run starts with empty results: what this one contained goes.
+        for index in 0..<outputCount { output(at: index).dropContents() }
         return true
     }
 

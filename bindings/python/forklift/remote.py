@@ -104,11 +104,12 @@ class _Runtime:
         if packed is None:  # no plain arguments, or ones that do not pickle (passed as such)
             args, kwargs = nested if nested else ((), {})
         else:
+            outer = getattr(_unpickling, "nested", ())
             _unpickling.nested = nested
             try:
                 args, kwargs = pickle.loads(packed)
             finally:
-                _unpickling.nested = ()
+                _unpickling.nested = outer
         values = []
         for i in range(first, count):
             blob = blobs[i]
@@ -134,22 +135,25 @@ class _Runtime:
     @staticmethod
     def _finish(ctx, value, returns: int = 1):
         """Stores `value` as result 0 (a failure as every result, so each ref re-raises it)."""
-        try:
-            data = _Runtime._pickled_result(ctx, 0, value)
-        except Exception as error:
-            data = pickle.dumps(_Failure(TypeError(f"the result could not be pickled: {error}"), ""))
-        for index in range(1, returns):
+        for index in range(returns - 1, -1, -1):  # each result contains the refs inside it
+            try:
+                data = _Runtime._pickled_result(ctx, index, value)
+            except Exception as error:
+                data = pickle.dumps(_Failure(TypeError(f"the result could not be pickled: {error}"), ""))
             _lib.lib.fl_task_return_at(ctx, index, data, len(data))
-        return _lib.lib.fl_task_return(ctx, data, len(data))
+        return 0
 
     @staticmethod
     def _pickled_result(ctx, index: int, value) -> bytes:
         """`value` pickled for result `index`, which then contains the refs inside it."""
         data, refs = _dumps(value)
-        for ref in refs:
-            code = _lib.lib.fl_task_contain(ctx, index, ref._handle, None)
+        at = c_size_t()
+        for position, ref in enumerate(refs):
+            code = _lib.lib.fl_task_contain(ctx, index, ref._handle, byref(at))
             if code != _lib.OK:
                 raise _lib.error(code, "the result's ObjectRef")
+            if at.value != position:
+                raise RuntimeError(f"forklift: the result's ref {position} was contained at index {at.value}")
         return data
 
     @staticmethod
@@ -164,7 +168,7 @@ class _Runtime:
                 if retries > 0:
                     retries -= 1
                     continue
-                return _Failure(portable(error), traceback.format_exc())
+                return _Failure(_portable(error), traceback.format_exc())
 
     @staticmethod
     def _run_task(user, blobs, count, ctx):
@@ -211,7 +215,7 @@ class _Runtime:
         try:
             resolved = _Runtime._resolve(template, blobs, count, 0)
         except BaseException as error:  # an argument that does not unpickle
-            resolved = _Failure(portable(error), traceback.format_exc())
+            resolved = _Failure(_portable(error), traceback.format_exc())
         made = _Runtime._call(cls, resolved, 0)
         self.actors[user] = made  # a failed constructor is kept: its calls raise its error
         state_out[0] = user
@@ -320,7 +324,10 @@ class ObjectRef:
             raise TypeError("an ObjectRef can be pickled only inside a value that forklift stores "
                             "(put, a task's result or argument)")
         refs.append(self)
-        return _contained_ref, (len(refs) - 1,)
+        if self._decode is None:
+            return _contained_ref, (len(refs) - 1,)
+        # A native task's result holds C bytes: the ref made on unpickling decodes them too.
+        return _contained_ref, (len(refs) - 1, _decoder_token(self._decode))
 
 
 class _ArgumentPickler(pickle.Pickler):
@@ -374,7 +381,20 @@ def _loads(data, contained):
         _unpickling.contained = outer
 
 
-def _contained_ref(index: int) -> "ObjectRef":
+_decoders: dict = {}  # token -> the decode of native results whose refs were put inside values
+_decoder_tokens: dict = {}  # id(decode) -> token
+
+
+def _decoder_token(decode) -> int:
+    with _state_lock:
+        token = _decoder_tokens.get(id(decode))
+        if token is None:
+            token = _decoder_tokens[id(decode)] = next(_ids)
+            _decoders[token] = decode  # kept: the id stays that function's
+        return token
+
+
+def _contained_ref(index: int, decoder: int = 0) -> "ObjectRef":
     contained = getattr(_unpickling, "contained", None)
     if contained is None:
         raise pickle.UnpicklingError("an ObjectRef inside a value can only be unpickled by forklift.get or a task")
@@ -382,7 +402,23 @@ def _contained_ref(index: int) -> "ObjectRef":
     code = contained(index, handle)
     if code != _lib.OK:
         raise _lib.error(code, "get")
-    return ObjectRef(handle)
+    return ObjectRef(handle, _decoders[decoder] if decoder else None)
+
+
+def _portable(error: BaseException) -> BaseException:
+    """`portable(error)` for an exception that may hold ObjectRefs: its round trip rebuilds
+    them as new refs to the same objects, as unpickling from the store would."""
+    try:
+        data, refs = _dumps(error)
+    except Exception:
+        return portable(error)
+    if not refs:
+        return portable(error)
+    try:
+        _loads(data, lambda index, out: _lib.lib.fl_ref_clone(refs[index]._handle, byref(out)))
+        return error
+    except Exception:
+        return portable(error)
 
 
 def _ref_contained(ref_handle):
@@ -720,11 +756,15 @@ def put(value) -> ObjectRef:
     # A value with refs inside: a buffer that contains their objects, then sealed.
     buffer = c_void_p()
     _lib.check(_lib.lib.fl_create(runtime.handle, len(data), byref(buffer), byref(handle)), "put")
-    made = ObjectRef(handle)  # released (and the buffer with it) if what follows fails
-    ctypes.memmove(buffer, data, len(data))
-    for ref in refs:
-        _lib.check(_lib.lib.fl_ref_contain(handle, ref._handle, None), "put")
-    _lib.check(_lib.lib.fl_seal(handle), "put")
+    made = ObjectRef(handle)
+    try:
+        ctypes.memmove(buffer, data, len(data))
+        for ref in refs:
+            _lib.check(_lib.lib.fl_ref_contain(handle, ref._handle, None), "put")
+        _lib.check(_lib.lib.fl_seal(handle), "put")
+    except BaseException:
+        made.__del__()  # the buffer goes now, not when the traceback does
+        raise
     return made
 
 

@@ -1,3 +1,5 @@
+import ctypes
+import ctypes.util
 import sys
 import threading
 import time
@@ -92,6 +94,11 @@ class Keeper:
         return sum(forklift.get(self.refs + more))
 
 
+@forklift.remote
+def failing_pair(refs):
+    raise ValueError("holds a ref", refs[0])
+
+
 def test_refs_inside_values():
     import gc
     import pickle
@@ -121,13 +128,25 @@ def test_refs_inside_values():
     [[deep]] = [forklift.get(ref) for ref in forklift.get(outer)]
     assert forklift.get(deep) == "deep"
     assert forklift.get(outer.future().result(timeout=30)[0].future().result(timeout=30)[0]) == "deep"
+    # A native task's ref inside a value still gives its C value; a failure that holds a ref
+    # reaches every result of a task with several.
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.pow.argtypes, libm.pow.restype = [ctypes.c_double] * 2, ctypes.c_double
+    [power] = forklift.get(forklift.put([forklift.remote(libm.pow).remote(2.0, 5.0)]))
+    assert forklift.get(power) == 32.0
+    results = failing_pair.options(num_returns=2).remote([forklift.put(1)])
+    for result in results:
+        with pytest.raises(ValueError, match="holds a ref") as info:
+            forklift.get(result)
+        assert forklift.get(info.value.args[1]) == 1
+    del power, results, result, info
     # Outside the store a ref still does not pickle.
     with pytest.raises(TypeError, match="can be pickled only inside a value"):
         pickle.dumps(box)
     # Once the containers go, so does everything they held.
     del box, value, refs, first, second, keeper, outer, deep
     gc.collect()
-    for _ in range(500):
+    for _ in range(3000):
         if forklift.stats()["objects"] == 0:
             break
         time.sleep(0.01)
